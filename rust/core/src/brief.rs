@@ -1,0 +1,438 @@
+//! Brief lines: one line per packet, as `show`, `-o`, `-ou` and `read` print them, and their JSON form.
+//!
+//! `12 03:12:45.123456 int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0`
+
+use crate::packet::{decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport};
+use crate::textfmt::{push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64, LocalClock};
+
+/// What a brief line says about a packet besides its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketMeta<'a> {
+    pub index: u64,
+    pub ts_ns: u64,
+    pub iface: Option<&'a str>,
+    pub direction: Option<Direction>,
+    pub wirelen: u32,
+    pub link: LinkType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Addr {
+    None,
+    V4([u8; 4]),
+    V6([u8; 16]),
+    Mac([u8; 6]),
+}
+
+/// The columns both forms share; `info` is written separately.
+struct Summary {
+    proto: &'static str,
+    src: Addr,
+    dst: Addr,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    /// Whether the text form shows `src > dst` (ARP says it in its own words).
+    endpoints_in_text: bool,
+}
+
+/// Formats brief lines into a caller's buffer; keeps a clock cache and a scratch buffer between lines.
+#[derive(Default)]
+pub struct BriefFormatter {
+    clock: LocalClock,
+    info: Vec<u8>,
+}
+
+impl BriefFormatter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append the text line, newline included.
+    pub fn text(&mut self, out: &mut Vec<u8>, meta: &PacketMeta, data: &[u8]) {
+        let d = decode(data, meta.link);
+        self.info.clear();
+        let sum = describe(&d, data.len(), meta.wirelen, &mut self.info);
+        push_u64(out, meta.index);
+        out.push(b' ');
+        self.clock.push_time(out, meta.ts_ns);
+        out.push(b' ');
+        out.extend_from_slice(meta.iface.unwrap_or("-").as_bytes());
+        out.extend_from_slice(match meta.direction {
+            Some(Direction::In) => b" in  ",
+            Some(Direction::Out) => b" out ",
+            None => b" -   ",
+        });
+        if let Some(l2) = d.l2 {
+            if l2.vlan_count > 0 {
+                out.extend_from_slice(b"VLAN ");
+                for (i, id) in l2.vlan_ids().iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    push_u64(out, *id as u64);
+                }
+                out.push(b' ');
+            }
+        }
+        out.extend_from_slice(sum.proto.as_bytes());
+        if sum.endpoints_in_text && sum.src != Addr::None {
+            out.push(b' ');
+            push_endpoint(out, sum.src, sum.sport);
+            out.extend_from_slice(b" > ");
+            push_endpoint(out, sum.dst, sum.dport);
+        }
+        if !self.info.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(&self.info);
+        }
+        out.push(b'\n');
+    }
+
+    /// Append the JSON object, newline included.
+    pub fn json(&mut self, out: &mut Vec<u8>, meta: &PacketMeta, data: &[u8]) {
+        let d = decode(data, meta.link);
+        self.info.clear();
+        let sum = describe(&d, data.len(), meta.wirelen, &mut self.info);
+        out.extend_from_slice(b"{\"index\":");
+        push_u64(out, meta.index);
+        out.extend_from_slice(b",\"ts_ns\":");
+        push_u64(out, meta.ts_ns);
+        out.extend_from_slice(b",\"iface\":");
+        match meta.iface {
+            Some(name) => push_json_str(out, name.as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"dir\":");
+        match meta.direction {
+            Some(dir) => push_json_str(out, dir.as_str().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"caplen\":");
+        push_u64(out, data.len() as u64);
+        out.extend_from_slice(b",\"wirelen\":");
+        push_u64(out, meta.wirelen as u64);
+        for (key, mac) in [(&b",\"eth_src\":"[..], d.macs.map(|m| m.0)), (b",\"eth_dst\":", d.macs.map(|m| m.1))] {
+            out.extend_from_slice(key);
+            push_json_addr(out, mac.map_or(Addr::None, Addr::Mac));
+        }
+        out.extend_from_slice(b",\"vlan\":");
+        match d.l2.and_then(|l2| l2.vlan_ids().first().copied()) {
+            Some(id) => push_u64(out, id as u64),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"proto\":");
+        push_json_str(out, sum.proto.as_bytes());
+        out.extend_from_slice(b",\"src\":");
+        push_json_addr(out, sum.src);
+        out.extend_from_slice(b",\"dst\":");
+        push_json_addr(out, sum.dst);
+        for (key, port) in [(&b",\"sport\":"[..], sum.sport), (b",\"dport\":", sum.dport)] {
+            out.extend_from_slice(key);
+            match port {
+                Some(p) => push_u64(out, p as u64),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b",\"info\":");
+        push_json_str(out, &self.info);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// One brief line as a `String`, without the newline (for the Python API).
+pub fn brief_line(meta: &PacketMeta, data: &[u8]) -> String {
+    let mut out = Vec::with_capacity(128);
+    BriefFormatter::new().text(&mut out, meta, data);
+    out.pop();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn push_addr(out: &mut Vec<u8>, a: Addr) {
+    match a {
+        Addr::None => {}
+        Addr::V4(a) => push_ipv4(out, a),
+        Addr::V6(a) => push_ipv6(out, a),
+        Addr::Mac(m) => push_mac(out, m),
+    }
+}
+
+fn push_json_addr(out: &mut Vec<u8>, a: Addr) {
+    if a == Addr::None {
+        out.extend_from_slice(b"null");
+    } else {
+        out.push(b'"');
+        push_addr(out, a);
+        out.push(b'"');
+    }
+}
+
+fn push_endpoint(out: &mut Vec<u8>, a: Addr, port: Option<u16>) {
+    match (a, port) {
+        (Addr::V6(_), Some(p)) => {
+            out.push(b'[');
+            push_addr(out, a);
+            out.extend_from_slice(b"]:");
+            push_u64(out, p as u64);
+        }
+        (_, Some(p)) => {
+            push_addr(out, a);
+            out.push(b':');
+            push_u64(out, p as u64);
+        }
+        (_, None) => push_addr(out, a),
+    }
+}
+
+fn proto_name(proto: u8) -> Option<&'static str> {
+    Some(match proto {
+        ipproto::TCP => "TCP",
+        ipproto::UDP => "UDP",
+        ipproto::ICMP => "ICMP",
+        ipproto::ICMPV6 => "ICMP6",
+        ipproto::SCTP => "SCTP",
+        2 => "IGMP",
+        4 => "IPIP",
+        41 => "IPv6",
+        47 => "GRE",
+        50 => "ESP",
+        ipproto::AH => "AH",
+        89 => "OSPF",
+        103 => "PIM",
+        112 => "VRRP",
+        _ => return None,
+    })
+}
+
+fn push_proto(out: &mut Vec<u8>, proto: u8) {
+    match proto_name(proto) {
+        Some(name) => out.extend_from_slice(name.as_bytes()),
+        None => push_u64(out, proto as u64),
+    }
+}
+
+fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Summary {
+    let macs = d.macs.map_or((Addr::None, Addr::None), |(s, t)| (Addr::Mac(s), Addr::Mac(t)));
+    let mut sum = Summary { proto: "ETH", src: macs.0, dst: macs.1, sport: None, dport: None, endpoints_in_text: true };
+    let (src, dst, ip_len, family) = match d.net {
+        Net::Short => {
+            sum.src = Addr::None;
+            info.extend_from_slice(if caplen == 0 { b"[empty]" } else { b"[truncated]" });
+            return sum;
+        }
+        Net::Llc { length } => {
+            sum.proto = "LLC";
+            info.extend_from_slice(b"len=");
+            push_u64(info, length as u64);
+            return sum;
+        }
+        Net::Other { ethertype } => {
+            info.extend_from_slice(b"type=0x");
+            push_hex(info, ethertype as u32, 4);
+            info.extend_from_slice(b" len=");
+            push_u64(info, wirelen as u64);
+            return sum;
+        }
+        Net::Truncated { ethertype: et } => {
+            sum.proto = match et {
+                ethertype::ARP => "ARP",
+                ethertype::IPV4 => "IPv4",
+                _ => "IPv6",
+            };
+            sum.src = Addr::None;
+            info.extend_from_slice(if et == ethertype::ARP { b"[unsupported or truncated]" } else { b"[truncated]" });
+            return sum;
+        }
+        Net::Arp(arp) => {
+            sum.proto = "ARP";
+            sum.src = Addr::V4(arp.sender_ip);
+            sum.dst = Addr::V4(arp.target_ip);
+            sum.endpoints_in_text = false;
+            match arp.op {
+                1 => {
+                    info.extend_from_slice(b"who-has ");
+                    push_ipv4(info, arp.target_ip);
+                    info.extend_from_slice(b" tell ");
+                    push_ipv4(info, arp.sender_ip);
+                }
+                2 => {
+                    info.extend_from_slice(b"reply ");
+                    push_ipv4(info, arp.sender_ip);
+                    info.extend_from_slice(b" is-at ");
+                    push_mac(info, arp.sender_mac);
+                }
+                op => {
+                    info.extend_from_slice(b"op=");
+                    push_u64(info, op as u64);
+                    info.push(b' ');
+                    push_ipv4(info, arp.sender_ip);
+                    info.extend_from_slice(b" > ");
+                    push_ipv4(info, arp.target_ip);
+                }
+            }
+            return sum;
+        }
+        Net::Ipv4(ip) => (Addr::V4(ip.src), Addr::V4(ip.dst), ip.total_len as u32, "IPv4"),
+        Net::Ipv6(ip) => (Addr::V6(ip.src), Addr::V6(ip.dst), ip.payload_len as u32 + 40, "IPv6"),
+    };
+    sum.src = src;
+    sum.dst = dst;
+    sum.proto = family;
+    match d.transport {
+        Transport::Tcp(t) => {
+            sum.proto = "TCP";
+            sum.sport = Some(t.sport);
+            sum.dport = Some(t.dport);
+            info.push(b'[');
+            push_tcp_flags(info, t.flags);
+            info.extend_from_slice(b"] seq=");
+            push_u64(info, t.seq as u64);
+            if t.flags & 0x10 != 0 {
+                info.extend_from_slice(b" ack=");
+                push_u64(info, t.ack as u64);
+            }
+            info.extend_from_slice(b" win=");
+            push_u64(info, t.window as u64);
+            if let Some(n) = t.payload_len {
+                info.extend_from_slice(b" len=");
+                push_u64(info, n as u64);
+            }
+        }
+        Transport::Udp { sport, dport, length } => {
+            sum.proto = "UDP";
+            sum.sport = Some(sport);
+            sum.dport = Some(dport);
+            info.extend_from_slice(b"len=");
+            push_u64(info, length.saturating_sub(8) as u64);
+        }
+        Transport::Sctp { sport, dport } => {
+            sum.proto = "SCTP";
+            sum.sport = Some(sport);
+            sum.dport = Some(dport);
+        }
+        Transport::Icmp(icmp) => {
+            sum.proto = "ICMP";
+            push_icmp(info, icmp, false);
+        }
+        Transport::Icmp6(icmp) => {
+            sum.proto = "ICMP6";
+            push_icmp(info, icmp, true);
+        }
+        Transport::LaterFragment { proto } => {
+            info.extend_from_slice(b"fragment off=");
+            push_u64(info, d.fragment.map_or(0, |f| f.frag_offset) as u64);
+            info.extend_from_slice(b" proto=");
+            push_proto(info, proto);
+        }
+        Transport::Other { proto } => {
+            info.extend_from_slice(b"proto=");
+            push_proto(info, proto);
+            info.extend_from_slice(b" len=");
+            push_u64(info, ip_len as u64);
+        }
+        Transport::Truncated { proto } => {
+            if proto != 0 {
+                sum.proto = proto_name(proto).unwrap_or(family);
+            }
+            info.extend_from_slice(b"[truncated]");
+        }
+        Transport::None => {}
+    }
+    if let Some(f) = d.fragment {
+        if f.is_first_fragment() {
+            if !info.is_empty() {
+                info.push(b' ');
+            }
+            info.extend_from_slice(b"[first fragment]");
+        }
+    }
+    sum
+}
+
+fn push_tcp_flags(out: &mut Vec<u8>, flags: u16) {
+    // tcpdump's order, so the lines read the same to people used to it.
+    const NAMES: [(u16, u8); 8] =
+        [(0x01, b'F'), (0x02, b'S'), (0x04, b'R'), (0x08, b'P'), (0x10, b'.'), (0x20, b'U'), (0x40, b'E'), (0x80, b'W')];
+    let before = out.len();
+    for (bit, c) in NAMES {
+        if flags & bit != 0 {
+            out.push(c);
+        }
+    }
+    if out.len() == before {
+        out.extend_from_slice(b"none");
+    }
+}
+
+fn push_icmp(out: &mut Vec<u8>, icmp: Icmp, v6: bool) {
+    let name: Option<&str> = match (v6, icmp.kind) {
+        (false, 0) | (true, 129) => Some("echo reply"),
+        (false, 8) | (true, 128) => Some("echo request"),
+        (false, 3) | (true, 1) => Some("unreachable"),
+        (false, 11) | (true, 3) => Some("time exceeded"),
+        (false, 5) => Some("redirect"),
+        (false, 12) | (true, 4) => Some("parameter problem"),
+        (true, 2) => Some("packet too big"),
+        (true, 133) => Some("router solicitation"),
+        (true, 134) => Some("router advertisement"),
+        (true, 135) => Some("neighbor solicitation"),
+        (true, 136) => Some("neighbor advertisement"),
+        (true, 143) => Some("multicast listener report v2"),
+        _ => None,
+    };
+    match name {
+        Some(n) => out.extend_from_slice(n.as_bytes()),
+        None => {
+            out.extend_from_slice(b"type=");
+            push_u64(out, icmp.kind as u64);
+        }
+    }
+    if let Some((id, seq)) = icmp.echo {
+        out.extend_from_slice(b" id=");
+        push_u64(out, id as u64);
+        out.extend_from_slice(b" seq=");
+        push_u64(out, seq as u64);
+    } else if icmp.code != 0 || name.is_none() {
+        out.extend_from_slice(b" code=");
+        push_u64(out, icmp.code as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_syn() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+        f
+    }
+
+    fn meta(wirelen: u32) -> PacketMeta<'static> {
+        PacketMeta { index: 12, ts_ns: 0, iface: Some("int"), direction: Some(Direction::In), wirelen, link: LinkType::Ethernet }
+    }
+
+    #[test]
+    fn the_spec_example_line() {
+        let f = tcp_syn();
+        let line = brief_line(&meta(f.len() as u32), &f);
+        // The time depends on TZ; the rest is fixed.
+        assert!(line.starts_with("12 "));
+        assert!(line.ends_with(" int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0"), "{line}");
+    }
+
+    #[test]
+    fn every_prefix_gets_a_line() {
+        let f = tcp_syn();
+        let mut fmt = BriefFormatter::new();
+        for n in 0..=f.len() {
+            let mut out = Vec::new();
+            fmt.text(&mut out, &meta(f.len() as u32), &f[..n]);
+            fmt.json(&mut out, &meta(f.len() as u32), &f[..n]);
+            assert_eq!(out.iter().filter(|&&c| c == b'\n').count(), 2);
+        }
+        let mut out = Vec::new();
+        fmt.text(&mut out, &meta(54), &f[..40]);
+        assert!(String::from_utf8(out).unwrap().contains("TCP 198.18.0.1 > 198.18.0.2 [truncated]"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Direct evaluation of a filter over a frame, in user space.
+//!
+//! The semantics are those of the compiled program, read for read: the link layer and the transport
+//! locator are established first (a frame cut inside them matches nothing); within a group, fields are
+//! read in a fixed order and a field cut short ends the evaluation with "no match", as a BPF load past
+//! the end does.
+
+use super::expr::{Expr, Group, IpNet, Proto};
+use crate::packet::{ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, TransportAt, L2};
+
+/// What a filter needs established before its groups run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub link_layer: bool,
+    pub transport: bool,
+    pub vlan_ids: bool,
+}
+
+impl Needs {
+    pub fn of(expr: &Expr) -> Needs {
+        let mut n = Needs::default();
+        for g in &expr.groups {
+            match g {
+                Group::Eth(..) => {}
+                Group::Vlan(_) => {
+                    n.link_layer = true;
+                    n.vlan_ids = true;
+                }
+                Group::Ip(..) => n.link_layer = true,
+                Group::Proto(ps) => {
+                    n.link_layer = true;
+                    n.transport |= ps.iter().any(|p| matches!(p, Proto::Ip(_)));
+                }
+                Group::Port(..) => {
+                    n.link_layer = true;
+                    n.transport = true;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// A field was cut short: the packet does not match.
+struct Cut;
+
+struct Frame<'a> {
+    bytes: &'a [u8],
+    link: LinkType,
+    l2: Option<L2>,
+    transport: Option<TransportAt>,
+}
+
+pub fn matches(expr: &Expr, needs: Needs, bytes: &[u8], link: LinkType, stripped_tci: Option<u16>) -> bool {
+    let mut frame = Frame { bytes, link, l2: None, transport: None };
+    if needs.link_layer {
+        match parse_l2(bytes, link, stripped_tci) {
+            Some(l2) => frame.l2 = Some(l2),
+            None => return false,
+        }
+    }
+    if needs.transport {
+        let l2 = frame.l2.expect("link layer parsed above");
+        match locate_transport(bytes, l2.ethertype, l2.l3) {
+            Located::At(at) => frame.transport = Some(at),
+            Located::NotIp => {}
+            Located::Truncated => return false,
+        }
+    }
+    expr.groups.iter().all(|g| matches!(frame.group(g), Ok(true)))
+}
+
+impl Frame<'_> {
+    fn field<const N: usize>(&self, at: usize) -> Result<[u8; N], Cut> {
+        crate::packet::array(self.bytes, at).ok_or(Cut)
+    }
+
+    fn l2(&self) -> &L2 {
+        self.l2.as_ref().expect("groups that read past the link layer parse it first")
+    }
+
+    fn group(&self, g: &Group) -> Result<bool, Cut> {
+        match g {
+            Group::Eth(side, macs) => {
+                if self.link != LinkType::Ethernet {
+                    return Ok(false);
+                }
+                if side.checks_dst() {
+                    let dst = self.field::<6>(0)?;
+                    if macs.iter().any(|m| m.0 == dst) {
+                        return Ok(true);
+                    }
+                }
+                if side.checks_src() {
+                    let src = self.field::<6>(6)?;
+                    if macs.iter().any(|m| m.0 == src) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Group::Vlan(ids) => Ok(self.l2().vlan_ids().iter().any(|v| ids.contains(v))),
+            Group::Proto(protos) => {
+                let et = self.l2().ethertype;
+                let proto = self.transport.map(|t| t.proto);
+                Ok(protos.iter().any(|p| match p {
+                    Proto::Arp => et == ethertype::ARP,
+                    Proto::Ip(n) => proto == Some(*n),
+                }))
+            }
+            Group::Ip(side, nets) => self.ip_group(*side, nets),
+            Group::Port(side, ranges) => {
+                let Some(t) = self.transport else { return Ok(false) };
+                if !matches!(t.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP) || !t.is_first_fragment() {
+                    return Ok(false);
+                }
+                if side.checks_src() {
+                    let p = u16::from_be_bytes(self.field::<2>(t.l4)?);
+                    if ranges.iter().any(|r| r.contains(p)) {
+                        return Ok(true);
+                    }
+                }
+                if side.checks_dst() {
+                    let p = u16::from_be_bytes(self.field::<2>(t.l4 + 2)?);
+                    if ranges.iter().any(|r| r.contains(p)) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn ip_group(&self, side: super::expr::Side, nets: &[IpNet]) -> Result<bool, Cut> {
+        let l2 = self.l2();
+        let l3 = l2.l3;
+        let has = |v6: bool| nets.iter().any(|n| matches!(n, IpNet::V6 { .. }) == v6);
+        match l2.ethertype {
+            ethertype::IPV4 if has(false) => {
+                for (wanted, at) in [(side.checks_src(), 12), (side.checks_dst(), 16)] {
+                    if wanted {
+                        let a = u32::from_be_bytes(self.field::<4>(l3 + at)?);
+                        if nets.iter().any(|n| n.contains_v4(a)) {
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok(false)
+            }
+            ethertype::IPV6 if has(true) => {
+                for (wanted, at) in [(side.checks_src(), 8), (side.checks_dst(), 24)] {
+                    if wanted {
+                        let a = u128::from_be_bytes(self.field::<16>(l3 + at)?);
+                        if nets.iter().any(|n| n.contains_v6(a)) {
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The filter as a value: groups of alternatives, all groups required.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Which address or port of a packet a word looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Either,
+    Src,
+    Dst,
+}
+
+impl Side {
+    pub fn checks_src(self) -> bool {
+        matches!(self, Side::Either | Side::Src)
+    }
+    pub fn checks_dst(self) -> bool {
+        matches!(self, Side::Either | Side::Dst)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+/// An address prefix; host bits are always zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpNet {
+    V4 { addr: u32, prefix: u8 },
+    V6 { addr: u128, prefix: u8 },
+}
+
+impl IpNet {
+    pub fn contains_v4(&self, a: u32) -> bool {
+        match *self {
+            IpNet::V4 { addr, prefix } => a & mask32(prefix) == addr,
+            IpNet::V6 { .. } => false,
+        }
+    }
+    pub fn contains_v6(&self, a: u128) -> bool {
+        match *self {
+            IpNet::V6 { addr, prefix } => a & mask128(prefix) == addr,
+            IpNet::V4 { .. } => false,
+        }
+    }
+}
+
+pub fn mask32(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix as u32)
+    }
+}
+
+pub fn mask128(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix as u32)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, p: u16) -> bool {
+        self.lo <= p && p <= self.hi
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// IPv4 protocol or IPv6 next header (after extension headers).
+    Ip(u8),
+    Arp,
+}
+
+/// One filter word, repeated: its values are alternatives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Group {
+    Eth(Side, Vec<Mac>),
+    Ip(Side, Vec<IpNet>),
+    Port(Side, Vec<PortRange>),
+    Proto(Vec<Proto>),
+    Vlan(Vec<u16>),
+}
+
+/// All groups must match. An empty expression matches every packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expr {
+    pub groups: Vec<Group>,
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IpNet::V4 { addr, prefix: 32 } => write!(f, "{}", Ipv4Addr::from(addr)),
+            IpNet::V4 { addr, prefix } => write!(f, "{}/{}", Ipv4Addr::from(addr), prefix),
+            IpNet::V6 { addr, prefix: 128 } => write!(f, "{}", Ipv6Addr::from(addr)),
+            IpNet::V6 { addr, prefix } => write!(f, "{}/{}", Ipv6Addr::from(addr), prefix),
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+fn side_word(base: &str, side: Side) -> &'static str {
+    match (base, side) {
+        ("eth", Side::Either) => "eth",
+        ("eth", Side::Src) => "ethsrc",
+        ("eth", Side::Dst) => "ethdest",
+        ("ip", Side::Either) => "ip",
+        ("ip", Side::Src) => "ipsrc",
+        ("ip", Side::Dst) => "ipdest",
+        (_, Side::Either) => "port",
+        (_, Side::Src) => "srcport",
+        (_, Side::Dst) => "destport",
+    }
+}
+
+fn write_each<T: fmt::Display>(f: &mut fmt::Formatter<'_>, word: &str, values: &[T], first: &mut bool) -> fmt::Result {
+    for v in values {
+        if !std::mem::take(first) {
+            f.write_str(" ")?;
+        }
+        write!(f, "{word} {v}")?;
+    }
+    Ok(())
+}
+
+/// The canonical classic spelling, e.g. `ipsrc 198.18.0.1 tcp port 80 port 443`.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for g in &self.groups {
+            match g {
+                Group::Eth(s, v) => write_each(f, side_word("eth", *s), v, &mut first)?,
+                Group::Ip(s, v) => write_each(f, side_word("ip", *s), v, &mut first)?,
+                Group::Port(s, v) => write_each(f, side_word("port", *s), v, &mut first)?,
+                Group::Vlan(v) => write_each(f, "vlan", v, &mut first)?,
+                Group::Proto(v) => {
+                    for p in v {
+                        if !std::mem::take(&mut first) {
+                            f.write_str(" ")?;
+                        }
+                        match p {
+                            Proto::Arp => f.write_str("arp")?,
+                            Proto::Ip(n) => match super::words::proto_alias(*n) {
+                                Some(alias) => f.write_str(alias)?,
+                                None => write!(f, "proto {n}")?,
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

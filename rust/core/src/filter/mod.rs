@@ -1,0 +1,68 @@
+//! The filter language: words → expression → classic BPF for the kernel, or direct evaluation in user space.
+
+mod compile;
+mod eval;
+mod expr;
+mod words;
+
+pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side};
+pub use words::{filter_words, FilterError};
+
+use crate::bpf::asm::AsmError;
+use crate::bpf::Insn;
+use crate::packet::LinkType;
+use std::fmt;
+
+/// The largest snap length: the accept value of a compiled program when nothing is to be cut.
+pub const MAX_SNAPLEN: u32 = 262_144;
+
+/// A parsed filter. All of its groups must match; an empty filter matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    expr: Expr,
+    needs: eval::Needs,
+}
+
+impl Filter {
+    /// Parse command-line tokens, e.g. `["ipsrc", "198.18.0.1", "-tcp"]`.
+    pub fn parse(tokens: &[&str]) -> Result<Filter, FilterError> {
+        let expr = words::parse(tokens)?;
+        let filter = Filter { needs: eval::Needs::of(&expr), expr };
+        filter.compile(MAX_SNAPLEN).map_err(|e| FilterError { token: filter.to_string(), expected: e.to_string() })?;
+        Ok(filter)
+    }
+
+    /// Parse a filter written as one string, words separated by white space.
+    pub fn parse_str(text: &str) -> Result<Filter, FilterError> {
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        Filter::parse(&tokens)
+    }
+
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expr.groups.is_empty()
+    }
+
+    pub fn matches(&self, frame: &[u8], link: LinkType) -> bool {
+        eval::matches(&self.expr, self.needs, frame, link, None)
+    }
+
+    /// As the kernel sees it: `stripped_tci` is an 802.1Q tag the kernel took out of the frame.
+    pub fn matches_stripped(&self, frame: &[u8], stripped_tci: Option<u16>) -> bool {
+        eval::matches(&self.expr, self.needs, frame, LinkType::Ethernet, stripped_tci)
+    }
+
+    /// The classic BPF program over Ethernet frames; accepted packets are cut to `snaplen` bytes.
+    pub fn compile(&self, snaplen: u32) -> Result<Vec<Insn>, AsmError> {
+        compile::compile(&self.expr, snaplen)
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.expr.fmt(f)
+    }
+}

@@ -1,0 +1,13 @@
+//! pcapdump's engine. Pure Rust, no Python: the filter language and its BPF compiler, header decoding,
+//! brief lines, pcap files, and (on Linux) live capture from AF_PACKET rings.
+
+pub mod bpf;
+pub mod brief;
+pub mod filter;
+pub mod offline;
+pub mod packet;
+pub mod pcap;
+pub mod textfmt;
+
+/// The engine's version, reported next to the package's by `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

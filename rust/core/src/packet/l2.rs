@@ -1,0 +1,102 @@
+//! The link layer: where the network header starts, its ethertype and the 802.1Q tags in front of it.
+//!
+//! The filter's semantics rest on this function: the compiled BPF program performs exactly these reads, so
+//! "cannot be parsed" here is "a load past the end" there.
+
+use super::{be16, ethertype, LinkType};
+
+/// In-band tags looked through (802.1Q, QinQ). A tag the kernel stripped comes on top of these.
+pub const MAX_INBAND_TAGS: usize = 2;
+pub const MAX_TAGS: usize = MAX_INBAND_TAGS + 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2 {
+    pub ethertype: u16,
+    /// Offset of the network header.
+    pub l3: usize,
+    /// VLAN ids, outermost first.
+    pub vlans: [u16; MAX_TAGS],
+    pub vlan_count: u8,
+    /// Whether the frame has Ethernet addresses at offsets 0 and 6.
+    pub has_macs: bool,
+}
+
+impl L2 {
+    pub fn vlan_ids(&self) -> &[u16] {
+        &self.vlans[..self.vlan_count as usize]
+    }
+}
+
+/// Parse the link layer; `None` when the frame ends before the ethertype of the network header.
+pub fn parse_l2(frame: &[u8], link: LinkType, stripped_tci: Option<u16>) -> Option<L2> {
+    let mut l2 = L2 { ethertype: 0, l3: 0, vlans: [0; MAX_TAGS], vlan_count: 0, has_macs: false };
+    if let Some(tci) = stripped_tci {
+        l2.vlans[0] = tci & 0x0fff;
+        l2.vlan_count = 1;
+    }
+    let (mut et, mut off) = match link {
+        LinkType::Ethernet => {
+            l2.has_macs = true;
+            (be16(frame, 12)?, 14)
+        }
+        LinkType::LinuxSll => (be16(frame, 14)?, 16),
+        LinkType::LinuxSll2 => {
+            let et = be16(frame, 0)?;
+            frame.get(19)?;
+            (et, 20)
+        }
+        LinkType::Raw => match frame.first()? >> 4 {
+            4 => (ethertype::IPV4, 0),
+            6 => (ethertype::IPV6, 0),
+            _ => (0, 0),
+        },
+        LinkType::Ipv4 => (ethertype::IPV4, 0),
+        LinkType::Ipv6 => (ethertype::IPV6, 0),
+        LinkType::Other(_) => return None,
+    };
+    for _ in 0..MAX_INBAND_TAGS {
+        if !ethertype::is_vlan_tpid(et) {
+            break;
+        }
+        let tci = be16(frame, off)?;
+        et = be16(frame, off + 2)?;
+        l2.vlans[l2.vlan_count as usize] = tci & 0x0fff;
+        l2.vlan_count += 1;
+        off += 4;
+    }
+    l2.ethertype = et;
+    l2.l3 = off;
+    Some(l2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(et: u16, rest: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&et.to_be_bytes());
+        f.extend_from_slice(rest);
+        f
+    }
+
+    #[test]
+    fn untagged_ipv4() {
+        let l2 = parse_l2(&eth(0x0800, &[0; 20]), LinkType::Ethernet, None).unwrap();
+        assert_eq!((l2.ethertype, l2.l3, l2.vlan_count), (0x0800, 14, 0));
+    }
+
+    #[test]
+    fn qinq_with_stripped_outer_tag() {
+        let f = eth(0x8100, &[0x00, 0x07, 0x08, 0x00]);
+        let l2 = parse_l2(&f, LinkType::Ethernet, Some(0x2005)).unwrap();
+        assert_eq!(l2.vlan_ids(), &[5, 7]);
+        assert_eq!((l2.ethertype, l2.l3), (0x0800, 18));
+    }
+
+    #[test]
+    fn tag_cut_short_is_unparseable() {
+        assert_eq!(parse_l2(&eth(0x8100, &[0x00, 0x07, 0x08]), LinkType::Ethernet, None), None);
+        assert_eq!(parse_l2(&[0u8; 13], LinkType::Ethernet, None), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Capture files: the classic pcap writer and a memory-mapped reader for pcap and pcapng.
+
+mod atomic;
+mod reader;
+mod writer;
+
+pub use atomic::AtomicFile;
+pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Records};
+pub use writer::PcapWriter;
+
+/// The largest record we accept when reading, and the largest snap length when capturing (256 KiB).
+pub const MAX_RECORD: u32 = crate::filter::MAX_SNAPLEN;

@@ -1,0 +1,207 @@
+//! Fast text formatting into a byte buffer: integers, addresses, local time, JSON strings.
+//! Brief lines are printed by the million, so nothing here goes through `format!`.
+
+const DIGITS2: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+#[inline]
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGITS2[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGITS2[d..d + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `v` in exactly `width` digits, zero-padded (v must fit).
+#[inline]
+pub fn push_padded(out: &mut Vec<u8>, mut v: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    let mut i = start + width;
+    while v > 0 && i > start {
+        i -= 1;
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[inline]
+pub fn push_hex_byte(out: &mut Vec<u8>, b: u8) {
+    out.push(HEX[(b >> 4) as usize]);
+    out.push(HEX[(b & 15) as usize]);
+}
+
+/// Lower-case hex without leading zeros beyond `min_digits`.
+pub fn push_hex(out: &mut Vec<u8>, v: u32, min_digits: usize) {
+    let digits = ((32 - v.leading_zeros() as usize).div_ceil(4)).max(min_digits).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (4 * i)) & 15) as usize]);
+    }
+}
+
+#[inline]
+pub fn push_ipv4(out: &mut Vec<u8>, a: [u8; 4]) {
+    for (i, b) in a.iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        push_u64(out, *b as u64);
+    }
+}
+
+/// RFC 5952: lower case, the longest run of two or more zero groups shown as `::`.
+pub fn push_ipv6(out: &mut Vec<u8>, a: [u8; 16]) {
+    let groups: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([a[2 * i], a[2 * i + 1]]));
+    let (mut best, mut best_len, mut run, mut run_len) = (8, 0, 0, 0);
+    for (i, g) in groups.iter().enumerate() {
+        if *g == 0 {
+            if run_len == 0 {
+                run = i;
+            }
+            run_len += 1;
+            if run_len > best_len {
+                best = run;
+                best_len = run_len;
+            }
+        } else {
+            run_len = 0;
+        }
+    }
+    if best_len < 2 {
+        best = 8;
+    }
+    let mut i = 0;
+    while i < 8 {
+        if i == best {
+            out.extend_from_slice(b"::");
+            i += best_len;
+            continue;
+        }
+        if i > 0 && i != best + best_len {
+            out.push(b':');
+        }
+        push_hex(out, groups[i] as u32, 1);
+        i += 1;
+    }
+}
+
+pub fn push_mac(out: &mut Vec<u8>, m: [u8; 6]) {
+    for (i, b) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b':');
+        }
+        push_hex_byte(out, *b);
+    }
+}
+
+/// A JSON string literal.
+pub fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for &c in s {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                push_hex_byte(out, c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Local wall-clock time of day with microseconds. The UTC offset is looked up once per hour of
+/// timestamps, not once per packet.
+#[derive(Default)]
+pub struct LocalClock {
+    cached_hour: Option<i64>,
+    offset_secs: i64,
+}
+
+impl LocalClock {
+    pub fn push_time(&mut self, out: &mut Vec<u8>, ts_ns: u64) {
+        let secs = (ts_ns / 1_000_000_000) as i64;
+        let hour = secs.div_euclid(3600);
+        if self.cached_hour != Some(hour) {
+            self.offset_secs = utc_offset(secs);
+            self.cached_hour = Some(hour);
+        }
+        let day_secs = (secs + self.offset_secs).rem_euclid(86_400) as u32;
+        push_padded(out, day_secs / 3600, 2);
+        out.push(b':');
+        push_padded(out, day_secs / 60 % 60, 2);
+        out.push(b':');
+        push_padded(out, day_secs % 60, 2);
+        out.push(b'.');
+        push_padded(out, ((ts_ns % 1_000_000_000) / 1_000) as u32, 6);
+    }
+}
+
+#[cfg(unix)]
+fn utc_offset(secs: i64) -> i64 {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which we own; a zeroed tm is a valid initial value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok {
+        tm.tm_gmtoff
+    } else {
+        0
+    }
+}
+
+#[cfg(not(unix))]
+fn utc_offset(_secs: i64) -> i64 {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn integers() {
+        for v in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+            assert_eq!(s(|o| push_u64(o, v)), v.to_string());
+        }
+        assert_eq!(s(|o| push_padded(o, 42, 6)), "000042");
+    }
+
+    #[test]
+    fn ipv6_follows_rfc5952() {
+        for text in ["2001:db8::1", "::", "::1", "2001:db8:0:1:1:1:1:1", "2001:0:0:1::1", "fe80::1:0:0:1", "1::"] {
+            let a: std::net::Ipv6Addr = text.parse().unwrap();
+            assert_eq!(s(|o| push_ipv6(o, a.octets())), a.to_string());
+        }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(s(|o| push_json_str(o, b"a\"b\\\n")), r#""a\"b\\\u000a""#);
+    }
+}

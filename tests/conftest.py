@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need_tool(name: str) -> str:
+    """The path of an external oracle; in CI a missing one is a failure, not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is not installed; .ci/run installs it")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def pcapdump_exe() -> str:
+    """The installed console command (tests run it as a user would)."""
+    exe = shutil.which("pcapdump", path=str(Path(sys.executable).parent)) or shutil.which("pcapdump")
+    assert exe, "the pcapdump command is not installed in this environment"
+    return exe
+
+
+def run_pcapdump(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "TZ": "UTC", **(env or {})}
+    return subprocess.run(
+        [pcapdump_exe(), *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def corpus_frames():
+    import corpus
+
+    return corpus.build()
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory, corpus_frames) -> Path:
+    import corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "corpus.pcap"
+    corpus.write(path, corpus_frames)
+    return path
