@@ -30,7 +30,9 @@ def pcapdump_exe() -> str:
     return exe
 
 
-def run_pcapdump(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_pcapdump(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "TZ": "UTC", **(env or {})}
     return subprocess.run(
         [pcapdump_exe(), *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False

@@ -74,7 +74,9 @@ def _l3_payloads(rng: random.Random) -> list[tuple[object, bool]]:
     out.append((IP(src=V4[2], dst=V4[3]) / SCTP(sport=80, dport=443), False))
     out.append((IP(src=V4[0], dst=V4[3], proto=47) / Raw(b"\x00" * 8), False))
     out.append((IP(src=V4[0], dst=V4[3], proto=103) / Raw(b"\x00" * 8), False))
-    for frag in fragment(IP(src=V4[0], dst=V4[1]) / UDP(sport=53, dport=443) / Raw(b"y" * 1200), fragsize=512):
+    for frag in fragment(
+        IP(src=V4[0], dst=V4[1]) / UDP(sport=53, dport=443) / Raw(b"y" * 1200), fragsize=512
+    ):
         out.append((frag, False))
     for src, dst in itertools.permutations(V6[:3], 2):
         sport, dport = rng.sample(PORTS, 2)

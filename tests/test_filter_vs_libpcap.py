@@ -30,17 +30,16 @@ import subprocess
 from pathlib import Path
 
 import corpus
+import pcapdump
 import pytest
 from conftest import need_tool
 from scapy.utils import RawPcapReader  # type: ignore[import-untyped]
-
-import pcapdump
 
 FALSE = "(ether[0] & 0 = 1)"
 
 
 def draw_filter(rng: random.Random) -> list[tuple[str, str | None]]:
-    """A random filter as (word, value) pairs: 1–4 different words, some repeated."""
+    """A random filter as (word, value) pairs: 1 to 4 different words, some repeated."""
     kinds = rng.sample(["eth", "ip", "port", "proto", "vlan"], rng.randint(1, 4))
     words: list[tuple[str, str | None]] = []
     for kind in kinds:
@@ -50,17 +49,38 @@ def draw_filter(rng: random.Random) -> list[tuple[str, str | None]]:
             words += [(word, m) for m in rng.sample(corpus.MACS, repeat)]
         elif kind == "ip":
             word = rng.choice(["ip", "ipsrc", "ipdest"])
-            pool = [*corpus.V4, *corpus.V6, "198.18.0.0/15", "10.0.0.0/8", "192.168.0.0/16", "0.0.0.0/0",
-                    "2001:db8::/32", "2001:db8:1::/48", "2001:db8::/120", "fe80::/10", "::/0"]
+            pool = [
+                *corpus.V4,
+                *corpus.V6,
+                "198.18.0.0/15",
+                "10.0.0.0/8",
+                "192.168.0.0/16",
+                "0.0.0.0/0",
+                "2001:db8::/32",
+                "2001:db8:1::/48",
+                "2001:db8::/120",
+                "fe80::/10",
+                "::/0",
+            ]
             words += [(word, a) for a in rng.sample(pool, repeat)]
         elif kind == "port":
             word = rng.choice(["port", "srcport", "destport"])
             pool = [str(p) for p in corpus.PORTS] + ["8000-8100", "0-1023", "443-443", "40000-65535"]
             words += [(word, p) for p in rng.sample(pool, repeat)]
         elif kind == "proto":
-            pool: list[tuple[str, str | None]] = [("tcp", None), ("udp", None), ("icmp", None), ("icmp6", None),
-                    ("arp", None), ("sctp", None), ("proto", "47"), ("proto", "103"), ("proto", "tcp"),
-                    ("proto", "0"), ("proto", "17")]
+            pool: list[tuple[str, str | None]] = [
+                ("tcp", None),
+                ("udp", None),
+                ("icmp", None),
+                ("icmp6", None),
+                ("arp", None),
+                ("sctp", None),
+                ("proto", "47"),
+                ("proto", "103"),
+                ("proto", "tcp"),
+                ("proto", "0"),
+                ("proto", "17"),
+            ]
             words += rng.sample(pool, repeat)
         else:
             words += [("vlan", str(v)) for v in rng.sample(corpus.VLANS, repeat)]
@@ -120,7 +140,9 @@ def comparable(frame: corpus.Frame, words: list[tuple[str, str | None]]) -> bool
     if frame.truncated:
         assert frame.truncated_at is not None
         has_alternatives = len(kinds) != len(words)
-        short_prefix = any(v and "/" in v and int(v.split("/")[1]) < (97 if ":" in v else 1) for _, v in words)
+        short_prefix = any(
+            v and "/" in v and int(v.split("/")[1]) < (97 if ":" in v else 1) for _, v in words
+        )
         if has_alternatives or short_prefix or frame.truncated_at < frame.l3:
             return False
     return True
@@ -147,8 +169,10 @@ def test_filter_keeps_what_libpcap_keeps(seed, corpus_file, corpus_frames, tmp_p
     text = " ".join(w if v is None else f"{w} {v}" for w, v in words)
     # One tcpdump run per tag depth: a `vlan` keyword shifts offsets for the rest of the whole expression,
     # even across `or`, so the three branches cannot share one expression.
-    exprs = [f"{prefix}({to_libpcap(words, tags)})"
-             for tags, prefix in [(0, ""), (1, "vlan and "), (2, "vlan and vlan and ")]]
+    exprs = [
+        f"{prefix}({to_libpcap(words, tags)})"
+        for tags, prefix in [(0, ""), (1, "vlan and "), (2, "vlan and vlan and ")]
+    ]
     ours = kept_by_pcapdump(corpus_file, text)
     theirs = set().union(*(kept_by_tcpdump(tcpdump, corpus_file, e, tmp_path / "out.pcap") for e in exprs))
     expr = " | ".join(exprs)
@@ -161,8 +185,14 @@ def test_filter_keeps_what_libpcap_keeps(seed, corpus_file, corpus_frames, tmp_p
 
 def test_the_random_filters_select_something(corpus_file):
     """Guards the comparison against filters that never match anything."""
-    sizes = [len(kept_by_pcapdump(corpus_file, " ".join(w if v is None else f"{w} {v}"
-                                                        for w, v in draw_filter(random.Random(s)))))
-             for s in range(240)]
+    sizes = [
+        len(
+            kept_by_pcapdump(
+                corpus_file,
+                " ".join(w if v is None else f"{w} {v}" for w, v in draw_filter(random.Random(s))),
+            )
+        )
+        for s in range(240)
+    ]
     assert sum(1 for n in sizes if n > 0) > 120
     assert sum(1 for n in sizes if 0 < n < 100) > 60

@@ -3,6 +3,18 @@
 from collections.abc import Iterable, Sequence
 from typing import Any, final
 
+__all__ = [
+    "MAX_SNAPLEN",
+    "FileReader",
+    "Filter",
+    "Packet",
+    "__version__",
+    "filter_words",
+    "read_lines",
+    "read_to_pcap",
+    "write_pcap",
+]
+
 __version__: str
 MAX_SNAPLEN: int
 
@@ -14,9 +26,11 @@ class Filter:
     def matches(self, frame: bytes, vlan_tci: int | None = None) -> bool: ...
     def bpf(self, snaplen: int = ...) -> list[tuple[int, int, int, int]]: ...
     def run_bpf(self, frame: bytes, vlan_tci: int | None = None, snaplen: int = ...) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
 
 def filter_words() -> list[tuple[str, bool]]: ...
+
 @final
 class Packet:
     """One captured packet."""

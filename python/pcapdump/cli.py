@@ -107,3 +107,7 @@ def main(words: tuple[str, ...]) -> None:
         click.echo(f"pcapdump {__version__} (engine {_core.__version__})")
         return
     dispatch(words)
+
+
+if __name__ == "__main__":
+    main()

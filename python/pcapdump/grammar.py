@@ -117,7 +117,7 @@ def parse(argv: Sequence[str]) -> Request:
             if inline is not None:
                 args.append(inline)
                 wanted -= 1
-        elif name in FILTER_WORDS and wanted == 0 or (dashed and name in FILTER_WORDS):
+        elif (name in FILTER_WORDS and wanted == 0) or (dashed and name in FILTER_WORDS):
             filter_tokens.append(token)
             if FILTER_WORDS[name] and inline is None and i < len(argv):
                 filter_tokens.append(argv[i])

@@ -5,7 +5,10 @@ use pyo3::types::PyTuple;
 use pyo3::PyErr;
 
 fn raise<'py>(py: Python<'py>, class: &str, args: Bound<'py, PyTuple>) -> PyErr {
-    let made = py.import("pcapdump.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1(args));
+    let made = py
+        .import("pcapdump.errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.call1(args));
     match made {
         Ok(e) => PyErr::from_value(e),
         Err(e) => e,

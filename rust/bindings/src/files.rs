@@ -12,8 +12,9 @@ use crate::errors;
 use crate::filter::PyFilter;
 use crate::packet::PyPacket;
 
-fn open(py: Python<'_>, path: &PathBuf) -> PyResult<CaptureFile> {
-    py.detach(|| CaptureFile::open(path)).map_err(|e| errors::capture_file_error(py, e.to_string()))
+fn open(py: Python<'_>, path: &std::path::Path) -> PyResult<CaptureFile> {
+    py.detach(|| CaptureFile::open(path))
+        .map_err(|e| errors::capture_file_error(py, e.to_string()))
 }
 
 fn summary_dict(py: Python<'_>, s: Summary) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
@@ -38,7 +39,13 @@ pub struct PyFileReader {
 impl PyFileReader {
     #[new]
     #[pyo3(signature = (path, filter = None, snaplen = None, count = None))]
-    fn new(py: Python<'_>, path: PathBuf, filter: Option<PyRef<'_, PyFilter>>, snaplen: Option<u32>, count: Option<u64>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        filter: Option<PyRef<'_, PyFilter>>,
+        snaplen: Option<u32>,
+        count: Option<u64>,
+    ) -> PyResult<Self> {
         let file = open(py, &path)?;
         Ok(PyFileReader {
             cursor: file.cursor(),
@@ -58,9 +65,15 @@ impl PyFileReader {
             return Ok(None);
         }
         loop {
-            let Some(next) = self.file.next_record(&mut self.cursor) else { return Ok(None) };
+            let Some(next) = self.file.next_record(&mut self.cursor) else {
+                return Ok(None);
+            };
             let r = next.map_err(|e| errors::capture_file_error(py, e.to_string()))?;
-            if self.filter.as_ref().is_some_and(|f| !f.matches(r.data, r.link)) {
+            if self
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.matches(r.data, r.link))
+            {
                 continue;
             }
             if let Some(n) = self.remaining.as_mut() {
@@ -81,7 +94,11 @@ impl PyFileReader {
 }
 
 fn selection(filter: &Option<Filter>, snaplen: Option<u32>, count: Option<u64>) -> Selection<'_> {
-    Selection { filter: filter.as_ref(), snaplen: snaplen.unwrap_or(MAX_SNAPLEN), count }
+    Selection {
+        filter: filter.as_ref(),
+        snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
+        count,
+    }
 }
 
 /// Print brief lines (or JSON lines) of a file's matching packets on standard output.
@@ -118,29 +135,45 @@ pub fn read_to_pcap<'py>(
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let file = open(py, &path)?;
     let filter = filter.map(|f| f.inner.clone());
-    let result = py.detach(|| offline::write_pcap(&file, &selection(&filter, snaplen, count), &out));
+    let result =
+        py.detach(|| offline::write_pcap(&file, &selection(&filter, snaplen, count), &out));
     summary_dict(py, result.map_err(|e| errors::offline_error(py, e))?)
 }
 
 /// Write packets (``Packet`` objects or ``(ts_ns, bytes)`` pairs) to a pcap file; returns how many.
 #[pyfunction]
 #[pyo3(signature = (path, packets, linktype = 1, snaplen = MAX_SNAPLEN))]
-pub fn write_pcap(py: Python<'_>, path: PathBuf, packets: &Bound<'_, PyAny>, linktype: u32, snaplen: u32) -> PyResult<u64> {
-    let io_err = |e: std::io::Error| errors::capture_file_error(py, format!("'{}': cannot write: {e}", path.display()));
+pub fn write_pcap(
+    py: Python<'_>,
+    path: PathBuf,
+    packets: &Bound<'_, PyAny>,
+    linktype: u32,
+    snaplen: u32,
+) -> PyResult<u64> {
+    let io_err = |e: std::io::Error| {
+        errors::capture_file_error(py, format!("'{}': cannot write: {e}", path.display()))
+    };
     let out = AtomicFile::create(&path).map_err(io_err)?;
-    let mut writer = PcapWriter::new(out, LinkType::from_number(linktype), snaplen).map_err(io_err)?;
+    let mut writer =
+        PcapWriter::new(out, LinkType::from_number(linktype), snaplen).map_err(io_err)?;
     let mut n = 0u64;
     for item in packets.try_iter()? {
         let item = item?;
         if let Ok(p) = item.cast::<PyPacket>() {
             let p = p.get();
-            writer.write(p.ts_ns, p.data.bind(py).as_bytes(), p.wirelen).map_err(io_err)?;
+            writer
+                .write(p.ts_ns, p.data.bind(py).as_bytes(), p.wirelen)
+                .map_err(io_err)?;
         } else {
             let (ts_ns, data): (u64, Bound<'_, PyBytes>) = item.extract().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err(format!("packet {n}: expected a Packet or a (ts_ns, bytes) pair"))
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "packet {n}: expected a Packet or a (ts_ns, bytes) pair"
+                ))
             })?;
             let bytes = data.as_bytes();
-            writer.write(ts_ns, bytes, bytes.len() as u32).map_err(io_err)?;
+            writer
+                .write(ts_ns, bytes, bytes.len() as u32)
+                .map_err(io_err)?;
         }
         n += 1;
     }

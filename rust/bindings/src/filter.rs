@@ -20,11 +20,17 @@ impl PyFilter {
     fn new(py: Python<'_>, expr: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let tokens: Vec<String> = match expr {
             None => Vec::new(),
-            Some(e) if e.is_instance_of::<PyString>() => e.extract::<String>()?.split_whitespace().map(String::from).collect(),
+            Some(e) if e.is_instance_of::<PyString>() => e
+                .extract::<String>()?
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
             Some(e) => e.extract()?,
         };
         let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        Filter::parse(&refs).map(|inner| PyFilter { inner }).map_err(|e| errors::filter_error(py, &e))
+        Filter::parse(&refs)
+            .map(|inner| PyFilter { inner })
+            .map_err(|e| errors::filter_error(py, &e))
     }
 
     /// Whether an Ethernet frame matches (``vlan_tci``: a tag the kernel stripped from it, if any).
@@ -39,15 +45,28 @@ impl PyFilter {
     /// The classic BPF program, as ``tcpdump -dd`` prints it: (code, jt, jf, k) tuples.
     #[pyo3(signature = (snaplen = MAX_SNAPLEN))]
     fn bpf(&self, snaplen: u32) -> PyResult<Vec<(u16, u8, u8, u32)>> {
-        let prog = self.inner.compile(snaplen).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let prog = self
+            .inner
+            .compile(snaplen)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         Ok(prog.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
     }
 
     /// Run the compiled program over ``frame`` in the BPF interpreter: the number of bytes kept.
     #[pyo3(signature = (frame, vlan_tci = None, snaplen = MAX_SNAPLEN))]
     fn run_bpf(&self, frame: &[u8], vlan_tci: Option<u16>, snaplen: u32) -> PyResult<u32> {
-        let prog = self.inner.compile(snaplen).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        Ok(interp::run(&prog, frame, &Ancillary { vlan_tci, protocol: 0 }))
+        let prog = self
+            .inner
+            .compile(snaplen)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        Ok(interp::run(
+            &prog,
+            frame,
+            &Ancillary {
+                vlan_tci,
+                protocol: 0,
+            },
+        ))
     }
 
     fn __str__(&self) -> String {

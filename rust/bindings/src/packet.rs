@@ -51,11 +51,21 @@ impl PyPacket {
             Some("in") => Some(Direction::In),
             Some("out") => Some(Direction::Out),
             Some(other) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!("direction {other:?}: expected 'in', 'out' or None")))
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "direction {other:?}: expected 'in', 'out' or None"
+                )))
             }
         };
         let caplen = data.as_bytes().len() as u32;
-        Ok(PyPacket { ts_ns, wirelen: wirelen.unwrap_or(caplen).max(caplen), data: data.unbind(), iface, direction, linktype, index })
+        Ok(PyPacket {
+            ts_ns,
+            wirelen: wirelen.unwrap_or(caplen).max(caplen),
+            data: data.unbind(),
+            iface,
+            direction,
+            linktype,
+            index,
+        })
     }
 
     /// The captured bytes (at most the snap length).

@@ -2,8 +2,12 @@
 //!
 //! `12 03:12:45.123456 int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0`
 
-use crate::packet::{decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport};
-use crate::textfmt::{push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64, LocalClock};
+use crate::packet::{
+    decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport,
+};
+use crate::textfmt::{
+    push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64, LocalClock,
+};
 
 /// What a brief line says about a packet besides its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -111,7 +115,10 @@ impl BriefFormatter {
         push_u64(out, data.len() as u64);
         out.extend_from_slice(b",\"wirelen\":");
         push_u64(out, meta.wirelen as u64);
-        for (key, mac) in [(&b",\"eth_src\":"[..], d.macs.map(|m| m.0)), (b",\"eth_dst\":", d.macs.map(|m| m.1))] {
+        for (key, mac) in [
+            (&b",\"eth_src\":"[..], d.macs.map(|m| m.0)),
+            (b",\"eth_dst\":", d.macs.map(|m| m.1)),
+        ] {
             out.extend_from_slice(key);
             push_json_addr(out, mac.map_or(Addr::None, Addr::Mac));
         }
@@ -126,7 +133,10 @@ impl BriefFormatter {
         push_json_addr(out, sum.src);
         out.extend_from_slice(b",\"dst\":");
         push_json_addr(out, sum.dst);
-        for (key, port) in [(&b",\"sport\":"[..], sum.sport), (b",\"dport\":", sum.dport)] {
+        for (key, port) in [
+            (&b",\"sport\":"[..], sum.sport),
+            (b",\"dport\":", sum.dport),
+        ] {
             out.extend_from_slice(key);
             match port {
                 Some(p) => push_u64(out, p as u64),
@@ -211,12 +221,25 @@ fn push_proto(out: &mut Vec<u8>, proto: u8) {
 }
 
 fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Summary {
-    let macs = d.macs.map_or((Addr::None, Addr::None), |(s, t)| (Addr::Mac(s), Addr::Mac(t)));
-    let mut sum = Summary { proto: "ETH", src: macs.0, dst: macs.1, sport: None, dport: None, endpoints_in_text: true };
+    let macs = d.macs.map_or((Addr::None, Addr::None), |(s, t)| {
+        (Addr::Mac(s), Addr::Mac(t))
+    });
+    let mut sum = Summary {
+        proto: "ETH",
+        src: macs.0,
+        dst: macs.1,
+        sport: None,
+        dport: None,
+        endpoints_in_text: true,
+    };
     let (src, dst, ip_len, family) = match d.net {
         Net::Short => {
             sum.src = Addr::None;
-            info.extend_from_slice(if caplen == 0 { b"[empty]" } else { b"[truncated]" });
+            info.extend_from_slice(if caplen == 0 {
+                b"[empty]"
+            } else {
+                b"[truncated]"
+            });
             return sum;
         }
         Net::Llc { length } => {
@@ -239,7 +262,11 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
                 _ => "IPv6",
             };
             sum.src = Addr::None;
-            info.extend_from_slice(if et == ethertype::ARP { b"[unsupported or truncated]" } else { b"[truncated]" });
+            info.extend_from_slice(if et == ethertype::ARP {
+                b"[unsupported or truncated]"
+            } else {
+                b"[truncated]"
+            });
             return sum;
         }
         Net::Arp(arp) => {
@@ -271,8 +298,18 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
             }
             return sum;
         }
-        Net::Ipv4(ip) => (Addr::V4(ip.src), Addr::V4(ip.dst), ip.total_len as u32, "IPv4"),
-        Net::Ipv6(ip) => (Addr::V6(ip.src), Addr::V6(ip.dst), ip.payload_len as u32 + 40, "IPv6"),
+        Net::Ipv4(ip) => (
+            Addr::V4(ip.src),
+            Addr::V4(ip.dst),
+            ip.total_len as u32,
+            "IPv4",
+        ),
+        Net::Ipv6(ip) => (
+            Addr::V6(ip.src),
+            Addr::V6(ip.dst),
+            ip.payload_len as u32 + 40,
+            "IPv6",
+        ),
     };
     sum.src = src;
     sum.dst = dst;
@@ -297,7 +334,11 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
                 push_u64(info, n as u64);
             }
         }
-        Transport::Udp { sport, dport, length } => {
+        Transport::Udp {
+            sport,
+            dport,
+            length,
+        } => {
             sum.proto = "UDP";
             sum.sport = Some(sport);
             sum.dport = Some(dport);
@@ -350,8 +391,16 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
 
 fn push_tcp_flags(out: &mut Vec<u8>, flags: u16) {
     // tcpdump's order, so the lines read the same to people used to it.
-    const NAMES: [(u16, u8); 8] =
-        [(0x01, b'F'), (0x02, b'S'), (0x04, b'R'), (0x08, b'P'), (0x10, b'.'), (0x20, b'U'), (0x40, b'E'), (0x80, b'W')];
+    const NAMES: [(u16, u8); 8] = [
+        (0x01, b'F'),
+        (0x02, b'S'),
+        (0x04, b'R'),
+        (0x08, b'P'),
+        (0x10, b'.'),
+        (0x20, b'U'),
+        (0x40, b'E'),
+        (0x80, b'W'),
+    ];
     let before = out.len();
     for (bit, c) in NAMES {
         if flags & bit != 0 {
@@ -403,13 +452,24 @@ mod tests {
 
     fn tcp_syn() -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
-        f.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ]);
+        f.extend_from_slice(&[
+            0x9c, 0x40, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+        ]);
         f
     }
 
     fn meta(wirelen: u32) -> PacketMeta<'static> {
-        PacketMeta { index: 12, ts_ns: 0, iface: Some("int"), direction: Some(Direction::In), wirelen, link: LinkType::Ethernet }
+        PacketMeta {
+            index: 12,
+            ts_ns: 0,
+            iface: Some("int"),
+            direction: Some(Direction::In),
+            wirelen,
+            link: LinkType::Ethernet,
+        }
     }
 
     #[test]
@@ -418,7 +478,12 @@ mod tests {
         let line = brief_line(&meta(f.len() as u32), &f);
         // The time depends on TZ; the rest is fixed.
         assert!(line.starts_with("12 "));
-        assert!(line.ends_with(" int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0"), "{line}");
+        assert!(
+            line.ends_with(
+                " int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
@@ -433,6 +498,8 @@ mod tests {
         }
         let mut out = Vec::new();
         fmt.text(&mut out, &meta(54), &f[..40]);
-        assert!(String::from_utf8(out).unwrap().contains("TCP 198.18.0.1 > 198.18.0.2 [truncated]"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("TCP 198.18.0.1 > 198.18.0.2 [truncated]"));
     }
 }

@@ -23,7 +23,11 @@ pub struct Selection<'a> {
 
 impl Default for Selection<'_> {
     fn default() -> Self {
-        Selection { filter: None, snaplen: MAX_SNAPLEN, count: None }
+        Selection {
+            filter: None,
+            snaplen: MAX_SNAPLEN,
+            count: None,
+        }
     }
 }
 
@@ -56,27 +60,47 @@ pub enum OfflineError {
     #[error("'{path}': cannot write: {source}")]
     Write { path: String, source: io::Error },
     #[error("'{path}': record {record} has link type {found}, but a pcap file holds one link type ({first}); split the capture by interface first")]
-    MixedLinkTypes { path: String, record: u64, first: u32, found: u32 },
+    MixedLinkTypes {
+        path: String,
+        record: u64,
+        first: u32,
+        found: u32,
+    },
     /// The reader of our output went away (e.g. `| head`): not an error worth a message.
     #[error("output closed")]
     OutputClosed,
 }
 
 /// Print brief lines (or JSON lines) of the selected records to `out`.
-pub fn print_lines(file: &CaptureFile, sel: &Selection, json: bool, out: &mut dyn Write) -> Result<Summary, OfflineError> {
+pub fn print_lines(
+    file: &CaptureFile,
+    sel: &Selection,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Summary, OfflineError> {
     let mut fmt = BriefFormatter::new();
     let mut buf = Vec::with_capacity(LINE_CHUNK + 4096);
     let mut sum = Summary::default();
     let flush = |buf: &mut Vec<u8>, out: &mut dyn Write| -> Result<(), OfflineError> {
         out.write_all(buf).map_err(|e| match e.kind() {
             io::ErrorKind::BrokenPipe => OfflineError::OutputClosed,
-            _ => OfflineError::Write { path: "standard output".into(), source: e },
+            _ => OfflineError::Write {
+                path: "standard output".into(),
+                source: e,
+            },
         })?;
         buf.clear();
         Ok(())
     };
     let result = for_each_selected(file, sel, &mut sum, |r, data| {
-        let meta = PacketMeta { index: r.number, ts_ns: r.ts_ns, iface: r.iface, direction: r.direction, wirelen: r.wirelen, link: r.link };
+        let meta = PacketMeta {
+            index: r.number,
+            ts_ns: r.ts_ns,
+            iface: r.iface,
+            direction: r.direction,
+            wirelen: r.wirelen,
+            link: r.link,
+        };
         if json {
             fmt.json(&mut buf, &meta, data);
         } else {
@@ -89,21 +113,36 @@ pub fn print_lines(file: &CaptureFile, sel: &Selection, json: bool, out: &mut dy
     });
     // Lines before a damaged record are still shown, then the error.
     flush(&mut buf, out)?;
-    out.flush().map_err(|e| OfflineError::Write { path: "standard output".into(), source: e })?;
+    out.flush().map_err(|e| OfflineError::Write {
+        path: "standard output".into(),
+        source: e,
+    })?;
     result.map(|_| sum)
 }
 
 /// Write the selected records to a pcap file at `dest`; on any error nothing is left at `dest`.
-pub fn write_pcap(file: &CaptureFile, sel: &Selection, dest: &Path) -> Result<Summary, OfflineError> {
+pub fn write_pcap(
+    file: &CaptureFile,
+    sel: &Selection,
+    dest: &Path,
+) -> Result<Summary, OfflineError> {
     let shown = dest.display().to_string();
-    let write_err = |source| OfflineError::Write { path: shown.clone(), source };
+    let write_err = |source| OfflineError::Write {
+        path: shown.clone(),
+        source,
+    };
     let link = file.link_type().unwrap_or(LinkType::Ethernet);
     let out = AtomicFile::create(dest).map_err(write_err)?;
     let mut writer = PcapWriter::new(out, link, sel.snaplen).map_err(write_err)?;
     let mut sum = Summary::default();
     for_each_selected(file, sel, &mut sum, |r, data| {
         if r.link != link {
-            return Err(OfflineError::MixedLinkTypes { path: file.path().into(), record: r.number, first: link.number(), found: r.link.number() });
+            return Err(OfflineError::MixedLinkTypes {
+                path: file.path().into(),
+                record: r.number,
+                first: link.number(),
+                found: r.link.number(),
+            });
         }
         writer.write(r.ts_ns, data, r.wirelen).map_err(write_err)
     })?;

@@ -51,7 +51,9 @@ pub fn push_hex_byte(out: &mut Vec<u8>, b: u8) {
 
 /// Lower-case hex without leading zeros beyond `min_digits`.
 pub fn push_hex(out: &mut Vec<u8>, v: u32, min_digits: usize) {
-    let digits = ((32 - v.leading_zeros() as usize).div_ceil(4)).max(min_digits).max(1);
+    let digits = ((32 - v.leading_zeros() as usize).div_ceil(4))
+        .max(min_digits)
+        .max(1);
     for i in (0..digits).rev() {
         out.push(HEX[((v >> (4 * i)) & 15) as usize]);
     }
@@ -194,7 +196,15 @@ mod tests {
 
     #[test]
     fn ipv6_follows_rfc5952() {
-        for text in ["2001:db8::1", "::", "::1", "2001:db8:0:1:1:1:1:1", "2001:0:0:1::1", "fe80::1:0:0:1", "1::"] {
+        for text in [
+            "2001:db8::1",
+            "::",
+            "::1",
+            "2001:db8:0:1:1:1:1:1",
+            "2001:0:0:1::1",
+            "fe80::1:0:0:1",
+            "1::",
+        ] {
             let a: std::net::Ipv6Addr = text.parse().unwrap();
             assert_eq!(s(|o| push_ipv6(o, a.octets())), a.to_string());
         }

@@ -16,99 +16,137 @@ const VLANS: [u16; 3] = [5, 7, 100];
 
 fn filter_word() -> impl Strategy<Value = String> {
     prop_oneof![
-        (prop::sample::select(vec!["eth", "ethsrc", "ethdest"]), 0..2usize)
-            .prop_map(|(w, i)| { let m = MACS[i]; format!("{w} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]) }),
-        (prop::sample::select(vec!["ip", "ipsrc", "ipdest"]), prop::sample::select(vec![
-            "198.18.0.1", "198.18.0.2", "198.18.0.0/15", "10.0.0.0/8", "0.0.0.0/0",
-            "2001:db8::1", "2001:db8::/32", "2001:db8:1::/48", "2001:db8::2/127", "::/0"]))
+        (
+            prop::sample::select(vec!["eth", "ethsrc", "ethdest"]),
+            0..2usize
+        )
+            .prop_map(|(w, i)| {
+                let m = MACS[i];
+                format!(
+                    "{w} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                    m[0], m[1], m[2], m[3], m[4], m[5]
+                )
+            }),
+        (
+            prop::sample::select(vec!["ip", "ipsrc", "ipdest"]),
+            prop::sample::select(vec![
+                "198.18.0.1",
+                "198.18.0.2",
+                "198.18.0.0/15",
+                "10.0.0.0/8",
+                "0.0.0.0/0",
+                "2001:db8::1",
+                "2001:db8::/32",
+                "2001:db8:1::/48",
+                "2001:db8::2/127",
+                "::/0"
+            ])
+        )
             .prop_map(|(w, v)| format!("{w} {v}")),
-        (prop::sample::select(vec!["port", "srcport", "destport"]), prop::sample::select(vec![
-            "80", "443", "53", "8000-8100", "0-1023"]))
+        (
+            prop::sample::select(vec!["port", "srcport", "destport"]),
+            prop::sample::select(vec!["80", "443", "53", "8000-8100", "0-1023"])
+        )
             .prop_map(|(w, v)| format!("{w} {v}")),
-        prop::sample::select(vec!["tcp", "udp", "icmp", "icmp6", "arp", "sctp", "proto 47", "proto 0"]).prop_map(String::from),
+        prop::sample::select(vec![
+            "tcp", "udp", "icmp", "icmp6", "arp", "sctp", "proto 47", "proto 0"
+        ])
+        .prop_map(String::from),
         prop::sample::select(VLANS.to_vec()).prop_map(|v| format!("vlan {v}")),
     ]
 }
 
 /// A frame: Ethernet, 0–2 tags, then one of the network layers below, then the transport header.
 fn frame() -> impl Strategy<Value = (Vec<u8>, Option<u16>)> {
-    let tags = prop::collection::vec((prop::sample::select(vec![0x8100u16, 0x88a8]), prop::sample::select(VLANS.to_vec())), 0..3);
+    let tags = prop::collection::vec(
+        (
+            prop::sample::select(vec![0x8100u16, 0x88a8]),
+            prop::sample::select(VLANS.to_vec()),
+        ),
+        0..3,
+    );
     let stripped = prop::option::weighted(0.2, prop::sample::select(VLANS.to_vec()));
     (
         (0..2usize, 0..2usize, tags),
-        0..6u8,          // network kind
-        0..5u8,          // transport kind
-        0..3usize,       // address choice
+        0..6u8,    // network kind
+        0..5u8,    // transport kind
+        0..3usize, // address choice
         0..3usize,
         prop::sample::select(PORTS.to_vec()),
         prop::sample::select(PORTS.to_vec()),
-        0..3u8,          // IPv4 options words / IPv6 extension headers
-        0..3u8,          // fragment: none, first, later
-        any::<u16>(),    // cut point
+        0..3u8,       // IPv4 options words / IPv6 extension headers
+        0..3u8,       // fragment: none, first, later
+        any::<u16>(), // cut point
         stripped,
     )
-        .prop_map(|((sm, dm, tags), net, l4, a, b, sp, dp, opts, frag, cut, stripped)| {
-            let mut f = Vec::new();
-            f.extend_from_slice(&MACS[dm]);
-            f.extend_from_slice(&MACS[sm]);
-            for (tpid, id) in &tags {
-                f.extend_from_slice(&tpid.to_be_bytes());
-                f.extend_from_slice(&id.to_be_bytes());
-            }
-            let proto = [6u8, 17, 132, 1, 58][l4 as usize];
-            let mut transport = Vec::new();
-            transport.extend_from_slice(&sp.to_be_bytes());
-            transport.extend_from_slice(&dp.to_be_bytes());
-            transport.extend_from_slice(&[0u8; 16]);
-            match net {
-                0 | 1 => {
-                    f.extend_from_slice(&0x0800u16.to_be_bytes());
-                    let ihl = 5 + opts;
-                    let mut h = vec![0x40 | ihl, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
-                    let fo: u16 = match frag { 0 => 0, 1 => 0x2000, _ => 185 };
-                    h[6..8].copy_from_slice(&fo.to_be_bytes());
-                    h.extend_from_slice(&V4[a]);
-                    h.extend_from_slice(&V4[b]);
-                    h.extend(std::iter::repeat(1).take(opts as usize * 4));
-                    f.extend_from_slice(&h);
+        .prop_map(
+            |((sm, dm, tags), net, l4, a, b, sp, dp, opts, frag, cut, stripped)| {
+                let mut f = Vec::new();
+                f.extend_from_slice(&MACS[dm]);
+                f.extend_from_slice(&MACS[sm]);
+                for (tpid, id) in &tags {
+                    f.extend_from_slice(&tpid.to_be_bytes());
+                    f.extend_from_slice(&id.to_be_bytes());
                 }
-                2 | 3 => {
-                    f.extend_from_slice(&0x86ddu16.to_be_bytes());
-                    let mut exts: Vec<(u8, Vec<u8>)> = Vec::new();
-                    for i in 0..opts {
-                        let kind = [0u8, 60, 43][i as usize % 3];
-                        exts.push((kind, vec![0u8; 8]));
+                let proto = [6u8, 17, 132, 1, 58][l4 as usize];
+                let mut transport = Vec::new();
+                transport.extend_from_slice(&sp.to_be_bytes());
+                transport.extend_from_slice(&dp.to_be_bytes());
+                transport.extend_from_slice(&[0u8; 16]);
+                match net {
+                    0 | 1 => {
+                        f.extend_from_slice(&0x0800u16.to_be_bytes());
+                        let ihl = 5 + opts;
+                        let mut h = vec![0x40 | ihl, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+                        let fo: u16 = match frag {
+                            0 => 0,
+                            1 => 0x2000,
+                            _ => 185,
+                        };
+                        h[6..8].copy_from_slice(&fo.to_be_bytes());
+                        h.extend_from_slice(&V4[a]);
+                        h.extend_from_slice(&V4[b]);
+                        h.extend(std::iter::repeat_n(1, opts as usize * 4));
+                        f.extend_from_slice(&h);
                     }
-                    if frag > 0 {
-                        let off: u16 = if frag == 1 { 1 } else { 185 << 3 };
-                        let mut fh = vec![0u8; 8];
-                        fh[2..4].copy_from_slice(&off.to_be_bytes());
-                        exts.push((44, fh));
+                    2 | 3 => {
+                        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                        let mut exts: Vec<(u8, Vec<u8>)> = Vec::new();
+                        for i in 0..opts {
+                            let kind = [0u8, 60, 43][i as usize % 3];
+                            exts.push((kind, vec![0u8; 8]));
+                        }
+                        if frag > 0 {
+                            let off: u16 = if frag == 1 { 1 } else { 185 << 3 };
+                            let mut fh = vec![0u8; 8];
+                            fh[2..4].copy_from_slice(&off.to_be_bytes());
+                            exts.push((44, fh));
+                        }
+                        let first = exts.first().map_or(proto, |e| e.0);
+                        let mut h = vec![0x60, 0, 0, 0, 0, 0, first, 64];
+                        h.extend_from_slice(&V6[a % 2]);
+                        h.extend_from_slice(&V6[b % 2]);
+                        f.extend_from_slice(&h);
+                        for i in 0..exts.len() {
+                            let next = exts.get(i + 1).map_or(proto, |e| e.0);
+                            let mut body = exts[i].1.clone();
+                            body[0] = next;
+                            f.extend_from_slice(&body);
+                        }
                     }
-                    let first = exts.first().map_or(proto, |e| e.0);
-                    let mut h = vec![0x60, 0, 0, 0, 0, 0, first, 64];
-                    h.extend_from_slice(&V6[a % 2]);
-                    h.extend_from_slice(&V6[b % 2]);
-                    f.extend_from_slice(&h);
-                    for i in 0..exts.len() {
-                        let next = exts.get(i + 1).map_or(proto, |e| e.0);
-                        let mut body = exts[i].1.clone();
-                        body[0] = next;
-                        f.extend_from_slice(&body);
+                    4 => {
+                        f.extend_from_slice(&0x0806u16.to_be_bytes());
+                        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+                        f.extend_from_slice(&[0u8; 20]);
                     }
+                    _ => f.extend_from_slice(&(46u16 + a as u16).to_be_bytes()), // LLC length
                 }
-                4 => {
-                    f.extend_from_slice(&0x0806u16.to_be_bytes());
-                    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-                    f.extend_from_slice(&[0u8; 20]);
-                }
-                _ => f.extend_from_slice(&(46u16 + a as u16).to_be_bytes()), // LLC length
-            }
-            f.extend_from_slice(&transport);
-            let cut = (cut as usize) % (f.len() + 8);
-            f.truncate(cut.max(0));
-            (f, stripped.map(|id| 0x2000 | id))
-        })
+                f.extend_from_slice(&transport);
+                let cut = (cut as usize) % (f.len() + 8);
+                f.truncate(cut);
+                (f, stripped.map(|id| 0x2000 | id))
+            },
+        )
 }
 
 proptest! {
@@ -152,9 +190,14 @@ fn matching_frames_exist_for_the_generator() {
     // Guards the property above against a generator that never produces a match.
     let f = Filter::parse_str("ipsrc 198.18.0.1 tcp port 80").unwrap();
     let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    frame.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+    frame.extend_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ]);
     frame.extend_from_slice(&[0x9c, 0x40, 0, 80]);
     frame.extend_from_slice(&[0; 16]);
     assert!(f.matches_stripped(&frame, None));
-    assert_eq!(interp::run(&f.compile(96).unwrap(), &frame, &Ancillary::default()), 96);
+    assert_eq!(
+        interp::run(&f.compile(96).unwrap(), &frame, &Ancillary::default()),
+        96
+    );
 }

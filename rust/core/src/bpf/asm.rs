@@ -12,7 +12,13 @@ pub struct Label(usize);
 enum Item {
     Plain(Insn),
     /// `code` is a JMP|cond|K instruction; `far` once relaxation found a target out of reach.
-    Cond { code: u16, k: u32, jt: Label, jf: Label, far: bool },
+    Cond {
+        code: u16,
+        k: u32,
+        jt: Label,
+        jf: Label,
+        far: bool,
+    },
     Always(Label),
 }
 
@@ -61,7 +67,13 @@ impl Asm {
     }
 
     pub fn jump(&mut self, cond: u16, k: u32, jt: Label, jf: Label) {
-        self.items.push(Item::Cond { code: op::JMP | cond | op::K, k, jt, jf, far: false });
+        self.items.push(Item::Cond {
+            code: op::JMP | cond | op::K,
+            k,
+            jt,
+            jf,
+            far: false,
+        });
     }
 
     pub fn goto(&mut self, target: Label) {
@@ -115,7 +127,10 @@ impl Asm {
             let starts = self.starts();
             let mut widened = false;
             for i in 0..self.items.len() {
-                if let Item::Cond { jt, jf, far: false, .. } = self.items[i] {
+                if let Item::Cond {
+                    jt, jf, far: false, ..
+                } = self.items[i]
+                {
                     let from = starts[i] + 1;
                     let reach = |l: Label| -> Result<usize, AsmError> {
                         let to = starts[self.target(l)?];
@@ -158,20 +173,49 @@ impl Asm {
         }
         let mut out = Vec::with_capacity(total);
         let distance = |from: usize, l: Label| -> Result<usize, AsmError> {
-            starts[self.target(l)?].checked_sub(from + 1).ok_or(AsmError::Backward)
+            starts[self.target(l)?]
+                .checked_sub(from + 1)
+                .ok_or(AsmError::Backward)
         };
         for (i, item) in self.items.iter().enumerate() {
             let at = starts[i];
             match *item {
                 Item::Plain(insn) => out.push(insn),
-                Item::Always(l) => out.push(Insn::new(op::JMP | op::JA, 0, 0, distance(at, l)? as u32)),
-                Item::Cond { code, k, jt, jf, far: false } => {
-                    out.push(Insn::new(code, distance(at, jt)? as u8, distance(at, jf)? as u8, k))
+                Item::Always(l) => {
+                    out.push(Insn::new(op::JMP | op::JA, 0, 0, distance(at, l)? as u32))
                 }
-                Item::Cond { code, k, jt, jf, far: true } => {
+                Item::Cond {
+                    code,
+                    k,
+                    jt,
+                    jf,
+                    far: false,
+                } => out.push(Insn::new(
+                    code,
+                    distance(at, jt)? as u8,
+                    distance(at, jf)? as u8,
+                    k,
+                )),
+                Item::Cond {
+                    code,
+                    k,
+                    jt,
+                    jf,
+                    far: true,
+                } => {
                     out.push(Insn::new(code, 0, 1, k));
-                    out.push(Insn::new(op::JMP | op::JA, 0, 0, distance(at + 1, jt)? as u32));
-                    out.push(Insn::new(op::JMP | op::JA, 0, 0, distance(at + 2, jf)? as u32));
+                    out.push(Insn::new(
+                        op::JMP | op::JA,
+                        0,
+                        0,
+                        distance(at + 1, jt)? as u32,
+                    ));
+                    out.push(Insn::new(
+                        op::JMP | op::JA,
+                        0,
+                        0,
+                        distance(at + 2, jf)? as u32,
+                    ));
                 }
             }
         }

@@ -131,7 +131,10 @@ mod tests {
     fn runs_a_libpcap_program() {
         let mut frame = [0u8; 60];
         frame[12] = 0x08;
-        assert_eq!(run(&prog_ipv4_only(), &frame, &Ancillary::default()), 0x40000);
+        assert_eq!(
+            run(&prog_ipv4_only(), &frame, &Ancillary::default()),
+            0x40000
+        );
         frame[12] = 0x86;
         frame[13] = 0xdd;
         assert_eq!(run(&prog_ipv4_only(), &frame, &Ancillary::default()), 0);
@@ -148,7 +151,10 @@ mod tests {
             Insn::new(op::LD | op::W | op::ABS, 0, 0, ancillary::VLAN_TAG),
             Insn::new(op::RET | op::RET_A, 0, 0, 0),
         ];
-        let anc = Ancillary { vlan_tci: Some(0x2005), protocol: 0 };
+        let anc = Ancillary {
+            vlan_tci: Some(0x2005),
+            protocol: 0,
+        };
         assert_eq!(run(&prog, &[], &anc), 0x2005);
     }
 }

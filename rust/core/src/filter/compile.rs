@@ -119,7 +119,12 @@ impl Compiler {
 
     /// PROTO, L4 and FIRST_FRAGMENT, on every path (the kernel's checker wants slots stored before use).
     fn locate_transport(&mut self) {
-        let (v4, v6, not_ip, done) = (self.asm.label(), self.asm.label(), self.asm.label(), self.asm.label());
+        let (v4, v6, not_ip, done) = (
+            self.asm.label(),
+            self.asm.label(),
+            self.asm.label(),
+            self.asm.label(),
+        );
         self.asm.ld_mem(slot::ETHERTYPE);
         self.jump_if(op::JEQ, ethertype::IPV4 as u32, v4);
         self.asm.jump(op::JEQ, ethertype::IPV6 as u32, v6, not_ip);
@@ -168,8 +173,12 @@ impl Compiler {
         a.tax();
         let end = self.asm.label();
         for _ in 0..MAX_EXT_HEADERS {
-            let (options, fragment, auth, next) =
-                (self.asm.label(), self.asm.label(), self.asm.label(), self.asm.label());
+            let (options, fragment, auth, next) = (
+                self.asm.label(),
+                self.asm.label(),
+                self.asm.label(),
+                self.asm.label(),
+            );
             self.asm.ld_mem(slot::NEXT_HEADER);
             self.jump_if(op::JEQ, ipproto::HOPOPTS as u32, options);
             self.jump_if(op::JEQ, ipproto::ROUTING as u32, options);
@@ -233,10 +242,20 @@ impl Compiler {
                 let m = m.0;
                 let (low, next) = (self.asm.label(), self.asm.label());
                 self.asm.ld_abs(op::W, at + 2);
-                self.asm.jump(op::JEQ, u32::from_be_bytes([m[2], m[3], m[4], m[5]]), low, next);
+                self.asm.jump(
+                    op::JEQ,
+                    u32::from_be_bytes([m[2], m[3], m[4], m[5]]),
+                    low,
+                    next,
+                );
                 self.asm.place(low);
                 self.asm.ld_abs(op::H, at);
-                self.asm.jump(op::JEQ, u16::from_be_bytes([m[0], m[1]]) as u32, matched, next);
+                self.asm.jump(
+                    op::JEQ,
+                    u16::from_be_bytes([m[0], m[1]]) as u32,
+                    matched,
+                    next,
+                );
                 self.asm.place(next);
             }
         }
@@ -256,7 +275,10 @@ impl Compiler {
             self.asm.ld_mem(slot::ETHERTYPE);
             self.jump_if(op::JEQ, ethertype::ARP as u32, matched);
         }
-        let numbers: Vec<u8> = protos.iter().filter_map(|p| if let Proto::Ip(n) = p { Some(*n) } else { None }).collect();
+        let numbers: Vec<u8> = protos
+            .iter()
+            .filter_map(|p| if let Proto::Ip(n) = p { Some(*n) } else { None })
+            .collect();
         if !numbers.is_empty() {
             self.asm.ld_mem(slot::PROTO);
             for n in numbers {
@@ -266,10 +288,26 @@ impl Compiler {
     }
 
     fn ip(&mut self, side: Side, nets: &[IpNet], matched: Label, reject: Label) {
-        let v4: Vec<(u32, u8)> =
-            nets.iter().filter_map(|n| if let IpNet::V4 { addr, prefix } = *n { Some((addr, prefix)) } else { None }).collect();
-        let v6: Vec<(u128, u8)> =
-            nets.iter().filter_map(|n| if let IpNet::V6 { addr, prefix } = *n { Some((addr, prefix)) } else { None }).collect();
+        let v4: Vec<(u32, u8)> = nets
+            .iter()
+            .filter_map(|n| {
+                if let IpNet::V4 { addr, prefix } = *n {
+                    Some((addr, prefix))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let v6: Vec<(u128, u8)> = nets
+            .iter()
+            .filter_map(|n| {
+                if let IpNet::V6 { addr, prefix } = *n {
+                    Some((addr, prefix))
+                } else {
+                    None
+                }
+            })
+            .collect();
         let (l4, l6) = (self.asm.label(), self.asm.label());
         self.asm.ld_mem(slot::ETHERTYPE);
         if !v4.is_empty() {
@@ -328,7 +366,11 @@ impl Compiler {
             if m != u32::MAX {
                 self.asm.alu_k(op::AND, m);
             }
-            let target = if i + 1 == words { matched } else { self.asm.label() };
+            let target = if i + 1 == words {
+                matched
+            } else {
+                self.asm.label()
+            };
             self.asm.jump(op::JEQ, want, target, next);
             if i + 1 != words {
                 self.asm.place(target);
@@ -342,7 +384,8 @@ impl Compiler {
         self.asm.ld_mem(slot::PROTO);
         self.jump_if(op::JEQ, ipproto::TCP as u32, has_ports);
         self.jump_if(op::JEQ, ipproto::UDP as u32, has_ports);
-        self.asm.jump(op::JEQ, ipproto::SCTP as u32, has_ports, reject);
+        self.asm
+            .jump(op::JEQ, ipproto::SCTP as u32, has_ports, reject);
         self.asm.place(has_ports);
         self.asm.ld_mem(slot::FIRST_FRAGMENT);
         self.asm.jump(op::JEQ, 0, reject, first);

@@ -6,7 +6,9 @@
 //! the end does.
 
 use super::expr::{Expr, Group, IpNet, Proto};
-use crate::packet::{ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, TransportAt, L2};
+use crate::packet::{
+    ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, TransportAt, L2,
+};
 
 /// What a filter needs established before its groups run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,8 +53,19 @@ struct Frame<'a> {
     transport: Option<TransportAt>,
 }
 
-pub fn matches(expr: &Expr, needs: Needs, bytes: &[u8], link: LinkType, stripped_tci: Option<u16>) -> bool {
-    let mut frame = Frame { bytes, link, l2: None, transport: None };
+pub fn matches(
+    expr: &Expr,
+    needs: Needs,
+    bytes: &[u8],
+    link: LinkType,
+    stripped_tci: Option<u16>,
+) -> bool {
+    let mut frame = Frame {
+        bytes,
+        link,
+        l2: None,
+        transport: None,
+    };
     if needs.link_layer {
         match parse_l2(bytes, link, stripped_tci) {
             Some(l2) => frame.l2 = Some(l2),
@@ -67,7 +80,9 @@ pub fn matches(expr: &Expr, needs: Needs, bytes: &[u8], link: LinkType, stripped
             Located::Truncated => return false,
         }
     }
-    expr.groups.iter().all(|g| matches!(frame.group(g), Ok(true)))
+    expr.groups
+        .iter()
+        .all(|g| matches!(frame.group(g), Ok(true)))
 }
 
 impl Frame<'_> {
@@ -76,7 +91,9 @@ impl Frame<'_> {
     }
 
     fn l2(&self) -> &L2 {
-        self.l2.as_ref().expect("groups that read past the link layer parse it first")
+        self.l2
+            .as_ref()
+            .expect("groups that read past the link layer parse it first")
     }
 
     fn group(&self, g: &Group) -> Result<bool, Cut> {
@@ -110,8 +127,12 @@ impl Frame<'_> {
             }
             Group::Ip(side, nets) => self.ip_group(*side, nets),
             Group::Port(side, ranges) => {
-                let Some(t) = self.transport else { return Ok(false) };
-                if !matches!(t.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP) || !t.is_first_fragment() {
+                let Some(t) = self.transport else {
+                    return Ok(false);
+                };
+                if !matches!(t.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP)
+                    || !t.is_first_fragment()
+                {
                     return Ok(false);
                 }
                 if side.checks_src() {

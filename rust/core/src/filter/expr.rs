@@ -99,7 +99,11 @@ pub struct Expr {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -138,7 +142,12 @@ fn side_word(base: &str, side: Side) -> &'static str {
     }
 }
 
-fn write_each<T: fmt::Display>(f: &mut fmt::Formatter<'_>, word: &str, values: &[T], first: &mut bool) -> fmt::Result {
+fn write_each<T: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    word: &str,
+    values: &[T],
+    first: &mut bool,
+) -> fmt::Result {
     for v in values {
         if !std::mem::take(first) {
             f.write_str(" ")?;

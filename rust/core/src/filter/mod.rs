@@ -27,8 +27,14 @@ impl Filter {
     /// Parse command-line tokens, e.g. `["ipsrc", "198.18.0.1", "-tcp"]`.
     pub fn parse(tokens: &[&str]) -> Result<Filter, FilterError> {
         let expr = words::parse(tokens)?;
-        let filter = Filter { needs: eval::Needs::of(&expr), expr };
-        filter.compile(MAX_SNAPLEN).map_err(|e| FilterError { token: filter.to_string(), expected: e.to_string() })?;
+        let filter = Filter {
+            needs: eval::Needs::of(&expr),
+            expr,
+        };
+        filter.compile(MAX_SNAPLEN).map_err(|e| FilterError {
+            token: filter.to_string(),
+            expected: e.to_string(),
+        })?;
         Ok(filter)
     }
 
@@ -52,7 +58,13 @@ impl Filter {
 
     /// As the kernel sees it: `stripped_tci` is an 802.1Q tag the kernel took out of the frame.
     pub fn matches_stripped(&self, frame: &[u8], stripped_tci: Option<u16>) -> bool {
-        eval::matches(&self.expr, self.needs, frame, LinkType::Ethernet, stripped_tci)
+        eval::matches(
+            &self.expr,
+            self.needs,
+            frame,
+            LinkType::Ethernet,
+            stripped_tci,
+        )
     }
 
     /// The classic BPF program over Ethernet frames; accepted packets are cut to `snaplen` bytes.

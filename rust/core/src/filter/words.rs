@@ -47,25 +47,41 @@ const WORDS: &[(&str, Word)] = &[
 ];
 
 /// Names of IP protocols accepted by `proto` and as words of their own.
-const PROTO_ALIASES: &[(&str, u8)] = &[("tcp", 6), ("udp", 17), ("icmp", 1), ("icmp6", 58), ("sctp", 132)];
+const PROTO_ALIASES: &[(&str, u8)] = &[
+    ("tcp", 6),
+    ("udp", 17),
+    ("icmp", 1),
+    ("icmp6", 58),
+    ("sctp", 132),
+];
 
 pub fn proto_alias(n: u8) -> Option<&'static str> {
-    PROTO_ALIASES.iter().find(|(_, v)| *v == n).map(|(name, _)| *name)
+    PROTO_ALIASES
+        .iter()
+        .find(|(_, v)| *v == n)
+        .map(|(name, _)| *name)
 }
 
 /// Every filter word and whether it takes a value: lets a command-line grammar tell filter words apart.
 pub fn filter_words() -> impl Iterator<Item = (&'static str, bool)> {
-    WORDS.iter().map(|(name, w)| (*name, !matches!(w, Word::Flag(_))))
+    WORDS
+        .iter()
+        .map(|(name, w)| (*name, !matches!(w, Word::Flag(_))))
 }
 
 fn lookup(name: &str) -> Option<Word> {
-    WORDS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, w)| *w)
+    WORDS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, w)| *w)
 }
 
 fn expected_value(word: Word) -> &'static str {
     match word {
         Word::Eth(_) => "a MAC address (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabb.ccdd.eeff)",
-        Word::Ip(_) => "an IPv4 or IPv6 address or prefix (198.18.0.1, 198.18.0.0/15, 2001:db8::/32)",
+        Word::Ip(_) => {
+            "an IPv4 or IPv6 address or prefix (198.18.0.1, 198.18.0.0/15, 2001:db8::/32)"
+        }
         Word::Port(_) => "a port 0…65535 or a range such as 8000-8100",
         Word::Proto => "an IP protocol number 0…255 or tcp, udp, icmp, icmp6, sctp",
         Word::Vlan => "a VLAN id 0…4095",
@@ -74,7 +90,11 @@ fn expected_value(word: Word) -> &'static str {
 }
 
 fn word_list() -> String {
-    let names: Vec<&str> = WORDS.iter().map(|(n, _)| *n).filter(|n| !n.ends_with("dst")).collect();
+    let names: Vec<&str> = WORDS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !n.ends_with("dst"))
+        .collect();
     names.join(", ")
 }
 
@@ -85,7 +105,10 @@ pub fn parse(tokens: &[&str]) -> Result<Expr, FilterError> {
     while i < tokens.len() {
         let typed = tokens[i];
         i += 1;
-        let bare = typed.strip_prefix("--").or_else(|| typed.strip_prefix('-')).unwrap_or(typed);
+        let bare = typed
+            .strip_prefix("--")
+            .or_else(|| typed.strip_prefix('-'))
+            .unwrap_or(typed);
         let (name, inline) = match bare.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (bare, None),
@@ -96,7 +119,10 @@ pub fn parse(tokens: &[&str]) -> Result<Expr, FilterError> {
         })?;
         if let Word::Flag(proto) = word {
             if inline.is_some() {
-                return Err(FilterError { token: typed.to_string(), expected: format!("{name} takes no value") });
+                return Err(FilterError {
+                    token: typed.to_string(),
+                    expected: format!("{name} takes no value"),
+                });
             }
             add(&mut expr, Group::Proto(vec![proto]));
             continue;
@@ -204,23 +230,31 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
     let net = if let Ok(v4) = addr.parse::<Ipv4Addr>() {
         let prefix = match prefix {
             None => 32,
-            Some(p) => parse_decimal(p).filter(|n| *n <= 32).ok_or("prefix length must be 0…32 for IPv4")? as u8,
+            Some(p) => parse_decimal(p)
+                .filter(|n| *n <= 32)
+                .ok_or("prefix length must be 0…32 for IPv4")? as u8,
         };
         let a = u32::from(v4);
         if a & !mask32(prefix) != 0 {
             let net = Ipv4Addr::from(a & mask32(prefix));
-            return Err(format!("host bits set (expected a network address such as {net}/{prefix})"));
+            return Err(format!(
+                "host bits set (expected a network address such as {net}/{prefix})"
+            ));
         }
         IpNet::V4 { addr: a, prefix }
     } else if let Ok(v6) = addr.parse::<Ipv6Addr>() {
         let prefix = match prefix {
             None => 128,
-            Some(p) => parse_decimal(p).filter(|n| *n <= 128).ok_or("prefix length must be 0…128 for IPv6")? as u8,
+            Some(p) => parse_decimal(p)
+                .filter(|n| *n <= 128)
+                .ok_or("prefix length must be 0…128 for IPv6")? as u8,
         };
         let a = u128::from(v6);
         if a & !mask128(prefix) != 0 {
             let net = Ipv6Addr::from(a & mask128(prefix));
-            return Err(format!("host bits set (expected a network address such as {net}/{prefix})"));
+            return Err(format!(
+                "host bits set (expected a network address such as {net}/{prefix})"
+            ));
         }
         IpNet::V6 { addr: a, prefix }
     } else {
@@ -236,11 +270,18 @@ fn parse_port(s: &str) -> Option<u16> {
 fn parse_ports(s: &str) -> Result<PortRange, String> {
     const EXPECTED: &str = "not a port (expected 0…65535 or a range such as 8000-8100)";
     match s.split_once('-') {
-        None => parse_port(s).map(|p| PortRange { lo: p, hi: p }).ok_or_else(|| EXPECTED.into()),
+        None => parse_port(s)
+            .map(|p| PortRange { lo: p, hi: p })
+            .ok_or_else(|| EXPECTED.into()),
         Some((lo, hi)) => {
-            let (lo, hi) = (parse_port(lo).ok_or(EXPECTED)?, parse_port(hi).ok_or(EXPECTED)?);
+            let (lo, hi) = (
+                parse_port(lo).ok_or(EXPECTED)?,
+                parse_port(hi).ok_or(EXPECTED)?,
+            );
             if lo > hi {
-                return Err(format!("reversed port range (expected low-high, such as {hi}-{lo})"));
+                return Err(format!(
+                    "reversed port range (expected low-high, such as {hi}-{lo})"
+                ));
             }
             Ok(PortRange { lo, hi })
         }
@@ -271,24 +312,53 @@ mod tests {
 
     #[test]
     fn both_spellings_mix() {
-        assert_eq!(canon("-ipsrc=198.18.0.1 -tcp port 80 -port=443"), "ipsrc 198.18.0.1 tcp port 80 port 443");
-        assert_eq!(canon("ip 2001:db8::/32 proto 103 vlan 7 eth aabb.ccdd.eeff"), "ip 2001:db8::/32 proto 103 vlan 7 eth aa:bb:cc:dd:ee:ff");
+        assert_eq!(
+            canon("-ipsrc=198.18.0.1 -tcp port 80 -port=443"),
+            "ipsrc 198.18.0.1 tcp port 80 port 443"
+        );
+        assert_eq!(
+            canon("ip 2001:db8::/32 proto 103 vlan 7 eth aabb.ccdd.eeff"),
+            "ip 2001:db8::/32 proto 103 vlan 7 eth aa:bb:cc:dd:ee:ff"
+        );
     }
 
     #[test]
     fn repeated_words_are_alternatives_and_different_words_all_apply() {
-        let toks = ["port", "80", "port", "443", "ipsrc", "198.18.0.1", "tcp", "udp"];
+        let toks = [
+            "port",
+            "80",
+            "port",
+            "443",
+            "ipsrc",
+            "198.18.0.1",
+            "tcp",
+            "udp",
+        ];
         let e = parse(&toks).unwrap();
         assert_eq!(e.groups.len(), 3);
-        assert_eq!(e.groups[0], Group::Port(Side::Either, vec![PortRange { lo: 80, hi: 80 }, PortRange { lo: 443, hi: 443 }]));
+        assert_eq!(
+            e.groups[0],
+            Group::Port(
+                Side::Either,
+                vec![PortRange { lo: 80, hi: 80 }, PortRange { lo: 443, hi: 443 }]
+            )
+        );
         assert_eq!(e.groups[2], Group::Proto(vec![Proto::Ip(6), Proto::Ip(17)]));
     }
 
     #[test]
     fn errors_name_the_token_and_what_was_expected() {
-        assert_eq!(err("ipsrc 300.1.1.1"), "'ipsrc 300.1.1.1': not an IPv4 or IPv6 address");
-        assert_eq!(err("-ipsrc=300.1.1.1"), "'-ipsrc=300.1.1.1': not an IPv4 or IPv6 address");
-        assert!(err("ip 198.18.0.0/33").starts_with("'ip 198.18.0.0/33': prefix length must be 0…32"));
+        assert_eq!(
+            err("ipsrc 300.1.1.1"),
+            "'ipsrc 300.1.1.1': not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            err("-ipsrc=300.1.1.1"),
+            "'-ipsrc=300.1.1.1': not an IPv4 or IPv6 address"
+        );
+        assert!(
+            err("ip 198.18.0.0/33").starts_with("'ip 198.18.0.0/33': prefix length must be 0…32")
+        );
         assert!(err("ip 2001:db8::/129").contains("0…128"));
         assert!(err("ip 198.18.0.1/15").contains("198.18.0.0/15"));
         assert!(err("port 9000-8000").contains("reversed"));

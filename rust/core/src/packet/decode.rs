@@ -1,6 +1,9 @@
 //! Decode a frame into the few fields a brief line shows.
 
-use super::{array, be16, be32, byte, ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, TransportAt, L2};
+use super::{
+    array, be16, be32, byte, ethertype, ipproto, locate_transport, parse_l2, LinkType, Located,
+    TransportAt, L2,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decoded {
@@ -17,13 +20,19 @@ pub enum Net {
     /// The frame ends before its ethertype.
     Short,
     /// IEEE 802.3 frame with a length field instead of an ethertype.
-    Llc { length: u16 },
+    Llc {
+        length: u16,
+    },
     Arp(Arp),
     Ipv4(Ipv4),
     Ipv6(Ipv6),
-    Other { ethertype: u16 },
+    Other {
+        ethertype: u16,
+    },
     /// A known network protocol whose header is cut short.
-    Truncated { ethertype: u16 },
+    Truncated {
+        ethertype: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,15 +65,28 @@ pub struct Ipv6 {
 pub enum Transport {
     None,
     Tcp(Tcp),
-    Udp { sport: u16, dport: u16, length: u16 },
-    Sctp { sport: u16, dport: u16 },
+    Udp {
+        sport: u16,
+        dport: u16,
+        length: u16,
+    },
+    Sctp {
+        sport: u16,
+        dport: u16,
+    },
     Icmp(Icmp),
     Icmp6(Icmp),
     /// A fragment other than the first: no transport header in it.
-    LaterFragment { proto: u8 },
-    Other { proto: u8 },
+    LaterFragment {
+        proto: u8,
+    },
+    Other {
+        proto: u8,
+    },
     /// The transport header of `proto` is cut short.
-    Truncated { proto: u8 },
+    Truncated {
+        proto: u8,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +115,16 @@ pub fn decode(frame: &[u8], link: LinkType) -> Decoded {
         LinkType::Ethernet => array::<6>(frame, 6).zip(array::<6>(frame, 0)),
         _ => None,
     };
-    let mut out = Decoded { macs, l2: None, net: Net::Short, transport: Transport::None, fragment: None };
-    let Some(l2) = parse_l2(frame, link, None) else { return out };
+    let mut out = Decoded {
+        macs,
+        l2: None,
+        net: Net::Short,
+        transport: Transport::None,
+        fragment: None,
+    };
+    let Some(l2) = parse_l2(frame, link, None) else {
+        return out;
+    };
     out.l2 = Some(l2);
     let (et, l3) = (l2.ethertype, l2.l3);
     out.net = match et {
@@ -127,13 +157,18 @@ pub fn decode(frame: &[u8], link: LinkType) -> Decoded {
         Net::Ipv6(ip) => (ip.payload_len as usize + 40).checked_sub(at.l4 - l3),
         _ => None,
     };
-    out.transport = transport(frame, at, l4_len).unwrap_or(Transport::Truncated { proto: at.proto });
+    out.transport =
+        transport(frame, at, l4_len).unwrap_or(Transport::Truncated { proto: at.proto });
     out
 }
 
 fn arp(p: &[u8], at: usize) -> Option<Arp> {
     // Ethernet/IPv4 ARP only: hardware type 1, protocol 0x0800, lengths 6 and 4.
-    if be16(p, at)? != 1 || be16(p, at + 2)? != ethertype::IPV4 || byte(p, at + 4)? != 6 || byte(p, at + 5)? != 4 {
+    if be16(p, at)? != 1
+        || be16(p, at + 2)? != ethertype::IPV4
+        || byte(p, at + 4)? != 6
+        || byte(p, at + 5)? != 4
+    {
         return None;
     }
     Some(Arp {
@@ -176,20 +211,31 @@ fn transport(p: &[u8], at: TransportAt, l4_len: Option<usize>) -> Option<Transpo
                 ack: be32(p, l4 + 8)?,
                 flags: be16(p, l4 + 12)? & 0x01ff,
                 window: be16(p, l4 + 14)?,
-                payload_len: l4_len.and_then(|n| n.checked_sub(data_offset)).map(|n| n as u32),
+                payload_len: l4_len
+                    .and_then(|n| n.checked_sub(data_offset))
+                    .map(|n| n as u32),
             })
         }
-        ipproto::UDP => {
-            Transport::Udp { sport: be16(p, l4)?, dport: be16(p, l4 + 2)?, length: be16(p, l4 + 4)? }
-        }
-        ipproto::SCTP => Transport::Sctp { sport: be16(p, l4)?, dport: be16(p, l4 + 2)? },
+        ipproto::UDP => Transport::Udp {
+            sport: be16(p, l4)?,
+            dport: be16(p, l4 + 2)?,
+            length: be16(p, l4 + 4)?,
+        },
+        ipproto::SCTP => Transport::Sctp {
+            sport: be16(p, l4)?,
+            dport: be16(p, l4 + 2)?,
+        },
         ipproto::ICMP | ipproto::ICMPV6 => {
             let (kind, code) = (byte(p, l4)?, byte(p, l4 + 1)?);
             let is_echo = match at.proto {
                 ipproto::ICMP => kind == 0 || kind == 8,
                 _ => kind == 128 || kind == 129,
             };
-            let echo = if is_echo { Some((be16(p, l4 + 4)?, be16(p, l4 + 6)?)) } else { None };
+            let echo = if is_echo {
+                Some((be16(p, l4 + 4)?, be16(p, l4 + 6)?))
+            } else {
+                None
+            };
             let icmp = Icmp { kind, code, echo };
             if at.proto == ipproto::ICMP {
                 Transport::Icmp(icmp)

@@ -29,7 +29,13 @@ impl L2 {
 
 /// Parse the link layer; `None` when the frame ends before the ethertype of the network header.
 pub fn parse_l2(frame: &[u8], link: LinkType, stripped_tci: Option<u16>) -> Option<L2> {
-    let mut l2 = L2 { ethertype: 0, l3: 0, vlans: [0; MAX_TAGS], vlan_count: 0, has_macs: false };
+    let mut l2 = L2 {
+        ethertype: 0,
+        l3: 0,
+        vlans: [0; MAX_TAGS],
+        vlan_count: 0,
+        has_macs: false,
+    };
     if let Some(tci) = stripped_tci {
         l2.vlans[0] = tci & 0x0fff;
         l2.vlan_count = 1;
@@ -96,7 +102,10 @@ mod tests {
 
     #[test]
     fn tag_cut_short_is_unparseable() {
-        assert_eq!(parse_l2(&eth(0x8100, &[0x00, 0x07, 0x08]), LinkType::Ethernet, None), None);
+        assert_eq!(
+            parse_l2(&eth(0x8100, &[0x00, 0x07, 0x08]), LinkType::Ethernet, None),
+            None
+        );
         assert_eq!(parse_l2(&[0u8; 13], LinkType::Ethernet, None), None);
     }
 }

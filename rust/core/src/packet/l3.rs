@@ -82,7 +82,12 @@ fn ipv6(frame: &[u8], l3: usize) -> Option<TransportAt> {
             _ => break,
         }
     }
-    Some(TransportAt { proto: next, l4: at, frag_offset, more_fragments })
+    Some(TransportAt {
+        proto: next,
+        l4: at,
+        frag_offset,
+        more_fragments,
+    })
 }
 
 #[cfg(test)]
@@ -96,7 +101,12 @@ mod tests {
         f[9] = 6;
         assert_eq!(
             locate_transport(&f, ethertype::IPV4, 0),
-            Located::At(TransportAt { proto: 6, l4: 24, frag_offset: 0, more_fragments: false })
+            Located::At(TransportAt {
+                proto: 6,
+                l4: 24,
+                frag_offset: 0,
+                more_fragments: false
+            })
         );
     }
 
@@ -107,8 +117,13 @@ mod tests {
         f[40] = ipproto::FRAGMENT; // hop-by-hop: next = fragment, length 0 → 8 bytes
         f[48] = ipproto::UDP; // fragment header: next = UDP, offset 185*8
         f[50..52].copy_from_slice(&(185u16 << 3 | 1).to_be_bytes());
-        let Located::At(t) = locate_transport(&f, ethertype::IPV6, 0) else { panic!() };
-        assert_eq!((t.proto, t.l4, t.frag_offset, t.more_fragments), (17, 56, 1480, true));
+        let Located::At(t) = locate_transport(&f, ethertype::IPV6, 0) else {
+            panic!()
+        };
+        assert_eq!(
+            (t.proto, t.l4, t.frag_offset, t.more_fragments),
+            (17, 56, 1480, true)
+        );
     }
 
     #[test]

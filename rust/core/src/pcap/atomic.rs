@@ -17,30 +17,45 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(dest: &Path) -> io::Result<AtomicFile> {
-        let special = fs::metadata(dest).map(|m| !m.is_file() && !m.is_dir()).unwrap_or(false);
+        let special = fs::metadata(dest)
+            .map(|m| !m.is_file() && !m.is_dir())
+            .unwrap_or(false);
         if special {
             let file = fs::OpenOptions::new().write(true).open(dest)?;
-            return Ok(AtomicFile { out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)), temp: None, dest: dest.into() });
+            return Ok(AtomicFile {
+                out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+                temp: None,
+                dest: dest.into(),
+            });
         }
-        let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
         temp_name.push(format!(".{}.tmp", std::process::id()));
         let temp = dest.with_file_name(temp_name);
         let file = File::create(&temp)?;
-        Ok(AtomicFile { out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)), temp: Some(temp), dest: dest.into() })
+        Ok(AtomicFile {
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            temp: Some(temp),
+            dest: dest.into(),
+        })
     }
 
-    /// Flush, sync and rename into place.
+    /// Flush and rename into place. Readers see the old file or the whole new one; like tcpdump and
+    /// dumpcap we do not fsync, which would tie every write to the disk's speed.
     pub fn commit(mut self) -> io::Result<()> {
         let out = self.out.take().expect("committed once");
-        let file = out.into_inner().map_err(|e| e.into_error())?;
+        let flushed = out.into_inner().map_err(|e| e.into_error());
         if let Some(temp) = self.temp.take() {
-            let synced = file.sync_all().and_then(|_| fs::rename(&temp, &self.dest));
-            if synced.is_err() {
+            let renamed = flushed.and_then(|_| fs::rename(&temp, &self.dest));
+            if renamed.is_err() {
                 let _ = fs::remove_file(&temp);
             }
-            synced?;
+            renamed?;
+        } else {
+            flushed?;
         }
         Ok(())
     }

@@ -56,7 +56,8 @@ mod tests {
     #[test]
     fn header_and_record_layout() {
         let mut w = PcapWriter::new(Vec::new(), LinkType::Ethernet, 96).unwrap();
-        w.write(1_700_000_000_123_456_789, &[0xaa; 100], 1514).unwrap();
+        w.write(1_700_000_000_123_456_789, &[0xaa; 100], 1514)
+            .unwrap();
         let b = w.into_inner();
         assert_eq!(&b[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         assert_eq!(b.len(), 24 + 16 + 96);

@@ -1,0 +1,117 @@
+"""Capture files: what we write passes capinfos and tshark and round-trips byte-exact through tcpdump;
+what we read includes pcap (µs, ns, either byte order) and pcapng from Wireshark's own tools."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+import corpus
+import pcapdump
+import pytest
+from conftest import need_tool, run_pcapdump
+
+
+def tshark_count(path: Path) -> int:
+    out = subprocess.run([need_tool("tshark"), "-r", str(path)], capture_output=True, text=True, check=True)
+    return len(out.stdout.splitlines())
+
+
+def capinfos_ok(path: Path) -> str:
+    out = subprocess.run([need_tool("capinfos"), str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_read_w_output_is_valid_and_round_trips_through_tcpdump(corpus_file, tmp_path):
+    out = tmp_path / "tcp.cap"
+    done = run_pcapdump("read", str(corpus_file), "tcp", "-w", str(out))
+    assert done.returncode == 0, done.stderr
+    kept = sum(1 for _ in pcapdump.read(corpus_file, filter="tcp"))
+    assert kept > 10
+    assert f"{kept} packets" in done.stdout
+    assert "Number of packets:   " + str(kept) in capinfos_ok(out).replace("= ", "")
+    assert tshark_count(out) == kept
+    again = tmp_path / "again.cap"
+    subprocess.run([need_tool("tcpdump"), "-r", str(out), "-w", str(again)], check=True, capture_output=True)
+    assert filecmp.cmp(out, again, shallow=False)
+
+
+def test_python_write_is_valid_and_keeps_wire_length(tmp_path, corpus_frames):
+    out = tmp_path / "api.cap"
+    n = pcapdump.write(out, [(i * 1_000_000, f.data) for i, f in enumerate(corpus_frames)])
+    assert n == len(corpus_frames)
+    capinfos_ok(out)
+    assert tshark_count(out) == n
+    back = list(pcapdump.read(out))
+    assert [p.data for p in back] == [f.data for f in corpus_frames]
+    assert [p.ts_ns for p in back] == [i * 1_000_000 for i in range(n)]
+    packets = list(pcapdump.read(out, snaplen=20))
+    cut = tmp_path / "cut.cap"
+    pcapdump.write(cut, packets, snaplen=20)
+    assert all(p.caplen <= 20 for p in pcapdump.read(cut))
+    assert [p.wirelen for p in pcapdump.read(cut)] == [len(f.data) for f in corpus_frames]
+    again = tmp_path / "again.cap"
+    subprocess.run([need_tool("tcpdump"), "-r", str(out), "-w", str(again)], check=True, capture_output=True)
+    assert filecmp.cmp(out, again, shallow=False)
+
+
+@pytest.mark.parametrize(("nano", "endianness"), [(False, "<"), (True, "<"), (False, ">"), (True, ">")])
+def test_reads_pcap_in_every_resolution_and_byte_order(tmp_path, corpus_frames, nano, endianness):
+    path = tmp_path / "x.pcap"
+    corpus.write(path, corpus_frames, nano=nano, endianness=endianness)
+    got = list(pcapdump.read(path))
+    assert [p.data for p in got] == [f.data for f in corpus_frames]
+    assert [p.wirelen for p in got] == [f.wirelen for f in corpus_frames]
+    frac = 123_456_789 if nano else 123_456_000
+    assert got[3].ts_ns == (corpus.BASE + 3) * 1_000_000_000 + frac
+
+
+def test_reads_pcapng_written_by_editcap(tmp_path, corpus_file, corpus_frames):
+    ng = tmp_path / "x.pcapng"
+    subprocess.run([need_tool("editcap"), "-F", "pcapng", str(corpus_file), str(ng)], check=True)
+    got = list(pcapdump.read(ng))
+    assert [p.data for p in got] == [f.data for f in corpus_frames]
+    assert got[5].ts_ns == (corpus.BASE + 5) * 1_000_000_000 + 123_456_000
+    lines = run_pcapdump("read", str(ng), "udp", "-c", "3")
+    assert lines.returncode == 0 and len(lines.stdout.splitlines()) == 3
+
+
+def test_reads_pcapng_from_tshark_with_interface_names_and_big_endian_blocks(tmp_path, corpus_file):
+    # dumpcap/tshark write interface names; a big-endian section is made by hand below.
+    ng = tmp_path / "named.pcapng"
+    subprocess.run([need_tool("editcap"), "-F", "pcapng", str(corpus_file), str(ng)], check=True)
+    assert sum(1 for _ in pcapdump.read(ng, filter="vlan 5")) == sum(
+        1 for _ in pcapdump.read(corpus_file, filter="vlan 5")
+    )
+    be = tmp_path / "be.pcapng"
+    be.write_bytes(big_endian_pcapng(b"\x02" * 6 + b"\x04" * 6 + b"\x08\x06" + b"\x00" * 28, "int"))
+    (pkt,) = list(pcapdump.read(be))
+    assert pkt.iface == "int" and pkt.direction == "out" and pkt.ts_ns == 1_500_000_000_250_000_000
+    assert pkt.brief().split()[2:4] == ["int", "out"]
+
+
+def big_endian_pcapng(frame: bytes, name: str) -> bytes:
+    import struct
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\x00" * (-len(body) % 4)
+        n = 12 + len(body)
+        return struct.pack(">II", kind, n) + body + struct.pack(">I", n)
+
+    def opt(code: int, value: bytes) -> bytes:
+        return struct.pack(">HH", code, len(value)) + value + b"\x00" * (-len(value) % 4)
+
+    shb = block(0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = block(1, struct.pack(">HHI", 1, 0, 0) + opt(2, name.encode()) + opt(9, b"\x03") + opt(0, b""))
+    ticks = 1_500_000_000_250  # milliseconds (if_tsresol = 3)
+    epb = block(
+        6,
+        struct.pack(">IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame))
+        + frame
+        + b"\x00" * (-len(frame) % 4)
+        + opt(2, struct.pack(">I", 2))
+        + opt(0, b""),
+    )
+    return shb + idb + epb

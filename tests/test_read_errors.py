@@ -1,0 +1,123 @@
+"""Bad input: one line naming the culprit and what was expected, exit 2 for usage, 1 for runtime, no
+traceback, no output file left behind."""
+
+from __future__ import annotations
+
+import pcapdump
+import pytest
+from conftest import run_pcapdump
+
+USAGE = [
+    (["ipsrc", "300.1.1.1"], "'ipsrc 300.1.1.1': not an IPv4 or IPv6 address"),
+    (["-ipsrc=300.1.1.1"], "'-ipsrc=300.1.1.1': not an IPv4 or IPv6 address"),
+    (["ipdest", "198.18.0.0/33"], "'ipdest 198.18.0.0/33': prefix length must be 0…32 for IPv4"),
+    (["ip", "2001:db8::/129"], "'ip 2001:db8::/129': prefix length must be 0…128 for IPv6"),
+    (
+        ["ip", "198.18.0.1/15"],
+        "'ip 198.18.0.1/15': host bits set (expected a network address such as 198.18.0.0/15)",
+    ),
+    (["eth", "aa:bb:cc:dd:ee"], "'eth aa:bb:cc:dd:ee': not a MAC address"),
+    (["ethsrc", "zz:bb:cc:dd:ee:ff"], "'ethsrc zz:bb:cc:dd:ee:ff': not a MAC address"),
+    (["port", "65536"], "'port 65536': not a port (expected 0…65535 or a range such as 8000-8100)"),
+    (["srcport", "http"], "'srcport http': not a port"),
+    (
+        ["destport", "9000-8000"],
+        "'destport 9000-8000': reversed port range (expected low-high, such as 8000-9000)",
+    ),
+    (["proto", "256"], "'proto 256': not an IP protocol"),
+    (["proto", "bogus"], "'proto bogus': not an IP protocol"),
+    (["vlan", "4096"], "'vlan 4096': not a VLAN id (expected 0…4095)"),
+    (["-tcp=1"], "'-tcp=1': tcp takes no value"),
+    (["bogus"], "'bogus': unknown word"),
+    (["-s", "0"], "'-s 0': the snap length must be 1…262144"),
+    (["-s=300000"], "'-s=300000': the snap length must be 1…262144"),
+    (["-c", "x"], "'-c x': the packet count must be a whole number at least 1"),
+]
+
+
+@pytest.mark.parametrize(("words", "message"), USAGE)
+def test_bad_words_are_usage_errors(words, message, corpus_file, tmp_path):
+    out = tmp_path / "out.cap"
+    done = run_pcapdump("read", str(corpus_file), *words, "-w", str(out))
+    assert done.returncode == 2
+    assert done.stderr.startswith("pcapdump: " + message), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_value_at_the_end(corpus_file):
+    done = run_pcapdump("read", str(corpus_file), "ipsrc")
+    assert done.returncode == 2
+    assert done.stderr.startswith("pcapdump: 'ipsrc': missing value, expected an IPv4 or IPv6 address")
+    done = run_pcapdump("read", str(corpus_file), "-s")
+    assert (done.returncode, done.stderr) == (2, "pcapdump: '-s': missing value\n")
+
+
+def test_missing_command_and_missing_file_argument():
+    assert run_pcapdump("tcp").stderr.startswith("pcapdump: missing command (expected one of read")
+    done = run_pcapdump("read")
+    assert done.returncode == 2 and done.stderr == "pcapdump: 'read': missing file\n"
+
+
+def write_bytes(tmp_path, name: str, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def pcap_header() -> bytes:
+    import struct
+
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
+
+
+def record(caplen: int, wirelen: int | None = None, data: bytes | None = None) -> bytes:
+    import struct
+
+    body = data if data is not None else b"\x00" * caplen
+    return struct.pack("<IIII", 1, 0, caplen, wirelen or caplen) + body
+
+
+RUNTIME = [
+    ("missing.cap", None, "no such file"),
+    ("text.cap", b"hello, this is not a capture\n", "not a pcap or pcapng file (starts with 0x68656c6c)"),
+    ("empty.cap", b"", "empty file (expected a pcap or pcapng capture)"),
+    ("cut.cap", pcap_header() + record(60) + record(60)[:40], "file ends inside record 2 at byte 100"),
+    ("head.cap", pcap_header()[:10], "file ends inside record 0"),
+    (
+        "huge.cap",
+        pcap_header() + record(60) + record(300_000, data=b""),
+        "record 2 at byte 100 claims 300000 bytes",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), RUNTIME)
+def test_bad_files_are_runtime_errors(name, data, message, tmp_path):
+    src = tmp_path / name if data is None else write_bytes(tmp_path, name, data)
+    out = tmp_path / "out.cap"
+    for extra in ([], ["-w", str(out)]):
+        done = run_pcapdump("read", str(src), *extra)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("pcapdump: "), done.stderr
+        assert message in done.stderr.splitlines()[-1]
+        assert len(done.stderr.splitlines()) == 1
+        assert "Traceback" not in done.stderr
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if data is None else [name])
+
+
+def test_lines_before_the_damage_are_still_printed(tmp_path):
+    src = write_bytes(tmp_path, "cut.cap", pcap_header() + record(60) + record(60)[:40])
+    done = run_pcapdump("read", str(src))
+    assert done.returncode == 1
+    assert len(done.stdout.splitlines()) == 1
+
+
+def test_python_api_raises_typed_errors(tmp_path):
+    with pytest.raises(pcapdump.CaptureFileError, match="no such file"):
+        list(pcapdump.read(tmp_path / "nope.cap"))
+    with pytest.raises(pcapdump.FilterError) as e:
+        pcapdump.Filter("vlan 9999")
+    assert e.value.token == "vlan 9999"
+    assert str(e.value) == "'vlan 9999': not a VLAN id (expected 0…4095)"
