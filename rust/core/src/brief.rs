@@ -5,6 +5,7 @@
 use crate::packet::{
     decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport,
 };
+use crate::pcap::Record;
 use crate::textfmt::{
     push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64, LocalClock,
 };
@@ -18,6 +19,20 @@ pub struct PacketMeta<'a> {
     pub direction: Option<Direction>,
     pub wirelen: u32,
     pub link: LinkType,
+}
+
+impl<'a> From<&Record<'a>> for PacketMeta<'a> {
+    /// A record of a file: its frame number is the index.
+    fn from(r: &Record<'a>) -> Self {
+        PacketMeta {
+            index: r.number,
+            ts_ns: r.ts_ns,
+            iface: r.iface,
+            direction: r.direction,
+            wirelen: r.wirelen,
+            link: r.link,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

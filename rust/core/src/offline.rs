@@ -93,14 +93,7 @@ pub fn print_lines(
         Ok(())
     };
     let result = for_each_selected(file, sel, &mut sum, |r, data| {
-        let meta = PacketMeta {
-            index: r.number,
-            ts_ns: r.ts_ns,
-            iface: r.iface,
-            direction: r.direction,
-            wirelen: r.wirelen,
-            link: r.link,
-        };
+        let meta = PacketMeta::from(r);
         if json {
             fmt.json(&mut buf, &meta, data);
         } else {

@@ -34,14 +34,7 @@ fn read_all(bytes: &[u8]) -> (usize, bool) {
             match r {
                 Ok(r) => {
                     assert!(r.data.len() <= 262_144);
-                    let meta = PacketMeta {
-                        index: r.number,
-                        ts_ns: r.ts_ns,
-                        iface: r.iface,
-                        direction: r.direction,
-                        wirelen: r.wirelen,
-                        link: r.link,
-                    };
+                    let meta = PacketMeta::from(&r);
                     fmt.text(&mut out, &meta, r.data);
                     fmt.json(&mut out, &meta, r.data);
                     n += 1;
