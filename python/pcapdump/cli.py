@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import click
 
 from . import __version__, _core, grammar
-from .errors import CaptureFileError, PcapdumpError, UsageError
+from .errors import PcapdumpError, UsageError
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -87,7 +87,7 @@ def dispatch(argv: Sequence[str]) -> None:
         # The reader went away (`| head`): stop quietly, as tcpdump does.
         sys.stderr.close()
         sys.exit(0)
-    except (CaptureFileError, PcapdumpError) as e:
+    except PcapdumpError as e:
         fail(str(e), EXIT_RUNTIME)
     except KeyboardInterrupt:
         sys.exit(130)

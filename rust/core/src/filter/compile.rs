@@ -288,26 +288,13 @@ impl Compiler {
     }
 
     fn ip(&mut self, side: Side, nets: &[IpNet], matched: Label, reject: Label) {
-        let v4: Vec<(u32, u8)> = nets
-            .iter()
-            .filter_map(|n| {
-                if let IpNet::V4 { addr, prefix } = *n {
-                    Some((addr, prefix))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let v6: Vec<(u128, u8)> = nets
-            .iter()
-            .filter_map(|n| {
-                if let IpNet::V6 { addr, prefix } = *n {
-                    Some((addr, prefix))
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for net in nets {
+            match *net {
+                IpNet::V4 { addr, prefix } => v4.push((addr, prefix)),
+                IpNet::V6 { addr, prefix } => v6.push((addr, prefix)),
+            }
+        }
         let (l4, l6) = (self.asm.label(), self.asm.label());
         self.asm.ld_mem(slot::ETHERTYPE);
         if !v4.is_empty() {
