@@ -24,3 +24,4 @@ lint: $(PY)
 bench: $(PY)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --extras test
 	$(PY) bench/offline.py
+	$(PY) bench/live.py

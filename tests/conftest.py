@@ -53,3 +53,25 @@ def corpus_file(tmp_path_factory, corpus_frames) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.pcap"
     corpus.write(path, corpus_frames)
     return path
+
+
+@pytest.fixture(scope="session")
+def testnet():
+    """Two network namespaces joined by a veth pair, capture side `int` (see netns.py). Needs root; in CI
+    (which runs as root) anything that stops it from being made is a failure, not a skip."""
+    import netns
+
+    problem = None
+    if os.geteuid() != 0:
+        problem = "live capture tests need root (network namespaces, packet sockets)"
+    elif shutil.which("ip") is None:
+        problem = "live capture tests need iproute2's `ip`"
+    if problem:
+        if IN_CI:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    net = netns.create()
+    try:
+        yield net
+    finally:
+        netns.destroy(net)

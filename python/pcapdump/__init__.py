@@ -14,8 +14,8 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 
 from . import _core
-from ._core import MAX_SNAPLEN, Filter, Packet
-from .errors import CaptureFileError, FilterError, PcapdumpError, UsageError
+from ._core import MAX_SNAPLEN, Capture, Filter, Packet
+from .errors import CaptureError, CaptureFileError, FilterError, PcapdumpError, UsageError
 
 try:
     __version__ = _dist_version("pcapdump")
@@ -24,12 +24,15 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "MAX_SNAPLEN",
+    "Capture",
+    "CaptureError",
     "CaptureFileError",
     "Filter",
     "FilterError",
     "Packet",
     "PcapdumpError",
     "UsageError",
+    "capture",
     "read",
     "write",
 ]
@@ -42,6 +45,38 @@ def as_filter(filter: FilterLike) -> Filter | None:
     if filter is None or isinstance(filter, Filter):
         return filter
     return Filter(filter)
+
+
+MIN_BUFFER_KB, MAX_BUFFER_KB = 16, 4_194_304
+
+
+def _check_range(name: str, value: int | None, low: int, high: int) -> None:
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{name}={value}: expected {low} … {high}")
+
+
+def capture(
+    iface: str,
+    filter: FilterLike = None,
+    snaplen: int | None = None,
+    count: int | None = None,
+    buffer_kb: int = 512,
+    promisc: bool = False,
+    ring: bool = False,
+) -> Capture:
+    """Start capturing on ``iface`` (needs root or CAP_NET_RAW); use it as a context manager.
+
+    Iterating yields each stored packet once, in order, waiting for more while the capture runs; the
+    packets stay in the buffer for ``write(path)``. ``snaplen`` is applied by the kernel, ``count`` stops
+    the capture by itself, ``buffer_kb`` sizes the capture buffer, ``ring`` makes it overwrite the oldest
+    packets when full instead of dropping new ones, ``promisc`` enters promiscuous mode for this capture.
+    ``stats()`` gives the counters (``packets``, ``kernel_drops``, ``buffer_full_drops``, ...).
+    Raises ``CaptureError`` (no such interface, no privilege) or ``FilterError``.
+    """
+    _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
+    _check_range("count", count, 1, 2**63 - 1)
+    _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
+    return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
 
 
 def read(

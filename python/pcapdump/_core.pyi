@@ -1,10 +1,12 @@
 """Type stubs of the Rust extension module."""
 
 from collections.abc import Iterable, Sequence
+from types import TracebackType
 from typing import Any, final
 
 __all__ = [
     "MAX_SNAPLEN",
+    "Capture",
     "FileReader",
     "Filter",
     "Packet",
@@ -85,3 +87,35 @@ def read_to_pcap(
     path: str, out: str, filter: Filter | None = None, snaplen: int | None = None, count: int | None = None
 ) -> dict[str, int]: ...
 def write_pcap(path: str, packets: Iterable[Any], linktype: int = 1, snaplen: int = ...) -> int: ...
+
+@final
+class Capture:
+    """A live capture on one interface into its own capture buffer."""
+
+    def __new__(
+        cls,
+        iface: str,
+        filter: Filter | None = None,
+        snaplen: int | None = None,
+        count: int | None = None,
+        buffer_kb: int = 512,
+        promisc: bool = False,
+        ring: bool = False,
+        ring_block_kb: int = 1024,
+        ring_blocks: int = 64,
+        ring_timeout_ms: int = 20,
+    ) -> Capture: ...
+    def __enter__(self) -> Capture: ...
+    def __exit__(
+        self,
+        *_exc: type[BaseException] | BaseException | TracebackType | None,
+    ) -> bool: ...
+    def __iter__(self) -> Capture: ...
+    def __next__(self) -> Packet: ...
+    def stop(self) -> None: ...
+    def stats(self) -> dict[str, int | str]: ...
+    def write(self, path: str) -> int: ...
+    @property
+    def iface(self) -> str: ...
+    @property
+    def linktype(self) -> int: ...

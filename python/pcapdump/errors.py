@@ -31,3 +31,7 @@ class UsageError(PcapdumpError):
 
 class CaptureFileError(PcapdumpError):
     """A capture file cannot be read or written (missing, not pcap, cut short, ...)."""
+
+
+class CaptureError(PcapdumpError):
+    """A live capture cannot start: no such interface, no privilege, unsupported system."""

@@ -24,6 +24,10 @@ pub fn capture_file_error(py: Python<'_>, message: String) -> PyErr {
     PyTuple::new(py, [message]).map_or_else(|err| err, |a| raise(py, "CaptureFileError", a))
 }
 
+pub fn capture_error(py: Python<'_>, message: String) -> PyErr {
+    PyTuple::new(py, [message]).map_or_else(|err| err, |a| raise(py, "CaptureError", a))
+}
+
 pub fn offline_error(py: Python<'_>, e: pcapdump_core::offline::OfflineError) -> PyErr {
     use pcapdump_core::offline::OfflineError;
     match e {

@@ -1,5 +1,6 @@
 //! `pcapdump._core`: thin wrappers around pcapdump-core. Work that takes time runs with the GIL released.
 
+mod capture;
 mod errors;
 mod files;
 mod filter;
@@ -14,6 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
     m.add_class::<packet::PyPacket>()?;
+    m.add_class::<capture::PyCapture>()?;
     m.add_class::<files::PyFileReader>()?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;

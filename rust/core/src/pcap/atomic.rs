@@ -61,6 +61,16 @@ impl AtomicFile {
     }
 }
 
+impl AtomicFile {
+    /// Write `buf` with one system call, past the buffer: for callers that gather their own chunks,
+    /// small enough to still be in the CPU's cache when the kernel copies them.
+    pub fn write_direct(&mut self, buf: &[u8]) -> io::Result<()> {
+        let out = self.out.as_mut().expect("not committed");
+        out.flush()?;
+        out.get_mut().write_all(buf)
+    }
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out.as_mut().expect("not committed").write(buf)

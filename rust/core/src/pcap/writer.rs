@@ -29,15 +29,13 @@ impl<W: Write> PcapWriter<W> {
     #[inline]
     pub fn write(&mut self, ts_ns: u64, data: &[u8], wirelen: u32) -> io::Result<()> {
         let data = &data[..data.len().min(self.snaplen as usize)];
-        let secs = (ts_ns / 1_000_000_000) as u32;
-        let micros = ((ts_ns % 1_000_000_000) / 1_000) as u32;
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&secs.to_le_bytes());
-        h[4..8].copy_from_slice(&micros.to_le_bytes());
-        h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        h[12..16].copy_from_slice(&wirelen.max(data.len() as u32).to_le_bytes());
-        self.out.write_all(&h)?;
+        self.out
+            .write_all(&record_header(ts_ns, data.len(), wirelen))?;
         self.out.write_all(data)
+    }
+
+    pub fn snaplen(&self) -> u32 {
+        self.snaplen
     }
 
     pub fn get_mut(&mut self) -> &mut W {
@@ -47,6 +45,25 @@ impl<W: Write> PcapWriter<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
+}
+
+fn record_header(ts_ns: u64, caplen: usize, wirelen: u32) -> [u8; 16] {
+    let secs = (ts_ns / 1_000_000_000) as u32;
+    let micros = ((ts_ns % 1_000_000_000) / 1_000) as u32;
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&secs.to_le_bytes());
+    h[4..8].copy_from_slice(&micros.to_le_bytes());
+    h[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
+    h[12..16].copy_from_slice(&wirelen.max(caplen as u32).to_le_bytes());
+    h
+}
+
+/// Lay out one record as `PcapWriter::write` would, into memory (to be written later in one piece).
+#[inline]
+pub fn encode_record(out: &mut Vec<u8>, ts_ns: u64, data: &[u8], wirelen: u32, snaplen: u32) {
+    let data = &data[..data.len().min(snaplen as usize)];
+    out.extend_from_slice(&record_header(ts_ns, data.len(), wirelen));
+    out.extend_from_slice(data);
 }
 
 #[cfg(test)]

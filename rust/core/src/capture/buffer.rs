@@ -1,0 +1,588 @@
+//! The capture buffer: one allocation of the configured size, records back to back.
+//!
+//! Linear mode keeps the first packets: once one does not fit, the buffer is full and every later packet
+//! is counted as a `buffer_full` drop, so what is stored is an unbroken stretch of time. Ring mode (the
+//! flight recorder) overwrites the oldest whole records instead and counts them as `overwritten`.
+//!
+//! Offsets grow without bound (`u64`) and are reduced modulo the capacity only to touch memory, so
+//! "how full" is `tail - head` and a reader's place survives wrap-arounds. A record never straddles the
+//! end of the array: the rest of the array is skipped, marked by a pad header when there is room for one.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::packet::{Direction, LinkType};
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::pcap::{encode_record, AtomicFile, PcapWriter};
+
+/// ts_ns u64, wirelen u32, caplen u32, interface u16, direction u8, then padding to 8-byte alignment.
+const HEADER: usize = 24;
+const ALIGN: usize = 8;
+/// The caplen of a pad header: nothing more is stored before the end of the array.
+const PAD: u32 = u32::MAX;
+
+/// Bytes a packet of `caplen` bytes takes in the buffer, header included.
+pub fn record_size(caplen: usize) -> usize {
+    HEADER + caplen.div_ceil(ALIGN) * ALIGN
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferMode {
+    Linear,
+    Ring,
+}
+
+/// Index of an interface in the buffer's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IfaceId(u16);
+
+/// Per-interface accounting. `packets` and `bytes` count every packet ever stored (bytes as stored,
+/// after the snap length); `held` is how many are in the buffer now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceCounts {
+    pub packets: u64,
+    pub bytes: u64,
+    pub held: u64,
+    pub held_bytes: u64,
+    pub buffer_full_drops: u64,
+    pub overwritten: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Interface {
+    pub name: String,
+    pub link: LinkType,
+    pub counts: IfaceCounts,
+}
+
+/// A packet as stored in the buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredPacket<'a> {
+    /// Position in the order of arrival over all interfaces, from 0.
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub wirelen: u32,
+    pub iface: IfaceId,
+    pub direction: Direction,
+    pub data: &'a [u8],
+}
+
+/// What became of a packet offered to the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// Linear mode and full, or (ring mode) bigger than the whole buffer.
+    Dropped,
+}
+
+/// A reader's place: the sequence number of the next record and where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    seq: u64,
+    at: u64,
+}
+
+impl Cursor {
+    /// The sequence number of the packet this cursor reads next.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+pub struct CaptureBuffer {
+    mem: MmapMut,
+    mode: BufferMode,
+    head: u64,
+    tail: u64,
+    first_seq: u64,
+    next_seq: u64,
+    /// Linear mode: a packet did not fit, so no later one is stored either.
+    full: bool,
+    ifaces: Vec<Interface>,
+}
+
+impl CaptureBuffer {
+    /// `capacity` is rounded down to a multiple of 8 bytes. The memory is committed now, as a capture
+    /// appliance's buffer is: faulting pages in one by one while packets arrive would cost the capture
+    /// thread time when it has least of it.
+    pub fn new(capacity: usize, mode: BufferMode) -> io::Result<CaptureBuffer> {
+        let capacity = (capacity / ALIGN * ALIGN).max(ALIGN);
+        Ok(CaptureBuffer {
+            mem: MmapOptions::new().len(capacity).populate().map_anon()?,
+            mode,
+            head: 0,
+            tail: 0,
+            first_seq: 0,
+            next_seq: 0,
+            full: false,
+            ifaces: Vec::new(),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+
+    pub fn mode(&self) -> BufferMode {
+        self.mode
+    }
+
+    /// Bytes taken by stored records (headers and skipped ends included).
+    pub fn used(&self) -> usize {
+        (self.tail - self.head) as usize
+    }
+
+    /// Records held now, over all interfaces.
+    pub fn len(&self) -> u64 {
+        self.next_seq - self.first_seq
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sequence number the next stored packet will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The interface's id, registering it on first use. A name keeps its id for the buffer's life.
+    pub fn interface(&mut self, name: &str, link: LinkType) -> IfaceId {
+        if let Some(i) = self.ifaces.iter().position(|f| f.name == name) {
+            self.ifaces[i].link = link;
+            return IfaceId(i as u16);
+        }
+        self.ifaces.push(Interface {
+            name: name.to_owned(),
+            link,
+            counts: IfaceCounts::default(),
+        });
+        IfaceId((self.ifaces.len() - 1) as u16)
+    }
+
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.ifaces
+    }
+
+    pub fn iface(&self, id: IfaceId) -> &Interface {
+        &self.ifaces[id.0 as usize]
+    }
+
+    /// Store one packet whose bytes are the concatenation of `parts` (so a header can be put in front
+    /// without copying twice).
+    pub fn push(
+        &mut self,
+        iface: IfaceId,
+        ts_ns: u64,
+        wirelen: u32,
+        direction: Direction,
+        parts: &[&[u8]],
+    ) -> Pushed {
+        let caplen: usize = parts.iter().map(|p| p.len()).sum();
+        let size = record_size(caplen);
+        let cap = self.mem.len() as u64;
+        let fits = match self.mode {
+            BufferMode::Linear => {
+                self.full = self.full || self.tail + size as u64 > cap;
+                !self.full
+            }
+            BufferMode::Ring => (size as u64) <= cap && self.make_room(size as u64),
+        };
+        if !fits {
+            self.ifaces[iface.0 as usize].counts.buffer_full_drops += 1;
+            return Pushed::Dropped;
+        }
+        // A linear buffer never wraps: no division on its path.
+        let at = match self.mode {
+            BufferMode::Linear => self.tail as usize,
+            BufferMode::Ring => (self.tail % cap) as usize,
+        };
+        self.write_header(at, ts_ns, wirelen, caplen as u32, iface, direction);
+        let mut p = at + HEADER;
+        for part in parts {
+            self.mem[p..p + part.len()].copy_from_slice(part);
+            p += part.len();
+        }
+        self.tail += size as u64;
+        self.next_seq += 1;
+        let c = &mut self.ifaces[iface.0 as usize].counts;
+        c.packets += 1;
+        c.bytes += caplen as u64;
+        c.held += 1;
+        c.held_bytes += caplen as u64;
+        Pushed::Stored
+    }
+
+    /// Ring mode: evict the oldest records until `size` contiguous bytes are free at the tail.
+    fn make_room(&mut self, size: u64) -> bool {
+        let cap = self.mem.len() as u64;
+        loop {
+            if self.is_empty() {
+                // Start again at the beginning of the array: a big record then always fits.
+                self.tail = self.tail.div_ceil(cap) * cap;
+                self.head = self.tail;
+            }
+            let to_end = cap - self.tail % cap;
+            let skip = if to_end < size { to_end } else { 0 };
+            if cap - (self.tail - self.head) >= skip + size {
+                if skip >= HEADER as u64 {
+                    let at = (self.tail % cap) as usize;
+                    self.mem[at + 8..at + 16]
+                        .copy_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+                }
+                self.tail += skip;
+                return true;
+            }
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        let cap = self.mem.len() as u64;
+        let at = (self.head % cap) as usize;
+        let to_end = cap as usize - at;
+        match self.read_header(at) {
+            None => self.head += to_end as u64,
+            Some(h) => {
+                self.head += record_size(h.caplen as usize) as u64;
+                self.first_seq += 1;
+                let c = &mut self.ifaces[h.iface.0 as usize].counts;
+                c.overwritten += 1;
+                c.held -= 1;
+                c.held_bytes -= h.caplen as u64;
+            }
+        }
+    }
+
+    /// Drop every stored packet; interfaces and their totals stay.
+    pub fn wipe(&mut self) {
+        self.head = self.tail;
+        self.first_seq = self.next_seq;
+        self.full = false;
+        for f in &mut self.ifaces {
+            f.counts.held = 0;
+            f.counts.held_bytes = 0;
+        }
+    }
+
+    /// A cursor at the oldest stored packet.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            seq: self.first_seq,
+            at: self.head,
+        }
+    }
+
+    /// A cursor after the newest stored packet: it sees only packets stored from now on.
+    pub fn cursor_at_end(&self) -> Cursor {
+        Cursor {
+            seq: self.next_seq,
+            at: self.tail,
+        }
+    }
+
+    /// The packet at `cursor`, moving it on. Packets overwritten since the cursor was last moved are
+    /// skipped and added to `missed`.
+    pub fn next(&self, cursor: &mut Cursor, missed: &mut u64) -> Option<StoredPacket<'_>> {
+        if cursor.seq < self.first_seq {
+            *missed += self.first_seq - cursor.seq;
+            *cursor = self.cursor();
+        }
+        let cap = self.mem.len() as u64;
+        while cursor.seq < self.next_seq {
+            let at = (cursor.at % cap) as usize;
+            let Some(h) = self.read_header(at) else {
+                cursor.at += (cap as usize - at) as u64;
+                continue;
+            };
+            cursor.at += record_size(h.caplen as usize) as u64;
+            cursor.seq += 1;
+            return Some(StoredPacket {
+                seq: cursor.seq - 1,
+                ts_ns: h.ts_ns,
+                wirelen: h.wirelen,
+                iface: h.iface,
+                direction: h.direction,
+                data: &self.mem[at + HEADER..at + HEADER + h.caplen as usize],
+            });
+        }
+        None
+    }
+
+    fn write_header(
+        &mut self,
+        at: usize,
+        ts_ns: u64,
+        wirelen: u32,
+        caplen: u32,
+        iface: IfaceId,
+        direction: Direction,
+    ) {
+        let h = &mut self.mem[at..at + HEADER];
+        h[0..8].copy_from_slice(&ts_ns.to_ne_bytes());
+        h[8..12].copy_from_slice(&wirelen.to_ne_bytes());
+        h[12..16].copy_from_slice(&caplen.to_ne_bytes());
+        h[16..18].copy_from_slice(&iface.0.to_ne_bytes());
+        h[18] = matches!(direction, Direction::Out) as u8;
+    }
+
+    /// The header at `at`, or `None` where the rest of the array is skipped.
+    fn read_header(&self, at: usize) -> Option<Header> {
+        if self.mem.len() - at < HEADER {
+            return None;
+        }
+        let h = &self.mem[at..at + HEADER];
+        let word = |r: std::ops::Range<usize>| u32::from_ne_bytes(h[r].try_into().unwrap());
+        // The pad marker sits where caplen is; a real record has wirelen ≥ 0 and caplen ≤ 256 KiB.
+        let caplen = word(12..16);
+        if caplen == PAD {
+            return None;
+        }
+        Some(Header {
+            ts_ns: u64::from_ne_bytes(h[0..8].try_into().unwrap()),
+            wirelen: word(8..12),
+            caplen,
+            iface: IfaceId(u16::from_ne_bytes([h[16], h[17]])),
+            direction: if h[18] == 1 {
+                Direction::Out
+            } else {
+                Direction::In
+            },
+        })
+    }
+}
+
+struct Header {
+    ts_ns: u64,
+    wirelen: u32,
+    caplen: u32,
+    iface: IfaceId,
+    direction: Direction,
+}
+
+/// The buffer as shared by capture threads and readers: a lock, and a signal when packets arrive.
+pub struct SharedBuffer {
+    buffer: Mutex<CaptureBuffer>,
+    arrived: Condvar,
+}
+
+/// Packets are copied out of the shared buffer this many bytes at a time: a capture thread never waits
+/// long for the lock while a big buffer is written, and the chunk is still in cache for the kernel's copy.
+const COPY_CHUNK: usize = 1 << 16;
+
+/// What `SharedBuffer::write_pcap` wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl SharedBuffer {
+    pub fn new(buffer: CaptureBuffer) -> SharedBuffer {
+        SharedBuffer {
+            buffer: Mutex::new(buffer),
+            arrived: Condvar::new(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, CaptureBuffer> {
+        // A panic while holding the lock leaves records whole (headers are written before `tail` moves).
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wake readers waiting in `wait`.
+    pub fn notify(&self) {
+        self.arrived.notify_all();
+    }
+
+    /// Wait, with the lock released, until packets are stored or `timeout` passes.
+    pub fn wait<'a>(
+        &'a self,
+        guard: MutexGuard<'a, CaptureBuffer>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, CaptureBuffer> {
+        match self.arrived.wait_timeout(guard, timeout) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        }
+    }
+
+    /// Write the packets of `iface` held now to a pcap file at `dest` (temporary name, then renamed).
+    pub fn write_pcap(
+        &self,
+        iface: IfaceId,
+        dest: &Path,
+        snaplen: u32,
+    ) -> std::io::Result<Written> {
+        let (mut cursor, end, link) = {
+            let b = self.lock();
+            (b.cursor(), b.next_seq(), b.iface(iface).link)
+        };
+        let out = AtomicFile::create(dest)?;
+        let mut writer = PcapWriter::new(out, link, snaplen)?;
+        let mut written = Written::default();
+        let mut records: Vec<u8> =
+            Vec::with_capacity(COPY_CHUNK + crate::pcap::MAX_RECORD as usize + 16);
+        let mut missed = 0;
+        loop {
+            records.clear();
+            {
+                let b = self.lock();
+                while records.len() < COPY_CHUNK && cursor.seq < end {
+                    // `None` only once the cursor has passed `end`.
+                    let Some(p) = b.next(&mut cursor, &mut missed) else {
+                        break;
+                    };
+                    if p.iface == iface && p.seq < end {
+                        let before = records.len();
+                        encode_record(&mut records, p.ts_ns, p.data, p.wirelen, snaplen);
+                        written.packets += 1;
+                        written.bytes += (records.len() - before - 16) as u64;
+                    }
+                }
+            }
+            writer.get_mut().write_direct(&records)?;
+            if cursor.seq >= end {
+                break;
+            }
+        }
+        writer.into_inner().commit()?;
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8, len: usize) -> Vec<u8> {
+        vec![n; len]
+    }
+
+    fn held(b: &CaptureBuffer) -> Vec<(u64, u8, usize)> {
+        let mut c = b.cursor();
+        let mut missed = 0;
+        let mut out = Vec::new();
+        while let Some(p) = b.next(&mut c, &mut missed) {
+            out.push((p.seq, p.data[0], p.data.len()));
+        }
+        assert_eq!(missed, 0);
+        out
+    }
+
+    #[test]
+    fn linear_keeps_the_first_packets_and_counts_the_rest() {
+        let mut b = CaptureBuffer::new(3 * record_size(100), BufferMode::Linear).unwrap();
+        let i = b.interface("int", LinkType::Ethernet);
+        for n in 0..5 {
+            b.push(i, n as u64, 100, Direction::In, &[&frame(n, 100)]);
+        }
+        // A small packet that would fit is still dropped: the stored packets stay an unbroken stretch.
+        let small = b.push(i, 9, 10, Direction::In, &[&frame(9, 10)]);
+        assert_eq!(small, Pushed::Dropped);
+        assert_eq!(held(&b), vec![(0, 0, 100), (1, 1, 100), (2, 2, 100)]);
+        let c = b.iface(i).counts;
+        assert_eq!((c.packets, c.buffer_full_drops, c.overwritten), (3, 3, 0));
+    }
+
+    #[test]
+    fn ring_overwrites_the_oldest_whole_records() {
+        let mut b = CaptureBuffer::new(3 * record_size(100) + 40, BufferMode::Ring).unwrap();
+        let i = b.interface("int", LinkType::Ethernet);
+        for n in 0..10u8 {
+            assert_eq!(
+                b.push(i, n as u64, 100, Direction::In, &[&frame(n, 100)]),
+                Pushed::Stored
+            );
+        }
+        assert_eq!(held(&b), vec![(7, 7, 100), (8, 8, 100), (9, 9, 100)]);
+        let c = b.iface(i).counts;
+        assert_eq!(
+            (c.packets, c.held, c.overwritten, c.buffer_full_drops),
+            (10, 3, 7, 0)
+        );
+    }
+
+    #[test]
+    fn ring_with_mixed_sizes_wraps_without_splitting_records() {
+        let mut b = CaptureBuffer::new(1000, BufferMode::Ring).unwrap();
+        let i = b.interface("int", LinkType::Ethernet);
+        let j = b.interface("ext", LinkType::Ethernet);
+        let mut expect_total = 0;
+        for n in 0..200u32 {
+            let len = (n as usize * 37) % 300 + 1;
+            let id = if n % 3 == 0 { j } else { i };
+            b.push(
+                id,
+                n as u64,
+                len as u32,
+                Direction::Out,
+                &[&frame(n as u8, len)],
+            );
+            expect_total += 1;
+            let got = held(&b);
+            // The newest is always there, records are whole and in order, and the sizes add up.
+            assert_eq!(got.last().unwrap().1, n as u8);
+            assert!(got.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+            let sum: usize = got.iter().map(|g| record_size(g.2)).sum();
+            assert!(sum <= b.used() && b.used() <= b.capacity());
+        }
+        let counts: u64 = b
+            .interfaces()
+            .iter()
+            .map(|f| f.counts.held + f.counts.overwritten)
+            .sum();
+        assert_eq!(counts, expect_total);
+    }
+
+    #[test]
+    fn ring_drops_a_packet_bigger_than_the_buffer() {
+        let mut b = CaptureBuffer::new(256, BufferMode::Ring).unwrap();
+        let i = b.interface("int", LinkType::Ethernet);
+        assert_eq!(
+            b.push(i, 0, 300, Direction::In, &[&frame(1, 300)]),
+            Pushed::Dropped
+        );
+        assert_eq!(b.iface(i).counts.buffer_full_drops, 1);
+        // A record taking the whole buffer still fits, from any starting point.
+        b.push(i, 0, 8, Direction::In, &[&frame(2, 8)]);
+        assert_eq!(
+            b.push(i, 0, 232, Direction::In, &[&frame(3, 232)]),
+            Pushed::Stored
+        );
+        assert_eq!(held(&b), vec![(1, 3, 232)]);
+    }
+
+    #[test]
+    fn a_slow_reader_is_told_what_it_missed() {
+        let mut b = CaptureBuffer::new(2 * record_size(64), BufferMode::Ring).unwrap();
+        let i = b.interface("int", LinkType::Ethernet);
+        let mut c = b.cursor();
+        for n in 0..5u8 {
+            b.push(i, 0, 64, Direction::In, &[&frame(n, 64)]);
+        }
+        let mut missed = 0;
+        let p = b.next(&mut c, &mut missed).unwrap();
+        assert_eq!((p.seq, p.data[0], missed), (3, 3, 3));
+    }
+
+    #[test]
+    fn parts_are_stored_as_one_packet_and_wipe_empties() {
+        let mut b = CaptureBuffer::new(4096, BufferMode::Linear).unwrap();
+        let i = b.interface("int", LinkType::Ethernet);
+        b.push(i, 5, 70, Direction::Out, &[&[1, 2], &[3], &[4, 5, 6]]);
+        let mut c = b.cursor();
+        let p = b.next(&mut c, &mut 0).unwrap();
+        assert_eq!(
+            (p.data, p.direction, p.wirelen),
+            (&[1, 2, 3, 4, 5, 6][..], Direction::Out, 70)
+        );
+        b.wipe();
+        assert!(b.is_empty());
+        assert_eq!(b.iface(i).counts.packets, 1);
+        assert_eq!(b.interface("int", LinkType::Ethernet), i);
+    }
+}

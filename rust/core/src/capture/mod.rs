@@ -1,0 +1,86 @@
+//! Live capture: AF_PACKET rings (Linux), the capture buffer, and capture sessions that join the two.
+
+pub mod buffer;
+mod session;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(not(target_os = "linux"))]
+#[path = "unsupported.rs"]
+mod linux;
+
+use std::io;
+
+pub use buffer::{
+    BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket, Written,
+};
+pub use linux::KernelStats;
+pub use session::{
+    Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
+};
+
+/// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
+const RING_FRAME_SIZE: u32 = 2048;
+
+/// The kernel ring of one capture. Blocks are handed to us whole: when full, or after the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Bytes per block: a multiple of the page size, at least 64 KiB (a block holds whole packets).
+    pub block_size: u32,
+    pub block_count: u32,
+    /// A block that is not full is handed over after this long, so live output keeps flowing.
+    pub block_timeout_ms: u32,
+}
+
+impl Default for RingConfig {
+    /// 64 MiB: at 60-byte frames (about 128 bytes each in the ring) that is half a million packets of
+    /// slack while the capture thread is descheduled.
+    fn default() -> Self {
+        RingConfig {
+            block_size: 1 << 20,
+            block_count: 64,
+            block_timeout_ms: 20,
+        }
+    }
+}
+
+impl RingConfig {
+    fn check(&self) -> Result<(), CaptureError> {
+        let bad = |what: &str| Err(CaptureError::Ring(what.to_owned()));
+        if self.block_size < 65536
+            || self.block_size % 4096 != 0
+            || !self.block_size.is_power_of_two()
+        {
+            return bad("block size must be a power of two of at least 64 KiB");
+        }
+        if self.block_count == 0 || (self.block_size as u64 * self.block_count as u64) > (1 << 32) {
+            return bad("block count must be at least 1, and the ring at most 4 GiB");
+        }
+        if self.block_timeout_ms == 0 || self.block_timeout_ms > 60_000 {
+            return bad("block timeout must be 1 … 60000 ms");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("no such interface '{0}'")]
+    NoSuchInterface(String),
+    #[error("capturing on '{0}' needs root or the CAP_NET_RAW capability: run as root, or grant it (e.g. `setcap cap_net_raw+ep <program>`, or AmbientCapabilities=CAP_NET_RAW in a systemd unit)")]
+    NoPrivilege(String),
+    #[error("live capture is not supported on {0}; read, Filter and files work")]
+    Unsupported(&'static str),
+    #[error("'{iface}' is not an Ethernet interface (hardware type {hatype}): filters are only supported on Ethernet and loopback interfaces; capture without a filter")]
+    FilterNeedsEthernet { iface: String, hatype: u16 },
+    #[error("the filter does not fit in a kernel program: {0}")]
+    Program(#[from] crate::bpf::asm::AsmError),
+    #[error("invalid ring: {0}")]
+    Ring(String),
+    #[error("'{iface}': {what}: {source}")]
+    Os {
+        iface: String,
+        what: &'static str,
+        source: io::Error,
+    },
+}

@@ -1,0 +1,496 @@
+//! A capture session: one thread per interface moving packets from the kernel's ring into the shared
+//! capture buffer and to live subscribers. Nothing a reader does can slow that thread down: readers of
+//! the buffer take its lock for short copies, and a live subscriber that falls behind loses packets of
+//! its own (`live_dropped`), never packets of the capture.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::buffer::{IfaceId, Pushed, SharedBuffer};
+use super::linux::{Options, PacketRing, RingFrame, Waker};
+use super::{CaptureError, RingConfig};
+use crate::filter::{Filter, MAX_SNAPLEN};
+use crate::packet::{Direction, LinkType};
+
+/// Linux cooked v2 header, put in front of packets of non-Ethernet interfaces.
+const SLL2_HEADER: usize = 20;
+
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    pub iface: String,
+    pub filter: Option<Filter>,
+    /// Keep at most this many bytes of each packet (the kernel cuts, through the filter's accept value).
+    pub snaplen: u32,
+    /// Stop after keeping this many packets.
+    pub count: Option<u64>,
+    pub promisc: bool,
+    /// False for a live-only capture (`-ou`): packets go to subscribers and nothing is stored.
+    pub store: bool,
+    pub ring: RingConfig,
+}
+
+impl CaptureConfig {
+    pub fn new(iface: &str) -> CaptureConfig {
+        CaptureConfig {
+            iface: iface.to_owned(),
+            filter: None,
+            snaplen: MAX_SNAPLEN,
+            count: None,
+            promisc: false,
+            store: true,
+            ring: RingConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Requested,
+    CountReached,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Requested => "stopped",
+            StopReason::CountReached => "count reached",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Stopped(StopReason),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Packets and bytes (after the snap length) kept by this capture.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets the filter passed that the kernel's ring had no room for.
+    pub kernel_drops: u64,
+    /// Linear buffer full: packets not stored.
+    pub buffer_full_drops: u64,
+    /// Ring buffer: this interface's packets overwritten by newer ones.
+    pub overwritten: u64,
+    /// Packets a live reader did not get because it fell behind.
+    pub live_dropped: u64,
+}
+
+/// A packet copied out for a live subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedPacket {
+    pub ts_ns: u64,
+    pub wirelen: u32,
+    pub direction: Direction,
+    pub data: Vec<u8>,
+}
+
+pub enum Received {
+    Packet(OwnedPacket),
+    /// Nothing within the timeout; the capture goes on.
+    Empty,
+    /// The capture has stopped and everything was received.
+    Closed,
+}
+
+/// A bounded queue between the capture thread and one live reader.
+pub struct LiveQueue {
+    inner: Mutex<(VecDeque<OwnedPacket>, bool)>,
+    ready: Condvar,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl LiveQueue {
+    fn new(capacity: usize) -> LiveQueue {
+        LiveQueue {
+            inner: Mutex::new((VecDeque::with_capacity(capacity.min(4096)), false)),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn offer(&self, packet: OwnedPacket) {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.0.len() >= self.capacity {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.0.push_back(packet);
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.ready.notify_all();
+    }
+
+    pub fn recv(&self, timeout: Duration) -> Received {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.0.is_empty() && !q.1 {
+            q = match self.ready.wait_timeout(q, timeout) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        match q.0.pop_front() {
+            Some(p) => Received::Packet(p),
+            None if q.1 => Received::Closed,
+            None => Received::Empty,
+        }
+    }
+
+    /// Packets this reader lost by falling behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// What the capture thread and the owner share.
+struct Shared {
+    stop_requested: AtomicBool,
+    state: Mutex<State>,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    kernel_drops: AtomicU64,
+    buffer_full_drops: AtomicU64,
+    live_dropped: AtomicU64,
+    subscribers: Mutex<Vec<Arc<LiveQueue>>>,
+}
+
+pub struct Capture {
+    config: CaptureConfig,
+    iface: IfaceId,
+    link: LinkType,
+    buffer: Arc<SharedBuffer>,
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    /// Open the interface (errors come back here, before any thread starts) and start capturing into
+    /// `buffer`.
+    pub fn start(
+        config: CaptureConfig,
+        buffer: Arc<SharedBuffer>,
+    ) -> Result<Capture, CaptureError> {
+        let program = match &config.filter {
+            Some(f) if !f.is_empty() => Some(f.compile(config.snaplen)?),
+            // No filter: a program all the same, so that the kernel cuts to the snap length.
+            _ if config.snaplen < MAX_SNAPLEN => Some(Filter::default().compile(config.snaplen)?),
+            _ => None,
+        };
+        let ring = PacketRing::open(&Options {
+            iface: &config.iface,
+            program: program.as_deref(),
+            promisc: config.promisc,
+            ring: config.ring,
+        })?;
+        let link = ring.link();
+        let iface = buffer.lock().interface(&config.iface, link);
+        let waker = Arc::new(Waker::new().map_err(|source| CaptureError::Os {
+            iface: config.iface.clone(),
+            what: "cannot create an event descriptor",
+            source,
+        })?);
+        let shared = Arc::new(Shared {
+            stop_requested: AtomicBool::new(false),
+            state: Mutex::new(State::Running),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            kernel_drops: AtomicU64::new(0),
+            buffer_full_drops: AtomicU64::new(0),
+            live_dropped: AtomicU64::new(0),
+            subscribers: Mutex::new(Vec::new()),
+        });
+        let worker = Worker {
+            ring,
+            config: config.clone(),
+            iface,
+            link,
+            buffer: buffer.clone(),
+            shared: shared.clone(),
+            waker: waker.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("capture {}", config.iface))
+            .spawn(move || worker.run())
+            .map_err(|source| CaptureError::Os {
+                iface: config.iface.clone(),
+                what: "cannot start the capture thread",
+                source,
+            })?;
+        Ok(Capture {
+            config,
+            iface,
+            link,
+            buffer,
+            shared,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn config(&self) -> &CaptureConfig {
+        &self.config
+    }
+
+    pub fn iface(&self) -> IfaceId {
+        self.iface
+    }
+
+    pub fn link(&self) -> LinkType {
+        self.link
+    }
+
+    pub fn buffer(&self) -> &Arc<SharedBuffer> {
+        &self.buffer
+    }
+
+    pub fn state(&self) -> State {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ask the thread to stop without waiting for it.
+    pub fn request_stop(&self) {
+        self.shared.stop_requested.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Stop and wait until every packet the kernel already handed over is stored. Packets of a block
+    /// still being filled are collected too: the kernel hands it over within the block timeout.
+    pub fn stop(&mut self) {
+        self.request_stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Wait until the capture has stopped by itself, for at most `timeout`. True if it has.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while self.state() == State::Running {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// A live reader that gets a copy of each packet kept from now on, up to `capacity` waiting.
+    pub fn subscribe(&self, capacity: usize) -> Arc<LiveQueue> {
+        let q = Arc::new(LiveQueue::new(capacity));
+        let mut subs = self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.state() != State::Running {
+            q.close();
+        }
+        subs.push(q.clone());
+        q
+    }
+
+    /// Readers of the buffer report here what they missed (ring mode overwrote it before they read it).
+    pub fn add_live_dropped(&self, n: u64) {
+        self.shared.live_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        let s = &self.shared;
+        let subs = s.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let lagging: u64 = subs.iter().map(|q| q.dropped()).sum();
+        let overwritten = self.buffer.lock().iface(self.iface).counts.overwritten;
+        CaptureStats {
+            packets: s.packets.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            kernel_drops: s.kernel_drops.load(Ordering::Relaxed),
+            buffer_full_drops: s.buffer_full_drops.load(Ordering::Relaxed),
+            overwritten,
+            live_dropped: s.live_dropped.load(Ordering::Relaxed) + lagging,
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The capture thread's side.
+struct Worker {
+    ring: PacketRing,
+    config: CaptureConfig,
+    iface: IfaceId,
+    link: LinkType,
+    buffer: Arc<SharedBuffer>,
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let tov = Duration::from_millis(self.config.ring.block_timeout_ms as u64);
+        // After a stop request, wait for the block being filled to be handed over, but not forever.
+        let grace = tov * 10 + Duration::from_millis(200);
+        let mut stop_by: Option<Instant> = None;
+        let mut kept = 0u64;
+        // Frames the kernel handed over, to compare with what it says it passed.
+        let mut delivered = 0u64;
+        let reason = loop {
+            let mut count_reached = false;
+            while !count_reached {
+                match self.drain_one_block(&mut kept) {
+                    Some((frames, reached)) => {
+                        delivered += frames as u64;
+                        count_reached = reached;
+                    }
+                    None => break,
+                }
+            }
+            let ks = self.ring.kernel_stats();
+            self.shared.kernel_drops.store(ks.drops, Ordering::Relaxed);
+            if count_reached {
+                break StopReason::CountReached;
+            }
+            let timeout = if self.shared.stop_requested.load(Ordering::SeqCst) {
+                let until = *stop_by.get_or_insert_with(|| {
+                    self.waker.clear();
+                    Instant::now() + grace
+                });
+                let now = Instant::now();
+                if delivered >= ks.packets - ks.drops || now >= until {
+                    break StopReason::Requested;
+                }
+                (until - now).min(tov).as_millis() as i32 + 1
+            } else {
+                -1
+            };
+            self.ring.wait(self.waker.fd(), timeout);
+        };
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Stopped(reason);
+        for q in self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            q.close();
+        }
+        self.buffer.notify();
+    }
+
+    /// Store the packets of the next block: how many frames it held, and whether `count` packets are
+    /// kept now. `None` while the kernel still fills that block.
+    fn drain_one_block(&mut self, kept: &mut u64) -> Option<(u32, bool)> {
+        if !self.ring.ready() {
+            return None;
+        }
+        let snaplen = self.config.snaplen as usize;
+        let limit = self.config.count.unwrap_or(u64::MAX);
+        let store = self.config.store;
+        let (iface, link) = (self.iface, self.link);
+        let shared = &self.shared;
+        let subscribers = shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut buffer = store.then(|| self.buffer.lock());
+        let (mut packets, mut bytes, mut full) = (0u64, 0u64, 0u64);
+        let frames = self.ring.drain_block(|f: &RingFrame| {
+            if *kept >= limit {
+                return;
+            }
+            let mut tag = [0u8; 4];
+            let mut cooked = [0u8; SLL2_HEADER];
+            let mut parts: [&[u8]; 3] = [f.data, &[], &[]];
+            let mut wirelen = f.wirelen;
+            if link == LinkType::Ethernet {
+                if let (Some((tpid, tci)), true) = (f.stripped_tag, f.data.len() >= 12) {
+                    tag[..2].copy_from_slice(&tpid.to_be_bytes());
+                    tag[2..].copy_from_slice(&tci.to_be_bytes());
+                    parts = [&f.data[..12], &tag, &f.data[12..]];
+                    wirelen += 4;
+                }
+            } else {
+                cooked_header(&mut cooked, f);
+                parts = [&cooked, f.data, &[]];
+                wirelen += SLL2_HEADER as u32;
+            }
+            let parts = cut(parts, snaplen);
+            let caplen: usize = parts.iter().map(|p| p.len()).sum();
+            if let Some(b) = buffer.as_mut() {
+                if b.push(iface, f.ts_ns, wirelen, f.direction, &parts) == Pushed::Dropped {
+                    full += 1;
+                    return;
+                }
+            }
+            *kept += 1;
+            packets += 1;
+            bytes += caplen as u64;
+            for q in &subscribers {
+                q.offer(OwnedPacket {
+                    ts_ns: f.ts_ns,
+                    wirelen,
+                    direction: f.direction,
+                    data: parts.concat(),
+                });
+            }
+        });
+        drop(buffer);
+        shared.packets.fetch_add(packets, Ordering::Relaxed);
+        shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        shared.buffer_full_drops.fetch_add(full, Ordering::Relaxed);
+        if store {
+            self.buffer.notify();
+        }
+        frames.map(|n| (n, *kept >= limit))
+    }
+}
+
+/// The first `snaplen` bytes of the concatenation of `parts`.
+fn cut(parts: [&[u8]; 3], snaplen: usize) -> [&[u8]; 3] {
+    let mut room = snaplen;
+    parts.map(|p| {
+        let take = p.len().min(room);
+        room -= take;
+        &p[..take]
+    })
+}
+
+/// LINKTYPE_LINUX_SLL2: protocol, reserved, interface index, ARPHRD type, packet type, address.
+fn cooked_header(h: &mut [u8; SLL2_HEADER], f: &RingFrame) {
+    h[0..2].copy_from_slice(&f.protocol.to_be_bytes());
+    h[4..8].copy_from_slice(&f.ifindex.to_be_bytes());
+    h[8..10].copy_from_slice(&f.hatype.to_be_bytes());
+    h[10] = f.pkttype;
+    h[11] = f.addr_len;
+    h[12..20].copy_from_slice(&f.addr);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_the_first_bytes_across_parts() {
+        let parts: [&[u8]; 3] = [&[1, 2, 3], &[4, 5], &[6, 7, 8]];
+        assert_eq!(cut(parts, 4).concat(), vec![1, 2, 3, 4]);
+        assert_eq!(cut(parts, 100).concat(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(cut(parts, 2).concat(), vec![1, 2]);
+    }
+}
