@@ -25,3 +25,4 @@ bench: $(PY)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --extras test
 	$(PY) bench/offline.py
 	$(PY) bench/live.py
+	$(PY) bench/console.py

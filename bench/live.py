@@ -222,7 +222,7 @@ def main() -> None:
             for f in shm.iterdir():
                 f.unlink()
             theirs.append(run_tcpdump(net, sender, args.frames, shm / "theirs.cap", tcpdump))
-        m_ours = show("pcapdump.capture (default ring: 64 x 1 MiB blocks; buffer_kb=262144)", ours)
+        m_ours = show("pcapdump.capture (default ring: 8 x 1 MiB blocks; buffer_kb=262144)", ours)
         m_theirs = show("tcpdump -i int -w (libpcap defaults)", theirs)
         drops = sum(r["kernel_drops"] for r in ours)
         print(

@@ -44,7 +44,7 @@ def test_the_filter_keeps_exactly_the_matching_packets(testnet):
     assert numbers(got) == list(range(40))
     assert all(p.iface == "int" and p.direction == "in" for p in got)
     assert all(f"{SND_V4}:" in p.brief() and f"> {CAP_V4}:9000" in p.brief() for p in got)
-    assert stats["state"] == "stopped"
+    assert (stats["state"], stats["stop_reason"]) == ("stopped", "stopped")
     assert (stats["packets"], stats["kernel_drops"], stats["buffer_full_drops"]) == (40, 0, 0)
 
 
@@ -122,7 +122,7 @@ def test_count_stops_the_capture_by_itself(testnet):
         got = list(cap)  # ends by itself once ten are stored
         stats = cap.stats()
     assert numbers(got) == list(range(10))
-    assert stats["state"] == "count reached"
+    assert (stats["state"], stats["stop_reason"]) == ("stopped", "count reached")
     assert stats["packets"] == 10
 
 

@@ -15,6 +15,7 @@ from importlib.metadata import version as _dist_version
 
 from . import _core
 from ._core import MAX_SNAPLEN, Capture, Filter, Packet
+from .console import AgentError, Console
 from .errors import CaptureError, CaptureFileError, FilterError, PcapdumpError, UsageError
 
 try:
@@ -24,9 +25,11 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "MAX_SNAPLEN",
+    "AgentError",
     "Capture",
     "CaptureError",
     "CaptureFileError",
+    "Console",
     "Filter",
     "FilterError",
     "Packet",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import click
 
 from . import __version__, _core, grammar
+from .console import Console, LiveSession
 from .errors import PcapdumpError, UsageError
 
 EXIT_RUNTIME = 1
@@ -20,19 +21,36 @@ Capture packets on a gateway and write them to pcap files.
 \b
 Usage: pcapdump [options] [filter words] <command> [arguments]
 Options, filter words and the command may come in any order, as
-`-s 96` or `-s=96`, `ipsrc 198.18.0.1` or `-ipsrc=198.18.0.1`.
+`-size 1024` or `-size=1024`, `ipsrc 198.18.0.1` or `-ipsrc=198.18.0.1`.
 
 \b
 Commands:
+  start [<if>]           start capturing on <if> (no interface: every
+                         interface that is up); the agent keeps capturing
+  stop [<if>]            stop capturing; packets stay in the buffer
+  status                 captures, counters, buffer use, stored files
+  show [<if>]            brief lines of the stored packets
+  write <if> <file>      write <if>'s packets to <file> in the capture store
+                         (8.3 names: capture.cap)
+  wipe                   drop all stored packets
+  cleanup | clean        stop all, free the buffer, stop the agent, delete
+                         the store's files
   read <file>            print the packets of a pcap/pcapng file that match
                          the filter, or write them with -w <out>
+  demo                   a guided tour in a private network namespace
+  agent                  run the agent in the foreground (systemd)
 
 \b
 Options:
+  -size <KB>             capture buffer size (16…4194304; default 512)
   -s <snaplen>           keep at most this many bytes of each packet
                          (1…262144; default: whole packet)
-  -c <count>             stop after this many matching packets
-  -json                  one JSON object per packet instead of brief lines
+  -c <count>             stop after this many stored packets
+  -o                     also print each packet as it is captured
+  -ou                    print packets as captured, store nothing
+  -p                     promiscuous mode for this capture
+  -ring                  when full, overwrite the oldest packets
+  -json                  JSON output (status, show, live lines, read)
   -w <out>               read: write matching packets to <out> (pcap)
 
 \b
@@ -43,10 +61,16 @@ Filter words (all must match; a repeated word gives alternatives):
 
 \b
 Examples:
-  pcapdump read capture.cap ipsrc 198.18.0.1 tcp
+  pcapdump -size 1024 ipsrc 198.18.0.1 tcp start int
+  pcapdump stop
+  pcapdump show
+  pcapdump write int capture.cap
+  pcapdump -start int -size=1024 -ipsrc=198.18.0.1 -tcp
+  pcapdump -write int -filename=capture.cap
   pcapdump read capture.cap port 80 port 443 -c 20
-  pcapdump -read=big.pcapng -ip=2001:db8::/32 -w=v6.cap
 
+Files go to $PCAPDUMP_HOME/store (root: /var/lib/pcapdump/store); fetch
+them over SSH from there.
 Exit status: 0 success, 1 runtime failure, 2 usage error.
 """
 
@@ -74,7 +98,205 @@ def run_read(req: grammar.Request) -> None:
     _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json)
 
 
-HANDLERS = {"read": run_read}
+def _kb(n: int) -> str:
+    return f"{n / 1024:.0f} KB" if n < 10 * 1024 * 1024 else f"{n / (1024 * 1024):.0f} MB"
+
+
+def _counters(c: dict) -> str:
+    return (
+        f"{c['packets']} packets, {c['bytes']} bytes, kernel drops {c['kernel_drops']}, "
+        f"buffer full {c['buffer_full_drops']}, overwritten {c['overwritten']}"
+    )
+
+
+def _echo_json(value: object) -> None:
+    click.echo(json.dumps(value))
+
+
+def run_start(req: grammar.Request) -> None:
+    opts = req.options
+    live = "o" if opts.live else "ou" if opts.live_only else None
+    reply = Console().start(
+        req.arg("iface"),
+        str(req.filter),
+        size_kb=opts.size_kb,
+        snaplen=opts.snaplen,
+        count=opts.count,
+        promisc=opts.promisc,
+        ring=opts.ring,
+        live=live,
+        json=opts.json,
+        size_token=req.typed.get("size_kb", "-size"),
+    )
+    started = reply.started if isinstance(reply, LiveSession) else reply
+    for note in started.get("notes", []):
+        click.echo(f"pcapdump: {note}", err=True)
+    for f in started["failed"]:
+        click.echo(f"pcapdump: {f['iface']}: {f['error']}", err=True)
+    buffer = started["buffer"]
+    if opts.json and not live:
+        _echo_json({"started": started["started"], "failed": started["failed"], "buffer": buffer})
+    elif not opts.json:
+        for c in started["started"]:
+            shown = c["filter"] or "everything"
+            extra = "".join(
+                [
+                    f", snaplen {c['snaplen']}" if c["snaplen"] < grammar.MAX_SNAPLEN else "",
+                    f", count {c['count']}" if c["count"] else "",
+                    ", promiscuous" if c["promisc"] else "",
+                    ", not stored" if not c["store"] else "",
+                ]
+            )
+            click.echo(
+                f"{c['iface']}: capturing {shown}{extra} (buffer {_kb(buffer['size'])} {buffer['mode']})",
+                err=bool(live),
+            )
+    if isinstance(reply, LiveSession):
+        _follow(reply, live == "ou", [c["iface"] for c in started["started"]])
+
+
+def _follow(session: LiveSession, live_only: bool, ifaces: list[str]) -> None:
+    """Print live lines until the captures stop by themselves or Ctrl-C."""
+    try:
+        for line in session:
+            click.echo(line)
+    except KeyboardInterrupt:
+        session.close()
+        if live_only:
+            for c in Console().stop_many(ifaces):
+                click.echo(f"{c['iface']}: stopped: {_counters(c)}", err=True)
+        else:
+            click.echo("pcapdump: still capturing in the agent; `pcapdump stop` ends it", err=True)
+        sys.exit(0)
+
+
+def run_stop(req: grammar.Request) -> None:
+    stopped = Console().stop(req.arg("iface"))
+    if req.options.json:
+        _echo_json({"stopped": stopped})
+        return
+    if not stopped:
+        click.echo("nothing was capturing")
+    for c in stopped:
+        click.echo(f"{c['iface']}: stopped: {_counters(c)}")
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def run_status(req: grammar.Request) -> None:
+    console = Console()
+    status = console.status()
+    if req.options.json:
+        _echo_json(status)
+        return
+    b = status["buffer"]
+    if b is None:
+        click.echo("buffer: none (no agent running)")
+    else:
+        share = 100 * b["used"] / b["size"] if b["size"] else 0
+        click.echo(f"buffer: {_kb(b['size'])} {b['mode']}, {b['used']} bytes used ({share:.0f}%)")
+    if status["captures"]:
+        rows = [
+            [
+                "iface",
+                "state",
+                "filter",
+                "snaplen",
+                "count",
+                "packets",
+                "bytes",
+                "kernel drops",
+                "buffer full",
+                "overwritten",
+            ]
+        ]
+        for c in status["captures"]:
+            state = c["state"] if c["state"] == "running" else f"stopped ({c['stop_reason']})"
+            rows.append(
+                [
+                    c["iface"],
+                    state,
+                    c["filter"] or "-",
+                    str(c["snaplen"]),
+                    str(c["count"] or "-"),
+                    str(c["packets"]),
+                    str(c["bytes"]),
+                    str(c["kernel_drops"]),
+                    str(c["buffer_full_drops"]),
+                    str(c["overwritten"]),
+                ]
+            )
+        for line in _table(rows):
+            click.echo(line)
+    else:
+        click.echo("captures: none")
+    click.echo(f"store: {console.home.store}")
+    for f in status["files"]:
+        click.echo(f"  {f['name']:<12} {f['size']} bytes")
+
+
+def run_show(req: grammar.Request) -> None:
+    sections = Console().show(req.arg("iface"), req.options.json)
+    if not sections and not req.options.json:
+        click.echo("no packets stored")
+    for sec in sections:
+        if not req.options.json:
+            click.echo(f"== {sec['iface']}: {sec['packets']} packets ==")
+        sys.stdout.write(sec["lines"])
+    sys.stdout.flush()
+
+
+def run_write(req: grammar.Request) -> None:
+    iface, name = req.args
+    reply = Console().write(iface, name)
+    if req.options.json:
+        _echo_json({k: reply[k] for k in ("path", "packets", "bytes")})
+    else:
+        click.echo(f"{reply['path']}: {reply['packets']} packets, {reply['bytes']} bytes")
+
+
+def run_wipe(req: grammar.Request) -> None:
+    click.echo(f"wiped {Console().wipe()} packets")
+
+
+def run_cleanup(req: grammar.Request) -> None:
+    r = Console().cleanup()
+    parts = [f"stopped {len(r['stopped'])} captures"]
+    if r["freed"]:
+        parts.append(f"freed the buffer ({_kb(r['freed'])})")
+    parts.append(f"deleted {len(r['deleted'])} files")
+    parts.append("agent stopped" if r["agent"] else "no agent was running")
+    click.echo(", ".join(parts))
+
+
+def run_agent(req: grammar.Request) -> None:
+    from .agent import run_foreground
+    from .home import Home
+
+    run_foreground(Home.from_env())
+
+
+def run_demo(req: grammar.Request) -> None:
+    from .demo import run
+
+    run()
+
+
+HANDLERS = {
+    "read": run_read,
+    "start": run_start,
+    "stop": run_stop,
+    "status": run_status,
+    "show": run_show,
+    "write": run_write,
+    "wipe": run_wipe,
+    "cleanup": run_cleanup,
+    "agent": run_agent,
+    "demo": run_demo,
+}
 
 
 def dispatch(argv: Sequence[str]) -> None:

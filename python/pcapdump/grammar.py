@@ -1,12 +1,14 @@
 """The token grammar of the ``pcapdump`` command (SPEC §1).
 
-Options, filter words and the command come in any order, in the classic spelling (``-s 96 ipsrc 198.18.0.1
-tcp read in.cap``) or the newer one (``-read=in.cap -s=96 -ipsrc=198.18.0.1 -tcp``), mixed at will. The
-result is one typed ``Request``; every mistake is a ``UsageError`` naming the token and what was expected.
+Options, filter words and the command come in any order, in the classic spelling (``-size 1024 ipsrc
+198.18.0.1 tcp start int``) or the newer one (``-start int -size=1024 -ipsrc=198.18.0.1 -tcp``), mixed at
+will. The result is one typed ``Request``; every mistake is a ``UsageError`` naming the token and what was
+expected, found before anything is done.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -14,14 +16,26 @@ from . import _core
 from .errors import FilterError, UsageError
 
 MAX_SNAPLEN = _core.MAX_SNAPLEN
+MIN_BUFFER_KB, MAX_BUFFER_KB = 16, 4_194_304
+
+# The gateway rule for capture store names: 8.3, letters, digits, '-' and '_'.
+STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,8}(\.[A-Za-z0-9_-]{1,3})?")
+STORE_NAME_RULE = "at most 8 characters, optionally a dot and at most 3 more, from A-Z a-z 0-9 - _"
+IFACE_NAME = re.compile(r"[^\s/:]{1,15}")
 
 
 @dataclass(frozen=True)
 class Options:
+    size_kb: int | None = None
     snaplen: int | None = None
     count: int | None = None
+    live: bool = False  # -o
+    live_only: bool = False  # -ou
+    promisc: bool = False
+    ring: bool = False
     json: bool = False
     output: str | None = None
+    filename: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,16 +44,36 @@ class Request:
     args: tuple[str, ...]
     options: Options
     filter: _core.Filter = field(default_factory=_core.Filter)
+    # Each option as typed (``"-size 2048"``), for messages that name it.
+    typed: dict[str, str] = field(default_factory=dict)
+
+    def arg(self, name: str) -> str | None:
+        """A positional argument by name (``None`` when an optional one was not given)."""
+        names = COMMANDS[self.command].args + COMMANDS[self.command].optional
+        return self.args[names.index(name)] if names.index(name) < len(self.args) else None
 
 
 @dataclass(frozen=True)
 class _Command:
-    args: tuple[str, ...]  # names of the required positional arguments
+    args: tuple[str, ...]  # required positional arguments
     summary: str
+    optional: tuple[str, ...] = ()  # at most one, after the required ones
+    filters: bool = False  # takes filter words
+    alias_of: str | None = None
 
 
 COMMANDS: dict[str, _Command] = {
-    "read": _Command(("file",), "print or filter the packets of a pcap/pcapng file"),
+    "start": _Command((), "start capturing (every interface that is up if none given)", ("iface",), True),
+    "stop": _Command((), "stop capturing; packets stay in the buffer", ("iface",)),
+    "status": _Command((), "captures, counters, buffer use and stored files"),
+    "show": _Command((), "brief lines of the stored packets", ("iface",)),
+    "write": _Command(("iface", "file"), "write an interface's packets to the capture store"),
+    "wipe": _Command((), "drop all stored packets"),
+    "cleanup": _Command((), "stop everything, free the buffer, stop the agent, empty the store"),
+    "clean": _Command((), "same as cleanup", alias_of="cleanup"),
+    "read": _Command(("file",), "print or filter the packets of a pcap/pcapng file", (), True),
+    "demo": _Command((), "a guided tour in a private network namespace (needs root)"),
+    "agent": _Command((), "run the agent in the foreground (for systemd)"),
 }
 
 
@@ -59,17 +93,33 @@ def _range(low: int, high: int | None) -> str:
     return f"{low}…{high}" if high is not None else f"at least {low}"
 
 
+def _text(value: str, token: str) -> str:
+    if not value:
+        raise UsageError(f"'{token}': missing value", token)
+    return value
+
+
 @dataclass(frozen=True)
 class _Option:
     attr: str
     convert: Callable[[str, str], object] | None  # None: a flag
+    commands: tuple[str, ...]  # the commands it applies to
 
 
+_OUTPUT = ("start", "stop", "status", "show", "write", "read")
 OPTIONS: dict[str, _Option] = {
-    "s": _Option("snaplen", _bounded_int(1, MAX_SNAPLEN, "the snap length")),
-    "c": _Option("count", _bounded_int(1, None, "the packet count")),
-    "json": _Option("json", None),
-    "w": _Option("output", lambda value, token: value),
+    "size": _Option(
+        "size_kb", _bounded_int(MIN_BUFFER_KB, MAX_BUFFER_KB, "the buffer size in KB"), ("start",)
+    ),
+    "s": _Option("snaplen", _bounded_int(1, MAX_SNAPLEN, "the snap length"), ("start", "read")),
+    "c": _Option("count", _bounded_int(1, None, "the packet count"), ("start", "read")),
+    "o": _Option("live", None, ("start",)),
+    "ou": _Option("live_only", None, ("start",)),
+    "p": _Option("promisc", None, ("start",)),
+    "ring": _Option("ring", None, ("start",)),
+    "json": _Option("json", None, _OUTPUT),
+    "w": _Option("output", _text, ("read",)),
+    "filename": _Option("filename", _text, ("write", "read")),
 }
 
 FILTER_WORDS: dict[str, bool] = dict(_core.filter_words())
@@ -83,13 +133,21 @@ def _split(token: str) -> tuple[str, str | None, bool]:
     return name.lower(), (value if eq else None), dashed
 
 
+def _is_word(token: str) -> bool:
+    """Whether a token is an option, a filter word or a command rather than a free argument."""
+    name, _, dashed = _split(token)
+    return dashed or name in FILTER_WORDS or name in COMMANDS
+
+
 def parse(argv: Sequence[str]) -> Request:
     """Parse a ``pcapdump`` command line (without the program name)."""
     options: dict[str, object] = {}
+    option_tokens: dict[str, str] = {}
     filter_tokens: list[str] = []
     command: str | None = None
     args: list[str] = []
-    wanted = 0  # positional arguments the command still needs
+    wanted = 0  # required positional arguments the command still needs
+    optional = 0  # optional ones it may still take
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -99,6 +157,7 @@ def parse(argv: Sequence[str]) -> Request:
             opt = OPTIONS[name]
             if opt.attr in options:
                 raise UsageError(f"'{token}': given twice", token)
+            option_tokens[opt.attr] = token
             if opt.convert is None:
                 if inline is not None:
                     raise UsageError(f"'{token}': -{name} takes no value", token)
@@ -109,14 +168,21 @@ def parse(argv: Sequence[str]) -> Request:
                     raise UsageError(f"'{token}': missing value", token)
                 inline = argv[i]
                 token = f"{token} {inline}"
+                option_tokens[opt.attr] = token
                 i += 1
             options[opt.attr] = opt.convert(inline, token)
         elif name in COMMANDS and command is None and (dashed or wanted == 0):
             command = name
-            wanted = len(COMMANDS[name].args)
+            spec = COMMANDS[name]
+            wanted, optional = len(spec.args), len(spec.optional)
             if inline is not None:
                 args.append(inline)
-                wanted -= 1
+                if wanted:
+                    wanted -= 1
+                elif optional:
+                    optional -= 1
+                else:
+                    raise UsageError(f"'{token}': {name} takes no argument", token)
         elif (name in FILTER_WORDS and wanted == 0) or (dashed and name in FILTER_WORDS):
             filter_tokens.append(token)
             if FILTER_WORDS[name] and inline is None and i < len(argv):
@@ -125,6 +191,9 @@ def parse(argv: Sequence[str]) -> Request:
         elif wanted > 0 and not dashed:
             args.append(token)
             wanted -= 1
+        elif optional > 0 and wanted == 0 and not _is_word(token):
+            args.append(token)
+            optional -= 1
         elif name in COMMANDS:
             raise UsageError(f"'{token}': a second command (after '{command}'); give one command", token)
         else:
@@ -135,11 +204,38 @@ def parse(argv: Sequence[str]) -> Request:
             )
     if command is None:
         raise UsageError(f"missing command (expected one of {', '.join(COMMANDS)})", "")
+    spec = COMMANDS[command]
+    if wanted == 1 and "file" in spec.args[len(args) :] and "filename" in options:
+        args.append(str(options.pop("filename")))
+        wanted = 0
     if wanted > 0:
-        missing = COMMANDS[command].args[len(args) :]
+        missing = spec.args[len(args) :]
         raise UsageError(f"'{command}': missing {' and '.join(missing)}", command)
+    for attr, token in option_tokens.items():
+        opt = next(o for o in OPTIONS.values() if o.attr == attr)
+        if attr in options and command not in opt.commands:
+            raise UsageError(f"'{token}': applies to {' and '.join(opt.commands)}, not {command}", token)
+    if filter_tokens and not spec.filters:
+        raise UsageError(
+            f"'{filter_tokens[0]}': filter words apply to start and read, not {command}", filter_tokens[0]
+        )
+    if options.get("live") and options.get("live_only"):
+        raise UsageError(f"'{option_tokens['live_only']}': cannot be combined with -o", "-ou")
+    _check_args(command, args)
     try:
         flt = _core.Filter(filter_tokens)
     except FilterError as e:
         raise UsageError(e.message, e.token) from None
-    return Request(command, tuple(args), Options(**options), flt)  # type: ignore[arg-type]
+    command = spec.alias_of or command
+    return Request(command, tuple(args), Options(**options), flt, option_tokens)  # type: ignore[arg-type]
+
+
+def _check_args(command: str, args: list[str]) -> None:
+    names = COMMANDS[command].args + COMMANDS[command].optional
+    for name, value in zip(names, args, strict=False):
+        if name == "iface" and not IFACE_NAME.fullmatch(value):
+            raise UsageError(
+                f"'{value}': not an interface name (1…15 characters, no '/', ':' or spaces)", value
+            )
+        if name == "file" and command == "write" and not STORE_NAME.fullmatch(value):
+            raise UsageError(f"'{value}': not a capture store name ({STORE_NAME_RULE})", value)

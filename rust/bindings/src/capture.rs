@@ -2,13 +2,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pcapdump_core::brief::{BriefFormatter, PacketMeta};
 use pcapdump_core::capture::buffer::Cursor;
 use pcapdump_core::capture::{
-    BufferMode, Capture, CaptureBuffer, CaptureConfig, RingConfig, SharedBuffer, State,
+    show_lines, BufferMode, Capture, CaptureBuffer, CaptureConfig, IfaceId, LiveQueue, OwnedPacket,
+    Received, RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::filter::MAX_SNAPLEN;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::errors;
 use crate::filter::PyFilter;
@@ -17,7 +19,215 @@ use crate::packet::PyPacket;
 /// How long one wait for packets lasts before Ctrl-C is looked at again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// A live capture on one interface into its own capture buffer.
+/// A capture buffer that several captures can share (the agent's).
+#[pyclass(name = "CaptureBuffer", module = "pcapdump._core", frozen)]
+pub struct PyCaptureBuffer {
+    inner: Arc<SharedBuffer>,
+}
+
+impl PyCaptureBuffer {
+    fn iface(&self, py: Python<'_>, name: &str) -> PyResult<IfaceId> {
+        self.inner.lock().find_interface(name).ok_or_else(|| {
+            errors::capture_error(py, format!("no packets were captured on '{name}'"))
+        })
+    }
+}
+
+#[pymethods]
+impl PyCaptureBuffer {
+    #[new]
+    #[pyo3(signature = (size, ring = false))]
+    fn new(py: Python<'_>, size: usize, ring: bool) -> PyResult<Self> {
+        let mode = if ring {
+            BufferMode::Ring
+        } else {
+            BufferMode::Linear
+        };
+        let buffer = py.detach(|| CaptureBuffer::new(size, mode)).map_err(|e| {
+            errors::capture_error(
+                py,
+                format!("cannot allocate a capture buffer of {size} bytes: {e}"),
+            )
+        })?;
+        Ok(PyCaptureBuffer {
+            inner: Arc::new(SharedBuffer::new(buffer)),
+        })
+    }
+
+    /// Bytes of memory for packets.
+    #[getter]
+    fn size(&self) -> usize {
+        self.inner.lock().capacity()
+    }
+
+    /// Bytes taken by the packets held now.
+    #[getter]
+    fn used(&self) -> usize {
+        self.inner.lock().used()
+    }
+
+    /// ``"linear"`` or ``"ring"``.
+    #[getter]
+    fn mode(&self) -> &'static str {
+        match self.inner.lock().mode() {
+            BufferMode::Linear => "linear",
+            BufferMode::Ring => "ring",
+        }
+    }
+
+    /// Packets held now, over all interfaces.
+    #[getter]
+    fn held(&self) -> u64 {
+        self.inner.lock().len()
+    }
+
+    /// Per interface: ``name``, ``linktype``, ``packets``, ``bytes``, ``held``, ``held_bytes``,
+    /// ``buffer_full_drops``, ``overwritten``.
+    fn interfaces<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let ifaces = self.inner.lock().interfaces().to_vec();
+        let list = PyList::empty(py);
+        for f in ifaces {
+            let d = PyDict::new(py);
+            let c = f.counts;
+            d.set_item("name", f.name)?;
+            d.set_item("linktype", f.link.number())?;
+            d.set_item("packets", c.packets)?;
+            d.set_item("bytes", c.bytes)?;
+            d.set_item("held", c.held)?;
+            d.set_item("held_bytes", c.held_bytes)?;
+            d.set_item("buffer_full_drops", c.buffer_full_drops)?;
+            d.set_item("overwritten", c.overwritten)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// The brief lines (or JSON lines) of the packets of ``iface`` held now, numbered from 1.
+    #[pyo3(signature = (iface, json = false))]
+    fn lines(&self, py: Python<'_>, iface: &str, json: bool) -> PyResult<String> {
+        let id = self.iface(py, iface)?;
+        let buffer = &self.inner;
+        let mut out = Vec::new();
+        py.detach(|| show_lines(buffer, id, json, &mut out))
+            .map_err(|e| errors::capture_error(py, e.to_string()))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Write the packets of ``iface`` held now to a pcap file (complete or absent):
+    /// ``(packets, bytes)``.
+    #[pyo3(signature = (iface, path, snaplen = MAX_SNAPLEN))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        iface: &str,
+        path: PathBuf,
+        snaplen: u32,
+    ) -> PyResult<(u64, u64)> {
+        let id = self.iface(py, iface)?;
+        let buffer = &self.inner;
+        py.detach(|| buffer.write_pcap(id, &path, snaplen))
+            .map(|w| (w.packets, w.bytes))
+            .map_err(|e| {
+                errors::capture_file_error(py, format!("'{}': cannot write: {e}", path.display()))
+            })
+    }
+
+    /// Drop every packet held; running captures go on.
+    fn wipe(&self) {
+        self.inner.lock().wipe();
+    }
+}
+
+/// Brief lines of the packets that one or more captures keep, as they are captured (``-o``, ``-ou``).
+#[pyclass(name = "LiveLines", module = "pcapdump._core")]
+pub struct PyLiveLines {
+    queue: Arc<LiveQueue>,
+    json: bool,
+    index: u64,
+    fmt: BriefFormatter,
+    finished: bool,
+}
+
+impl PyLiveLines {
+    fn format(&mut self, p: &OwnedPacket) -> String {
+        self.index += 1;
+        let meta = PacketMeta {
+            index: self.index,
+            ts_ns: p.ts_ns,
+            iface: Some(&p.iface),
+            direction: Some(p.direction),
+            wirelen: p.wirelen,
+            link: p.link,
+        };
+        let mut out = Vec::with_capacity(160);
+        if self.json {
+            self.fmt.json(&mut out, &meta, &p.data);
+        } else {
+            self.fmt.text(&mut out, &meta, &p.data);
+        }
+        out.pop();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+#[pymethods]
+impl PyLiveLines {
+    #[new]
+    #[pyo3(signature = (capacity = 65536, json = false))]
+    fn new(capacity: usize, json: bool) -> Self {
+        PyLiveLines {
+            queue: Arc::new(LiveQueue::new(capacity)),
+            json,
+            index: 0,
+            fmt: BriefFormatter::new(),
+            finished: false,
+        }
+    }
+
+    /// The next line; ``None`` if none came within ``timeout`` seconds, or once every capture feeding
+    /// these lines has stopped (then ``finished`` is true).
+    fn get(&mut self, py: Python<'_>, timeout: f64) -> Option<String> {
+        let queue = &self.queue;
+        let wait = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        match py.detach(|| queue.recv(wait)) {
+            Received::Packet(p) => Some(self.format(&p)),
+            Received::Empty => None,
+            Received::Closed => {
+                self.finished = true;
+                None
+            }
+        }
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Packets this reader lost by falling behind.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<String>> {
+        loop {
+            if let Some(line) = self.get(py, WAIT_SLICE.as_secs_f64()) {
+                return Ok(Some(line));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
+    }
+}
+
+/// A live capture on one interface, into its own capture buffer or a shared one.
 #[pyclass(name = "Capture", module = "pcapdump._core")]
 pub struct PyCapture {
     capture: Capture,
@@ -65,8 +275,8 @@ impl PyCapture {
 impl PyCapture {
     #[new]
     #[pyo3(signature = (iface, filter = None, snaplen = None, count = None, buffer_kb = 512,
-                        promisc = false, ring = false, ring_block_kb = 1024, ring_blocks = 64,
-                        ring_timeout_ms = 20))]
+                        promisc = false, ring = false, *, buffer = None, store = true, live = None,
+                        ring_block_kb = 1024, ring_blocks = 8, ring_timeout_ms = 20))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -77,6 +287,9 @@ impl PyCapture {
         buffer_kb: u64,
         promisc: bool,
         ring: bool,
+        buffer: Option<PyRef<'_, PyCaptureBuffer>>,
+        store: bool,
+        live: Option<PyRef<'_, PyLiveLines>>,
         ring_block_kb: u32,
         ring_blocks: u32,
         ring_timeout_ms: u32,
@@ -92,26 +305,32 @@ impl PyCapture {
             snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
             count,
             promisc,
-            store: true,
+            store,
             ring: RingConfig {
                 block_size: ring_block_kb.saturating_mul(1024),
                 block_count: ring_blocks,
                 block_timeout_ms: ring_timeout_ms,
             },
         };
+        let shared = buffer.map(|b| b.inner.clone());
+        let live = live.map(|l| l.queue.clone());
         let (capture, buffer) = py
             .detach(|| {
-                let buffer =
-                    CaptureBuffer::new((buffer_kb * 1024) as usize, mode).map_err(|e| {
-                        format!("cannot allocate a capture buffer of {buffer_kb} KB: {e}")
-                    })?;
-                let buffer = Arc::new(SharedBuffer::new(buffer));
-                Capture::start(config, buffer.clone())
+                let buffer = match shared {
+                    Some(b) => b,
+                    None => Arc::new(SharedBuffer::new(
+                        CaptureBuffer::new((buffer_kb * 1024) as usize, mode).map_err(|e| {
+                            format!("cannot allocate a capture buffer of {buffer_kb} KB: {e}")
+                        })?,
+                    )),
+                };
+                Capture::start(config, buffer.clone(), live)
                     .map(|c| (c, buffer))
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| errors::capture_error(py, e))?;
-        let cursor = buffer.lock().cursor();
+        // Iteration starts at this capture's first packet, not at what a shared buffer already held.
+        let cursor = buffer.lock().cursor_at_end();
         Ok(PyCapture {
             capture,
             buffer,
@@ -171,7 +390,9 @@ impl PyCapture {
             (b.capacity(), b.used())
         };
         let d = PyDict::new(py);
-        d.set_item("state", self.state_name())?;
+        let running = self.capture.state() == State::Running;
+        d.set_item("state", if running { "running" } else { "stopped" })?;
+        d.set_item("stop_reason", (!running).then(|| self.state_name()))?;
         d.set_item("iface", &self.iface)?;
         d.set_item("packets", s.packets)?;
         d.set_item("bytes", s.bytes)?;
@@ -201,6 +422,21 @@ impl PyCapture {
     #[getter]
     fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The filter as typed in canonical form, ``snaplen``, ``count`` and ``promisc`` of this capture.
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.capture.config();
+        let d = PyDict::new(py);
+        d.set_item(
+            "filter",
+            c.filter.as_ref().map(|f| f.to_string()).unwrap_or_default(),
+        )?;
+        d.set_item("snaplen", c.snaplen)?;
+        d.set_item("count", c.count)?;
+        d.set_item("promisc", c.promisc)?;
+        d.set_item("store", c.store)?;
+        Ok(d)
     }
 
     #[getter]

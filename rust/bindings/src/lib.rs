@@ -16,6 +16,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
     m.add_class::<packet::PyPacket>()?;
     m.add_class::<capture::PyCapture>()?;
+    m.add_class::<capture::PyCaptureBuffer>()?;
+    m.add_class::<capture::PyLiveLines>()?;
     m.add_class::<files::PyFileReader>()?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;

@@ -171,6 +171,13 @@ impl CaptureBuffer {
         &self.ifaces[id.0 as usize]
     }
 
+    pub fn find_interface(&self, name: &str) -> Option<IfaceId> {
+        self.ifaces
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| IfaceId(i as u16))
+    }
+
     /// Store one packet whose bytes are the concatenation of `parts` (so a header can be put in front
     /// without copying twice).
     pub fn push(
@@ -410,45 +417,66 @@ impl SharedBuffer {
         }
     }
 
-    /// Write the packets of `iface` held now to a pcap file at `dest` (temporary name, then renamed).
-    pub fn write_pcap(
+    /// Walk the packets of `iface` held now, oldest first, a chunk at a time. `copy` is called for each
+    /// packet with the lock held and says how many bytes it kept; once about `COPY_CHUNK` bytes are
+    /// kept, the lock is released and `flush` is called. `copy` should only copy: capture threads wait.
+    pub fn walk<S>(
         &self,
         iface: IfaceId,
-        dest: &Path,
-        snaplen: u32,
-    ) -> std::io::Result<Written> {
-        let (mut cursor, end, link) = {
+        state: &mut S,
+        mut copy: impl FnMut(&mut S, &StoredPacket) -> usize,
+        mut flush: impl FnMut(&mut S) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let (mut cursor, end) = {
             let b = self.lock();
-            (b.cursor(), b.next_seq(), b.iface(iface).link)
+            (b.cursor(), b.next_seq())
         };
-        let out = AtomicFile::create(dest)?;
-        let mut writer = PcapWriter::new(out, link, snaplen)?;
-        let mut written = Written::default();
-        let mut records: Vec<u8> =
-            Vec::with_capacity(COPY_CHUNK + crate::pcap::MAX_RECORD as usize + 16);
         let mut missed = 0;
         loop {
-            records.clear();
             {
                 let b = self.lock();
-                while records.len() < COPY_CHUNK && cursor.seq < end {
+                let mut kept = 0;
+                while kept < COPY_CHUNK && cursor.seq < end {
                     // `None` only once the cursor has passed `end`.
                     let Some(p) = b.next(&mut cursor, &mut missed) else {
                         break;
                     };
                     if p.iface == iface && p.seq < end {
-                        let before = records.len();
-                        encode_record(&mut records, p.ts_ns, p.data, p.wirelen, snaplen);
-                        written.packets += 1;
-                        written.bytes += (records.len() - before - 16) as u64;
+                        kept += copy(state, &p);
                     }
                 }
             }
-            writer.get_mut().write_direct(&records)?;
+            flush(state)?;
             if cursor.seq >= end {
-                break;
+                return Ok(());
             }
         }
+    }
+
+    /// Write the packets of `iface` held now to a pcap file at `dest` (temporary name, then renamed).
+    pub fn write_pcap(&self, iface: IfaceId, dest: &Path, snaplen: u32) -> io::Result<Written> {
+        let link = self.lock().iface(iface).link;
+        let out = AtomicFile::create(dest)?;
+        let writer = PcapWriter::new(out, link, snaplen)?;
+        let records = Vec::with_capacity(COPY_CHUNK + crate::pcap::MAX_RECORD as usize + 16);
+        let mut state = (writer, records, Written::default());
+        self.walk(
+            iface,
+            &mut state,
+            |(_, records, written), p| {
+                let before = records.len();
+                encode_record(records, p.ts_ns, p.data, p.wirelen, snaplen);
+                written.packets += 1;
+                written.bytes += (records.len() - before - 16) as u64;
+                records.len() - before
+            },
+            |(writer, records, _)| {
+                writer.get_mut().write_direct(records)?;
+                records.clear();
+                Ok(())
+            },
+        )?;
+        let (writer, _, written) = state;
         writer.into_inner().commit()?;
         Ok(written)
     }

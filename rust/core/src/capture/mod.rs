@@ -2,6 +2,7 @@
 
 pub mod buffer;
 mod session;
+mod show;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -18,6 +19,7 @@ pub use linux::KernelStats;
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
+pub use show::show_lines;
 
 /// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
 const RING_FRAME_SIZE: u32 = 2048;
@@ -33,12 +35,13 @@ pub struct RingConfig {
 }
 
 impl Default for RingConfig {
-    /// 64 MiB: at 60-byte frames (about 128 bytes each in the ring) that is half a million packets of
-    /// slack while the capture thread is descheduled.
+    /// 8 MiB: at 60-byte frames (about 128 bytes each in the ring) that is 65,000 packets, a third of a
+    /// second at 200,000 packets/s, of slack while the capture thread is descheduled; and little memory
+    /// for an agent that captures on every interface.
     fn default() -> Self {
         RingConfig {
             block_size: 1 << 20,
-            block_count: 64,
+            block_count: 8,
             block_timeout_ms: 20,
         }
     }

@@ -4,7 +4,7 @@
 //! its own (`live_dropped`), never packets of the capture.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,6 +85,8 @@ pub struct CaptureStats {
 /// A packet copied out for a live subscriber.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedPacket {
+    pub iface: Arc<str>,
+    pub link: LinkType,
     pub ts_ns: u64,
     pub wirelen: u32,
     pub direction: Direction,
@@ -99,21 +101,24 @@ pub enum Received {
     Closed,
 }
 
-/// A bounded queue between the capture thread and one live reader.
+/// A bounded queue between capture threads (one or several interfaces) and one live reader. It is
+/// closed once every capture feeding it has stopped.
 pub struct LiveQueue {
     inner: Mutex<(VecDeque<OwnedPacket>, bool)>,
     ready: Condvar,
     capacity: usize,
     dropped: AtomicU64,
+    producers: AtomicUsize,
 }
 
 impl LiveQueue {
-    fn new(capacity: usize) -> LiveQueue {
+    pub fn new(capacity: usize) -> LiveQueue {
         LiveQueue {
             inner: Mutex::new((VecDeque::with_capacity(capacity.min(4096)), false)),
             ready: Condvar::new(),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
+            producers: AtomicUsize::new(0),
         }
     }
 
@@ -128,9 +133,12 @@ impl LiveQueue {
         self.ready.notify_one();
     }
 
-    fn close(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-        self.ready.notify_all();
+    /// One capture feeding this queue has stopped; the last one closes it.
+    fn producer_done(&self) {
+        if self.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+            self.ready.notify_all();
+        }
     }
 
     pub fn recv(&self, timeout: Duration) -> Received {
@@ -163,7 +171,7 @@ struct Shared {
     kernel_drops: AtomicU64,
     buffer_full_drops: AtomicU64,
     live_dropped: AtomicU64,
-    subscribers: Mutex<Vec<Arc<LiveQueue>>>,
+    live: Option<Arc<LiveQueue>>,
 }
 
 pub struct Capture {
@@ -178,10 +186,11 @@ pub struct Capture {
 
 impl Capture {
     /// Open the interface (errors come back here, before any thread starts) and start capturing into
-    /// `buffer`.
+    /// `buffer`, and into `live` if given: a reader's queue that gets a copy of every packet kept.
     pub fn start(
         config: CaptureConfig,
         buffer: Arc<SharedBuffer>,
+        live: Option<Arc<LiveQueue>>,
     ) -> Result<Capture, CaptureError> {
         let program = match &config.filter {
             Some(f) if !f.is_empty() => Some(f.compile(config.snaplen)?),
@@ -210,12 +219,16 @@ impl Capture {
             kernel_drops: AtomicU64::new(0),
             buffer_full_drops: AtomicU64::new(0),
             live_dropped: AtomicU64::new(0),
-            subscribers: Mutex::new(Vec::new()),
+            live,
         });
+        if let Some(q) = &shared.live {
+            q.producers.fetch_add(1, Ordering::AcqRel);
+        }
         let worker = Worker {
             ring,
             config: config.clone(),
             iface,
+            iface_name: config.iface.as_str().into(),
             link,
             buffer: buffer.clone(),
             shared: shared.clone(),
@@ -224,10 +237,15 @@ impl Capture {
         let thread = std::thread::Builder::new()
             .name(format!("capture {}", config.iface))
             .spawn(move || worker.run())
-            .map_err(|source| CaptureError::Os {
-                iface: config.iface.clone(),
-                what: "cannot start the capture thread",
-                source,
+            .map_err(|source| {
+                if let Some(q) = &shared.live {
+                    q.producer_done();
+                }
+                CaptureError::Os {
+                    iface: config.iface.clone(),
+                    what: "cannot start the capture thread",
+                    source,
+                }
             })?;
         Ok(Capture {
             config,
@@ -287,21 +305,6 @@ impl Capture {
         true
     }
 
-    /// A live reader that gets a copy of each packet kept from now on, up to `capacity` waiting.
-    pub fn subscribe(&self, capacity: usize) -> Arc<LiveQueue> {
-        let q = Arc::new(LiveQueue::new(capacity));
-        let mut subs = self
-            .shared
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if self.state() != State::Running {
-            q.close();
-        }
-        subs.push(q.clone());
-        q
-    }
-
     /// Readers of the buffer report here what they missed (ring mode overwrote it before they read it).
     pub fn add_live_dropped(&self, n: u64) {
         self.shared.live_dropped.fetch_add(n, Ordering::Relaxed);
@@ -309,8 +312,7 @@ impl Capture {
 
     pub fn stats(&self) -> CaptureStats {
         let s = &self.shared;
-        let subs = s.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        let lagging: u64 = subs.iter().map(|q| q.dropped()).sum();
+        let lagging = s.live.as_ref().map_or(0, |q| q.dropped());
         let overwritten = self.buffer.lock().iface(self.iface).counts.overwritten;
         CaptureStats {
             packets: s.packets.load(Ordering::Relaxed),
@@ -334,6 +336,7 @@ struct Worker {
     ring: PacketRing,
     config: CaptureConfig,
     iface: IfaceId,
+    iface_name: Arc<str>,
     link: LinkType,
     buffer: Arc<SharedBuffer>,
     shared: Arc<Shared>,
@@ -381,14 +384,8 @@ impl Worker {
             self.ring.wait(self.waker.fd(), timeout);
         };
         *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Stopped(reason);
-        for q in self
-            .shared
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            q.close();
+        if let Some(q) = &self.shared.live {
+            q.producer_done();
         }
         self.buffer.notify();
     }
@@ -404,11 +401,7 @@ impl Worker {
         let store = self.config.store;
         let (iface, link) = (self.iface, self.link);
         let shared = &self.shared;
-        let subscribers = shared
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let iface_name = &self.iface_name;
         let mut buffer = store.then(|| self.buffer.lock());
         let (mut packets, mut bytes, mut full) = (0u64, 0u64, 0u64);
         let frames = self.ring.drain_block(|f: &RingFrame| {
@@ -442,8 +435,10 @@ impl Worker {
             *kept += 1;
             packets += 1;
             bytes += caplen as u64;
-            for q in &subscribers {
+            if let Some(q) = &shared.live {
                 q.offer(OwnedPacket {
+                    iface: iface_name.clone(),
+                    link,
                     ts_ns: f.ts_ns,
                     wirelen,
                     direction: f.direction,

@@ -1,0 +1,52 @@
+"""Where the agent and the capture store live: everything under ``$PCAPDUMP_HOME`` (SPEC §1.4, §1.5)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_home() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/pcapdump")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "pcapdump"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def from_env(cls, home: str | os.PathLike[str] | None = None) -> Home:
+        chosen = home or os.environ.get("PCAPDUMP_HOME") or default_home()
+        return cls(Path(chosen).absolute())
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "agent.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "agent.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "agent.log"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    def create(self) -> None:
+        """The folders, readable by their owner only."""
+        for d in (self.root, self.store):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+
+    def agent_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None

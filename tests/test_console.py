@@ -1,0 +1,382 @@
+"""The console end to end: the installed `pcapdump` command run in the capture namespace (where `int` is),
+each test with its own PCAPDUMP_HOME and so its own agent, traffic from the sender namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pcapdump
+import pytest
+from conftest import pcapdump_exe
+from netns import CAP_V4, SND_V4
+
+pytestmark = pytest.mark.live
+
+
+class Session:
+    def __init__(self, net, home: Path) -> None:
+        self.net, self.home = net, home
+        self.env = {**os.environ, "PCAPDUMP_HOME": str(home), "TZ": "UTC"}
+
+    def argv(self, *words: str) -> list[str]:
+        return ["ip", "netns", "exec", self.net.cap_ns, pcapdump_exe(), *words]
+
+    def __call__(self, *words: str, ok: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.argv(*words), capture_output=True, text=True, timeout=timeout, env=self.env, check=False
+        )
+        if ok:
+            assert done.returncode == 0, f"pcapdump {' '.join(words)}: {done.stderr}"
+        return done
+
+    def status(self) -> dict:
+        return json.loads(self("status", "-json").stdout)
+
+    def capture(self, iface: str = "int") -> dict:
+        return next(c for c in self.status()["captures"] if c["iface"] == iface)
+
+    def agent_pid(self) -> int | None:
+        try:
+            return int((self.home / "agent.pid").read_text())
+        except FileNotFoundError:
+            return None
+
+    def popen(self, *words: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(*words), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+        )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def pd(testnet, tmp_path):
+    session = Session(testnet, tmp_path / "home")
+    yield session
+    session("cleanup", ok=False)
+    pid = session.agent_pid()
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    assert done.returncode == code, done
+    err = done.stderr.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        [
+            ["-size", "1024", "ipsrc", SND_V4, "tcp", "start", "int"],
+            ["stop"],
+            ["show"],
+            ["write", "int", "capture.cap"],
+        ],
+        [
+            ["-start", "int", "-size=1024", f"-ipsrc={SND_V4}", "-tcp"],
+            ["-stop"],
+            ["-show"],
+            ["-write", "int", "-filename=capture.cap"],
+        ],
+    ],
+    ids=["classic", "newer"],
+)
+def test_the_spec_session_verbatim(pd, session, tmp_path):
+    start, stop, show, write = session
+    out = pd(*start).stdout
+    assert out.startswith(f"int: capturing ipsrc {SND_V4} tcp") and "1024 KB linear" in out
+    pd.net.connect_tcp(CAP_V4, 80, 4)  # 4 SYNs from 198.18.0.1 (the RSTs back are not from it)
+    pd.net.send_udp(CAP_V4, 9000, 10)  # not TCP
+    assert "int: stopped: 4 packets" in pd(*stop).stdout
+    lines = pd(*show).stdout.splitlines()
+    assert lines[0] == "== int: 4 packets =="
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "4"]
+    assert all(f"int in  TCP {SND_V4}:" in line and "> 198.18.0.2:80 [S]" in line for line in lines[1:])
+    written = pd(*write).stdout
+    path = pd.home / "store" / "capture.cap"
+    assert written.startswith(f"{path}: 4 packets")
+    got = list(pcapdump.read(path))
+    assert len(got) == 4 and all(p.brief().split(None, 2)[2].startswith("- -   TCP") for p in got)
+    status = pd.status()
+    assert status["files"] == [{"name": "capture.cap", "size": path.stat().st_size}]
+
+
+def test_count_snaplen_and_status_json(pd):
+    pd("-c", "5", "-s", "64", "udp", "destport", "9000", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 20, size=300)
+    deadline = time.monotonic() + 10
+    while pd.capture()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = pd.status()
+    assert status["buffer"] == {"size": 512 * 1024, "used": status["buffer"]["used"], "mode": "linear"}
+    assert 0 < status["buffer"]["used"] <= 5 * (24 + 64)
+    (c,) = status["captures"]
+    assert c == {
+        "iface": "int",
+        "state": "stopped",
+        "stop_reason": "count reached",
+        "filter": "udp destport 9000",
+        "snaplen": 64,
+        "count": 5,
+        "promisc": False,
+        "store": True,
+        "packets": 5,
+        "bytes": 5 * 64,
+        "kernel_drops": 0,
+        "buffer_full_drops": 0,
+        "overwritten": 0,
+        "live_dropped": 0,
+    }
+    pd("write", "int", "cut.cap")
+    got = list(pcapdump.read(pd.home / "store" / "cut.cap"))
+    assert [(p.caplen, p.wirelen) for p in got] == [(64, 14 + 20 + 8 + 300)] * 5
+
+
+def test_promiscuous_flag_set_then_restored(pd):
+    def promiscuity() -> int:
+        return int(re.search(r"promiscuity (\d+)", pd.net.link_details()).group(1))
+
+    pd("-p", "start", "int")
+    assert promiscuity() == 1
+    assert pd.capture()["promisc"] is True
+    pd("stop", "int")
+    assert promiscuity() == 0
+
+
+def test_live_lines_with_o_keep_the_packets(pd):
+    proc = pd.popen("-o", "-c", "6", "udp", "start", "int")
+    time.sleep(0.5)
+    pd.net.send_udp(CAP_V4, 9000, 6)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 6 and all(f"int in  UDP {SND_V4}:" in line for line in lines)
+    assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5", "6"]
+    assert "int: capturing udp, count 6" in err
+    assert pd.capture()["packets"] == 6
+    assert len(pd("show", "int").stdout.splitlines()) == 7
+
+
+def test_live_only_prints_and_stores_nothing(pd):
+    proc = pd.popen("-ou", "-json", "-c", "4", "udp", "start", "int")
+    time.sleep(0.5)
+    pd.net.send_udp(CAP_V4, 9000, 4)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert [o["index"] for o in objects] == [1, 2, 3, 4]
+    assert all(o["src"] == SND_V4 and o["dport"] == 9000 and o["iface"] == "int" for o in objects)
+    assert pd.status()["buffer"]["used"] == 0
+    assert pd("show").stdout.strip() in ("no packets stored", "== int: 0 packets ==")
+
+
+def test_ctrl_c_keeps_an_o_capture_and_ends_an_ou_capture(pd):
+    for flag, state in (("-o", "running"), ("-ou", "stopped")):
+        proc = pd.popen(flag, "udp", "start", "int")
+        time.sleep(0.6)
+        pd.net.send_udp(CAP_V4, 9000, 2)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+        deadline = time.monotonic() + 5
+        while pd.capture()["state"] != state and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pd.capture()["state"] == state, flag
+        pd("stop", ok=False)
+        pd("wipe")
+
+
+def test_ring_overwrites_the_oldest(pd):
+    pd("-size", "16", "-ring", "udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 300, size=200, pause_every=50)
+    pd("stop")
+    c = pd.capture()
+    held = 16384 // (24 + 248)
+    assert (c["packets"], c["overwritten"], c["buffer_full_drops"]) == (300, 300 - held, 0)
+    assert pd.status()["buffer"]["mode"] == "ring"
+    assert pd("show").stdout.splitlines()[0] == f"== int: {held} packets =="
+
+
+def test_write_replaces_and_refuses_bad_names(pd):
+    pd("udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    pd("stop")
+    pd("write", "int", "a.cap")
+    pd("start", "int")  # same interface again: everything now
+    pd.net.send_udp(CAP_V4, 9000, 2)
+    pd("stop")
+    pd("write", "int", "a.cap")
+    assert len(list(pcapdump.read(pd.home / "store" / "a.cap"))) >= 5
+    for bad in ("../x.cap", "toolongname.cap", "a b.cap", "x.cappp", "/etc/passwd", ".cap"):
+        one_line_error(pd("write", "int", bad, ok=False), 2, bad)
+    assert sorted(os.listdir(pd.home / "store")) == ["a.cap"]
+    one_line_error(pd("write", "eth9", "b.cap", ok=False), 1, "'eth9'")
+
+
+def test_wipe_and_cleanup(pd):
+    pd("udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    pd("write", "int", "keep.cap")
+    assert pd("wipe").stdout.strip() == "wiped 3 packets"
+    assert pd("show", "int").stdout.splitlines() == ["== int: 0 packets =="]
+    pd.net.send_udp(CAP_V4, 9000, 2)  # the capture goes on after a wipe
+    pd("stop")
+    assert pd.capture()["packets"] == 5
+    pid = pd.agent_pid()
+    out = pd("clean").stdout
+    assert "deleted 1 files" in out and "agent stopped" in out
+    assert os.listdir(pd.home / "store") == []
+    assert not (pd.home / "agent.sock").exists()
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
+
+
+def test_refusals(pd):
+    pd("start", "int")
+    one_line_error(pd("start", "int", ok=False), 1, "'int' is already capturing")
+    one_line_error(pd("start", "nosuch0", ok=False), 1, "nosuch0")
+    pd.net.send_udp(CAP_V4, 9000, 1)
+    pd("stop")
+    one_line_error(pd("-size", "2048", "start", "int", ok=False), 2, "'-size 2048'", "wipe")
+    pd("wipe")
+    pd("-size", "2048", "start", "int")
+    assert pd.status()["buffer"]["size"] == 2048 * 1024
+    one_line_error(pd("-size", "8", "start", "int", ok=False), 2, "'-size 8'", "16…4194304")
+    one_line_error(pd("-o", "-ou", "start", "int", ok=False), 2, "-ou")
+    one_line_error(pd("stop", "eth7", ok=False), 1, "'eth7' is not capturing")
+
+
+def test_two_interfaces_at_once_and_sections(pd):
+    pd("udp", "start", "int")
+    pd("udp", "start", "lo")
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    pd.net.send_udp("127.0.0.1", 9000, 2, ns=pd.net.cap_ns)
+    pd("stop")
+    counts = {c["iface"]: c["packets"] for c in pd.status()["captures"]}
+    assert counts == {"int": 3, "lo": 2}
+    out = pd("show").stdout
+    assert "== int: 3 packets ==" in out and "== lo: 2 packets ==" in out
+    assert [line for line in out.splitlines() if line.startswith("==")] == [
+        "== int: 3 packets ==",
+        "== lo: 2 packets ==",
+    ]
+
+
+def test_start_without_interface_takes_every_interface_that_is_up(pd):
+    out = pd("udp", "start").stdout
+    assert {line.split(":")[0] for line in out.splitlines()} == {"lo", "int"}
+
+
+def test_a_killed_agent_is_reported_and_replaced(pd):
+    pd("udp", "start", "int")
+    pid = pd.agent_pid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    one_line_error(pd("status", ok=False), 1, f"pid {pid}", "gone")
+    assert pd.status()["captures"] == []  # recovered: no agent, nothing captured
+    pd("udp", "start", "int")
+    assert pd.agent_pid() != pid
+    pd.net.send_udp(CAP_V4, 9000, 2)
+    pd("stop")
+    assert pd.capture()["packets"] == 2
+
+
+def test_a_hung_agent_is_reported_within_seconds(pd):
+    pd("start", "int")
+    pid = pd.agent_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        one_line_error(pd("status", ok=False, timeout=30), 1, "did not answer", str(pid))
+        assert time.monotonic() - started < 10
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert pd.capture()["state"] == "running"
+
+
+def test_a_non_root_user_gets_the_privilege_message(pd):
+    pd("start", "int")
+    # The interpreter lives under /root, so `runuser` cannot exec it: drop to nobody inside it instead,
+    # after the imports, exactly as a non-root login would be.
+    script = (
+        "import os, sys\n"
+        "import pcapdump.cli\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "sys.argv = ['pcapdump', *sys.argv[1:]]\n"
+        "pcapdump.cli.main()\n"
+    )
+    for words, needle in ((["status"], "permission denied"), (["start", "int"], "CAP_NET_RAW")):
+        done = subprocess.run(
+            ["ip", "netns", "exec", pd.net.cap_ns, sys.executable, "-c", script, *words],
+            capture_output=True,
+            text=True,
+            env=pd.env,
+            timeout=30,
+        )
+        one_line_error(done, 1, needle)
+    assert oct(os.stat(pd.home / "agent.sock").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(pd.home).st_mode & 0o777) == "0o700"
+
+
+def test_the_spec_example_values_are_accepted_as_filters(pd):
+    pd("ipsrc", "192.168.0.1", "ipdest", "10.0.0.1", "proto", "103", "start", "int")
+    assert pd.capture()["filter"] == "ipsrc 192.168.0.1 ipdest 10.0.0.1 proto 103"
+    pd("stop")
+    assert pd.capture()["packets"] == 0
+
+
+def test_demo_runs_the_session_and_removes_what_it_made(testnet, tmp_path):
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    done = subprocess.run(
+        [pcapdump_exe(), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    commands = [
+        line[len("$ pcapdump ") :] for line in done.stdout.splitlines() if line.startswith("$ pcapdump ")
+    ]
+    assert commands == [
+        f"-size 1024 ipsrc {SND_V4} tcp start int",
+        "status",
+        "stop",
+        "show",
+        "write int capture.cap",
+    ]
+    assert "== int: 15 packets ==" in done.stdout  # 3 connections, 5 TCP packets each from the client
+    kept = tmp_path / "pcapdump-demo.cap"
+    assert len(list(pcapdump.read(kept))) == 15
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "pcapdump-demo" not in after and after.count("\n") == before.count("\n")
+
+
+def test_demo_without_root_says_so(tmp_path):
+    script = (
+        "import os, sys\n"
+        "import pcapdump.cli, pcapdump.demo\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "sys.argv = ['pcapdump', 'demo']\n"
+        "pcapdump.cli.main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/")
+    one_line_error(done, 1, "needs root")

@@ -1,0 +1,83 @@
+"""The console's grammar (SPEC §1): any order, both spellings, one typed request, and usage errors that
+name the token. No agent and no privilege needed."""
+
+from __future__ import annotations
+
+import pytest
+from pcapdump import grammar
+from pcapdump.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "-size 1024 ipsrc 198.18.0.1 tcp start int",
+        "-start int -size=1024 -ipsrc=198.18.0.1 -tcp",
+        "start int tcp -size 1024 -ipsrc=198.18.0.1",
+        "tcp -start=int ipsrc 198.18.0.1 -size=1024",
+    ],
+)
+def test_the_spellings_give_one_request(argv):
+    req = grammar.parse(argv.split())
+    assert (req.command, req.args, req.options.size_kb) == ("start", ("int",), 1024)
+    # Filter words are order-free: the groups may come in any order.
+    assert sorted(str(req.filter).split()) == ["198.18.0.1", "ipsrc", "tcp"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    ["write int capture.cap", "-write int -filename=capture.cap", "-filename=capture.cap write int"],
+)
+def test_write_takes_an_interface_and_a_store_name(argv):
+    req = grammar.parse(argv.split())
+    assert (req.command, req.args) == ("write", ("int", "capture.cap"))
+
+
+def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
+    assert grammar.parse(["start", "tcp"]).args == ()
+    assert grammar.parse(["stop"]).args == ()
+    assert grammar.parse(["show", "eth0"]).args == ("eth0",)
+    assert grammar.parse(["clean"]).command == "cleanup"
+    req = grammar.parse(["-o", "-c", "5", "-ring", "-p", "-s", "96", "start"])
+    assert (req.options.live, req.options.count, req.options.ring, req.options.promisc) == (
+        True,
+        5,
+        True,
+        True,
+    )
+    assert req.options.snaplen == 96
+
+
+@pytest.mark.parametrize(
+    ("argv", "token", "expected"),
+    [
+        ("-size 8 start int", "-size 8", "16…4194304"),
+        ("-size=5000000 start", "-size=5000000", "16…4194304"),
+        ("-size lots start", "-size lots", "whole number"),
+        ("-o -ou start int", "-ou", "cannot be combined"),
+        ("write int ../x.cap", "../x.cap", "8 characters"),
+        ("write int toolongname.cap", "toolongname.cap", "8 characters"),
+        ("write int x.cappp", "x.cappp", "8 characters"),
+        ("write int", "write", "missing file"),
+        ("show tcp", "tcp", "filter words apply to start and read"),
+        ("-size 1024 status", "-size 1024", "applies to start"),
+        ("-w out.cap start int", "-w out.cap", "applies to read"),
+        ("start a/b", "a/b", "not an interface name"),
+        ("start int extra", "extra", "unknown word"),
+        ("start stop", "stop", "a second command"),
+        ("-json", "", "missing command"),
+        ("ipsrc 300.1.1.1 start", "ipsrc 300.1.1.1", "not an IPv4 or IPv6 address"),
+    ],
+)
+def test_usage_errors_name_the_token(argv, token, expected):
+    with pytest.raises(UsageError) as e:
+        grammar.parse(argv.split())
+    assert e.value.token == token or token in e.value.message
+    assert expected in e.value.message
+    if token:
+        assert f"'{token}'" in e.value.message
+
+
+def test_the_spec_example_values_parse():
+    req = grammar.parse(["ipsrc", "192.168.0.1", "ipdest", "10.0.0.1", "proto", "103", "start", "int"])
+    assert str(req.filter) == "ipsrc 192.168.0.1 ipdest 10.0.0.1 proto 103"
