@@ -26,3 +26,4 @@ bench: $(PY)
 	$(PY) bench/offline.py
 	$(PY) bench/live.py
 	$(PY) bench/console.py
+	$(PY) bench/fwctl.py

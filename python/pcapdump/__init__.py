@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
 
 from . import _core
 from ._core import MAX_SNAPLEN, Capture, Filter, Packet
 from .console import AgentError, Console
 from .errors import CaptureError, CaptureFileError, FilterError, PcapdumpError, UsageError
 
-try:
-    __version__ = _dist_version("pcapdump")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = _core.__version__
+# The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
+# asking importlib.metadata instead would cost every command a tenth of a second.
+__version__ = _core.__version__
 
 __all__ = [
     "MAX_SNAPLEN",
@@ -39,6 +36,16 @@ __all__ = [
     "read",
     "write",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `pcapdump.fwctl` on first use: it loads asyncssh, which other commands do not need.
+    if name == "fwctl":
+        import importlib
+
+        return importlib.import_module(".fwctl", __name__)
+    raise AttributeError(f"module 'pcapdump' has no attribute {name!r}")
+
 
 FilterLike = Filter | str | Iterable[str] | None
 

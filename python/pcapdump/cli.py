@@ -70,7 +70,7 @@ Examples:
   pcapdump read capture.cap port 80 port 443 -c 20
 
 Files go to $PCAPDUMP_HOME/store (root: /var/lib/pcapdump/store); fetch
-them over SSH from there.
+them with `fwctl --filedownload capture.cap local.cap site:gw1`.
 Exit status: 0 success, 1 runtime failure, 2 usage error.
 """
 

@@ -125,7 +125,7 @@ def run() -> None:
         _say(
             f"\nThe file is kept as {kept}.\n"
             f"Open it with `wireshark {kept}` or `tcpdump -nr {kept}`.\n"
-            "On a gateway, fetch it over SSH: `scp gw1:/var/lib/pcapdump/store/capture.cap .`"
+            "From a gateway you would fetch it with `fwctl --filedownload capture.cap local.cap site:gw1`."
         )
     finally:
         subprocess.run(

@@ -1,0 +1,139 @@
+"""The gateway inventory of ``fwctl`` (SPEC §2): ``$PCAPDUMP_GATEWAYS``, else
+``~/.config/pcapdump/gateways.toml``. Each top-level table is a data source, each of its tables a gateway:
+
+    [site.gw1]
+    host = "gw1.example.net"
+    user = "root"
+    store = "/var/lib/pcapdump/store"
+    # port = 22, identity = "~/.ssh/gw_ed25519", known_hosts = "~/.ssh/known_hosts"
+
+The data source ``local`` is this machine's capture store and needs no inventory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PcapdumpError, UsageError
+
+LOCAL = "local"
+_KEYS = {"host", "port", "user", "identity", "store", "known_hosts"}
+
+
+class InventoryError(PcapdumpError):
+    """The inventory file is missing or wrong: the message names the file, the table and the key."""
+
+
+@dataclass(frozen=True)
+class Gateway:
+    source: str
+    name: str
+    host: str
+    port: int
+    user: str
+    store: str
+    identity: Path | None = None
+    known_hosts: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+def inventory_path() -> Path:
+    env = os.environ.get("PCAPDUMP_GATEWAYS")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.path.expanduser("~")) / ".config" / "pcapdump" / "gateways.toml"
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``"site:gw1"`` → ``("site", "gw1")``; a missing part is a usage error naming the token."""
+    source, sep, gateway = target.partition(":")
+    if not sep or not source or not gateway:
+        raise UsageError(
+            f"'{target}': expected <datasource:gateway>, e.g. site:gw1 (or site:* for all)", target
+        )
+    return source, gateway
+
+
+def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
+    where = f"{path}: [{source}.{name}]"
+    if not isinstance(table, dict):
+        raise InventoryError(f"{where}: expected a table with host, user and store")
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise InventoryError(f"{where}: unknown key '{unknown[0]}' (expected {', '.join(sorted(_KEYS))})")
+
+    def text(key: str, required: bool = True) -> str | None:
+        value = table.get(key)
+        if value is None:
+            if required:
+                raise InventoryError(f"{where}: missing key '{key}'")
+            return None
+        if not isinstance(value, str) or not value:
+            raise InventoryError(f"{where}: '{key}' must be a non-empty string")
+        return value
+
+    port = table.get("port", 22)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise InventoryError(f"{where}: 'port' must be a whole number 1…65535")
+    store = text("store")
+    assert store is not None
+    if not store.startswith("/"):
+        raise InventoryError(f"{where}: 'store' must be an absolute path on the gateway")
+    identity, known_hosts = text("identity", False), text("known_hosts", False)
+    return Gateway(
+        source=source,
+        name=name,
+        host=str(text("host")),
+        port=port,
+        user=str(text("user")),
+        store=store,
+        identity=Path(identity).expanduser() if identity else None,
+        known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+    )
+
+
+def load(path: Path | None = None) -> dict[str, dict[str, Gateway]]:
+    path = path or inventory_path()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InventoryError(
+            f"{path}: no gateway inventory (set PCAPDUMP_GATEWAYS or create it; see `fwctl --help`)"
+        ) from None
+    except OSError as e:
+        raise InventoryError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InventoryError(f"{path}: not valid TOML: {e}") from None
+    sources: dict[str, dict[str, Gateway]] = {}
+    for source, gateways in data.items():
+        if source == LOCAL:
+            raise InventoryError(f"{path}: [{LOCAL}] is reserved for this machine's store")
+        if not isinstance(gateways, dict):
+            raise InventoryError(f"{path}: '{source}' must be a table of gateways ([{source}.<gateway>])")
+        sources[source] = {name: _gateway(path, source, name, t) for name, t in gateways.items()}
+    return sources
+
+
+def resolve(target: str) -> list[Gateway]:
+    """The gateways of ``source:gateway`` or ``source:*``. ``local`` is not in the inventory: see fwctl."""
+    source, name = split_target(target)
+    path = inventory_path()
+    sources = load(path)
+    if source not in sources:
+        known = ", ".join(sorted(sources)) or "none"
+        raise UsageError(f"'{source}': unknown data source in {path} (known: {known}, and local)", target)
+    gateways = sources[source]
+    if name == "*":
+        return list(gateways.values())
+    if name not in gateways:
+        known = ", ".join(sorted(gateways)) or "none"
+        raise UsageError(
+            f"'{target}': unknown gateway '{name}' in data source '{source}' (known: {known})", target
+        )
+    return [gateways[name]]

@@ -1,0 +1,261 @@
+"""fwctl against a real OpenSSH sshd on loopback (tests/sshd.py): default inventory and known_hosts paths
+under a scratch HOME, keys generated per run, every refusal one line and nothing left behind."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sshd
+from conftest import IN_CI
+
+FWCTL_EXE = str(Path(sys.executable).parent / "fwctl")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    for tool in ("ssh-keygen", sshd.SSHD):
+        if shutil.which(tool) is None:
+            if IN_CI:
+                pytest.fail(f"{tool} is missing; .ci/run installs openssh-server")
+            pytest.skip(f"{tool} is missing")
+    root = tmp_path_factory.mktemp("fwctl")
+    home = root / "home"
+    (home / ".ssh").mkdir(parents=True)
+    client_pub = sshd.keygen(home / ".ssh" / "id_ed25519")
+    server = sshd.start(root / "server", [client_pub])
+    (home / ".ssh" / "known_hosts").write_text(server.host_key_line + "\n")
+    store = root / "store"
+    store.mkdir()
+    big = store / "big.cap"
+    with open(big, "wb") as f:
+        f.write(os.urandom(50 * 1024 * 1024))
+    (store / "small.cap").write_bytes(b"pcap" * 1000)
+    (store / "notes.txt.bak").write_bytes(b"not a store name")
+    g = {"root": root, "home": home, "server": server, "store": store, "big": big}
+    yield g
+    g["server"].stop()
+
+
+def inventory(gateway, extra: str = "") -> None:
+    cfg = gateway["home"] / ".config" / "pcapdump"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "gateways.toml").write_text(
+        f"""[site.gw1]
+host = "127.0.0.1"
+port = {gateway["server"].port}
+user = "{getpass.getuser()}"
+store = "{gateway["store"]}"
+{extra}"""
+    )
+
+
+def fwctl(
+    gateway, *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
+    env["HOME"] = str(gateway["home"])
+    return subprocess.run(
+        [FWCTL_EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, check=False
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_line(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert done.returncode == code, done
+    err = done.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_a_50_mb_file_arrives_byte_identical(gateway, tmp_path):
+    inventory(gateway)
+    done = fwctl(gateway, "--filedownload", "big.cap", str(tmp_path / "local.cap"), "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert sha256(tmp_path / "local.cap") == sha256(gateway["big"])
+    assert os.listdir(tmp_path) == ["local.cap"]
+    assert f"site:gw1: {tmp_path / 'local.cap'}: {50 * 1024 * 1024} bytes" in done.stdout
+
+
+def test_filelist_lists_the_store(gateway):
+    inventory(gateway)
+    done = fwctl(gateway, "--filelist", "site:gw1")
+    assert done.returncode == 0, done.stderr
+    names = [line.split()[1] for line in done.stdout.splitlines()]
+    assert names == ["big.cap", "small.cap"]  # notes.txt.bak is not a store name
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "toolongname.cap", "a b.cap", "x.cappp"])
+def test_bad_names_are_refused_before_connecting(gateway, tmp_path, bad):
+    # The gateway points at a closed port: a connection attempt would fail with exit 1, not 2.
+    cfg = gateway["home"] / ".config" / "pcapdump"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "gateways.toml").write_text(
+        f'[site.gw1]\nhost = "127.0.0.1"\nport = {sshd.free_port()}\nuser = "u"\nstore = "/s"\n'
+    )
+    one_line(
+        fwctl(gateway, "--filedownload", bad, str(tmp_path / "x"), "site:gw1"), 2, f"'{bad}'", "8 characters"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_changed_host_key_is_refused(gateway, tmp_path):
+    other = tmp_path / "other_host_key"
+    other_pub = sshd.keygen(other).split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{gateway['server'].port} {other_pub[0]} {other_pub[1]}\n")
+    inventory(gateway, f'known_hosts = "{known}"\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    one_line(fwctl(gateway, "--filedownload", "small.cap", str(out / "s.cap"), "site:gw1"), 1, "host key")
+    assert os.listdir(out) == []
+
+
+def test_a_wrong_key_is_refused(gateway, tmp_path):
+    sshd.keygen(tmp_path / "stranger")
+    inventory(gateway, f'identity = "{tmp_path / "stranger"}"\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    one_line(
+        fwctl(gateway, "--filedownload", "small.cap", str(out / "s.cap"), "site:gw1"),
+        1,
+        "authentication failed",
+    )
+    assert os.listdir(out) == []
+
+
+def test_unknown_data_source_and_gateway_are_named(gateway, tmp_path):
+    inventory(gateway)
+    one_line(
+        fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "x"), "lab:gw1"), 2, "'lab'", "site"
+    )
+    one_line(
+        fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "x"), "site:gw9"), 2, "'gw9'", "gw1"
+    )
+    one_line(fwctl(gateway, "--filelist", "nocolon"), 2, "'nocolon'")
+
+
+def test_a_bad_inventory_names_file_table_and_key(gateway, tmp_path):
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text('[site.gw1]\nhost = "127.0.0.1"\nport = "22"\nuser = "u"\nstore = "/s"\n')
+    one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, str(cfg), "[site.gw1]", "'port'")
+    cfg.write_text('[site.gw1]\nhost = "127.0.0.1"\nuser = "u"\n')
+    one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, "[site.gw1]", "missing key 'store'")
+
+
+def test_a_missing_remote_file_leaves_nothing(gateway, tmp_path):
+    inventory(gateway)
+    one_line(
+        fwctl(gateway, "--filedownload", "nothere.cap", str(tmp_path / "x.cap"), "site:gw1"),
+        1,
+        "no such file",
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_existing_destination_needs_force(gateway, tmp_path):
+    inventory(gateway)
+    dest = tmp_path / "s.cap"
+    dest.write_bytes(b"old")
+    one_line(
+        fwctl(gateway, "--filedownload", "small.cap", str(dest), "site:gw1"), 1, "already exists", "--force"
+    )
+    assert dest.read_bytes() == b"old"
+    done = fwctl(gateway, "--filedownload", "small.cap", str(dest), "site:gw1", "--force")
+    assert done.returncode == 0, done.stderr
+    assert dest.read_bytes() == b"pcap" * 1000
+    assert os.listdir(tmp_path) == ["s.cap"]
+
+
+def test_fan_out_fetches_the_good_gateways_and_names_the_broken_one(gateway, tmp_path):
+    port, user, store = gateway["server"].port, getpass.getuser(), gateway["store"]
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.write_text(
+        "".join(
+            f'[site.{name}]\nhost = "127.0.0.1"\nport = {p}\nuser = "{user}"\nstore = "{store}"\n'
+            for name, p in (("gw1", port), ("gw2", port), ("gw3", sshd.free_port()))
+        )
+    )
+    done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path), "site:*")
+    assert done.returncode == 1
+    assert sorted(os.listdir(tmp_path)) == ["gw1", "gw2", "gw3"]
+    for name in ("gw1", "gw2"):
+        assert (tmp_path / name / "small.cap").read_bytes() == b"pcap" * 1000
+    assert os.listdir(tmp_path / "gw3") == []
+    assert "site:gw3" in done.stderr and "unreachable" in done.stderr
+    assert "2 of 3 gateways fetched" in done.stderr
+
+
+def test_the_local_data_source_needs_no_ssh(gateway, tmp_path):
+    home = tmp_path / "pdhome"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "mine.cap").write_bytes(b"x" * 100)
+    env_home = {"PCAPDUMP_HOME": str(home)}
+    env = {**os.environ, **env_home, "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [FWCTL_EXE, "--filedownload", "mine.cap", str(tmp_path / "got.cap"), "local:this"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "got.cap").read_bytes() == b"x" * 100
+    listed = subprocess.run([FWCTL_EXE, "--filelist", "local:this"], capture_output=True, text=True, env=env)
+    assert listed.stdout.split()[1] == "mine.cap"
+
+
+def test_sshd_killed_mid_transfer_leaves_nothing(gateway, tmp_path):
+    inventory(gateway)
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
+    env["HOME"] = str(gateway["home"])
+    proc = subprocess.Popen(
+        [FWCTL_EXE, "--filedownload", "big.cap", str(tmp_path / "big.cap"), "site:gw1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gateway["server"].kill_all()
+    _, err = proc.communicate(timeout=60)
+    try:
+        if proc.returncode == 0:
+            pytest.skip("the transfer finished before sshd could be killed")
+        assert proc.returncode == 1 and "Traceback" not in err, err
+        assert os.listdir(tmp_path) == []
+    finally:
+        client_pub = (gateway["home"] / ".ssh" / "id_ed25519.pub").read_text()
+        gateway["server"] = sshd.start(gateway["root"] / f"server-{time.monotonic_ns()}", [client_pub])
+        (gateway["home"] / ".ssh" / "known_hosts").write_text(gateway["server"].host_key_line + "\n")
+
+
+def test_the_python_api(gateway, tmp_path, monkeypatch):
+    import pcapdump
+
+    inventory(gateway)
+    monkeypatch.setenv("HOME", str(gateway["home"]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PCAPDUMP_GATEWAYS", raising=False)
+    assert [f["name"] for f in pcapdump.fwctl.filelist("site:gw1")] == ["big.cap", "small.cap"]
+    (got,) = pcapdump.fwctl.download("small.cap", tmp_path / "s.cap", "site:gw1")
+    assert (got.target, got.size, got.error) == ("site:gw1", 4000, None)
+    assert (tmp_path / "s.cap").read_bytes() == b"pcap" * 1000
+    with pytest.raises(pcapdump.fwctl.FetchError, match="already exists"):
+        pcapdump.fwctl.download("small.cap", tmp_path / "s.cap", "site:gw1")
+    with pytest.raises(pcapdump.UsageError, match="8 characters"):
+        pcapdump.fwctl.download("../etc", tmp_path / "x", "site:gw1")
