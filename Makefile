@@ -1,19 +1,27 @@
 # `make test`: the whole suite, from a fresh checkout (the README's second command; .ci/run calls it).
-# Everything it builds or installs stays inside the checkout (.venv/, target/).
+# Everything it builds or installs stays inside the checkout (.venv/, target/). The engine is built once,
+# as the release wheel users get; the suite runs against that wheel, and also installs it into a venv
+# with no Rust toolchain (tests/test_wheel.py).
 
 VENV := .venv
 PY := $(VENV)/bin/python
+WHEELS := target/wheels
 
-.PHONY: test lint bench
+.PHONY: test wheel lint bench
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "maturin>=1.5,<2"
 
-test: $(PY)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --extras test
+wheel: $(PY)
+	rm -f $(WHEELS)/pcapdump-*.whl
+	$(VENV)/bin/maturin build --release --out $(WHEELS)
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEELS)/pcapdump-*.whl
+	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/pcapdump-*.whl)[test]"
+
+test: wheel
 	cargo test --workspace
-	$(PY) -m pytest
+	PCAPDUMP_WHEEL="$$(ls $(WHEELS)/pcapdump-*.whl)" $(PY) -m pytest
 
 lint: $(PY)
 	cargo fmt --all --check
@@ -21,8 +29,7 @@ lint: $(PY)
 	$(VENV)/bin/ruff check python tests bench
 	$(VENV)/bin/ruff format --check python tests bench
 
-bench: $(PY)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --extras test
+bench: wheel
 	$(PY) bench/offline.py
 	$(PY) bench/live.py
 	$(PY) bench/console.py

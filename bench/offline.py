@@ -7,7 +7,7 @@
    both outputs are checked to hold the same packets (they are byte-identical files).
 2. brief lines: `pcapdump read big5 > /dev/null` against `tcpdump -nn -r big5 > /dev/null`.
 Runs alternate (ours, theirs, ours, …) over page-cached input; the median wall time of each is printed
-with the ratio. Needs the package installed in release mode (`maturin develop --release`).
+with the ratio. Needs the package installed from the release wheel (`make wheel`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import pytest
 from conftest import run_pcapdump
 from scapy.all import IP, TCP, Ether  # type: ignore[import-untyped]
 
+pytestmark = pytest.mark.portable
+
 SYN = bytes(
     Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     / IP(src="198.18.0.1", dst="198.18.0.2")
@@ -102,6 +104,7 @@ def test_version_and_help():
     assert "Filter words" in helped.stdout and "Examples" in helped.stdout
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX shell and head")
 def test_output_into_a_closed_pipe_is_quiet(corpus_file):
     proc = subprocess.run(
         f"'{sys.executable}' -m pcapdump.cli read '{corpus_file}' | head -1",

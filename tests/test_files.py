@@ -58,6 +58,7 @@ def test_python_write_is_valid_and_keeps_wire_length(tmp_path, corpus_frames):
 
 
 @pytest.mark.parametrize(("nano", "endianness"), [(False, "<"), (True, "<"), (False, ">"), (True, ">")])
+@pytest.mark.portable
 def test_reads_pcap_in_every_resolution_and_byte_order(tmp_path, corpus_frames, nano, endianness):
     path = tmp_path / "x.pcap"
     corpus.write(path, corpus_frames, nano=nano, endianness=endianness)

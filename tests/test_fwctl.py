@@ -16,7 +16,7 @@ import pytest
 import sshd
 from conftest import IN_CI
 
-FWCTL_EXE = str(Path(sys.executable).parent / "fwctl")
+FWCTL_EXE = shutil.which("fwctl", path=str(Path(sys.executable).parent)) or "fwctl"
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,8 @@ def test_fan_out_fetches_the_good_gateways_and_names_the_broken_one(gateway, tmp
     assert "2 of 3 gateways fetched" in done.stderr
 
 
-def test_the_local_data_source_needs_no_ssh(gateway, tmp_path):
+@pytest.mark.portable
+def test_the_local_data_source_needs_no_ssh(tmp_path):
     home = tmp_path / "pdhome"
     (home / "store").mkdir(parents=True)
     (home / "store" / "mine.cap").write_bytes(b"x" * 100)

@@ -7,6 +7,8 @@ import pytest
 from pcapdump import grammar
 from pcapdump.errors import UsageError
 
+pytestmark = pytest.mark.portable
+
 
 @pytest.mark.parametrize(
     "argv",

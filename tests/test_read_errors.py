@@ -7,6 +7,8 @@ import pcapdump
 import pytest
 from conftest import run_pcapdump
 
+pytestmark = pytest.mark.portable
+
 USAGE = [
     (["ipsrc", "300.1.1.1"], "'ipsrc 300.1.1.1': not an IPv4 or IPv6 address"),
     (["-ipsrc=300.1.1.1"], "'-ipsrc=300.1.1.1': not an IPv4 or IPv6 address"),

@@ -126,7 +126,13 @@ def run_filelist(target: str) -> None:
 @click.option("--filedownload", nargs=3, metavar="SOURCE DESTINATION TARGET", help="fetch a file")
 @click.option("--filelist", metavar="TARGET", help="list the capture files of a store")
 @click.option("--force", is_flag=True, help="replace an existing destination")
-def cli(filedownload: tuple[str, str, str] | None, filelist: str | None, force: bool) -> None:
+@click.option("--version", is_flag=True, help="print the version and exit")
+def cli(filedownload: tuple[str, str, str] | None, filelist: str | None, force: bool, version: bool) -> None:
+    if version:
+        from . import __version__, _core
+
+        click.echo(f"fwctl {__version__} (pcapdump engine {_core.__version__})")
+        return
     try:
         if bool(filedownload) == bool(filelist):
             raise UsageError(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def default_home() -> Path:
-    if os.geteuid() == 0:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/pcapdump")
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "pcapdump"

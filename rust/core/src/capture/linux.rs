@@ -12,6 +12,8 @@ use crate::bpf::Insn;
 use crate::packet::{Direction, LinkType};
 
 const ARPHRD_ETHER: u16 = 1;
+/// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
+const RING_FRAME_SIZE: u32 = 2048;
 const ARPHRD_LOOPBACK: u16 = 772;
 
 /// One packet as the kernel put it in the ring.
@@ -123,7 +125,6 @@ impl PacketRing {
     pub fn open(opts: &Options) -> Result<PacketRing, CaptureError> {
         let iface = opts.iface;
         let ring = opts.ring;
-        ring.check()?;
         // SAFETY: plain socket(2); protocol 0 means no packet is queued until `bind` below.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -159,8 +160,8 @@ impl PacketRing {
         let req = libc::tpacket_req3 {
             tp_block_size: ring.block_size,
             tp_block_nr: ring.block_count,
-            tp_frame_size: super::RING_FRAME_SIZE,
-            tp_frame_nr: ring.block_size / super::RING_FRAME_SIZE * ring.block_count,
+            tp_frame_size: RING_FRAME_SIZE,
+            tp_frame_nr: ring.block_size / RING_FRAME_SIZE * ring.block_count,
             tp_retire_blk_tov: ring.block_timeout_ms,
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,

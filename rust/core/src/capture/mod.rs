@@ -21,9 +21,6 @@ pub use session::{
 };
 pub use show::show_lines;
 
-/// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
-const RING_FRAME_SIZE: u32 = 2048;
-
 /// The kernel ring of one capture. Blocks are handed to us whole: when full, or after the timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConfig {
@@ -48,7 +45,7 @@ impl Default for RingConfig {
 }
 
 impl RingConfig {
-    fn check(&self) -> Result<(), CaptureError> {
+    pub fn check(&self) -> Result<(), CaptureError> {
         let bad = |what: &str| Err(CaptureError::Ring(what.to_owned()));
         if self.block_size < 65536
             || self.block_size % 4096 != 0

@@ -192,6 +192,7 @@ impl Capture {
         buffer: Arc<SharedBuffer>,
         live: Option<Arc<LiveQueue>>,
     ) -> Result<Capture, CaptureError> {
+        config.ring.check()?;
         let program = match &config.filter {
             Some(f) if !f.is_empty() => Some(f.compile(config.snaplen)?),
             // No filter: a program all the same, so that the kernel cuts to the snap length.

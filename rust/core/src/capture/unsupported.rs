@@ -1,7 +1,8 @@
 //! Systems without AF_PACKET: every capture fails to open, with a message that says so.
 
 use std::io;
-use std::os::fd::RawFd;
+/// A descriptor number, as on Unix (never a real one here).
+type RawFd = i32;
 
 use super::{CaptureError, RingConfig};
 use crate::bpf::Insn;
@@ -27,6 +28,8 @@ pub struct KernelStats {
     pub drops: u64,
 }
 
+// The same shape as on Linux, so that sessions compile unchanged; nothing reads it here.
+#[allow(dead_code)]
 pub struct Options<'a> {
     pub iface: &'a str,
     pub program: Option<&'a [Insn]>,
