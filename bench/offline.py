@@ -93,11 +93,14 @@ def make_capture(path: Path, frames: int, rng: random.Random) -> None:
             out.write(struct.pack("<IIII", 1_700_000_000, 0, len(f), len(f)) + f)
 
 
-def timed(cmd: list[str], stdout=subprocess.DEVNULL) -> float:
-    # Start each run with no dirty pages of an earlier run's output being written back to disk.
+def timed(cmd: list[str], output: Path | None = None) -> float:
+    # Start each run with no earlier output to delete (freeing and discarding its blocks is the file
+    # system's work, not the tool's: tcpdump truncates, we rename over) and no dirty pages being written.
+    if output is not None:
+        output.unlink(missing_ok=True)
     os.sync()
     start = time.perf_counter()
-    subprocess.run(cmd, stdout=stdout, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - start
 
 
@@ -107,11 +110,13 @@ def warm(path: Path) -> None:
             pass
 
 
-def compare(name: str, ours: list[str], theirs: list[str], rounds: int) -> float:
+def compare(
+    name: str, ours: list[str], theirs: list[str], rounds: int, outputs: tuple[Path | None, Path | None]
+) -> float:
     t_ours, t_theirs = [], []
     for _ in range(rounds):
-        t_ours.append(timed(ours))
-        t_theirs.append(timed(theirs))
+        t_ours.append(timed(ours, outputs[0]))
+        t_theirs.append(timed(theirs, outputs[1]))
     mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
     print(f"{name}:")
     print(f"  pcapdump  median {mo:7.3f} s  runs {', '.join(f'{t:.3f}' for t in t_ours)}")
@@ -154,6 +159,7 @@ def main() -> None:
             [pcapdump, "read", str(big), "ipsrc", "198.18.0.1", "tcp", "-w", str(out_ours)],
             [tcpdump, "-r", str(big), "-w", str(out_theirs), expr],
             args.rounds,
+            (out_ours, out_theirs),
         )
         same = filecmp.cmp(out_ours, out_theirs, shallow=False)
         print(
@@ -165,6 +171,7 @@ def main() -> None:
             [pcapdump, "read", str(small)],
             [tcpdump, "-nn", "-r", str(small)],
             args.rounds,
+            (None, None),
         )
         print(f"\nsummary: filter+write {r1:.2f}x (target 3x), brief lines {r2:.2f}x (target 5x)")
         if not same:

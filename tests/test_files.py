@@ -67,6 +67,15 @@ def test_reads_pcap_in_every_resolution_and_byte_order(tmp_path, corpus_frames, 
     assert [p.wirelen for p in got] == [f.wirelen for f in corpus_frames]
     frac = 123_456_789 if nano else 123_456_000
     assert got[3].ts_ns == (corpus.BASE + 3) * 1_000_000_000 + frac
+    # Writing them back: records already in our layout are copied, others re-encoded; some are cut.
+    for snaplen in ("262144", "60"):
+        out = tmp_path / f"out-{snaplen}.cap"
+        assert run_pcapdump("read", str(path), "-s", snaplen, "-w", str(out)).returncode == 0
+        again = list(pcapdump.read(out))
+        cut = int(snaplen)
+        assert [p.data for p in again] == [f.data[:cut] for f in corpus_frames]
+        assert [p.wirelen for p in again] == [f.wirelen for f in corpus_frames]
+        assert [p.ts_ns for p in again] == [p.ts_ns // 1000 * 1000 for p in got]
 
 
 def test_reads_pcapng_written_by_editcap(tmp_path, corpus_file, corpus_frames):

@@ -3,6 +3,8 @@ traceback, no output file left behind."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pcapdump
 import pytest
 from conftest import run_pcapdump
@@ -123,3 +125,10 @@ def test_python_api_raises_typed_errors(tmp_path):
         pcapdump.Filter("vlan 9999")
     assert e.value.token == "vlan 9999"
     assert str(e.value) == "'vlan 9999': not a VLAN id (expected 0…4095)"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_write_error_is_one_line(corpus_file):
+    done = run_pcapdump("read", str(corpus_file), "-w", "/dev/full")
+    assert done.returncode == 1
+    assert done.stderr == "pcapdump: '/dev/full': cannot write: No space left on device (os error 28)\n"

@@ -3,11 +3,13 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use crate::brief::{BriefFormatter, PacketMeta};
 use crate::filter::{Filter, MAX_SNAPLEN};
 use crate::packet::LinkType;
-use crate::pcap::{AtomicFile, CaptureFile, PcapWriter, ReadError, Record};
+use crate::pcap::{encode_record, AtomicFile, CaptureFile, PcapWriter, ReadError, Record};
 
 /// Brief lines are gathered into chunks of this size before each write.
 const LINE_CHUNK: usize = 1 << 20;
@@ -114,6 +116,10 @@ pub fn print_lines(
 }
 
 /// Write the selected records to a pcap file at `dest`; on any error nothing is left at `dest`.
+///
+/// Two threads: this one walks the file and runs the filter, a writer thread hands the kept records to
+/// the kernel. A record already laid out as we would write it (classic pcap, µs, little-endian, not cut)
+/// is written straight from the mapped file, with neighbours joined into one piece; others are encoded.
 pub fn write_pcap(
     file: &CaptureFile,
     sel: &Selection,
@@ -128,19 +134,123 @@ pub fn write_pcap(
     let out = AtomicFile::create(dest).map_err(write_err)?;
     let mut writer = PcapWriter::new(out, link, sel.snaplen).map_err(write_err)?;
     let mut sum = Summary::default();
-    for_each_selected(file, sel, &mut sum, |r, data| {
-        if r.link != link {
-            return Err(OfflineError::MixedLinkTypes {
-                path: file.path().into(),
-                record: r.number,
-                first: link.number(),
-                found: r.link.number(),
-            });
+    let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+    let scanned = std::thread::scope(|scope| {
+        let out = writer.get_mut();
+        let drain = scope.spawn(move || -> io::Result<()> {
+            for mut batch in full_rx {
+                batch.write_to(out)?;
+                batch.clear();
+                // The scanner may have finished and gone: then the batch is simply dropped.
+                let _ = empty_tx.send(batch);
+            }
+            Ok(())
+        });
+        let mut batch = Batch::default();
+        let scanned = for_each_selected(file, sel, &mut sum, |r, data| {
+            if r.link != link {
+                return Err(OfflineError::MixedLinkTypes {
+                    path: file.path().into(),
+                    record: r.number,
+                    first: link.number(),
+                    found: r.link.number(),
+                });
+            }
+            match file.stored_pcap_record(r) {
+                Some(raw) if data.len() == r.data.len() && r.wirelen as usize >= data.len() => {
+                    batch.push_mapped(raw)
+                }
+                _ => batch.push_encoded(r.ts_ns, data, r.wirelen, sel.snaplen),
+            }
+            if batch.bytes >= BATCH_BYTES {
+                let next = empty_rx.try_recv().unwrap_or_default();
+                if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                    // The writer stopped on an error, which is reported below.
+                    return Err(OfflineError::OutputClosed);
+                }
+            }
+            Ok(())
+        });
+        if scanned.is_ok() {
+            let _ = full_tx.send(batch);
         }
-        writer.write(r.ts_ns, data, r.wirelen).map_err(write_err)
-    })?;
+        drop(full_tx);
+        let drained = drain.join().expect("the writer thread does not panic");
+        match (scanned, drained) {
+            // A write error stops the scan too: report the write error, not its echo.
+            (_, Err(e)) => Err(write_err(e)),
+            (Err(e), Ok(())) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    });
+    scanned?;
     writer.into_inner().commit().map_err(write_err)?;
     Ok(sum)
+}
+
+/// Kept records are handed to the writer thread in batches of about this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCHES_IN_FLIGHT: usize = 4;
+/// The kernel takes at most this many pieces per writev (IOV_MAX on Linux).
+const MAX_IOVECS: usize = 1024;
+
+/// A stretch of output: bytes of the mapped input file, or bytes encoded into the batch.
+enum Piece<'f> {
+    Mapped(&'f [u8]),
+    Encoded(std::ops::Range<usize>),
+}
+
+#[derive(Default)]
+struct Batch<'f> {
+    pieces: Vec<Piece<'f>>,
+    encoded: Vec<u8>,
+    bytes: usize,
+}
+
+impl<'f> Batch<'f> {
+    fn push_mapped(&mut self, raw: &'f [u8]) {
+        self.bytes += raw.len();
+        if let Some(Piece::Mapped(last)) = self.pieces.last_mut() {
+            // Records next to each other in the file go out as one piece.
+            if last.as_ptr_range().end == raw.as_ptr() {
+                // SAFETY: both slices lie in the same mapping and `raw` starts where `last` ends.
+                *last =
+                    unsafe { std::slice::from_raw_parts(last.as_ptr(), last.len() + raw.len()) };
+                return;
+            }
+        }
+        self.pieces.push(Piece::Mapped(raw));
+    }
+
+    fn push_encoded(&mut self, ts_ns: u64, data: &[u8], wirelen: u32, snaplen: u32) {
+        let start = self.encoded.len();
+        encode_record(&mut self.encoded, ts_ns, data, wirelen, snaplen);
+        self.bytes += self.encoded.len() - start;
+        match self.pieces.last_mut() {
+            Some(Piece::Encoded(range)) if range.end == start => range.end = self.encoded.len(),
+            _ => self.pieces.push(Piece::Encoded(start..self.encoded.len())),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.pieces.clear();
+        self.encoded.clear();
+        self.bytes = 0;
+    }
+
+    fn write_to(&self, out: &mut AtomicFile) -> io::Result<()> {
+        let mut slices = Vec::with_capacity(MAX_IOVECS);
+        for group in self.pieces.chunks(MAX_IOVECS) {
+            slices.clear();
+            slices.extend(group.iter().map(|p| match p {
+                Piece::Mapped(bytes) => io::IoSlice::new(bytes),
+                Piece::Encoded(range) => io::IoSlice::new(&self.encoded[range.clone()]),
+            }));
+            out.write_direct_vectored(&mut slices)?;
+        }
+        Ok(())
+    }
 }
 
 fn for_each_selected<'f>(
@@ -152,6 +262,22 @@ fn for_each_selected<'f>(
     if sel.count == Some(0) {
         return Ok(());
     }
+    // A helper maps the file's pages ahead of us, so this thread spends its time on records.
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| file.prefault(&done));
+        let walked = walk_selected(file, sel, sum, &mut each);
+        done.store(true, Ordering::Relaxed);
+        walked
+    })
+}
+
+fn walk_selected<'f>(
+    file: &'f CaptureFile,
+    sel: &Selection,
+    sum: &mut Summary,
+    each: &mut impl FnMut(&Record<'f>, &'f [u8]) -> Result<(), OfflineError>,
+) -> Result<(), OfflineError> {
     for r in file.records() {
         let r = r?;
         sum.read += 1;

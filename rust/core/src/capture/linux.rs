@@ -319,13 +319,14 @@ impl PacketRing {
         // tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1.
         let num_pkts = word(12);
         let mut at = word(16) as usize;
+        let mut prefetched = at;
         for _ in 0..num_pkts {
             // tpacket3_hdr, then a sockaddr_ll at TPACKET_ALIGN(sizeof(tpacket3_hdr)) = 48.
             if at + 48 + 20 > bytes.len() {
                 break;
             }
             let next = word(at) as usize;
-            prefetch_frame(bytes, at + next);
+            prefetch_ahead(bytes, at, &mut prefetched);
             let (sec, nsec, snaplen, len, status) = (
                 word(at + 4),
                 word(at + 8),
@@ -434,20 +435,21 @@ impl Drop for PacketRing {
     }
 }
 
-/// Ask for the next frame's header and first bytes while this one is copied: the kernel wrote them on
-/// another CPU, so they are not in ours.
+/// Ask for the bytes of the frames after this one while it is copied: the kernel wrote them on another
+/// CPU, so they are not in ours, and frames lie one after the other in the block.
 #[inline(always)]
-fn prefetch_frame(block: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for line in [at, at + 64, at + 128] {
-        if line < block.len() {
-            // SAFETY: the address is inside the block; a prefetch never faults.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    block.as_ptr().add(line) as *const i8,
-                )
-            };
-        }
+fn prefetch_ahead(block: &[u8], at: usize, prefetched: &mut usize) {
+    const AHEAD: usize = 1024;
+    let until = (at + AHEAD).min(block.len());
+    while *prefetched < until {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the address is inside the block; a prefetch never faults.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                block.as_ptr().add(*prefetched) as *const i8,
+            )
+        };
+        *prefetched += 64;
     }
 }
 

@@ -29,13 +29,9 @@ impl Needs {
                     n.vlan_ids = true;
                 }
                 Group::Ip(..) => n.link_layer = true,
-                Group::Proto(ps) => {
+                Group::Proto(_) | Group::Port(..) => {
                     n.link_layer = true;
-                    n.transport |= ps.iter().any(|p| matches!(p, Proto::Ip(_)));
-                }
-                Group::Port(..) => {
-                    n.link_layer = true;
-                    n.transport = true;
+                    n.transport |= reads_transport(g);
                 }
             }
         }
@@ -72,6 +68,17 @@ pub fn matches(
             None => return false,
         }
     }
+    // Groups that do not look past the network header go first: most packets fail one of them, and then
+    // the transport header need not be found. The result is the same, since every group must match.
+    let first = |g: &&Group| !reads_transport(g);
+    if !expr
+        .groups
+        .iter()
+        .filter(first)
+        .all(|g| matches!(frame.group(g), Ok(true)))
+    {
+        return false;
+    }
     if needs.transport {
         let l2 = frame.l2.expect("link layer parsed above");
         match locate_transport(bytes, l2.ethertype, l2.l3) {
@@ -82,7 +89,16 @@ pub fn matches(
     }
     expr.groups
         .iter()
+        .filter(|g| reads_transport(g))
         .all(|g| matches!(frame.group(g), Ok(true)))
+}
+
+fn reads_transport(g: &Group) -> bool {
+    match g {
+        Group::Port(..) => true,
+        Group::Proto(ps) => ps.iter().any(|p| matches!(p, Proto::Ip(_))),
+        Group::Eth(..) | Group::Vlan(_) | Group::Ip(..) => false,
+    }
 }
 
 impl Frame<'_> {

@@ -69,6 +69,22 @@ impl AtomicFile {
         out.flush()?;
         out.get_mut().write_all(buf)
     }
+
+    /// Write all of `bufs` in as few system calls as the kernel allows (writev), past the buffer.
+    pub fn write_direct_vectored(&mut self, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+        let out = self.out.as_mut().expect("not committed");
+        out.flush()?;
+        let file = out.get_mut();
+        while !bufs.is_empty() {
+            match file.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Write for AtomicFile {

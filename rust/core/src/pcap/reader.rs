@@ -113,6 +113,47 @@ impl CaptureFile {
         self.map.as_deref().unwrap_or(&[])
     }
 
+    /// Map the file's pages into our page tables ahead of the reader, a chunk at a time, until done or
+    /// `stop` is set. Run on another thread, it takes the page faults off the reader's path; the pages
+    /// themselves are already in the page cache (or are read in now). A no-op where unsupported.
+    pub fn prefault(&self, stop: &std::sync::atomic::AtomicBool) {
+        #[cfg(target_os = "linux")]
+        if let Some(map) = &self.map {
+            const CHUNK: usize = 32 << 20;
+            let mut at = 0;
+            while at < map.len() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let len = CHUNK.min(map.len() - at);
+                if map
+                    .advise_range(memmap2::Advice::PopulateRead, at, len)
+                    .is_err()
+                {
+                    return; // an old kernel (before 5.14): the reader faults the pages in itself
+                }
+                at += len;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = stop;
+    }
+
+    /// The whole record (16-byte header and data) of `record`, as stored in the file, when it is laid out
+    /// exactly as our pcap writer would write it: classic pcap, microseconds, little-endian.
+    pub fn stored_pcap_record(&self, record: &Record) -> Option<&[u8]> {
+        let Format::Pcap {
+            big_endian: false,
+            nanos: false,
+            ..
+        } = self.format
+        else {
+            return None;
+        };
+        let base = self.bytes().as_ptr() as usize;
+        let start = (record.data.as_ptr() as usize)
+            .checked_sub(base)?
+            .checked_sub(16)?;
+        self.bytes().get(start..start + 16 + record.data.len())
+    }
+
     /// The link type of a pcap file, or of the first interface of a pcapng file.
     pub fn link_type(&self) -> Option<LinkType> {
         match self.format {
