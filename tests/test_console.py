@@ -173,6 +173,8 @@ def test_live_lines_with_o_keep_the_packets(pd):
     assert "int: capturing udp, count 6" in err
     assert pd.capture()["packets"] == 6
     assert len(pd("show", "int").stdout.splitlines()) == 7
+    # Stopped by its count already: `stop int` still gives its final counters.
+    assert pd("stop", "int").stdout.startswith("int: stopped (count reached): 6 packets")
 
 
 def test_live_only_prints_and_stores_nothing(pd):

@@ -20,8 +20,8 @@ from typing import Any
 
 from . import _core
 from .errors import PcapdumpError
-from .grammar import MAX_SNAPLEN, STORE_NAME
-from .home import Home
+from .grammar import MAX_SNAPLEN
+from .home import STORE_NAME, Home
 from .protocol import Connection
 
 log = logging.getLogger("pcapdump.agent")
@@ -213,12 +213,7 @@ class Agent:
         }
 
     def _store_files(self) -> list[dict[str, Any]]:
-        files = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in sorted(os.scandir(self.home.store), key=lambda e: e.name):
-                if entry.is_file() and STORE_NAME.fullmatch(entry.name):
-                    files.append({"name": entry.name, "size": entry.stat().st_size})
-        return files
+        return [{"name": f["name"], "size": f["size"]} for f in self.home.store_files()]
 
     def _stop_all(self) -> None:
         with self.lock:
@@ -305,7 +300,8 @@ class Agent:
         with self.lock:
             name = request.get("iface")
             if name:
-                if name not in self._running():
+                # A capture that already stopped by itself (count reached) reports its final counters.
+                if name not in self.captures:
                     raise Refused(f"'{name}' is not capturing")
                 names = [name]
             else:

@@ -178,7 +178,8 @@ def run_stop(req: grammar.Request) -> None:
     if not stopped:
         click.echo("nothing was capturing")
     for c in stopped:
-        click.echo(f"{c['iface']}: stopped: {_counters(c)}")
+        why = f" ({c['stop_reason']})" if c["stop_reason"] not in (None, "stopped") else ""
+        click.echo(f"{c['iface']}: stopped{why}: {_counters(c)}")
 
 
 def _table(rows: list[list[str]]) -> list[str]:

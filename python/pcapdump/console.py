@@ -286,17 +286,7 @@ class Console:
         return {"buffer": None, "captures": [], "files": self._files_without_agent()}
 
     def _files_without_agent(self) -> list[dict[str, Any]]:
-        from .grammar import STORE_NAME
-
-        try:
-            entries = sorted(os.scandir(self.home.store), key=lambda e: e.name)
-        except OSError:
-            return []
-        return [
-            {"name": e.name, "size": e.stat().st_size}
-            for e in entries
-            if e.is_file() and STORE_NAME.fullmatch(e.name)
-        ]
+        return [{"name": f["name"], "size": f["size"]} for f in self.home.store_files()]
 
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""

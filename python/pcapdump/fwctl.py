@@ -23,8 +23,7 @@ from typing import Any
 import asyncssh
 
 from .errors import PcapdumpError, UsageError
-from .grammar import STORE_NAME, STORE_NAME_RULE
-from .home import Home
+from .home import STORE_NAME, STORE_NAME_RULE, Home
 from .inventory import LOCAL, Gateway, resolve, split_target
 
 CONNECT_TIMEOUT_S = 15
@@ -215,16 +214,7 @@ def filelist(target: str) -> list[dict[str, Any]]:
     """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``)."""
     source, _ = split_target(target)
     if source == LOCAL:
-        store = Home.from_env().store
-        try:
-            entries = sorted(os.scandir(store), key=lambda e: e.name)
-        except FileNotFoundError:
-            return []
-        return [
-            {"target": LOCAL, "name": e.name, "size": e.stat().st_size, "mtime": int(e.stat().st_mtime)}
-            for e in entries
-            if e.is_file() and STORE_NAME.fullmatch(e.name)
-        ]
+        return [{"target": LOCAL, **f} for f in Home.from_env().store_files()]
     gateways = resolve(target)
 
     async def every() -> list[dict[str, Any]]:

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 
 from . import _core
 from .errors import FilterError, UsageError
+from .home import STORE_NAME, STORE_NAME_RULE
 
 MAX_SNAPLEN = _core.MAX_SNAPLEN
 MIN_BUFFER_KB, MAX_BUFFER_KB = 16, 4_194_304
 
-# The gateway rule for capture store names: 8.3, letters, digits, '-' and '_'.
-STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,8}(\.[A-Za-z0-9_-]{1,3})?")
-STORE_NAME_RULE = "at most 8 characters, optionally a dot and at most 3 more, from A-Z a-z 0-9 - _"
 IFACE_NAME = re.compile(r"[^\s/:]{1,15}")
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+# The gateway rule for capture store names: 8.3, letters, digits, '-' and '_'. No name can leave the store.
+STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,8}(\.[A-Za-z0-9_-]{1,3})?")
+STORE_NAME_RULE = "at most 8 characters, optionally a dot and at most 3 more, from A-Z a-z 0-9 - _"
 
 
 def default_home() -> Path:
@@ -44,6 +50,18 @@ class Home:
         for d in (self.root, self.store):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)
+
+    def store_files(self) -> list[dict[str, Any]]:
+        """The capture files in the store, by name: ``name``, ``size``, ``mtime`` (seconds)."""
+        try:
+            entries = sorted(os.scandir(self.store), key=lambda e: e.name)
+        except OSError:
+            return []
+        return [
+            {"name": e.name, "size": st.st_size, "mtime": int(st.st_mtime)}
+            for e in entries
+            if e.is_file() and STORE_NAME.fullmatch(e.name) and (st := e.stat())
+        ]
 
     def agent_pid(self) -> int | None:
         try:

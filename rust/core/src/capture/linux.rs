@@ -7,48 +7,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{CaptureError, RingConfig};
-use crate::bpf::Insn;
+use super::{CaptureError, KernelStats, Options, RingFrame};
 use crate::packet::{Direction, LinkType};
 
 const ARPHRD_ETHER: u16 = 1;
 /// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
 const RING_FRAME_SIZE: u32 = 2048;
 const ARPHRD_LOOPBACK: u16 = 772;
-
-/// One packet as the kernel put it in the ring.
-pub struct RingFrame<'a> {
-    pub ts_ns: u64,
-    /// From the link-layer header on, at most the snap length.
-    pub data: &'a [u8],
-    pub wirelen: u32,
-    pub direction: Direction,
-    /// An 802.1Q tag the kernel (or the NIC) took out of the frame: (TPID, TCI).
-    pub stripped_tag: Option<(u16, u16)>,
-    /// For the Linux cooked v2 header of non-Ethernet interfaces.
-    pub protocol: u16,
-    pub pkttype: u8,
-    pub hatype: u16,
-    pub ifindex: u32,
-    pub addr: [u8; 8],
-    pub addr_len: u8,
-}
-
-/// What the kernel counted since the socket was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    /// Packets that passed the filter (stored in the ring or dropped).
-    pub packets: u64,
-    /// Packets the filter passed but the ring had no room for.
-    pub drops: u64,
-}
-
-pub struct Options<'a> {
-    pub iface: &'a str,
-    pub program: Option<&'a [Insn]>,
-    pub promisc: bool,
-    pub ring: RingConfig,
-}
 
 pub struct PacketRing {
     fd: OwnedFd,

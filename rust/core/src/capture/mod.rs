@@ -12,10 +12,12 @@ mod linux;
 
 use std::io;
 
+use crate::bpf::Insn;
+use crate::packet::Direction;
+
 pub use buffer::{
     BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket, Written,
 };
-pub use linux::KernelStats;
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
@@ -61,6 +63,43 @@ impl RingConfig {
         }
         Ok(())
     }
+}
+
+/// One packet as the kernel put it in the ring.
+// Only the Linux backend makes these; elsewhere the types exist so that sessions compile unchanged.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) struct RingFrame<'a> {
+    pub ts_ns: u64,
+    /// From the link-layer header on, at most the snap length.
+    pub data: &'a [u8],
+    pub wirelen: u32,
+    pub direction: Direction,
+    /// An 802.1Q tag the kernel (or the NIC) took out of the frame: (TPID, TCI).
+    pub stripped_tag: Option<(u16, u16)>,
+    /// For the Linux cooked v2 header of non-Ethernet interfaces.
+    pub protocol: u16,
+    pub pkttype: u8,
+    pub hatype: u16,
+    pub ifindex: u32,
+    pub addr: [u8; 8],
+    pub addr_len: u8,
+}
+
+/// What the kernel counted since the socket was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Packets that passed the filter (stored in the ring or dropped).
+    pub packets: u64,
+    /// Packets the filter passed but the ring had no room for.
+    pub drops: u64,
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) struct Options<'a> {
+    pub iface: &'a str,
+    pub program: Option<&'a [Insn]>,
+    pub promisc: bool,
+    pub ring: RingConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::buffer::{IfaceId, Pushed, SharedBuffer};
-use super::linux::{Options, PacketRing, RingFrame, Waker};
-use super::{CaptureError, RingConfig};
+use super::linux::{PacketRing, Waker};
+use super::{CaptureError, Options, RingConfig, RingFrame};
 use crate::filter::{Filter, MAX_SNAPLEN};
 use crate::packet::{Direction, LinkType};
 

@@ -4,38 +4,8 @@ use std::io;
 /// A descriptor number, as on Unix (never a real one here).
 type RawFd = i32;
 
-use super::{CaptureError, RingConfig};
-use crate::bpf::Insn;
-use crate::packet::{Direction, LinkType};
-
-pub struct RingFrame<'a> {
-    pub ts_ns: u64,
-    pub data: &'a [u8],
-    pub wirelen: u32,
-    pub direction: Direction,
-    pub stripped_tag: Option<(u16, u16)>,
-    pub protocol: u16,
-    pub pkttype: u8,
-    pub hatype: u16,
-    pub ifindex: u32,
-    pub addr: [u8; 8],
-    pub addr_len: u8,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    pub packets: u64,
-    pub drops: u64,
-}
-
-// The same shape as on Linux, so that sessions compile unchanged; nothing reads it here.
-#[allow(dead_code)]
-pub struct Options<'a> {
-    pub iface: &'a str,
-    pub program: Option<&'a [Insn]>,
-    pub promisc: bool,
-    pub ring: RingConfig,
-}
+use super::{CaptureError, KernelStats, Options, RingFrame};
+use crate::packet::LinkType;
 
 pub enum PacketRing {}
 
