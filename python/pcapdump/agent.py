@@ -339,11 +339,18 @@ class Agent:
             known = {f["name"]: f for f in self._held_interfaces()}
         if name and name not in known:
             raise Refused(f"'{name}': no packets were captured on it")
-        sections = []
-        for f in [known[name]] if name else known.values():
-            text = buffer.lines(f["name"], bool(request.get("json"))) if buffer else ""
-            sections.append({"iface": f["name"], "packets": f["held"], "lines": text})
-        conn.send({"ok": True, "sections": sections})
+        texts = [
+            (f, buffer.lines(f["name"], bool(request.get("json"))) if buffer else b"")
+            for f in ([known[name]] if name else known.values())
+        ]
+        conn.send(
+            {
+                "ok": True,
+                "sections": [{"iface": f["name"], "packets": f["held"], "size": len(t)} for f, t in texts],
+            }
+        )
+        for _, text in texts:
+            conn.send_bytes(text)
 
     def op_write(self, request: dict[str, Any], conn: Connection) -> None:
         name, file = request["iface"], request["file"]

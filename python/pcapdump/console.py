@@ -291,12 +291,27 @@ class Console:
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""
         try:
-            reply = self._request({"op": "show", "iface": iface, "json": json}, BULK_TIMEOUT_S)
+            conn = self._connect(BULK_TIMEOUT_S)
         except AgentError as e:
             if iface is None and "no agent is running" in str(e):
                 return []
             raise
-        return list(reply["sections"])
+        try:
+            conn.send({"op": "show", "iface": iface, "json": json})
+            reply = conn.receive()
+            if reply is None or not reply.get("ok"):
+                _raise(reply or {"error": "the agent closed the connection without answering"})
+            assert reply is not None
+            sections = list(reply["sections"])
+            for sec in sections:
+                sec["lines"] = conn.receive_exact(sec.pop("size")).decode()
+        except TimeoutError:
+            raise AgentError(self._hung_agent_message(BULK_TIMEOUT_S)) from None
+        except OSError as e:
+            raise AgentError(f"lost the agent while waiting for its answer: {e}") from None
+        finally:
+            conn.close()
+        return sections
 
     def write(self, iface: str, name: str) -> dict[str, Any]:
         """Write ``iface``'s packets to ``name`` in the capture store: ``path``, ``packets``, ``bytes``."""

@@ -102,15 +102,20 @@ impl PyCaptureBuffer {
         Ok(list)
     }
 
-    /// The brief lines (or JSON lines) of the packets of ``iface`` held now, numbered from 1.
+    /// The brief lines (or JSON lines) of the packets of ``iface`` held now, numbered from 1, as UTF-8.
     #[pyo3(signature = (iface, json = false))]
-    fn lines(&self, py: Python<'_>, iface: &str, json: bool) -> PyResult<String> {
+    fn lines<'py>(
+        &self,
+        py: Python<'py>,
+        iface: &str,
+        json: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let id = self.iface(py, iface)?;
         let buffer = &self.inner;
         let mut out = Vec::new();
         py.detach(|| show_lines(buffer, id, json, &mut out))
             .map_err(|e| errors::capture_error(py, e.to_string()))?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        Ok(PyBytes::new(py, &out))
     }
 
     /// Write the packets of ``iface`` held now to a pcap file (complete or absent):
