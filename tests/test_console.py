@@ -382,3 +382,20 @@ def test_demo_without_root_says_so(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/")
     one_line_error(done, 1, "needs root")
+
+
+def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
+    proc = subprocess.Popen(
+        [pcapdump_exe(), "demo"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    while not proc.stdout.readline().startswith("$ pcapdump"):
+        pass
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # a second Ctrl-C does not cut the clean-up short
+    out, _ = proc.communicate(timeout=60)
+    assert "Removed the namespaces, the agent and its folder." in out
+    assert (
+        "pcapdump-demo" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
+    agents = subprocess.run(["pgrep", "-f", "pcapdump agent"], capture_output=True, text=True).stdout
+    assert agents.strip() == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,13 +129,20 @@ def run() -> None:
             "From a gateway you would fetch it with `fwctl --filedownload capture.cap local.cap site:gw1`."
         )
     finally:
-        subprocess.run(
-            ["ip", "netns", "exec", net.cap_ns, sys.executable, "-m", "pcapdump", "cleanup"],
-            env={**os.environ, "PCAPDUMP_HOME": str(home)},
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        netns.destroy(net)
-        shutil.rmtree(home, ignore_errors=True)
-        click.secho("Removed the namespaces, the agent and its folder.", fg="cyan")
+        # Cleaning up must not be cut short by another Ctrl-C: ignore it here, and run the cleanup
+        # commands in their own session, out of reach of the terminal's signals.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            subprocess.run(
+                ["ip", "netns", "exec", net.cap_ns, sys.executable, "-m", "pcapdump", "cleanup"],
+                env={**os.environ, "PCAPDUMP_HOME": str(home)},
+                capture_output=True,
+                timeout=30,
+                check=False,
+                start_new_session=True,
+            )
+            netns.destroy(net)
+            shutil.rmtree(home, ignore_errors=True)
+            click.secho("Removed the namespaces, the agent and its folder.", fg="cyan")
+        finally:
+            signal.signal(signal.SIGINT, previous)

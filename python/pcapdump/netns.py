@@ -181,4 +181,6 @@ def create(prefix: str = "pcapdump", kind: type[P] = NetnsPair) -> P:  # type: i
 
 def destroy(net: NetnsPair) -> None:
     for ns in (net.cap_ns, net.snd_ns):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False, timeout=30)
+        subprocess.run(
+            ["ip", "netns", "del", ns], capture_output=True, check=False, timeout=30, start_new_session=True
+        )
