@@ -28,6 +28,7 @@ lint: $(PY)
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests bench
 	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy --strict python/pcapdump
 
 bench: wheel
 	$(PY) bench/offline.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pcapdump
 import pytest
@@ -114,6 +115,14 @@ def test_output_into_a_closed_pipe_is_quiet(corpus_file):
         check=False,
     )
     assert proc.stderr == ""
+
+
+def test_the_package_type_checks_strictly():
+    source = Path(__file__).resolve().parent.parent / "python" / "pcapdump"
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", str(source)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_stubs_match_the_extension_module():

@@ -54,7 +54,7 @@ def as_filter(filter: FilterLike) -> Filter | None:
     """A ``Filter`` from a filter, a string of filter words, or a list of tokens; ``None`` for none."""
     if filter is None or isinstance(filter, Filter):
         return filter
-    return Filter(filter)
+    return Filter(filter if isinstance(filter, str) else list(filter))
 
 
 MIN_BUFFER_KB, MAX_BUFFER_KB = 16, 4_194_304

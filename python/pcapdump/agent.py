@@ -59,7 +59,8 @@ def up_interfaces() -> list[str]:
 
 def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def peer_closed(sock: socket.socket) -> bool:

@@ -102,7 +102,7 @@ def _kb(n: int) -> str:
     return f"{n / 1024:.0f} KB" if n < 10 * 1024 * 1024 else f"{n / (1024 * 1024):.0f} MB"
 
 
-def _counters(c: dict) -> str:
+def _counters(c: dict[str, int]) -> str:
     return (
         f"{c['packets']} packets, {c['bytes']} bytes, kernel drops {c['kernel_drops']}, "
         f"buffer full {c['buffer_full_drops']}, overwritten {c['overwritten']}"

@@ -169,7 +169,7 @@ class Console:
 
     def _ensure_agent(self) -> list[str]:
         """Launch the agent if none answers; returns notes for the user (e.g. that an agent died)."""
-        notes = []
+        notes: list[str] = []
         try:
             self._request({"op": "ping"})
             return notes
@@ -248,14 +248,14 @@ class Console:
             return reply
         conn = self._connect(ANSWER_TIMEOUT_S)
         conn.send(message)
-        reply = conn.receive()
-        if reply is None or not reply.get("ok"):
+        first = conn.receive()
+        if first is None or not first.get("ok"):
             conn.close()
-            _raise(reply or {"error": "the agent closed the connection without answering"})
-        assert reply is not None
-        reply["notes"] = notes
+            _raise(first or {"error": "the agent closed the connection without answering"})
+        assert first is not None
+        first["notes"] = notes
         conn.sock.settimeout(None)
-        return LiveSession(conn, reply)
+        return LiveSession(conn, first)
 
     def stop(self, iface: str | None = None) -> list[dict[str, Any]]:
         """Stop ``iface`` (all if ``None``); its packets stay. Returns the final counters."""

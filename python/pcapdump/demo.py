@@ -108,7 +108,7 @@ def run() -> None:
     kept = Path.cwd() / "pcapdump-demo.cap"
     if not os.access(Path.cwd(), os.W_OK):
         kept = Path(tempfile.gettempdir()) / "pcapdump-demo.cap"
-    net = netns.create("pcapdump-demo")
+    net: netns.NetnsPair = netns.create("pcapdump-demo")
     try:
         _say(
             f"A private network: namespace {net.cap_ns} has `int` ({netns.CAP_V4}), namespace {net.snd_ns}\n"

@@ -87,7 +87,7 @@ class _Bars:
             return
         if target not in self.tasks:
             self.tasks[target] = self.progress.add_task(target, total=total)
-        self.progress.update(self.tasks[target], completed=done, total=total)  # type: ignore[arg-type]
+        self.progress.update(self.tasks[target], completed=done, total=total)
 
 
 def fail(message: str, code: int) -> None:
