@@ -207,11 +207,20 @@ impl CaptureBuffer {
             BufferMode::Linear => self.tail as usize,
             BufferMode::Ring => (self.tail % cap) as usize,
         };
-        self.write_header(at, ts_ns, wirelen, caplen as u32, iface, direction);
-        let mut p = at + HEADER;
+        // One bounds check for the whole record, then plain copies into it.
+        let record = &mut self.mem[at..at + HEADER + caplen];
+        let (head, mut rest) = record.split_at_mut(HEADER);
+        head.copy_from_slice(&encode_header(
+            ts_ns,
+            wirelen,
+            caplen as u32,
+            iface,
+            direction,
+        ));
         for part in parts {
-            self.mem[p..p + part.len()].copy_from_slice(part);
-            p += part.len();
+            let (dst, after) = rest.split_at_mut(part.len());
+            dst.copy_from_slice(part);
+            rest = after;
         }
         self.tail += size as u64;
         self.next_seq += 1;
@@ -319,23 +328,6 @@ impl CaptureBuffer {
         None
     }
 
-    fn write_header(
-        &mut self,
-        at: usize,
-        ts_ns: u64,
-        wirelen: u32,
-        caplen: u32,
-        iface: IfaceId,
-        direction: Direction,
-    ) {
-        let h = &mut self.mem[at..at + HEADER];
-        h[0..8].copy_from_slice(&ts_ns.to_ne_bytes());
-        h[8..12].copy_from_slice(&wirelen.to_ne_bytes());
-        h[12..16].copy_from_slice(&caplen.to_ne_bytes());
-        h[16..18].copy_from_slice(&iface.0.to_ne_bytes());
-        h[18] = matches!(direction, Direction::Out) as u8;
-    }
-
     /// The header at `at`, or `None` where the rest of the array is skipped.
     fn read_header(&self, at: usize) -> Option<Header> {
         if self.mem.len() - at < HEADER {
@@ -360,6 +352,22 @@ impl CaptureBuffer {
             },
         })
     }
+}
+
+fn encode_header(
+    ts_ns: u64,
+    wirelen: u32,
+    caplen: u32,
+    iface: IfaceId,
+    direction: Direction,
+) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[0..8].copy_from_slice(&ts_ns.to_ne_bytes());
+    h[8..12].copy_from_slice(&wirelen.to_ne_bytes());
+    h[12..16].copy_from_slice(&caplen.to_ne_bytes());
+    h[16..18].copy_from_slice(&iface.0.to_ne_bytes());
+    h[18] = matches!(direction, Direction::Out) as u8;
+    h
 }
 
 struct Header {

@@ -13,6 +13,8 @@ use crate::packet::{Direction, LinkType};
 const ARPHRD_ETHER: u16 = 1;
 /// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
 const RING_FRAME_SIZE: u32 = 2048;
+/// A tpacket3_hdr and the sockaddr_ll after it: the fixed part of every frame in a block.
+const FRAME_HEAD: usize = 48 + 20;
 const ARPHRD_LOOPBACK: u16 = 772;
 
 pub struct PacketRing {
@@ -276,63 +278,51 @@ impl PacketRing {
                 .get(at..at + 4)
                 .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()))
         };
-        let half = |at: usize| -> u16 {
-            bytes
-                .get(at..at + 2)
-                .map_or(0, |b| u16::from_ne_bytes(b.try_into().unwrap()))
-        };
         // tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1.
         let num_pkts = word(12);
         let mut at = word(16) as usize;
         let mut prefetched = at;
         for _ in 0..num_pkts {
-            // tpacket3_hdr, then a sockaddr_ll at TPACKET_ALIGN(sizeof(tpacket3_hdr)) = 48.
-            if at + 48 + 20 > bytes.len() {
+            // tpacket3_hdr, then a sockaddr_ll at TPACKET_ALIGN(sizeof(tpacket3_hdr)) = 48; one bounds
+            // check for all the fixed fields.
+            let Some(h) = bytes
+                .get(at..at + FRAME_HEAD)
+                .and_then(|s| <&[u8; FRAME_HEAD]>::try_from(s).ok())
+            else {
                 break;
-            }
-            let next = word(at) as usize;
+            };
+            let w = |o: usize| u32::from_ne_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+            let hw = |o: usize| u16::from_ne_bytes([h[o], h[o + 1]]);
+            let next = w(0) as usize;
             prefetch_ahead(bytes, at, &mut prefetched);
-            let (sec, nsec, snaplen, len, status) = (
-                word(at + 4),
-                word(at + 8),
-                word(at + 12),
-                word(at + 16),
-                word(at + 20),
-            );
-            let mac = half(at + 24) as usize;
-            let (tci, tpid) = (word(at + 32), half(at + 36));
-            let sll = at + 48;
-            let pkttype = bytes[sll + 10];
-            let start = at + mac;
-            if let Some(data) = bytes.get(start..start + snaplen as usize) {
-                let keep = !(self.skip_outgoing && pkttype == libc::PACKET_OUTGOING);
-                if keep {
-                    let tagged = status & libc::TP_STATUS_VLAN_VALID != 0 || tci != 0;
-                    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && tpid != 0 {
-                        tpid
+            let (snaplen, status, mac) = (w(12) as usize, w(20), hw(24) as usize);
+            let pkttype = h[48 + 10];
+            let keep = !(self.skip_outgoing && pkttype == libc::PACKET_OUTGOING);
+            if let (true, Some(data)) = (keep, bytes.get(at + mac..at + mac + snaplen)) {
+                let (tci, tpid) = (w(32), hw(36));
+                let tagged = status & libc::TP_STATUS_VLAN_VALID != 0 || tci != 0;
+                let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && tpid != 0 {
+                    tpid
+                } else {
+                    crate::packet::ethertype::VLAN
+                };
+                each(&RingFrame {
+                    ts_ns: w(4) as u64 * 1_000_000_000 + w(8) as u64,
+                    data,
+                    wirelen: w(16),
+                    direction: if pkttype == libc::PACKET_OUTGOING {
+                        Direction::Out
                     } else {
-                        crate::packet::ethertype::VLAN
-                    };
-                    let mut addr = [0u8; 8];
-                    addr.copy_from_slice(&bytes[sll + 12..sll + 20]);
-                    each(&RingFrame {
-                        ts_ns: sec as u64 * 1_000_000_000 + nsec as u64,
-                        data,
-                        wirelen: len,
-                        direction: if pkttype == libc::PACKET_OUTGOING {
-                            Direction::Out
-                        } else {
-                            Direction::In
-                        },
-                        stripped_tag: tagged.then_some((tpid, tci as u16)),
-                        protocol: u16::from_be(half(sll + 2)),
-                        pkttype,
-                        hatype: self.hatype,
-                        ifindex: self.ifindex,
-                        addr,
-                        addr_len: bytes[sll + 11].min(8),
-                    });
-                }
+                        Direction::In
+                    },
+                    stripped_tag: tagged.then_some((tpid, tci as u16)),
+                    protocol: u16::from_be(hw(48 + 2)),
+                    pkttype,
+                    hatype: self.hatype,
+                    ifindex: self.ifindex,
+                    addr: h[48 + 12..48 + 20].try_into().unwrap(),
+                    addr_len: h[48 + 11].min(8),
+                });
             }
             if next == 0 {
                 break;
