@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 
 from pcapdump import netns as base
-from pcapdump.netns import CAP_V4, CAP_V6, SND_V4, SND_V6, destroy, mac_of
+from pcapdump.netns import CAP_V4, CAP_V6, SND_V4, SND_V6, destroy, mac_of, run
 
-__all__ = ["CAP_V4", "CAP_V6", "SND_V4", "SND_V6", "TestNet", "create", "destroy", "mac_of"]
+__all__ = ["CAP_V4", "CAP_V6", "SND_V4", "SND_V6", "TestNet", "create", "destroy", "mac_of", "run"]
 
 VLAN_ID, CAP_VLAN_V4, SND_VLAN_V4 = 100, "198.18.100.2", "198.18.100.1"
 

@@ -4,6 +4,7 @@ these tests fail rather than skip when they cannot run."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -282,3 +283,40 @@ def test_errors_name_the_interface_or_the_privilege(testnet):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert "needs root or the CAP_NET_RAW capability" in out.stdout, out.stderr
     assert os.geteuid() == 0
+
+
+TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+
+
+def test_a_filter_on_an_interface_without_link_header(testnet):
+    # tun0 in the capture namespace, held open by this test (a tun without a reader has no carrier):
+    # datagrams routed to 198.19.5.2 leave through it, and what the test writes to it comes in.
+    ns = ("ip", "-n", testnet.cap_ns)
+    netns.run(*ns, "tuntap", "add", "dev", "tun0", "mode", "tun")
+    try:
+        with testnet.on_capture_side():
+            tun = os.open("/dev/net/tun", os.O_RDWR)
+            fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH", b"tun0", IFF_TUN | IFF_NO_PI))
+        netns.run(*ns, "addr", "add", "198.19.5.1/24", "dev", "tun0")
+        netns.run(*ns, "link", "set", "tun0", "up")
+        with start(testnet, iface="tun0", filter="udp dstport 9000", snaplen=60) as cap:
+            testnet.send_udp("198.19.5.2", 9000, 7, size=100, ns=testnet.cap_ns)
+            testnet.send_udp("198.19.5.2", 9001, 4, ns=testnet.cap_ns)
+            for i in range(3):
+                udp = struct.pack("!HHHH", 40000, 9000, 8 + 4, 0) + i.to_bytes(4, "big")
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
+                                 bytes([198, 19, 5, 2]), bytes([198, 19, 5, 1]))  # fmt: skip
+                os.write(tun, ip + udp)
+            cap.stop()
+            got = list(cap)
+        os.close(tun)
+    finally:
+        netns.run(*ns, "link", "del", "tun0")
+    assert cap.linktype == 276  # Linux cooked v2: the packets have no link header of their own
+    outs = [p for p in got if p.direction == "out"]
+    ins = [p for p in got if p.direction == "in"]
+    assert len(outs) == 7 and len(ins) == 3
+    assert all(p.caplen == 60 and p.wirelen == 20 + 20 + 8 + 100 for p in outs)
+    assert all(p.data[:2] == b"\x08\x00" for p in got)  # the cooked header's protocol
+    assert all("UDP 198.19.5.1:" in p.brief() and "> 198.19.5.2:9000" in p.brief() for p in outs)
+    assert all("UDP 198.19.5.2:40000 > 198.19.5.1:9000" in p.brief() for p in ins)

@@ -1,5 +1,5 @@
 use pcapdump_core::bpf::interp::{self, Ancillary};
-use pcapdump_core::filter::{filter_words as words, Filter, MAX_SNAPLEN};
+use pcapdump_core::filter::{filter_words as words, Filter, LinkHeader, MAX_SNAPLEN};
 use pcapdump_core::packet::LinkType;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -47,7 +47,7 @@ impl PyFilter {
     fn bpf(&self, snaplen: u32) -> PyResult<Vec<(u16, u8, u8, u32)>> {
         let prog = self
             .inner
-            .compile(snaplen)
+            .compile(snaplen, LinkHeader::Ethernet)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         Ok(prog.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
     }
@@ -57,7 +57,7 @@ impl PyFilter {
     fn run_bpf(&self, frame: &[u8], vlan_tci: Option<u16>, snaplen: u32) -> PyResult<u32> {
         let prog = self
             .inner
-            .compile(snaplen)
+            .compile(snaplen, LinkHeader::Ethernet)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         Ok(interp::run(
             &prog,

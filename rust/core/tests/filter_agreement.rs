@@ -2,7 +2,8 @@
 //! over random frames: tagged or not, with IPv4 options, IPv6 extension headers, fragments, and cut anywhere.
 
 use pcapdump_core::bpf::interp::{self, Ancillary};
-use pcapdump_core::filter::{Filter, MAX_SNAPLEN};
+use pcapdump_core::filter::{Filter, LinkHeader, MAX_SNAPLEN};
+use pcapdump_core::packet::LinkType;
 use proptest::prelude::*;
 
 const V4: [[u8; 4]; 3] = [[198, 18, 0, 1], [198, 18, 0, 2], [10, 0, 0, 1]];
@@ -160,7 +161,7 @@ proptest! {
     ) {
         let text = words.join(" ");
         let filter = Filter::parse_str(&text).unwrap();
-        let prog = filter.compile(snaplen).unwrap();
+        let prog = filter.compile(snaplen, LinkHeader::Ethernet).unwrap();
         let anc = Ancillary { vlan_tci: stripped, protocol: 0 };
         let by_program = interp::run(&prog, &frame, &anc);
         let by_tree = filter.matches_stripped(&frame, stripped);
@@ -185,6 +186,35 @@ proptest! {
     }
 }
 
+proptest! {
+    // Untagged IPv4 and IPv6 frames without their Ethernet header, as tun, WireGuard or PPP deliver them.
+    #![proptest_config(ProptestConfig {
+        cases: 5_000,
+        max_global_rejects: 100_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn without_a_link_header_the_program_agrees_too(
+        words in prop::collection::vec(filter_word(), 0..5),
+        (frame, stripped) in frame(),
+        snaplen in prop::sample::select(vec![64u32, MAX_SNAPLEN]),
+    ) {
+        prop_assume!(stripped.is_none() && frame.len() >= 14);
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        prop_assume!(ethertype == 0x0800 || ethertype == 0x86dd);
+        let packet = &frame[14..];
+        let text = words.join(" ");
+        let filter = Filter::parse_str(&text).unwrap();
+        let prog = filter.compile(snaplen, LinkHeader::None).unwrap();
+        // The kernel notes the protocol for the packet (skb->protocol) instead of a header holding it.
+        let anc = Ancillary { vlan_tci: None, protocol: ethertype };
+        let by_program = interp::run(&prog, packet, &anc);
+        let by_tree = filter.matches(packet, LinkType::Raw);
+        prop_assert_eq!(by_program != 0, by_tree, "filter `{}` packet {:02x?}", text, packet);
+    }
+}
+
 #[test]
 fn matching_frames_exist_for_the_generator() {
     // Guards the property above against a generator that never produces a match.
@@ -197,7 +227,11 @@ fn matching_frames_exist_for_the_generator() {
     frame.extend_from_slice(&[0; 16]);
     assert!(f.matches_stripped(&frame, None));
     assert_eq!(
-        interp::run(&f.compile(96).unwrap(), &frame, &Ancillary::default()),
+        interp::run(
+            &f.compile(96, LinkHeader::Ethernet).unwrap(),
+            &frame,
+            &Ancillary::default()
+        ),
         96
     );
 }

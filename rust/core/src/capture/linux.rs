@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{CaptureError, KernelStats, Options, RingFrame};
+use crate::filter::{Filter, LinkHeader, MAX_SNAPLEN};
 use crate::packet::{Direction, LinkType};
 
 const ARPHRD_ETHER: u16 = 1;
@@ -16,6 +17,9 @@ const RING_FRAME_SIZE: u32 = 2048;
 /// A tpacket3_hdr and the sockaddr_ll after it: the fixed part of every frame in a block.
 const FRAME_HEAD: usize = 48 + 20;
 const ARPHRD_LOOPBACK: u16 = 772;
+/// Hardware types whose packets start with their network header: PPP, RAWIP, IPIP, IP6IP6, SIT, GRE,
+/// IP6GRE, and NONE (tun, WireGuard).
+const NO_LINK_HEADER: [u16; 8] = [512, 519, 768, 769, 776, 778, 823, 0xfffe];
 
 pub struct PacketRing {
     fd: OwnedFd,
@@ -110,16 +114,26 @@ impl PacketRing {
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let (ifindex, hatype) = interface_of(raw, iface)?;
-        let link = match hatype {
-            ARPHRD_ETHER | ARPHRD_LOOPBACK => LinkType::Ethernet,
-            _ => LinkType::LinuxSll2,
+        let (link, header) = match hatype {
+            ARPHRD_ETHER | ARPHRD_LOOPBACK => (LinkType::Ethernet, Some(LinkHeader::Ethernet)),
+            h if NO_LINK_HEADER.contains(&h) => (LinkType::LinuxSll2, Some(LinkHeader::None)),
+            _ => (LinkType::LinuxSll2, None),
         };
-        if opts.program.is_some() && link != LinkType::Ethernet {
-            return Err(CaptureError::FilterNeedsEthernet {
-                iface: iface.to_owned(),
-                hatype,
-            });
-        }
+        let filter = opts.filter.filter(|f| !f.is_empty());
+        let program = match (filter, header) {
+            (Some(_), None) => {
+                return Err(CaptureError::FilterNeedsKnownLink {
+                    iface: iface.to_owned(),
+                    hatype,
+                })
+            }
+            (Some(f), Some(header)) => Some(f.compile(opts.snaplen, header)?),
+            // No filter: a program all the same where we can, so that the kernel cuts to the snap length.
+            (None, Some(header)) if opts.snaplen < MAX_SNAPLEN => {
+                Some(Filter::default().compile(opts.snaplen, header)?)
+            }
+            (None, _) => None,
+        };
 
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
@@ -164,7 +178,7 @@ impl PacketRing {
             totals: KernelStats::default(),
         };
 
-        if let Some(program) = opts.program {
+        if let Some(program) = program {
             let mut code: Vec<libc::sock_filter> = program
                 .iter()
                 .map(|i| libc::sock_filter {

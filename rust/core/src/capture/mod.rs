@@ -12,7 +12,7 @@ mod linux;
 
 use std::io;
 
-use crate::bpf::Insn;
+use crate::filter::Filter;
 use crate::packet::Direction;
 
 pub use buffer::{
@@ -97,7 +97,9 @@ pub struct KernelStats {
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct Options<'a> {
     pub iface: &'a str,
-    pub program: Option<&'a [Insn]>,
+    /// Compiled once the interface's link header is known.
+    pub filter: Option<&'a Filter>,
+    pub snaplen: u32,
     pub promisc: bool,
     pub ring: RingConfig,
 }
@@ -110,8 +112,8 @@ pub enum CaptureError {
     NoPrivilege(String),
     #[error("live capture is not supported on {0}; read, Filter and files work")]
     Unsupported(&'static str),
-    #[error("'{iface}' is not an Ethernet interface (hardware type {hatype}): filters are only supported on Ethernet and loopback interfaces; capture without a filter")]
-    FilterNeedsEthernet { iface: String, hatype: u16 },
+    #[error("'{iface}' has a link header of hardware type {hatype}, which filters do not understand (they do Ethernet, loopback and interfaces without a link header: tun, WireGuard, PPP, IP tunnels); capture without a filter")]
+    FilterNeedsKnownLink { iface: String, hatype: u16 },
     #[error("the filter does not fit in a kernel program: {0}")]
     Program(#[from] crate::bpf::asm::AsmError),
     #[error("invalid ring: {0}")]

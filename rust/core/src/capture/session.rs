@@ -193,15 +193,10 @@ impl Capture {
         live: Option<Arc<LiveQueue>>,
     ) -> Result<Capture, CaptureError> {
         config.ring.check()?;
-        let program = match &config.filter {
-            Some(f) if !f.is_empty() => Some(f.compile(config.snaplen)?),
-            // No filter: a program all the same, so that the kernel cuts to the snap length.
-            _ if config.snaplen < MAX_SNAPLEN => Some(Filter::default().compile(config.snaplen)?),
-            _ => None,
-        };
         let ring = PacketRing::open(&Options {
             iface: &config.iface,
-            program: program.as_deref(),
+            filter: config.filter.as_ref(),
+            snaplen: config.snaplen,
             promisc: config.promisc,
             ring: config.ring,
         })?;

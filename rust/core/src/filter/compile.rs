@@ -1,8 +1,9 @@
-//! Compile a filter to classic BPF over Ethernet frames, as the kernel runs it on a packet socket.
+//! Compile a filter to classic BPF, as the kernel runs it on a packet socket: over Ethernet frames, or
+//! over packets that start with their network header (tun, WireGuard, PPP, IP tunnels).
 //!
-//! The program first establishes the link layer (tags the kernel stripped, then up to two in-band tags)
-//! and, when needed, locates the transport header (IPv4 options, IPv6 extension headers); both land in
-//! scratch memory. Each group then jumps to its own end on a match and to the shared `ret #0` otherwise.
+//! The program first establishes the link layer (tags the kernel stripped, then up to two in-band tags;
+//! or, without a link header, the protocol the kernel noted for the packet) and, when needed, locates the
+//! transport header (IPv4 options, IPv6 extension headers); both land in scratch memory. Each group then jumps to its own end on a match and to the shared `ret #0` otherwise.
 //! `eval.rs` states the same semantics directly; property tests hold the two together.
 
 use super::eval::Needs;
@@ -29,12 +30,23 @@ const NO_VLAN: u32 = 0x1_0000;
 /// Stored as the protocol of non-IP packets; no 8-bit protocol equals it.
 const NOT_IP: u32 = 0x100;
 
-pub fn compile(expr: &Expr, snaplen: u32) -> Result<Vec<Insn>, AsmError> {
+/// What precedes the network header in the packets a program runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkHeader {
+    Ethernet,
+    /// Nothing: the packet starts with its IPv4 or IPv6 header; the kernel knows its protocol.
+    None,
+}
+
+pub fn compile(expr: &Expr, snaplen: u32, header: LinkHeader) -> Result<Vec<Insn>, AsmError> {
     let mut c = Compiler { asm: Asm::new() };
     let reject = c.asm.label();
     let needs = Needs::of(expr);
     if needs.link_layer {
-        c.link_layer(needs.vlan_ids);
+        match header {
+            LinkHeader::Ethernet => c.link_layer(needs.vlan_ids),
+            LinkHeader::None => c.network_layer_only(needs.vlan_ids),
+        }
     }
     if needs.transport {
         c.locate_transport();
@@ -42,7 +54,9 @@ pub fn compile(expr: &Expr, snaplen: u32) -> Result<Vec<Insn>, AsmError> {
     for g in &expr.groups {
         let matched = c.asm.label();
         match g {
-            Group::Eth(side, macs) => c.eth(*side, macs, matched),
+            // Without a link header there are no Ethernet addresses: the group never matches.
+            Group::Eth(side, macs) if header == LinkHeader::Ethernet => c.eth(*side, macs, matched),
+            Group::Eth(..) => {}
             Group::Vlan(ids) => c.vlan(ids, matched),
             Group::Proto(protos) => c.proto(protos, matched),
             Group::Ip(side, nets) => c.ip(*side, nets, matched, reject),
@@ -114,6 +128,21 @@ impl Compiler {
         let a = &mut self.asm;
         a.place(done);
         a.st(slot::ETHERTYPE);
+        a.stx(slot::L3);
+    }
+
+    /// ETHERTYPE from the kernel's note of the protocol, L3 = 0, and no VLAN tags.
+    fn network_layer_only(&mut self, vlan_ids: bool) {
+        let a = &mut self.asm;
+        if vlan_ids {
+            a.ld_imm(NO_VLAN);
+            for s in slot::VLAN {
+                a.st(s);
+            }
+        }
+        a.ld_abs(op::H, ancillary::PROTOCOL);
+        a.st(slot::ETHERTYPE);
+        a.ldx_imm(0);
         a.stx(slot::L3);
     }
 

@@ -5,6 +5,7 @@ mod eval;
 mod expr;
 mod words;
 
+pub use compile::LinkHeader;
 pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side};
 pub use words::{filter_words, FilterError};
 
@@ -31,10 +32,12 @@ impl Filter {
             needs: eval::Needs::of(&expr),
             expr,
         };
-        filter.compile(MAX_SNAPLEN).map_err(|e| FilterError {
-            token: filter.to_string(),
-            expected: e.to_string(),
-        })?;
+        filter
+            .compile(MAX_SNAPLEN, LinkHeader::Ethernet)
+            .map_err(|e| FilterError {
+                token: filter.to_string(),
+                expected: e.to_string(),
+            })?;
         Ok(filter)
     }
 
@@ -67,9 +70,10 @@ impl Filter {
         )
     }
 
-    /// The classic BPF program over Ethernet frames; accepted packets are cut to `snaplen` bytes.
-    pub fn compile(&self, snaplen: u32) -> Result<Vec<Insn>, AsmError> {
-        compile::compile(&self.expr, snaplen)
+    /// The classic BPF program over packets with `header` in front; accepted packets are cut to
+    /// `snaplen` bytes.
+    pub fn compile(&self, snaplen: u32, header: LinkHeader) -> Result<Vec<Insn>, AsmError> {
+        compile::compile(&self.expr, snaplen, header)
     }
 }
 
