@@ -7,6 +7,7 @@ import getpass
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -260,3 +261,25 @@ def test_the_python_api(gateway, tmp_path, monkeypatch):
         pcapdump.fwctl.download("small.cap", tmp_path / "s.cap", "site:gw1")
     with pytest.raises(pcapdump.UsageError, match="8 characters"):
         pcapdump.fwctl.download("../etc", tmp_path / "x", "site:gw1")
+
+
+def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path):
+    inventory(gateway)
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
+    env["HOME"] = str(gateway["home"])
+    proc = subprocess.Popen(
+        [FWCTL_EXE, "--filedownload", "big.cap", str(tmp_path / "big.cap"), "site:gw1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the transfer finished before Ctrl-C")
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []

@@ -4,7 +4,6 @@ these tests fail rather than skip when they cannot run."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
@@ -289,6 +288,8 @@ TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
 
 
 def test_a_filter_on_an_interface_without_link_header(testnet):
+    import fcntl  # Unix only; this module is collected on every platform
+
     # tun0 in the capture namespace, held open by this test (a tun without a reader has no carrier):
     # datagrams routed to 198.19.5.2 leave through it, and what the test writes to it comes in.
     ns = ("ip", "-n", testnet.cap_ns)
