@@ -397,5 +397,8 @@ def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
     assert (
         "pcapdump-demo" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     )
-    agents = subprocess.run(["pgrep", "-f", "pcapdump agent"], capture_output=True, text=True).stdout
-    assert agents.strip() == ""
+    # An agent still starting when the demo cleaned up finds its home gone and ends.
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", "pcapdump.agent"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "an agent outlived the demo"
+        time.sleep(0.05)

@@ -219,20 +219,26 @@ def test_the_local_data_source_needs_no_ssh(tmp_path):
     assert listed.stdout.split()[1] == "mine.cap"
 
 
-def test_sshd_killed_mid_transfer_leaves_nothing(gateway, tmp_path):
+def big_download_under_way(gateway, into: Path) -> subprocess.Popen[str]:
+    """fwctl fetching big.cap into `into`, returned once its temporary file exists."""
     inventory(gateway)
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
     env["HOME"] = str(gateway["home"])
     proc = subprocess.Popen(
-        [FWCTL_EXE, "--filedownload", "big.cap", str(tmp_path / "big.cap"), "site:gw1"],
+        [FWCTL_EXE, "--filedownload", "big.cap", str(into / "big.cap"), "site:gw1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
     deadline = time.monotonic() + 30
-    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    while not any(p.name.endswith(".part") for p in into.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return proc
+
+
+def test_sshd_killed_mid_transfer_leaves_nothing(gateway, tmp_path):
+    proc = big_download_under_way(gateway, tmp_path)
     gateway["server"].kill_all()
     _, err = proc.communicate(timeout=60)
     try:
@@ -264,19 +270,7 @@ def test_the_python_api(gateway, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path):
-    inventory(gateway)
-    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
-    env["HOME"] = str(gateway["home"])
-    proc = subprocess.Popen(
-        [FWCTL_EXE, "--filedownload", "big.cap", str(tmp_path / "big.cap"), "site:gw1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.002)
+    proc = big_download_under_way(gateway, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:

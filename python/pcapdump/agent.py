@@ -83,7 +83,13 @@ class Agent:
 
     # --- serving ---------------------------------------------------------------------------------
 
-    def serve(self) -> None:
+    def serve(self, create_home: bool = True) -> None:
+        """Serve until `cleanup`, a signal, or the socket's removal. An agent launched by a command
+        (`create_home=False`) finds its home made for it; if the home is gone by the time it starts (the
+        command was interrupted and cleaned up), it has nobody to serve and ends."""
+        if not create_home and not self.home.root.is_dir():
+            log.info("%s is gone before the agent started; nothing to do", self.home.root)
+            return
         self.home.create()
         listener = self._listen()
         self.home.pidfile.write_text(f"{os.getpid()}\n")
@@ -96,6 +102,10 @@ class Agent:
                 try:
                     conn, _ = listener.accept()
                 except TimeoutError:
+                    # Nobody can reach an agent whose socket was removed (its home deleted): it ends.
+                    if not self.home.socket.exists():
+                        log.warning("%s is gone; stopping", self.home.socket)
+                        break
                     continue
                 conn.settimeout(None)
                 threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
@@ -392,9 +402,14 @@ class Agent:
         self.done.set()
 
 
-def run_foreground(home: Home) -> None:
+def run_foreground(home: Home, create_home: bool = True) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pcapdump-agent %(levelname)s %(message)s")
-    Agent(home).serve()
+    Agent(home).serve(create_home)
+
+
+if __name__ == "__main__":
+    # How a command launches the agent in the background (see Console._ensure_agent).
+    run_foreground(Home.from_env(), create_home=False)
 
 
 __all__ = ["Agent", "Refused", "run_foreground", "up_interfaces"]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -143,17 +144,23 @@ class Console:
             f"`kill {pid or '<pid>'}` and run the command again"
         )
 
-    def _request(self, message: dict[str, Any], timeout: float = ANSWER_TIMEOUT_S) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _conversation(self, timeout: float) -> Iterator[Connection]:
+        """A connection to the agent; a silent or lost agent becomes an AgentError."""
         conn = self._connect(timeout)
         try:
-            conn.send(message)
-            reply = conn.receive()
+            yield conn
         except TimeoutError:
             raise AgentError(self._hung_agent_message(timeout)) from None
         except OSError as e:
             raise AgentError(f"lost the agent while waiting for its answer: {e}") from None
         finally:
             conn.close()
+
+    def _request(self, message: dict[str, Any], timeout: float = ANSWER_TIMEOUT_S) -> dict[str, Any]:
+        with self._conversation(timeout) as conn:
+            conn.send(message)
+            reply = conn.receive()
         if reply is None:
             raise AgentError("the agent closed the connection without answering (see agent.log)")
         if not reply.get("ok"):
@@ -183,7 +190,7 @@ class Console:
         fd = os.open(self.home.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "ab") as logfile:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pcapdump", "agent"],
+                [sys.executable, "-m", "pcapdump.agent"],
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
@@ -291,26 +298,19 @@ class Console:
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""
         try:
-            conn = self._connect(BULK_TIMEOUT_S)
+            with self._conversation(BULK_TIMEOUT_S) as conn:
+                conn.send({"op": "show", "iface": iface, "json": json})
+                reply = conn.receive()
+                if reply is None or not reply.get("ok"):
+                    _raise(reply or {"error": "the agent closed the connection without answering"})
+                assert reply is not None
+                sections = list(reply["sections"])
+                for sec in sections:
+                    sec["lines"] = conn.receive_exact(sec.pop("size")).decode()
         except AgentError as e:
             if iface is None and "no agent is running" in str(e):
                 return []
             raise
-        try:
-            conn.send({"op": "show", "iface": iface, "json": json})
-            reply = conn.receive()
-            if reply is None or not reply.get("ok"):
-                _raise(reply or {"error": "the agent closed the connection without answering"})
-            assert reply is not None
-            sections = list(reply["sections"])
-            for sec in sections:
-                sec["lines"] = conn.receive_exact(sec.pop("size")).decode()
-        except TimeoutError:
-            raise AgentError(self._hung_agent_message(BULK_TIMEOUT_S)) from None
-        except OSError as e:
-            raise AgentError(f"lost the agent while waiting for its answer: {e}") from None
-        finally:
-            conn.close()
         return sections
 
     def write(self, iface: str, name: str) -> dict[str, Any]:

@@ -108,8 +108,10 @@ def run() -> None:
     kept = Path.cwd() / "pcapdump-demo.cap"
     if not os.access(Path.cwd(), os.W_OK):
         kept = Path(tempfile.gettempdir()) / "pcapdump-demo.cap"
-    net: netns.NetnsPair = netns.create("pcapdump-demo")
+    net: netns.NetnsPair | None = None
     try:
+        # Made inside the `try`: a Ctrl-C at any moment leaves nothing behind.
+        net = netns.create("pcapdump-demo")
         _say(
             f"A private network: namespace {net.cap_ns} has `int` ({netns.CAP_V4}), namespace {net.snd_ns}\n"
             f"has `ext` ({netns.SND_V4}); a web service runs on {netns.CAP_V4}:80.\n"
@@ -133,15 +135,16 @@ def run() -> None:
         # commands in their own session, out of reach of the terminal's signals.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            subprocess.run(
-                ["ip", "netns", "exec", net.cap_ns, sys.executable, "-m", "pcapdump", "cleanup"],
-                env={**os.environ, "PCAPDUMP_HOME": str(home)},
-                capture_output=True,
-                timeout=30,
-                check=False,
-                start_new_session=True,
-            )
-            netns.destroy(net)
+            if net is not None:
+                subprocess.run(
+                    ["ip", "netns", "exec", net.cap_ns, sys.executable, "-m", "pcapdump", "cleanup"],
+                    env={**os.environ, "PCAPDUMP_HOME": str(home)},
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                    start_new_session=True,
+                )
+                netns.destroy(net)
             shutil.rmtree(home, ignore_errors=True)
             click.secho("Removed the namespaces, the agent and its folder.", fg="cyan")
         finally:

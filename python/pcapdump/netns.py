@@ -136,9 +136,9 @@ def create(prefix: str = "pcapdump", kind: type[P] = NetnsPair) -> P:  # type: i
     """A fresh pair, named `<prefix>-cap-<random>` and `<prefix>-snd-<random>`."""
     tag = uuid.uuid4().hex[:6]
     net = kind(cap_ns=f"{prefix}-cap-{tag}", snd_ns=f"{prefix}-snd-{tag}")
-    run("ip", "netns", "add", net.cap_ns)
-    run("ip", "netns", "add", net.snd_ns)
     try:
+        run("ip", "netns", "add", net.cap_ns)
+        run("ip", "netns", "add", net.snd_ns)
         c, s = ("ip", "-n", net.cap_ns), ("ip", "-n", net.snd_ns)
         run(
             "ip",

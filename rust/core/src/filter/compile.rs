@@ -83,15 +83,20 @@ impl Compiler {
         self.asm.place(next);
     }
 
+    /// Every VLAN slot says "no tag" until a tag is found.
+    fn clear_vlan_slots(&mut self) {
+        self.asm.ld_imm(NO_VLAN);
+        for s in slot::VLAN {
+            self.asm.st(s);
+        }
+    }
+
     /// ETHERTYPE and L3 (and the VLAN slots) for every frame that reaches the groups.
     fn link_layer(&mut self, vlan_ids: bool) {
-        let a = &mut self.asm;
         if vlan_ids {
-            a.ld_imm(NO_VLAN);
-            for s in slot::VLAN {
-                a.st(s);
-            }
+            self.clear_vlan_slots();
         }
+        let a = &mut self.asm;
         let (stripped, in_band) = (a.label(), a.label());
         a.ld_abs(op::W, ancillary::VLAN_TAG_PRESENT);
         a.jump(op::JEQ, 0, in_band, stripped);
@@ -133,13 +138,10 @@ impl Compiler {
 
     /// ETHERTYPE from the kernel's note of the protocol, L3 = 0, and no VLAN tags.
     fn network_layer_only(&mut self, vlan_ids: bool) {
-        let a = &mut self.asm;
         if vlan_ids {
-            a.ld_imm(NO_VLAN);
-            for s in slot::VLAN {
-                a.st(s);
-            }
+            self.clear_vlan_slots();
         }
+        let a = &mut self.asm;
         a.ld_abs(op::H, ancillary::PROTOCOL);
         a.st(slot::ETHERTYPE);
         a.ldx_imm(0);
