@@ -309,7 +309,13 @@ impl CaptureBuffer {
         }
         let cap = self.mem.len() as u64;
         while cursor.seq < self.next_seq {
-            let at = (cursor.at % cap) as usize;
+            // A division per packet shows in `write`: skip it while offsets have not wrapped (always,
+            // in a linear buffer).
+            let at = if cursor.at < cap {
+                cursor.at
+            } else {
+                cursor.at % cap
+            } as usize;
             let Some(h) = self.read_header(at) else {
                 cursor.at += (cap as usize - at) as u64;
                 continue;

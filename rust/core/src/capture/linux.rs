@@ -330,12 +330,9 @@ impl PacketRing {
                         Direction::In
                     },
                     stripped_tag: tagged.then_some((tpid, tci as u16)),
-                    protocol: u16::from_be(hw(48 + 2)),
-                    pkttype,
+                    sockaddr: h[48..48 + 20].try_into().unwrap(),
                     hatype: self.hatype,
                     ifindex: self.ifindex,
-                    addr: h[48 + 12..48 + 20].try_into().unwrap(),
-                    addr_len: h[48 + 11].min(8),
                 });
             }
             if next == 0 {

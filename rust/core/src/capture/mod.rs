@@ -76,13 +76,11 @@ pub(crate) struct RingFrame<'a> {
     pub direction: Direction,
     /// An 802.1Q tag the kernel (or the NIC) took out of the frame: (TPID, TCI).
     pub stripped_tag: Option<(u16, u16)>,
-    /// For the Linux cooked v2 header of non-Ethernet interfaces.
-    pub protocol: u16,
-    pub pkttype: u8,
+    /// For the Linux cooked v2 header of non-Ethernet interfaces: the sockaddr_ll the kernel wrote
+    /// (protocol, packet type, link address), read only when such a header is made.
+    pub sockaddr: &'a [u8; 20],
     pub hatype: u16,
     pub ifindex: u32,
-    pub addr: [u8; 8],
-    pub addr_len: u8,
 }
 
 /// What the kernel counted since the socket was opened.

@@ -404,6 +404,20 @@ impl Worker {
             if *kept >= limit {
                 return;
             }
+            // Most packets: an untagged Ethernet frame, stored as it came (the kernel already cut it).
+            if link == LinkType::Ethernet && f.stripped_tag.is_none() && shared.live.is_none() {
+                let data = &f.data[..f.data.len().min(snaplen)];
+                if let Some(b) = buffer.as_mut() {
+                    if b.push(iface, f.ts_ns, f.wirelen, f.direction, &[data]) == Pushed::Dropped {
+                        full += 1;
+                        return;
+                    }
+                }
+                *kept += 1;
+                packets += 1;
+                bytes += data.len() as u64;
+                return;
+            }
             let mut tag = [0u8; 4];
             let mut cooked = [0u8; SLL2_HEADER];
             let mut parts: [&[u8]; 3] = [f.data, &[], &[]];
@@ -465,12 +479,14 @@ fn cut(parts: [&[u8]; 3], snaplen: usize) -> [&[u8]; 3] {
 
 /// LINKTYPE_LINUX_SLL2: protocol, reserved, interface index, ARPHRD type, packet type, address.
 fn cooked_header(h: &mut [u8; SLL2_HEADER], f: &RingFrame) {
-    h[0..2].copy_from_slice(&f.protocol.to_be_bytes());
+    let sll = f.sockaddr;
+    // sockaddr_ll: family, protocol (network order), ifindex, hatype, pkttype, halen, addr[8].
+    h[0..2].copy_from_slice(&sll[2..4]);
     h[4..8].copy_from_slice(&f.ifindex.to_be_bytes());
     h[8..10].copy_from_slice(&f.hatype.to_be_bytes());
-    h[10] = f.pkttype;
-    h[11] = f.addr_len;
-    h[12..20].copy_from_slice(&f.addr);
+    h[10] = sll[10];
+    h[11] = sll[11].min(8);
+    h[12..20].copy_from_slice(&sll[12..20]);
 }
 
 #[cfg(test)]
