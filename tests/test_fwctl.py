@@ -15,18 +15,15 @@ from pathlib import Path
 
 import pytest
 import sshd
-from conftest import IN_CI
+from conftest import need_tool
 
 FWCTL_EXE = shutil.which("fwctl", path=str(Path(sys.executable).parent)) or "fwctl"
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    for tool in ("ssh-keygen", sshd.SSHD):
-        if shutil.which(tool) is None:
-            if IN_CI:
-                pytest.fail(f"{tool} is missing; .ci/run installs openssh-server")
-            pytest.skip(f"{tool} is missing")
+    need_tool("ssh-keygen")
+    need_tool(sshd.SSHD)
     root = tmp_path_factory.mktemp("fwctl")
     home = root / "home"
     (home / ".ssh").mkdir(parents=True)

@@ -15,6 +15,7 @@ from . import _core
 from ._core import MAX_SNAPLEN, Capture, Filter, Packet
 from .console import AgentError, Console
 from .errors import CaptureError, CaptureFileError, FilterError, PcapdumpError, UsageError
+from .grammar import MAX_BUFFER_KB, MIN_BUFFER_KB
 
 # The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
 # asking importlib.metadata instead would cost every command a tenth of a second.
@@ -55,9 +56,6 @@ def as_filter(filter: FilterLike) -> Filter | None:
     if filter is None or isinstance(filter, Filter):
         return filter
     return Filter(filter if isinstance(filter, str) else list(filter))
-
-
-MIN_BUFFER_KB, MAX_BUFFER_KB = 16, 4_194_304
 
 
 def _check_range(name: str, value: int | None, low: int, high: int) -> None:

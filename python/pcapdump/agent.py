@@ -223,9 +223,6 @@ class Agent:
             "live_dropped": stats["live_dropped"],
         }
 
-    def _store_files(self) -> list[dict[str, Any]]:
-        return [{"name": f["name"], "size": f["size"]} for f in self.home.store_files()]
-
     def _stop_all(self) -> None:
         with self.lock:
             for cap in self.captures.values():
@@ -331,7 +328,7 @@ class Agent:
                     "status": {
                         "buffer": None if b is None else {"size": b.size, "used": b.used, "mode": b.mode},
                         "captures": [self._capture_status(n, c) for n, c in self.captures.items()],
-                        "files": self._store_files(),
+                        "files": self.home.store_summary(),
                     },
                 }
             )
@@ -394,10 +391,7 @@ class Agent:
             size = self.buffer.size if self.buffer else 0
             self.captures.clear()
             self.buffer = None
-            deleted = []
-            for f in self._store_files():
-                (self.home.store / f["name"]).unlink(missing_ok=True)
-                deleted.append(f["name"])
+            deleted = self.home.empty_store()
         conn.send({"ok": True, "stopped": stopped, "freed": size, "deleted": deleted})
         self.done.set()
 

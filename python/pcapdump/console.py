@@ -167,13 +167,6 @@ class Console:
             _raise(reply)
         return reply
 
-    def running(self) -> bool:
-        try:
-            self._request({"op": "ping"})
-        except AgentError:
-            return False
-        return True
-
     def _ensure_agent(self) -> list[str]:
         """Launch the agent if none answers; returns notes for the user (e.g. that an agent died)."""
         notes: list[str] = []
@@ -290,10 +283,7 @@ class Console:
         except AgentError as e:
             if "no agent is running" not in str(e):
                 raise
-        return {"buffer": None, "captures": [], "files": self._files_without_agent()}
-
-    def _files_without_agent(self) -> list[dict[str, Any]]:
-        return [{"name": f["name"], "size": f["size"]} for f in self.home.store_files()]
+        return {"buffer": None, "captures": [], "files": self.home.store_summary()}
 
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""
@@ -334,11 +324,7 @@ class Console:
         except AgentError as e:
             if "no agent is running" not in str(e) and "is gone" not in str(e):
                 raise
-            deleted = []
-            for f in self._files_without_agent():
-                (self.home.store / f["name"]).unlink(missing_ok=True)
-                deleted.append(f["name"])
-            return {"stopped": [], "freed": 0, "deleted": deleted, "agent": False}
+            return {"stopped": [], "freed": 0, "deleted": self.home.empty_store(), "agent": False}
         # The agent answers, then exits: wait for it, so that "agent stopped" is true when printed.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (self.home.socket.exists() or _alive(pid)):

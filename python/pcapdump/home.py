@@ -63,6 +63,17 @@ class Home:
             if e.is_file() and STORE_NAME.fullmatch(e.name) and (st := e.stat())
         ]
 
+    def store_summary(self) -> list[dict[str, Any]]:
+        """The store's files as `status` lists them: ``name`` and ``size``."""
+        return [{"name": f["name"], "size": f["size"]} for f in self.store_files()]
+
+    def empty_store(self) -> list[str]:
+        """Delete the capture files of the store (what `write` made); returns their names."""
+        names = [f["name"] for f in self.store_files()]
+        for name in names:
+            (self.store / name).unlink(missing_ok=True)
+        return names
+
     def agent_pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())

@@ -266,10 +266,6 @@ impl Capture {
         self.link
     }
 
-    pub fn buffer(&self) -> &Arc<SharedBuffer> {
-        &self.buffer
-    }
-
     pub fn state(&self) -> State {
         *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -287,18 +283,6 @@ impl Capture {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-
-    /// Wait until the capture has stopped by itself, for at most `timeout`. True if it has.
-    pub fn wait_stopped(&self, timeout: Duration) -> bool {
-        let until = Instant::now() + timeout;
-        while self.state() == State::Running {
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
     }
 
     /// Readers of the buffer report here what they missed (ring mode overwrote it before they read it).

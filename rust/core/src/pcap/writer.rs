@@ -34,10 +34,6 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(data)
     }
 
-    pub fn snaplen(&self) -> u32 {
-        self.snaplen
-    }
-
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.out
     }
