@@ -274,3 +274,17 @@ def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path):
         pytest.skip("the transfer finished before Ctrl-C")
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert os.listdir(tmp_path) == []
+
+
+def test_loading_fwctl_runs_no_compiler():
+    # asyncssh's own search for liboqs would run gcc and ld at import, on every command.
+    probe = (
+        "import sys; seen = []\n"
+        "sys.addaudithook(lambda event, a: seen.append(a[0]) if event == 'subprocess.Popen' else None)\n"
+        "import pcapdump.fwctl, ctypes.util\n"
+        "print(seen, ctypes.util.find_library.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    programs, find_library_home = out.rsplit(" ", 1)
+    assert "gcc" not in programs and "'ld'" not in programs, programs
+    assert find_library_home.strip() == "ctypes.util"  # find_library itself is left as it was

@@ -12,19 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes.util
 import os
 import posixpath
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from .errors import PcapdumpError, UsageError
 from .home import STORE_NAME, STORE_NAME_RULE, Home
 from .inventory import LOCAL, Gateway, resolve, split_target
+
+
+@contextlib.contextmanager
+def _without_liboqs_probe() -> Iterator[None]:
+    """asyncssh looks for the optional liboqs (sntrup761 key exchange) when imported, through
+    ctypes.util.find_library, which runs ldconfig, gcc and ld for each of two names: 30 ms of every
+    fwctl command on a machine with a compiler, more with a cold cache. We do without sntrup761;
+    curve25519 (and ML-KEM where OpenSSL has it) remain."""
+    find_library = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: None if name in ("oqs", "liboqs") else find_library(name)
+    try:
+        yield
+    finally:
+        ctypes.util.find_library = find_library
+
+
+with _without_liboqs_probe():
+    import asyncssh
 
 CONNECT_TIMEOUT_S = 15
 # AES-GCM first: with AES-NI it is the cheapest cipher on both ends.
