@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod brief;
+pub mod bytes;
 pub mod capture;
 pub mod filter;
 pub mod offline;

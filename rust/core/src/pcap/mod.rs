@@ -6,7 +6,7 @@ mod writer;
 
 pub use atomic::AtomicFile;
 pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Records};
-pub use writer::{encode_record, PcapWriter};
+pub use writer::{encode_record, encode_record_into, PcapWriter};
 
 /// The largest record we accept when reading, and the largest snap length when capturing (256 KiB).
 pub const MAX_RECORD: u32 = crate::filter::MAX_SNAPLEN;

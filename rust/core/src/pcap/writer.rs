@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 
+use crate::bytes::copy_short;
 use crate::packet::LinkType;
 
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
@@ -52,6 +53,22 @@ fn record_header(ts_ns: u64, caplen: usize, wirelen: u32) -> [u8; 16] {
     h[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
     h[12..16].copy_from_slice(&wirelen.max(caplen as u32).to_le_bytes());
     h
+}
+
+/// Lay out one record as `PcapWriter::write` would at the front of `out`, which has room for it;
+/// returns its length.
+#[inline]
+pub fn encode_record_into(
+    out: &mut [u8],
+    ts_ns: u64,
+    data: &[u8],
+    wirelen: u32,
+    snaplen: u32,
+) -> usize {
+    let data = &data[..data.len().min(snaplen as usize)];
+    out[..16].copy_from_slice(&record_header(ts_ns, data.len(), wirelen));
+    copy_short(&mut out[16..], data);
+    16 + data.len()
 }
 
 /// Lay out one record as `PcapWriter::write` would, into memory (to be written later in one piece).
