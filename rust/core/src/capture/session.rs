@@ -384,12 +384,13 @@ impl Worker {
         let iface_name = &self.iface_name;
         let mut buffer = store.then(|| self.buffer.lock());
         let (mut packets, mut bytes, mut full) = (0u64, 0u64, 0u64);
+        let as_they_come = link == LinkType::Ethernet && shared.live.is_none();
         let frames = self.ring.drain_block(|f: &RingFrame| {
             if *kept >= limit {
                 return;
             }
             // Most packets: an untagged Ethernet frame, stored as it came (the kernel already cut it).
-            if link == LinkType::Ethernet && f.stripped_tag.is_none() && shared.live.is_none() {
+            if as_they_come && f.stripped_tag.is_none() {
                 let data = &f.data[..f.data.len().min(snaplen)];
                 if let Some(b) = buffer.as_mut() {
                     if b.push(iface, f.ts_ns, f.wirelen, f.direction, &[data]) == Pushed::Dropped {
