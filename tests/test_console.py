@@ -402,3 +402,13 @@ def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
     while subprocess.run(["pgrep", "-f", "pcapdump.agent"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "an agent outlived the demo"
         time.sleep(0.05)
+
+
+def test_interfaces_started_together_share_a_kernel_ring_budget():
+    from pcapdump import _core
+    from pcapdump.agent import MIN_RING_BLOCKS, SHARED_RING_BLOCKS, ring_blocks
+
+    assert ring_blocks(1) == _core.DEFAULT_RING_BLOCKS  # one interface: the full default ring
+    assert ring_blocks(SHARED_RING_BLOCKS // _core.DEFAULT_RING_BLOCKS) == _core.DEFAULT_RING_BLOCKS
+    assert ring_blocks(32) * 32 <= SHARED_RING_BLOCKS
+    assert ring_blocks(500) == MIN_RING_BLOCKS

@@ -5,6 +5,7 @@ from types import TracebackType
 from typing import Any, final
 
 __all__ = [
+    "DEFAULT_RING_BLOCKS",
     "MAX_SNAPLEN",
     "Capture",
     "CaptureBuffer",
@@ -21,6 +22,7 @@ __all__ = [
 
 __version__: str
 MAX_SNAPLEN: int
+DEFAULT_RING_BLOCKS: int
 
 @final
 class Filter:
@@ -107,9 +109,9 @@ class Capture:
         buffer: CaptureBuffer | None = None,
         store: bool = True,
         live: LiveLines | None = None,
-        ring_block_kb: int = 1024,
-        ring_blocks: int = 8,
-        ring_timeout_ms: int = 20,
+        ring_block_kb: int | None = None,
+        ring_blocks: int | None = None,
+        ring_timeout_ms: int | None = None,
     ) -> Capture: ...
     def __enter__(self) -> Capture: ...
     def __exit__(

@@ -31,6 +31,11 @@ SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
 # How often a live stream looks whether its reader went away while no packet comes.
 LIVE_POLL_S = 0.2
+# Each capture has its own kernel ring, of unswappable memory. `start` with no interface on a box with
+# dozens of them would pin hundreds of MiB at the default size: the interfaces of one start share this
+# many blocks, down to a floor per interface.
+SHARED_RING_BLOCKS = 64
+MIN_RING_BLOCKS = 2
 
 
 class Refused(Exception):
@@ -55,6 +60,11 @@ def up_interfaces() -> list[str]:
             if flags & IFF_UP:
                 up.append(name)
     return up
+
+
+def ring_blocks(interfaces: int) -> int:
+    """Kernel ring blocks for each of `interfaces` captures started together."""
+    return max(MIN_RING_BLOCKS, min(_core.DEFAULT_RING_BLOCKS, SHARED_RING_BLOCKS // max(interfaces, 1)))
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -259,6 +269,7 @@ class Agent:
                         buffer=buffer,
                         store=live_mode != "ou",
                         live=live,
+                        ring_blocks=ring_blocks(len(names)),
                     )
                 except PcapdumpError as e:
                     if request.get("iface"):

@@ -281,7 +281,7 @@ impl PyCapture {
     #[new]
     #[pyo3(signature = (iface, filter = None, snaplen = None, count = None, buffer_kb = 512,
                         promisc = false, ring = false, *, buffer = None, store = true, live = None,
-                        ring_block_kb = 1024, ring_blocks = 8, ring_timeout_ms = 20))]
+                        ring_block_kb = None, ring_blocks = None, ring_timeout_ms = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -295,9 +295,9 @@ impl PyCapture {
         buffer: Option<PyRef<'_, PyCaptureBuffer>>,
         store: bool,
         live: Option<PyRef<'_, PyLiveLines>>,
-        ring_block_kb: u32,
-        ring_blocks: u32,
-        ring_timeout_ms: u32,
+        ring_block_kb: Option<u32>,
+        ring_blocks: Option<u32>,
+        ring_timeout_ms: Option<u32>,
     ) -> PyResult<Self> {
         let mode = if ring {
             BufferMode::Ring
@@ -311,10 +311,14 @@ impl PyCapture {
             count,
             promisc,
             store,
-            ring: RingConfig {
-                block_size: ring_block_kb.saturating_mul(1024),
-                block_count: ring_blocks,
-                block_timeout_ms: ring_timeout_ms,
+            ring: {
+                let default = RingConfig::default();
+                RingConfig {
+                    block_size: ring_block_kb
+                        .map_or(default.block_size, |kb| kb.saturating_mul(1024)),
+                    block_count: ring_blocks.unwrap_or(default.block_count),
+                    block_timeout_ms: ring_timeout_ms.unwrap_or(default.block_timeout_ms),
+                }
             },
         };
         let shared = buffer.map(|b| b.inner.clone());

@@ -12,6 +12,10 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", pcapdump_core::VERSION)?;
     m.add("MAX_SNAPLEN", pcapdump_core::filter::MAX_SNAPLEN)?;
+    m.add(
+        "DEFAULT_RING_BLOCKS",
+        pcapdump_core::capture::RingConfig::default().block_count,
+    )?;
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
     m.add_class::<packet::PyPacket>()?;
