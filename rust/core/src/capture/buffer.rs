@@ -643,4 +643,58 @@ mod tests {
         assert_eq!(b.iface(i).counts.packets, 1);
         assert_eq!(b.interface("int", LinkType::Ethernet), i);
     }
+
+    #[test]
+    fn write_pcap_writes_one_interfaces_held_packets_across_chunks_and_wraps() {
+        // Several chunks' worth, a wrapped ring, two interfaces, sizes on both sides of the short
+        // copies' limits, and a snap length cut at write time.
+        let mut b = CaptureBuffer::new(600_000, BufferMode::Ring).unwrap();
+        let (int, ext) = (
+            b.interface("int", LinkType::Ethernet),
+            b.interface("ext", LinkType::Ethernet),
+        );
+        let mut sent = Vec::new();
+        for n in 0..12_000u64 {
+            let len = [14, 15, 16, 31, 33, 64, 65, 128, 129, 300][n as usize % 10];
+            let data: Vec<u8> = (0..len).map(|k| (n as usize * 31 + k) as u8).collect();
+            let iface = if n % 3 == 0 { ext } else { int };
+            let dir = if n % 2 == 0 {
+                Direction::In
+            } else {
+                Direction::Out
+            };
+            let ts = 1_700_000_000_000_000_000 + n * 1_001;
+            b.push(iface, ts, len as u32 + 4, dir, &[&data[..5], &data[5..]]);
+            sent.push((iface, ts, data));
+        }
+        let held = b.len() as usize;
+        assert!(
+            b.iface(int).counts.overwritten > 0,
+            "the ring must have wrapped"
+        );
+        let snaplen = 100;
+        let expected: Vec<_> = sent[sent.len() - held..]
+            .iter()
+            .filter(|(iface, ..)| *iface == int)
+            .collect();
+        let shared = SharedBuffer::new(b);
+        let path =
+            std::env::temp_dir().join(format!("pcapdump-buffer-test-{}.pcap", std::process::id()));
+        let written = shared.write_pcap(int, &path, snaplen).unwrap();
+        let file = crate::pcap::CaptureFile::open(&path).unwrap();
+        let records: Vec<_> = file.records().map(|r| r.unwrap()).collect();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(written.packets as usize, expected.len());
+        assert_eq!(records.len(), expected.len());
+        for (r, (_, ts, data)) in records.iter().zip(&expected) {
+            let cut = &data[..data.len().min(snaplen as usize)];
+            assert_eq!(r.ts_ns, ts / 1_000 * 1_000, "microsecond timestamps");
+            assert_eq!(r.data, cut);
+            assert_eq!(r.wirelen, data.len() as u32 + 4);
+        }
+        assert_eq!(
+            written.bytes,
+            records.iter().map(|r| r.data.len() as u64).sum::<u64>()
+        );
+    }
 }
