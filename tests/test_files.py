@@ -4,13 +4,14 @@ what we read includes pcap (µs, ns, either byte order) and pcapng from Wireshar
 from __future__ import annotations
 
 import filecmp
+import os
 import subprocess
 from pathlib import Path
 
 import corpus
 import pcapdump
 import pytest
-from conftest import need_tool, run_pcapdump
+from conftest import need_tool, pcapdump_exe, run_pcapdump
 
 
 def tshark_count(path: Path) -> int:
@@ -125,3 +126,27 @@ def big_endian_pcapng(frame: bytes, name: str) -> bytes:
         + opt(0, b""),
     )
     return shb + idb + epb
+
+
+def test_reads_standard_input_and_a_pipe(corpus_file, tmp_path):
+    expected = run_pcapdump("read", str(corpus_file)).stdout
+    data = corpus_file.read_bytes()
+
+    def fed(*args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "TZ": "UTC"}
+        return subprocess.run([pcapdump_exe(), *args], input=data, capture_output=True, env=env, check=False)
+
+    from_stdin = fed("read", "-")
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert from_stdin.stdout.decode() == expected
+    # /dev/stdin on a pipe cannot be mapped: it is read to its end all the same.
+    tcp = tmp_path / "tcp.cap"
+    from_pipe = fed("tcp", "read", "/dev/stdin", "-w", str(tcp))
+    assert from_pipe.returncode == 0, from_pipe.stderr
+    assert tshark_count(tcp) == len(run_pcapdump("tcp", "read", str(corpus_file)).stdout.splitlines()) > 0
+
+
+def test_a_folder_is_named_as_such(tmp_path):
+    done = run_pcapdump("read", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr == f"pcapdump: '{tmp_path}': is a folder (expected a pcap or pcapng capture)\n"

@@ -36,7 +36,8 @@ Commands:
   cleanup | clean        stop all, free the buffer, stop the agent, delete
                          the store's files
   read <file>            print the packets of a pcap/pcapng file that match
-                         the filter, or write them with -w <out>
+                         the filter, or write them with -w <out>; <file> may
+                         be - (standard input) or a pipe
   demo                   a guided tour in a private network namespace
   agent                  run the agent in the foreground (systemd)
 

@@ -1,5 +1,6 @@
 //! Read pcap (microsecond or nanosecond, either byte order) and pcapng (SHB, IDB, EPB, SPB, OPB, either
-//! byte order) from a memory map: records are slices of the file, nothing is copied.
+//! byte order) from a memory map: records are slices of the file, nothing is copied. Pipes and devices,
+//! which cannot be mapped, are read to their end first.
 
 use std::fs::File;
 use std::path::Path;
@@ -24,6 +25,8 @@ pub enum ReadErrorKind {
     Io(std::io::Error),
     #[error("empty file (expected a pcap or pcapng capture)")]
     Empty,
+    #[error("is a folder (expected a pcap or pcapng capture)")]
+    Folder,
     #[error("not a pcap or pcapng file (starts with 0x{0:08x})")]
     NotCapture(u32),
     #[error("file ends inside record {record} at byte {offset}; the capture was cut short")]
@@ -64,9 +67,31 @@ enum Format {
 }
 
 pub struct CaptureFile {
-    map: Option<Mmap>,
+    bytes: Bytes,
     format: Format,
     path: String,
+}
+
+/// A regular file is mapped; a pipe or a device (`-`, `/dev/stdin`, `<(zcat x.pcap.gz)`) cannot be, and
+/// is read to its end into memory instead.
+enum Bytes {
+    Mapped(Mmap),
+    Read(Vec<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map) => map,
+            Bytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+fn read_to_end(mut from: impl std::io::Read) -> std::io::Result<Bytes> {
+    let mut bytes = Vec::new();
+    from.read_to_end(&mut bytes)?;
+    Ok(Bytes::Read(bytes))
 }
 
 const PCAP_MICROS: u32 = 0xa1b2_c3d4;
@@ -75,31 +100,44 @@ const PCAPNG_SHB: u32 = 0x0a0d_0d0a;
 const PCAPNG_BOM: u32 = 0x1a2b_3c4d;
 
 impl CaptureFile {
+    /// Open `path` (`-`: standard input).
     pub fn open(path: &Path) -> Result<CaptureFile, ReadError> {
         let shown = path.display().to_string();
         let err = |kind| ReadError {
             path: shown.clone(),
             kind,
         };
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => err(ReadErrorKind::NotFound),
-            _ => err(ReadErrorKind::Io(e)),
-        })?;
-        let len = file
-            .metadata()
-            .map_err(|e| err(ReadErrorKind::Io(e)))?
-            .len();
-        if len == 0 {
+        let bytes = if path == Path::new("-") {
+            read_to_end(std::io::stdin().lock()).map_err(|e| err(ReadErrorKind::Io(e)))?
+        } else {
+            let file = File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => err(ReadErrorKind::NotFound),
+                _ => err(ReadErrorKind::Io(e)),
+            })?;
+            let meta = file.metadata().map_err(|e| err(ReadErrorKind::Io(e)))?;
+            if meta.is_dir() {
+                return Err(err(ReadErrorKind::Folder));
+            }
+            if meta.is_file() {
+                if meta.len() == 0 {
+                    return Err(err(ReadErrorKind::Empty));
+                }
+                // SAFETY: the map is read-only; a file truncated under us by another process is the
+                // usual mmap caveat (SIGBUS), the same as any reader that maps capture files.
+                let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
+                #[cfg(unix)]
+                let _ = map.advise(memmap2::Advice::Sequential);
+                Bytes::Mapped(map)
+            } else {
+                read_to_end(file).map_err(|e| err(ReadErrorKind::Io(e)))?
+            }
+        };
+        if bytes.as_slice().is_empty() {
             return Err(err(ReadErrorKind::Empty));
         }
-        // SAFETY: the map is read-only; a file truncated under us by another process is the usual mmap
-        // caveat (SIGBUS), the same as any reader that maps capture files.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
-        #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Sequential);
-        let format = detect(&map).map_err(err)?;
+        let format = detect(bytes.as_slice()).map_err(err)?;
         Ok(CaptureFile {
-            map: Some(map),
+            bytes,
             format,
             path: shown,
         })
@@ -110,7 +148,7 @@ impl CaptureFile {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.bytes.as_slice()
     }
 
     /// Map the file's pages into our page tables ahead of the reader, a chunk at a time, until done or
@@ -118,7 +156,7 @@ impl CaptureFile {
     /// themselves are already in the page cache (or are read in now). A no-op where unsupported.
     pub fn prefault(&self, stop: &std::sync::atomic::AtomicBool) {
         #[cfg(target_os = "linux")]
-        if let Some(map) = &self.map {
+        if let Bytes::Mapped(map) = &self.bytes {
             const CHUNK: usize = 32 << 20;
             let mut at = 0;
             while at < map.len() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
