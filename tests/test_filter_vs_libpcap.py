@@ -196,3 +196,44 @@ def test_the_random_filters_select_something(corpus_file):
     ]
     assert sum(1 for n in sizes if n > 0) > 120
     assert sum(1 for n in sizes if 0 < n < 100) > 60
+
+
+# BSD loopback (macOS `tcpdump -i lo0`, OpenBSD): a 4-byte address family instead of an Ethernet header.
+# NULL keeps the capturing host's byte order (little-endian here, with macOS's AF_INET6 = 30); LOOP is
+# big-endian (with OpenBSD's 24).
+LOOPBACK = {"null": (0, "<", 30), "loop": (108, ">", 24)}
+
+
+@pytest.mark.parametrize("kind", sorted(LOOPBACK))
+def test_bsd_loopback_filters_keep_what_libpcap_keeps(kind, corpus_frames, tmp_path):
+    import struct
+
+    tcpdump = need_tool("tcpdump")
+    linktype, order, af_inet6 = LOOPBACK[kind]
+    families = {b"\x08\x00": 2, b"\x86\xdd": af_inet6}
+    src = tmp_path / f"{kind}.pcap"
+    reframed = {}
+    with src.open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+        for i, f in enumerate(corpus_frames):
+            if f.tags or len(f.data) < 14 or f.data[12:14] not in families:
+                continue
+            data = struct.pack(order + "I", families[f.data[12:14]]) + f.data[14:]
+            out.write(struct.pack("<IIII", corpus.BASE + i, 0, len(data), f.wirelen - 10) + data)
+            reframed[i] = f
+    assert len(reframed) > 50
+    draws = [draw_filter(random.Random(seed)) for seed in range(80)]
+    # Words that need an Ethernet header (addresses, tags, ARP) have no meaning here.
+    filters = [[(w, v) for w, v in words if not w.startswith(("eth", "vlan", "arp"))] for words in draws]
+    filters = [f for f in filters if f] + [[("tcp", None)], [("udp", None)], [("icmp6", None)]]
+    for words in filters:
+        text = " ".join(w if v is None else f"{w} {v}" for w, v in words)
+        expr = to_libpcap(words, 0)
+        ours = kept_by_pcapdump(src, text)
+        theirs = kept_by_tcpdump(tcpdump, src, expr, tmp_path / "out.pcap")
+        compared = {i for i, f in reframed.items() if comparable(f, words)}
+        assert ours & compared == theirs & compared, (
+            f"{kind}: filter {text!r} / tcpdump {expr!r}: only ours {sorted((ours - theirs) & compared)}, "
+            f"only libpcap {sorted((theirs - ours) & compared)}"
+        )
+    assert kept_by_pcapdump(src, "udp"), "the comparison must see packets"

@@ -132,3 +132,23 @@ def test_a_write_error_is_one_line(corpus_file):
     done = run_pcapdump("read", str(corpus_file), "-w", "/dev/full")
     assert done.returncode == 1
     assert done.stderr == "pcapdump: '/dev/full': cannot write: No space left on device (os error 28)\n"
+
+
+def test_filter_words_refuse_a_link_type_they_cannot_read(tmp_path):
+    import struct
+
+    radiotap = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127) + record(24)
+    src = write_bytes(tmp_path, "wifi.cap", radiotap)
+    shown = run_pcapdump("read", str(src))
+    assert shown.returncode == 0
+    assert shown.stdout.endswith("LINK type=127 len=24 (not decoded)\n")
+    out = tmp_path / "out.cap"
+    done = run_pcapdump("udp", "read", str(src), "-w", str(out))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"pcapdump: '{src}': filter words cannot look into link type 127 (record 1); "
+        "they read Ethernet, Linux cooked, raw IP and BSD loopback frames\n"
+    )
+    assert not out.exists()
+    with pytest.raises(pcapdump.CaptureFileError, match="link type 127"):
+        list(pcapdump.read(src, filter="udp"))

@@ -69,6 +69,8 @@ impl PyFileReader {
                 return Ok(None);
             };
             let r = next.map_err(|e| errors::capture_file_error(py, e.to_string()))?;
+            offline::filterable(self.filter.as_ref(), self.file.path(), &r)
+                .map_err(|e| errors::capture_file_error(py, e.to_string()))?;
             if self
                 .filter
                 .as_ref()

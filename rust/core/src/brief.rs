@@ -257,6 +257,15 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
             });
             return sum;
         }
+        Net::Undecoded { link } => {
+            sum.proto = "LINK";
+            info.extend_from_slice(b"type=");
+            push_u64(info, link as u64);
+            info.extend_from_slice(b" len=");
+            push_u64(info, wirelen as u64);
+            info.extend_from_slice(b" (not decoded)");
+            return sum;
+        }
         Net::Llc { length } => {
             sum.proto = "LLC";
             info.extend_from_slice(b"len=");

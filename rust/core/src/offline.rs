@@ -35,8 +35,9 @@ impl Default for Selection<'_> {
 
 impl Selection<'_> {
     #[inline]
-    fn keeps(&self, r: &Record) -> bool {
-        self.filter.is_none_or(|f| f.matches(r.data, r.link))
+    fn keeps(&self, path: &str, r: &Record) -> Result<bool, OfflineError> {
+        filterable(self.filter, path, r)?;
+        Ok(self.filter.is_none_or(|f| f.matches(r.data, r.link)))
     }
 
     #[inline]
@@ -68,9 +69,28 @@ pub enum OfflineError {
         first: u32,
         found: u32,
     },
+    #[error("'{path}': filter words cannot look into link type {link} (record {record}); they read Ethernet, Linux cooked, raw IP and BSD loopback frames")]
+    UndecodedLink {
+        path: String,
+        record: u64,
+        link: u32,
+    },
     /// The reader of our output went away (e.g. `| head`): not an error worth a message.
     #[error("output closed")]
     OutputClosed,
+}
+
+/// Over a link type we do not decode, filter words would silently match nothing: say so instead.
+#[inline]
+pub fn filterable(filter: Option<&Filter>, path: &str, r: &Record) -> Result<(), OfflineError> {
+    match (filter, r.link) {
+        (Some(f), LinkType::Other(link)) if !f.is_empty() => Err(OfflineError::UndecodedLink {
+            path: path.into(),
+            record: r.number,
+            link,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Print brief lines (or JSON lines) of the selected records to `out`.
@@ -281,7 +301,7 @@ fn walk_selected<'f>(
     for r in file.records() {
         let r = r?;
         sum.read += 1;
-        if !sel.keeps(&r) {
+        if !sel.keeps(file.path(), &r)? {
             continue;
         }
         let data = sel.cut(r.data);

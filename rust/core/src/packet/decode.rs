@@ -33,6 +33,10 @@ pub enum Net {
     Truncated {
         ethertype: u16,
     },
+    /// A link type whose frames we do not decode (802.11, USB, ...).
+    Undecoded {
+        link: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +126,10 @@ pub fn decode(frame: &[u8], link: LinkType) -> Decoded {
         transport: Transport::None,
         fragment: None,
     };
+    if let LinkType::Other(n) = link {
+        out.net = Net::Undecoded { link: n };
+        return out;
+    }
     let Some(l2) = parse_l2(frame, link, None) else {
         return out;
     };

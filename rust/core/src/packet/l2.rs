@@ -58,6 +58,18 @@ pub fn parse_l2(frame: &[u8], link: LinkType, stripped_tci: Option<u16>) -> Opti
         },
         LinkType::Ipv4 => (ethertype::IPV4, 0),
         LinkType::Ipv6 => (ethertype::IPV6, 0),
+        LinkType::Null | LinkType::Loop => {
+            let word: [u8; 4] = frame.get(..4)?.try_into().ok()?;
+            let family = match link {
+                LinkType::Loop => u32::from_be_bytes(word),
+                // The capturing host's byte order is not recorded; a family is small either way.
+                _ => match u32::from_le_bytes(word) {
+                    small @ 0..=0xffff => small,
+                    _ => u32::from_be_bytes(word),
+                },
+            };
+            (bsd_family_ethertype(family), 4)
+        }
         LinkType::Other(_) => return None,
     };
     for _ in 0..MAX_INBAND_TAGS {
@@ -73,6 +85,16 @@ pub fn parse_l2(frame: &[u8], link: LinkType, stripped_tci: Option<u16>) -> Opti
     l2.ethertype = et;
     l2.l3 = off;
     Some(l2)
+}
+
+/// The network protocol of a BSD loopback address family; 0 for families other than IPv4 and IPv6.
+fn bsd_family_ethertype(family: u32) -> u16 {
+    match family {
+        2 => ethertype::IPV4,
+        // AF_INET6 differs by system: Linux, NetBSD/OpenBSD, FreeBSD, macOS.
+        10 | 24 | 28 | 30 => ethertype::IPV6,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +120,21 @@ mod tests {
         let l2 = parse_l2(&f, LinkType::Ethernet, Some(0x2005)).unwrap();
         assert_eq!(l2.vlan_ids(), &[5, 7]);
         assert_eq!((l2.ethertype, l2.l3), (0x0800, 18));
+    }
+
+    #[test]
+    fn bsd_loopback_family_in_either_byte_order() {
+        let v4_le = [2, 0, 0, 0, 0x45];
+        let v6_be = [0, 0, 0, 30, 0x60];
+        let null = |f: &[u8]| parse_l2(f, LinkType::Null, None).map(|l| (l.ethertype, l.l3));
+        assert_eq!(null(&v4_le), Some((ethertype::IPV4, 4)));
+        assert_eq!(null(&v6_be), Some((ethertype::IPV6, 4)));
+        assert_eq!(
+            parse_l2(&[0, 0, 0, 24, 0x60], LinkType::Loop, None).map(|l| l.ethertype),
+            Some(ethertype::IPV6)
+        );
+        assert_eq!(null(&[7, 0, 0, 0]).map(|l| l.0), Some(0));
+        assert_eq!(null(&[2, 0, 0]), None);
     }
 
     #[test]

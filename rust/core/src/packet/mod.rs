@@ -18,6 +18,10 @@ pub enum LinkType {
     Raw,
     Ipv4,
     Ipv6,
+    /// BSD loopback: a 4-byte address family in the capturing host's byte order, then IP.
+    Null,
+    /// OpenBSD loopback: the same, the family in network byte order.
+    Loop,
     /// Any other type: records are kept and written back, but not decoded.
     Other(u32),
 }
@@ -31,6 +35,8 @@ impl LinkType {
             101 | 12 | 14 => LinkType::Raw,
             228 => LinkType::Ipv4,
             229 => LinkType::Ipv6,
+            0 => LinkType::Null,
+            108 => LinkType::Loop,
             other => LinkType::Other(other),
         }
     }
@@ -43,6 +49,8 @@ impl LinkType {
             LinkType::Raw => 101,
             LinkType::Ipv4 => 228,
             LinkType::Ipv6 => 229,
+            LinkType::Null => 0,
+            LinkType::Loop => 108,
             LinkType::Other(n) => n,
         }
     }
