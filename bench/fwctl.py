@@ -4,7 +4,8 @@
 
 Starts an OpenSSH sshd on 127.0.0.1 with fresh keys (tests/sshd.py), then alternates the two whole
 commands (fwctl, scp, fwctl, ...) on the same file; prints every run, the medians and their ratio, and
-checks that both copies are byte-identical to the source.
+checks that both copies are byte-identical to the source. The same alternation on a 1 KB file splits each
+tool's time into a fixed cost (start-up, connection, session) and a transfer rate.
 """
 
 from __future__ import annotations
@@ -60,16 +61,27 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
         env["HOME"] = str(home)
         ours_dest, scp_dest = work / "ours.cap", work / "scp.cap"
-        ours_cmd = [str(fwctl), "--filedownload", "big.cap", str(ours_dest), "bench:gw", "--force"]
-        scp_cmd = [
-            "scp", "-q", "-B", "-P", str(server.port), "-i", str(key),
-            "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-            f"{getpass.getuser()}@127.0.0.1:{source}", str(scp_dest),
-        ]  # fmt: skip
-        ours, theirs = [], []
+        (store / "tiny.cap").write_bytes(os.urandom(1024))
+
+        def commands(name: str) -> tuple[list[str], list[str]]:
+            """fwctl's and scp's command for the store file `name`."""
+            return (
+                [str(fwctl), "--filedownload", name, str(ours_dest), "bench:gw", "--force"],
+                [
+                    "scp", "-q", "-B", "-P", str(server.port), "-i", str(key),
+                    "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                    f"{getpass.getuser()}@127.0.0.1:{store / name}", str(scp_dest),
+                ],
+            )  # fmt: skip
+
+        ours, theirs, ours_tiny, theirs_tiny = [], [], [], []
         for _ in range(args.rounds):
-            ours.append(timed(ours_cmd, env))
-            theirs.append(timed(scp_cmd, env))
+            for (fw, sc), ours_runs, theirs_runs in (
+                (commands("tiny.cap"), ours_tiny, theirs_tiny),
+                (commands(source.name), ours, theirs),
+            ):
+                ours_runs.append(timed(fw, env))
+                theirs_runs.append(timed(sc, env))
         same = filecmp.cmp(ours_dest, source, shallow=False) and filecmp.cmp(scp_dest, source, shallow=False)
         version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
         print(f"{args.mb} MB over loopback from one sshd ({version})")
@@ -78,6 +90,11 @@ def main() -> None:
             rate = args.mb * 1.048576 / statistics.median(runs)
             print(f"  {name:<6} median {statistics.median(runs):6.3f} s ({rate:6.1f} MB/s)  runs "
                   + ", ".join(f"{t:.3f}" for t in runs))  # fmt: skip
+        print(f"split, from the medians of {args.rounds} alternating runs on a 1 KB file:")
+        for name, runs, tiny_runs in (("fwctl", ours, ours_tiny), ("scp", theirs, theirs_tiny)):
+            fixed = statistics.median(tiny_runs)
+            rate = args.mb * 1.048576 / max(statistics.median(runs) - fixed, 1e-9)
+            print(f"  {name:<6} fixed cost {fixed:6.3f} s, then {rate:6.1f} MB/s")
         ratio = statistics.median(theirs) / statistics.median(ours)
         print(
             f"  ratio  scp / fwctl = {ratio:.2f}x (target ≥ 1); copies {'identical' if same else 'DIFFERENT'}"
