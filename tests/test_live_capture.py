@@ -321,3 +321,56 @@ def test_a_filter_on_an_interface_without_link_header(testnet):
     assert all(p.data[:2] == b"\x08\x00" for p in got)  # the cooked header's protocol
     assert all("UDP 198.19.5.1:" in p.brief() and "> 198.19.5.2:9000" in p.brief() for p in outs)
     assert all("UDP 198.19.5.2:40000 > 198.19.5.1:9000" in p.brief() for p in ins)
+
+
+def test_a_link_flap_is_lived_through_and_a_removed_interface_ends_the_capture(testnet):
+    """Down and up again: the capture goes on (the kernel attaches the socket again) without spinning on
+    the socket's error. Removed: the capture stops by itself and keeps what it has."""
+    import resource
+
+    ns = testnet.cap_ns
+    testnet.in_ns(ns, "ip", "link", "add", "flap0", "type", "veth", "peer", "name", "flap1")
+    for dev in ("flap0", "flap1"):
+        testnet.in_ns(ns, "ip", "link", "set", dev, "up")
+    src = bytes.fromhex("0200000000aa")
+    frame = bytes.fromhex("ffffffffffff") + src + b"\x88\xb5" + b"flap" * 12  # local experimental type
+
+    def send(count: int) -> None:
+        import socket
+
+        with testnet.on_capture_side(), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("flap1", 0))
+            for _ in range(count):
+                s.send(frame)
+
+    def wait_for(what, deadline_s: float = 5.0):
+        deadline = time.monotonic() + deadline_s
+        while not what() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return what()
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    cap = start(testnet, "flap0", filter="ethsrc 02:00:00:00:00:aa")
+    try:
+        send(5)
+        assert wait_for(lambda: cap.stats()["packets"] == 5), cap.stats()
+        testnet.in_ns(ns, "ip", "link", "set", "flap0", "down")
+        time.sleep(0.3)
+        before = cpu()
+        time.sleep(1.0)
+        # A capture thread spinning on the socket's error would burn the whole second.
+        assert cpu() - before < 0.5
+        assert cap.stats()["state"] == "running"
+        testnet.in_ns(ns, "ip", "link", "set", "flap0", "up")
+        assert wait_for(lambda: "LOWER_UP" in testnet.link_details("flap0"))
+        send(5)
+        assert wait_for(lambda: cap.stats()["packets"] == 10), cap.stats()
+        testnet.in_ns(ns, "ip", "link", "del", "flap0")
+        assert wait_for(lambda: cap.stats()["state"] == "stopped"), cap.stats()
+        assert cap.stats()["stop_reason"] == "interface removed"
+        assert len(list(cap)) == 10
+    finally:
+        cap.stop()

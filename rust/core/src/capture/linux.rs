@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{CaptureError, KernelStats, Options, RingFrame};
+use super::{CaptureError, KernelStats, Options, RingFrame, Waited};
 use crate::filter::{Filter, LinkHeader, MAX_SNAPLEN};
 use crate::packet::{Direction, LinkType};
 
@@ -347,9 +347,9 @@ impl PacketRing {
     }
 
     /// Wait until the next block is ours, `wake` is readable, or `timeout_ms` passes (-1: no limit).
-    pub fn wait(&self, wake: RawFd, timeout_ms: i32) {
+    pub fn wait(&self, wake: RawFd, timeout_ms: i32) -> Waited {
         if self.ready() {
-            return;
+            return Waited::Woken;
         }
         let mut fds = [
             libc::pollfd {
@@ -364,7 +364,37 @@ impl PacketRing {
             },
         ];
         // SAFETY: two valid pollfd entries. EINTR simply ends the wait early.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n > 0 && fds[0].revents & libc::POLLERR != 0 {
+            return self.take_error();
+        }
+        Waited::Woken
+    }
+
+    /// The socket's pending error, read and so cleared: left set, it keeps `poll` returning at once.
+    /// The kernel sets ENETDOWN when the interface goes down and when it is removed (af_packet.c,
+    /// `packet_notifier`); only a removal is the end, as the socket is attached again on the way up.
+    fn take_error(&self) -> Waited {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `err`.
+        unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+        // SAFETY: `name` has room for IFNAMSIZ bytes, as if_indextoname requires.
+        let exists = !unsafe { libc::if_indextoname(self.ifindex, name.as_mut_ptr()) }.is_null();
+        if err == libc::ENETDOWN && !exists {
+            Waited::InterfaceGone
+        } else {
+            Waited::Woken
+        }
     }
 
     /// The kernel's counters, folded into running totals (the kernel resets them on every read).

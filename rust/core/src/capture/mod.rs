@@ -65,6 +65,18 @@ impl RingConfig {
     }
 }
 
+/// How a wait for the ring ended.
+// Only the Linux backend makes these; elsewhere the type exists so that sessions compile unchanged.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// A block is ready, the waker fired, the time passed, or the interface went down (the kernel
+    /// attaches the socket again when it comes back up).
+    Woken,
+    /// The interface was removed: nothing will ever arrive again.
+    InterfaceGone,
+}
+
 /// One packet as the kernel put it in the ring.
 // Only the Linux backend makes these; elsewhere the types exist so that sessions compile unchanged.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]

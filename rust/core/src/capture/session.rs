@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::buffer::{IfaceId, Pushed, SharedBuffer};
 use super::linux::{PacketRing, Waker};
-use super::{CaptureError, Options, RingConfig, RingFrame};
+use super::{CaptureError, Options, RingConfig, RingFrame, Waited};
 use crate::filter::{Filter, MAX_SNAPLEN};
 use crate::packet::{Direction, LinkType};
 
@@ -50,6 +50,7 @@ impl CaptureConfig {
 pub enum StopReason {
     Requested,
     CountReached,
+    InterfaceGone,
 }
 
 impl StopReason {
@@ -57,6 +58,7 @@ impl StopReason {
         match self {
             StopReason::Requested => "stopped",
             StopReason::CountReached => "count reached",
+            StopReason::InterfaceGone => "interface removed",
         }
     }
 }
@@ -332,6 +334,7 @@ impl Worker {
         let mut kept = 0u64;
         // Frames the kernel handed over, to compare with what it says it passed.
         let mut delivered = 0u64;
+        let mut interface_gone = false;
         let reason = loop {
             let mut count_reached = false;
             while !count_reached {
@@ -348,20 +351,28 @@ impl Worker {
             if count_reached {
                 break StopReason::CountReached;
             }
-            let timeout = if self.shared.stop_requested.load(Ordering::SeqCst) {
+            let requested = self.shared.stop_requested.load(Ordering::SeqCst);
+            // Either way, what the kernel already passed is still delivered first.
+            let timeout = if requested || interface_gone {
                 let until = *stop_by.get_or_insert_with(|| {
                     self.waker.clear();
                     Instant::now() + grace
                 });
                 let now = Instant::now();
                 if delivered >= ks.packets - ks.drops || now >= until {
-                    break StopReason::Requested;
+                    break if requested {
+                        StopReason::Requested
+                    } else {
+                        StopReason::InterfaceGone
+                    };
                 }
                 (until - now).min(tov).as_millis() as i32 + 1
             } else {
                 -1
             };
-            self.ring.wait(self.waker.fd(), timeout);
+            if self.ring.wait(self.waker.fd(), timeout) == Waited::InterfaceGone {
+                interface_gone = true;
+            }
         };
         *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Stopped(reason);
         if let Some(q) = &self.shared.live {

@@ -4,7 +4,7 @@ use std::io;
 /// A descriptor number, as on Unix (never a real one here).
 type RawFd = i32;
 
-use super::{CaptureError, KernelStats, Options, RingFrame};
+use super::{CaptureError, KernelStats, Options, RingFrame, Waited};
 use crate::packet::LinkType;
 
 pub enum PacketRing {}
@@ -22,7 +22,7 @@ impl PacketRing {
     pub fn drain_block(&mut self, _: impl FnMut(&RingFrame)) -> Option<u32> {
         match *self {}
     }
-    pub fn wait(&self, _: RawFd, _: i32) {
+    pub fn wait(&self, _: RawFd, _: i32) -> Waited {
         match *self {}
     }
     pub fn kernel_stats(&mut self) -> KernelStats {
