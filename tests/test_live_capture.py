@@ -323,39 +323,45 @@ def test_a_filter_on_an_interface_without_link_header(testnet):
     assert all("UDP 198.19.5.2:40000 > 198.19.5.1:9000" in p.brief() for p in ins)
 
 
+def make_veth(net: netns.TestNet, name: str) -> None:
+    """A spare veth pair in the capture namespace, `name`0 and `name`1, both up."""
+    net.in_ns(net.cap_ns, "ip", "link", "add", f"{name}0", "type", "veth", "peer", "name", f"{name}1")
+    for dev in (f"{name}0", f"{name}1"):
+        net.in_ns(net.cap_ns, "ip", "link", "set", dev, "up")
+
+
+def send_frames(net: netns.TestNet, dev: str, count: int) -> None:
+    """Broadcast frames from 02:00:00:00:00:aa, of a local experimental ethertype, out of `dev`."""
+    import socket
+
+    frame = bytes.fromhex("ffffffffffff0200000000aa88b5") + b"flap" * 12
+    with net.on_capture_side(), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((dev, 0))
+        for _ in range(count):
+            s.send(frame)
+
+
+def wait_for(what, deadline_s: float = 5.0):
+    deadline = time.monotonic() + deadline_s
+    while not what() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return what()
+
+
 def test_a_link_flap_is_lived_through_and_a_removed_interface_ends_the_capture(testnet):
     """Down and up again: the capture goes on (the kernel attaches the socket again) without spinning on
     the socket's error. Removed: the capture stops by itself and keeps what it has."""
     import resource
 
-    ns = testnet.cap_ns
-    testnet.in_ns(ns, "ip", "link", "add", "flap0", "type", "veth", "peer", "name", "flap1")
-    for dev in ("flap0", "flap1"):
-        testnet.in_ns(ns, "ip", "link", "set", dev, "up")
-    src = bytes.fromhex("0200000000aa")
-    frame = bytes.fromhex("ffffffffffff") + src + b"\x88\xb5" + b"flap" * 12  # local experimental type
-
-    def send(count: int) -> None:
-        import socket
-
-        with testnet.on_capture_side(), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-            s.bind(("flap1", 0))
-            for _ in range(count):
-                s.send(frame)
-
-    def wait_for(what, deadline_s: float = 5.0):
-        deadline = time.monotonic() + deadline_s
-        while not what() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return what()
-
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
 
+    ns = testnet.cap_ns
+    make_veth(testnet, "flap")
     cap = start(testnet, "flap0", filter="ethsrc 02:00:00:00:00:aa")
     try:
-        send(5)
+        send_frames(testnet, "flap1", 5)
         assert wait_for(lambda: cap.stats()["packets"] == 5), cap.stats()
         testnet.in_ns(ns, "ip", "link", "set", "flap0", "down")
         time.sleep(0.3)
@@ -366,11 +372,28 @@ def test_a_link_flap_is_lived_through_and_a_removed_interface_ends_the_capture(t
         assert cap.stats()["state"] == "running"
         testnet.in_ns(ns, "ip", "link", "set", "flap0", "up")
         assert wait_for(lambda: "LOWER_UP" in testnet.link_details("flap0"))
-        send(5)
+        send_frames(testnet, "flap1", 5)
         assert wait_for(lambda: cap.stats()["packets"] == 10), cap.stats()
         testnet.in_ns(ns, "ip", "link", "del", "flap0")
         assert wait_for(lambda: cap.stats()["state"] == "stopped"), cap.stats()
         assert cap.stats()["stop_reason"] == "interface removed"
         assert len(list(cap)) == 10
+    finally:
+        cap.stop()
+
+
+def test_an_interface_removed_while_down_ends_the_capture(testnet):
+    # Going down raised the socket's one error; the removal that follows raises none.
+    make_veth(testnet, "gone")
+    cap = start(testnet, "gone0", filter="ethsrc 02:00:00:00:00:aa")
+    try:
+        send_frames(testnet, "gone1", 3)
+        assert wait_for(lambda: cap.stats()["packets"] == 3), cap.stats()
+        testnet.in_ns(testnet.cap_ns, "ip", "link", "set", "gone0", "down")
+        time.sleep(0.5)
+        assert cap.stats()["state"] == "running"
+        testnet.in_ns(testnet.cap_ns, "ip", "link", "del", "gone0")
+        assert wait_for(lambda: cap.stats()["state"] == "stopped"), cap.stats()
+        assert (cap.stats()["stop_reason"], len(list(cap))) == ("interface removed", 3)
     finally:
         cap.stop()

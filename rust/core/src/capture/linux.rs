@@ -34,6 +34,19 @@ pub struct PacketRing {
     /// On `lo` every packet is seen twice, once outgoing and once incoming: keep one.
     skip_outgoing: bool,
     totals: KernelStats,
+    /// The kernel reported the interface down; it has not been seen up again since.
+    interface_down: bool,
+}
+
+/// While the interface is down, how often to look whether it was removed or is up again: a removal
+/// raises no second socket error after the one for going down.
+const DOWN_RECHECK_MS: i32 = 250;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Up,
+    Down,
+    Gone,
 }
 
 // SAFETY: the mapping belongs to this value alone; blocks are handed between us and the kernel through
@@ -176,6 +189,7 @@ impl PacketRing {
             link,
             skip_outgoing: hatype == ARPHRD_LOOPBACK,
             totals: KernelStats::default(),
+            interface_down: false,
         };
 
         if let Some(program) = program {
@@ -347,10 +361,15 @@ impl PacketRing {
     }
 
     /// Wait until the next block is ours, `wake` is readable, or `timeout_ms` passes (-1: no limit).
-    pub fn wait(&self, wake: RawFd, timeout_ms: i32) -> Waited {
+    pub fn wait(&mut self, wake: RawFd, timeout_ms: i32) -> Waited {
         if self.ready() {
             return Waited::Woken;
         }
+        let timeout_ms = match (self.interface_down, timeout_ms) {
+            (false, t) => t,
+            (true, -1) => DOWN_RECHECK_MS,
+            (true, t) => t.min(DOWN_RECHECK_MS),
+        };
         let mut fds = [
             libc::pollfd {
                 fd: self.fd(),
@@ -365,16 +384,24 @@ impl PacketRing {
         ];
         // SAFETY: two valid pollfd entries. EINTR simply ends the wait early.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n > 0 && fds[0].revents & libc::POLLERR != 0 {
-            return self.take_error();
+        // The kernel sets ENETDOWN when the interface goes down, and before it is removed (af_packet.c,
+        // `packet_notifier`). Left unread, the error keeps `poll` returning at once.
+        if n > 0 && fds[0].revents & libc::POLLERR != 0 && self.take_error() == libc::ENETDOWN {
+            self.interface_down = true;
+        }
+        if self.interface_down {
+            match self.presence() {
+                Presence::Gone => return Waited::InterfaceGone,
+                // The kernel attached the socket again on the way up.
+                Presence::Up => self.interface_down = false,
+                Presence::Down => {}
+            }
         }
         Waited::Woken
     }
 
-    /// The socket's pending error, read and so cleared: left set, it keeps `poll` returning at once.
-    /// The kernel sets ENETDOWN when the interface goes down and when it is removed (af_packet.c,
-    /// `packet_notifier`); only a removal is the end, as the socket is attached again on the way up.
-    fn take_error(&self) -> Waited {
+    /// The socket's pending error (0: none), read and so cleared.
+    fn take_error(&self) -> libc::c_int {
         let mut err: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: the kernel writes at most `len` bytes into `err`.
@@ -387,13 +414,28 @@ impl PacketRing {
                 &mut len,
             )
         };
-        let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
-        // SAFETY: `name` has room for IFNAMSIZ bytes, as if_indextoname requires.
-        let exists = !unsafe { libc::if_indextoname(self.ifindex, name.as_mut_ptr()) }.is_null();
-        if err == libc::ENETDOWN && !exists {
-            Waited::InterfaceGone
+        err
+    }
+
+    /// Whether the interface still exists, and is up. Looked up by index: a new interface may have
+    /// taken the name, but this socket stays bound to the one that was removed.
+    fn presence(&self) -> Presence {
+        // SAFETY: an all-zero ifreq is valid; if_indextoname writes at most IFNAMSIZ bytes into the
+        // name, NUL-terminated, which SIOCGIFFLAGS then reads.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if unsafe { libc::if_indextoname(self.ifindex, req.ifr_name.as_mut_ptr()) }.is_null() {
+            return Presence::Gone;
+        }
+        // SAFETY: SIOCGIFFLAGS fills the flags member of the ifreq we pass.
+        if unsafe { libc::ioctl(self.fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+            return Presence::Gone;
+        }
+        // SAFETY: SIOCGIFFLAGS set the flags member of the union.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        if flags & libc::IFF_UP as libc::c_short != 0 {
+            Presence::Up
         } else {
-            Waited::Woken
+            Presence::Down
         }
     }
 

@@ -22,7 +22,7 @@ impl PacketRing {
     pub fn drain_block(&mut self, _: impl FnMut(&RingFrame)) -> Option<u32> {
         match *self {}
     }
-    pub fn wait(&self, _: RawFd, _: i32) -> Waited {
+    pub fn wait(&mut self, _: RawFd, _: i32) -> Waited {
         match *self {}
     }
     pub fn kernel_stats(&mut self) -> KernelStats {
