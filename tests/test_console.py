@@ -171,6 +171,8 @@ def test_live_lines_with_o_keep_the_packets(pd):
     assert len(lines) == 6 and all(f"int in  UDP {SND_V4}:" in line for line in lines)
     assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5", "6"]
     assert "int: capturing udp, count 6" in err
+    # It ended by itself: the final counters follow the lines, as `stop` would print them.
+    assert "\nint: stopped (count reached): 6 packets, " in err
     assert pd.capture()["packets"] == 6
     assert len(pd("show", "int").stdout.splitlines()) == 7
     # Stopped by its count already: `stop int` still gives its final counters.

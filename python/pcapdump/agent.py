@@ -300,7 +300,9 @@ class Agent:
                 if line is not None:
                     conn.send({"line": line})
                 elif live.finished:
-                    conn.send({"end": "stopped", "dropped": live.dropped})
+                    with self.lock:
+                        ended = [self._capture_status(n, c) for n in names if (c := self.captures.get(n))]
+                    conn.send({"end": "stopped", "dropped": live.dropped, "captures": ended})
                     return
                 elif peer_closed(conn.sock):
                     break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -110,6 +111,11 @@ def _counters(c: dict[str, int]) -> str:
     )
 
 
+def _stopped_line(c: dict[str, Any]) -> str:
+    why = f" ({c['stop_reason']})" if c["stop_reason"] not in (None, "stopped") else ""
+    return f"{c['iface']}: stopped{why}: {_counters(c)}"
+
+
 def _echo_json(value: object) -> None:
     click.echo(json.dumps(value))
 
@@ -165,10 +171,16 @@ def _follow(session: LiveSession, live_only: bool, ifaces: list[str]) -> None:
         session.close()
         if live_only:
             for c in Console().stop_many(ifaces):
-                click.echo(f"{c['iface']}: stopped: {_counters(c)}", err=True)
+                click.echo(_stopped_line(c), err=True)
         else:
             click.echo("pcapdump: still capturing in the agent; `pcapdump stop` ends it", err=True)
         sys.exit(0)
+    # The captures ended by themselves: count reached, or interface removed.
+    end = session.end or {}
+    for c in end.get("captures", []):
+        click.echo(_stopped_line(c), err=True)
+    if end.get("dropped"):
+        click.echo(f"pcapdump: {end['dropped']} lines not shown: the terminal fell behind", err=True)
 
 
 def run_stop(req: grammar.Request) -> None:
@@ -179,8 +191,7 @@ def run_stop(req: grammar.Request) -> None:
     if not stopped:
         click.echo("nothing was capturing")
     for c in stopped:
-        why = f" ({c['stop_reason']})" if c["stop_reason"] not in (None, "stopped") else ""
-        click.echo(f"{c['iface']}: stopped{why}: {_counters(c)}")
+        click.echo(_stopped_line(c))
 
 
 def _table(rows: list[list[str]]) -> list[str]:
