@@ -64,24 +64,23 @@ impl PyFileReader {
         if self.remaining == Some(0) {
             return Ok(None);
         }
+        // The count is kept here, one packet at a time, rather than in the selection.
+        let sel = selection(&self.filter, Some(self.snaplen), None);
         loop {
             let Some(next) = self.file.next_record(&mut self.cursor) else {
                 return Ok(None);
             };
             let r = next.map_err(|e| errors::capture_file_error(py, e.to_string()))?;
-            offline::filterable(self.filter.as_ref(), self.file.path(), &r)
+            let keeps = sel
+                .keeps(self.file.path(), &r)
                 .map_err(|e| errors::capture_file_error(py, e.to_string()))?;
-            if self
-                .filter
-                .as_ref()
-                .is_some_and(|f| !f.matches(r.data, r.link))
-            {
+            if !keeps {
                 continue;
             }
             if let Some(n) = self.remaining.as_mut() {
                 *n -= 1;
             }
-            let data = &r.data[..r.data.len().min(self.snaplen as usize)];
+            let data = sel.cut(r.data);
             return Ok(Some(PyPacket {
                 ts_ns: r.ts_ns,
                 data: PyBytes::new(py, data).unbind(),

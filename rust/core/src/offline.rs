@@ -34,14 +34,23 @@ impl Default for Selection<'_> {
 }
 
 impl Selection<'_> {
+    /// Whether the filter keeps `r`, a record of the file at `path`. Over a link type we do not decode,
+    /// filter words would silently match nothing: that is an error instead.
     #[inline]
-    fn keeps(&self, path: &str, r: &Record) -> Result<bool, OfflineError> {
-        filterable(self.filter, path, r)?;
-        Ok(self.filter.is_none_or(|f| f.matches(r.data, r.link)))
+    pub fn keeps(&self, path: &str, r: &Record) -> Result<bool, OfflineError> {
+        match (self.filter, r.link) {
+            (Some(f), LinkType::Other(link)) if !f.is_empty() => Err(OfflineError::UndecodedLink {
+                path: path.into(),
+                record: r.number,
+                link,
+            }),
+            (filter, _) => Ok(filter.is_none_or(|f| f.matches(r.data, r.link))),
+        }
     }
 
+    /// The first `snaplen` bytes of `data`.
     #[inline]
-    fn cut<'d>(&self, data: &'d [u8]) -> &'d [u8] {
+    pub fn cut<'d>(&self, data: &'d [u8]) -> &'d [u8] {
         &data[..data.len().min(self.snaplen as usize)]
     }
 }
@@ -78,19 +87,6 @@ pub enum OfflineError {
     /// The reader of our output went away (e.g. `| head`): not an error worth a message.
     #[error("output closed")]
     OutputClosed,
-}
-
-/// Over a link type we do not decode, filter words would silently match nothing: say so instead.
-#[inline]
-pub fn filterable(filter: Option<&Filter>, path: &str, r: &Record) -> Result<(), OfflineError> {
-    match (filter, r.link) {
-        (Some(f), LinkType::Other(link)) if !f.is_empty() => Err(OfflineError::UndecodedLink {
-            path: path.into(),
-            record: r.number,
-            link,
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Print brief lines (or JSON lines) of the selected records to `out`.

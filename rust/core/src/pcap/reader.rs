@@ -118,10 +118,8 @@ impl CaptureFile {
             if meta.is_dir() {
                 return Err(err(ReadErrorKind::Folder));
             }
-            if meta.is_file() {
-                if meta.len() == 0 {
-                    return Err(err(ReadErrorKind::Empty));
-                }
+            // An empty file cannot be mapped; read, it is empty all the same, and said so below.
+            if meta.is_file() && meta.len() > 0 {
                 // SAFETY: the map is read-only; a file truncated under us by another process is the
                 // usual mmap caveat (SIGBUS), the same as any reader that maps capture files.
                 let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
