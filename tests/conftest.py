@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,14 @@ def need_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed; .ci/run installs it")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def wait_until(condition: Callable[[], object], seconds: float = 5, every: float = 0.05) -> bool:
+    """Poll `condition` until it holds or `seconds` pass; whether it holds in the end."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(every)
+    return bool(condition())
 
 
 def pcapdump_exe() -> str:

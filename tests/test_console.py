@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pcapdump
 import pytest
-from conftest import pcapdump_exe
+from conftest import pcapdump_exe, wait_until
 from netns import CAP_V4, SND_V4
 
 pytestmark = pytest.mark.live
@@ -122,9 +122,7 @@ def test_the_spec_session_verbatim(pd, session, tmp_path):
 def test_count_snaplen_and_status_json(pd):
     pd("-c", "5", "-s", "64", "udp", "destport", "9000", "start", "int")
     pd.net.send_udp(CAP_V4, 9000, 20, size=300)
-    deadline = time.monotonic() + 10
-    while pd.capture()["state"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: pd.capture()["state"] != "running", seconds=10)
     status = pd.status()
     assert status["buffer"] == {"size": 512 * 1024, "used": status["buffer"]["used"], "mode": "linear"}
     assert 0 < status["buffer"]["used"] <= 5 * (24 + 64)
@@ -200,9 +198,7 @@ def test_ctrl_c_keeps_an_o_capture_and_ends_an_ou_capture(pd):
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
-        deadline = time.monotonic() + 5
-        while pd.capture()["state"] != state and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda wanted=state: pd.capture()["state"] == wanted)
         assert pd.capture()["state"] == state, flag
         pd("stop", ok=False)
         pd("wipe")
@@ -249,9 +245,7 @@ def test_wipe_and_cleanup(pd):
     assert "deleted 1 files" in out and "agent stopped" in out
     assert os.listdir(pd.home / "store") == []
     assert not (pd.home / "agent.sock").exists()
-    deadline = time.monotonic() + 5
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not alive(pid))
     assert not alive(pid)
 
 
@@ -295,9 +289,7 @@ def test_a_killed_agent_is_reported_and_replaced(pd):
     pd("udp", "start", "int")
     pid = pd.agent_pid()
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not alive(pid), every=0.02)
     one_line_error(pd("status", ok=False), 1, f"pid {pid}", "gone")
     assert pd.status()["captures"] == []  # recovered: no agent, nothing captured
     pd("udp", "start", "int")
@@ -400,10 +392,10 @@ def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
         "pcapdump-demo" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     )
     # An agent still starting when the demo cleaned up finds its home gone and ends.
-    deadline = time.monotonic() + 5
-    while subprocess.run(["pgrep", "-f", "pcapdump.agent"], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "an agent outlived the demo"
-        time.sleep(0.05)
+    agents_gone = wait_until(
+        lambda: subprocess.run(["pgrep", "-f", "pcapdump.agent"], capture_output=True).returncode != 0
+    )
+    assert agents_gone, "an agent outlived the demo"
 
 
 def test_interfaces_started_together_share_a_kernel_ring_budget():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sshd
-from conftest import need_tool
+from conftest import need_tool, wait_until
 
 FWCTL_EXE = shutil.which("fwctl", path=str(Path(sys.executable).parent)) or "fwctl"
 
@@ -228,9 +228,7 @@ def big_download_under_way(gateway, into: Path) -> subprocess.Popen[str]:
         text=True,
         env=env,
     )
-    deadline = time.monotonic() + 30
-    while not any(p.name.endswith(".part") for p in into.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.002)
+    wait_until(lambda: any(p.name.endswith(".part") for p in into.iterdir()), seconds=30, every=0.002)
     return proc
 
 

@@ -16,7 +16,7 @@ import time
 import netns
 import pcapdump
 import pytest
-from conftest import need_tool
+from conftest import need_tool, wait_until
 from netns import CAP_V4, CAP_V6, SND_V4, SND_V6, SND_VLAN_V4, VLAN_ID
 
 pytestmark = pytest.mark.live
@@ -341,13 +341,6 @@ def send_frames(net: netns.TestNet, dev: str, count: int) -> None:
             s.send(frame)
 
 
-def wait_for(what, deadline_s: float = 5.0):
-    deadline = time.monotonic() + deadline_s
-    while not what() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return what()
-
-
 def test_a_link_flap_is_lived_through_and_a_removed_interface_ends_the_capture(testnet):
     """Down and up again: the capture goes on (the kernel attaches the socket again) without spinning on
     the socket's error. Removed: the capture stops by itself and keeps what it has."""
@@ -362,7 +355,7 @@ def test_a_link_flap_is_lived_through_and_a_removed_interface_ends_the_capture(t
     cap = start(testnet, "flap0", filter="ethsrc 02:00:00:00:00:aa")
     try:
         send_frames(testnet, "flap1", 5)
-        assert wait_for(lambda: cap.stats()["packets"] == 5), cap.stats()
+        assert wait_until(lambda: cap.stats()["packets"] == 5), cap.stats()
         testnet.in_ns(ns, "ip", "link", "set", "flap0", "down")
         time.sleep(0.3)
         before = cpu()
@@ -371,11 +364,11 @@ def test_a_link_flap_is_lived_through_and_a_removed_interface_ends_the_capture(t
         assert cpu() - before < 0.5
         assert cap.stats()["state"] == "running"
         testnet.in_ns(ns, "ip", "link", "set", "flap0", "up")
-        assert wait_for(lambda: "LOWER_UP" in testnet.link_details("flap0"))
+        assert wait_until(lambda: "LOWER_UP" in testnet.link_details("flap0"))
         send_frames(testnet, "flap1", 5)
-        assert wait_for(lambda: cap.stats()["packets"] == 10), cap.stats()
+        assert wait_until(lambda: cap.stats()["packets"] == 10), cap.stats()
         testnet.in_ns(ns, "ip", "link", "del", "flap0")
-        assert wait_for(lambda: cap.stats()["state"] == "stopped"), cap.stats()
+        assert wait_until(lambda: cap.stats()["state"] == "stopped"), cap.stats()
         assert cap.stats()["stop_reason"] == "interface removed"
         assert len(list(cap)) == 10
     finally:
@@ -388,12 +381,12 @@ def test_an_interface_removed_while_down_ends_the_capture(testnet):
     cap = start(testnet, "gone0", filter="ethsrc 02:00:00:00:00:aa")
     try:
         send_frames(testnet, "gone1", 3)
-        assert wait_for(lambda: cap.stats()["packets"] == 3), cap.stats()
+        assert wait_until(lambda: cap.stats()["packets"] == 3), cap.stats()
         testnet.in_ns(testnet.cap_ns, "ip", "link", "set", "gone0", "down")
         time.sleep(0.5)
         assert cap.stats()["state"] == "running"
         testnet.in_ns(testnet.cap_ns, "ip", "link", "del", "gone0")
-        assert wait_for(lambda: cap.stats()["state"] == "stopped"), cap.stats()
+        assert wait_until(lambda: cap.stats()["state"] == "stopped"), cap.stats()
         assert (cap.stats()["stop_reason"], len(list(cap))) == ("interface removed", 3)
     finally:
         cap.stop()
