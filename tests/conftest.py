@@ -85,3 +85,20 @@ def testnet():
         yield net
     finally:
         netns.destroy(net)
+
+
+@pytest.fixture
+def pd(testnet, tmp_path):
+    """A console session with its own home; its agent is ended afterwards, whatever the test did."""
+    import signal
+
+    from session import Session, alive
+
+    session = Session(testnet, tmp_path / "home")
+    yield session
+    pid = session.agent_pid()
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGCONT)  # a test may have stopped it
+    session("cleanup", ok=False)
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGKILL)

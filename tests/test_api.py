@@ -1,4 +1,4 @@
-"""The Python surface (SPEC §3) and the `read` command's output, as a user meets them."""
+"""The Python surface (docs/python.md) and the `read` command's output, as a user meets them."""
 
 from __future__ import annotations
 

@@ -10,75 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pcapdump
 import pytest
 from conftest import pcapdump_exe, wait_until
 from netns import CAP_V4, SND_V4
+from session import alive, one_line_error
 
 pytestmark = pytest.mark.live
-
-
-class Session:
-    def __init__(self, net, home: Path) -> None:
-        self.net, self.home = net, home
-        self.env = {**os.environ, "PCAPDUMP_HOME": str(home), "TZ": "UTC"}
-
-    def argv(self, *words: str) -> list[str]:
-        return ["ip", "netns", "exec", self.net.cap_ns, pcapdump_exe(), *words]
-
-    def __call__(self, *words: str, ok: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.argv(*words), capture_output=True, text=True, timeout=timeout, env=self.env, check=False
-        )
-        if ok:
-            assert done.returncode == 0, f"pcapdump {' '.join(words)}: {done.stderr}"
-        return done
-
-    def status(self) -> dict:
-        return json.loads(self("status", "-json").stdout)
-
-    def capture(self, iface: str = "int") -> dict:
-        return next(c for c in self.status()["captures"] if c["iface"] == iface)
-
-    def agent_pid(self) -> int | None:
-        try:
-            return int((self.home / "agent.pid").read_text())
-        except FileNotFoundError:
-            return None
-
-    def popen(self, *words: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*words), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
-        )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@pytest.fixture
-def pd(testnet, tmp_path):
-    session = Session(testnet, tmp_path / "home")
-    yield session
-    session("cleanup", ok=False)
-    pid = session.agent_pid()
-    if pid and alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
-def one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert done.returncode == code, done
-    err = done.stderr.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.mark.parametrize(
@@ -264,6 +203,23 @@ def test_refusals(pd):
     one_line_error(pd("stop", "eth7", ok=False), 1, "'eth7' is not capturing")
 
 
+def test_the_console_raises_the_agents_errors_by_kind(pd):
+    console = pcapdump.Console(pd.home)
+    with pd.net.on_capture_side():
+        console.start("int")
+        with pytest.raises(pcapdump.NoSuchInterfaceError) as no_such:
+            console.start("nosuch0")
+        assert no_such.value.iface == "nosuch0"
+        with pytest.raises(pcapdump.CaptureError) as busy:
+            console.start("int")
+        assert type(busy.value) is pcapdump.CaptureError and busy.value.iface == "int"
+        with pytest.raises(pcapdump.FilterError) as bad:
+            console.start("lo", "port 70000")
+        assert bad.value.token == "port 70000"
+        with pytest.raises(pcapdump.UsageError):
+            console.write("int", "../x")
+
+
 def test_two_interfaces_at_once_and_sections(pd):
     pd("udp", "start", "int")
     pd("udp", "start", "lo")
@@ -400,9 +356,9 @@ def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
 
 def test_interfaces_started_together_share_a_kernel_ring_budget():
     from pcapdump import _core
-    from pcapdump.agent import MIN_RING_BLOCKS, SHARED_RING_BLOCKS, ring_blocks
 
-    assert ring_blocks(1) == _core.DEFAULT_RING_BLOCKS  # one interface: the full default ring
-    assert ring_blocks(SHARED_RING_BLOCKS // _core.DEFAULT_RING_BLOCKS) == _core.DEFAULT_RING_BLOCKS
-    assert ring_blocks(32) * 32 <= SHARED_RING_BLOCKS
-    assert ring_blocks(500) == MIN_RING_BLOCKS
+    blocks = _core.ring_blocks_each
+    assert blocks(1) == _core.RING_BLOCKS  # one interface: the full default ring
+    assert blocks(_core.SHARED_RING_BLOCKS // _core.RING_BLOCKS) == _core.RING_BLOCKS
+    assert blocks(32) * 32 <= _core.SHARED_RING_BLOCKS
+    assert blocks(500) == _core.MIN_RING_BLOCKS

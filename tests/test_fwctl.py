@@ -3,6 +3,7 @@ under a scratch HOME, keys generated per run, every refusal one line and nothing
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import os
@@ -216,19 +217,30 @@ def test_the_local_data_source_needs_no_ssh(tmp_path):
     assert listed.stdout.split()[1] == "mine.cap"
 
 
-def big_download_under_way(gateway, into: Path) -> subprocess.Popen[str]:
-    """fwctl fetching big.cap into `into`, returned once its temporary file exists."""
+def big_download_under_way(
+    gateway, into: Path, *options: str, name: str = "big.cap"
+) -> subprocess.Popen[str]:
+    """fwctl fetching `name` into `into`, returned once its temporary file exists."""
     inventory(gateway)
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
     env["HOME"] = str(gateway["home"])
     proc = subprocess.Popen(
-        [FWCTL_EXE, "--filedownload", "big.cap", str(into / "big.cap"), "site:gw1"],
+        [FWCTL_EXE, *options, "--filedownload", name, str(into / name), "site:gw1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
-    wait_until(lambda: any(p.name.endswith(".part") for p in into.iterdir()), seconds=30, every=0.002)
+
+    def receiving() -> bool:
+        # Data in the landing folder (made before connecting): the gateway's session is up and sending.
+        with contextlib.suppress(OSError):
+            for landing in into.glob(".*.part"):
+                if any(f.stat().st_size > 0 for f in landing.iterdir()):
+                    return True
+        return False
+
+    wait_until(receiving, seconds=30, every=0.002)
     return proc
 
 
@@ -247,6 +259,42 @@ def test_sshd_killed_mid_transfer_leaves_nothing(gateway, tmp_path):
         (gateway["home"] / ".ssh" / "known_hosts").write_text(gateway["server"].host_key_line + "\n")
 
 
+def test_a_stalled_gateway_ends_the_download_within_its_timeout(gateway, tmp_path):
+    huge = gateway["store"] / "huge.cap"
+    with open(huge, "wb") as f:  # sparse: seconds to send, no disk
+        f.truncate(4 << 30)
+    proc = big_download_under_way(gateway, tmp_path, "--timeout", "3", name="huge.cap")
+    sessions = sshd.descendants(gateway["server"].proc.pid)
+    for pid in sessions:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        huge.unlink()
+    one_line(subprocess.CompletedProcess([], proc.returncode, "", err), 1, "stalled", "3 s")
+    assert took < 3 + 5
+    assert os.listdir(tmp_path) == []
+
+
+def test_what_a_killed_fwctl_left_is_removed_by_the_next(gateway, tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = tmp_path / f".s.cap.{gone.pid}.0123abcd.part"
+    leftover.mkdir(mode=0o700)
+    (leftover / "s.cap").write_bytes(b"half")
+    living = tmp_path / f".t.cap.{os.getpid()}.0123abcd.part"  # a running fwctl's: kept
+    living.mkdir(mode=0o700)
+    inventory(gateway)
+    done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "s.cap"), "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path)) == [living.name, "s.cap"]
+
+
 def test_the_python_api(gateway, tmp_path, monkeypatch):
     import pcapdump
 
@@ -262,6 +310,49 @@ def test_the_python_api(gateway, tmp_path, monkeypatch):
         pcapdump.fwctl.download("small.cap", tmp_path / "s.cap", "site:gw1")
     with pytest.raises(pcapdump.UsageError, match="8 characters"):
         pcapdump.fwctl.download("../etc", tmp_path / "x", "site:gw1")
+
+
+def test_the_python_api_raises_each_failure_by_kind(gateway, tmp_path, monkeypatch):
+    import pcapdump
+
+    monkeypatch.setenv("HOME", str(gateway["home"]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PCAPDUMP_GATEWAYS", raising=False)
+    fetch = pcapdump.fwctl.download
+    inventory(gateway)
+    for target in ("lab:gw1", "site:gw9"):
+        with pytest.raises(pcapdump.UnknownGatewayError) as unknown:
+            fetch("small.cap", tmp_path / "x.cap", target)
+        assert unknown.value.target == target
+    with pytest.raises(pcapdump.RemoteFileNotFoundError):
+        fetch("nothere.cap", tmp_path / "x.cap", "site:gw1")
+
+    other_pub = sshd.keygen(tmp_path / "other_host_key").split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{gateway['server'].port} {other_pub[0]} {other_pub[1]}\n")
+    inventory(gateway, f'known_hosts = "{known}"\n')
+    with pytest.raises(pcapdump.HostKeyError):
+        fetch("small.cap", tmp_path / "x.cap", "site:gw1")
+
+    sshd.keygen(tmp_path / "stranger")
+    inventory(gateway, f'identity = "{tmp_path / "stranger"}"\n')
+    with pytest.raises(pcapdump.AuthenticationError):
+        fetch("small.cap", tmp_path / "x.cap", "site:gw1")
+
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.write_text(f'[site.gw1]\nhost = "127.0.0.1"\nport = {sshd.free_port()}\nuser = "u"\nstore = "/s"\n')
+    with pytest.raises(pcapdump.UnreachableError):
+        fetch("small.cap", tmp_path / "x.cap", "site:gw1")
+    cfg.write_text('[site.gw1]\nhost = "127.0.0.1"\nuser = "u"\n')
+    with pytest.raises(pcapdump.InventoryError):
+        fetch("small.cap", tmp_path / "x.cap", "site:gw1")
+    assert sorted(os.listdir(tmp_path)) == [
+        "known_hosts",
+        "other_host_key",
+        "other_host_key.pub",
+        "stranger",
+        "stranger.pub",
+    ]
 
 
 def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path):

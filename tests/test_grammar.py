@@ -1,5 +1,5 @@
-"""The console's grammar (SPEC §1): any order, both spellings, one typed request, and usage errors that
-name the token. No agent and no privilege needed."""
+"""The console's grammar (docs/commands.md): any order, both spellings, one typed request, and usage
+errors that name the token. No agent and no privilege needed."""
 
 from __future__ import annotations
 

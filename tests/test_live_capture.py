@@ -267,8 +267,10 @@ def test_write_gives_a_valid_pcap(testnet, tmp_path):
 
 
 def test_errors_name_the_interface_or_the_privilege(testnet):
-    with pytest.raises(pcapdump.CaptureError, match="no such interface 'nosuch0'"):
+    with pytest.raises(pcapdump.NoSuchInterfaceError) as no_such:
         start(testnet, iface="nosuch0")
+    assert no_such.value.iface == "nosuch0" and str(no_such.value) == "no such interface 'nosuch0'"
+    assert isinstance(no_such.value, pcapdump.CaptureError)
     with pytest.raises(pcapdump.FilterError):
         start(testnet, filter="port 70000")
     script = (
@@ -276,10 +278,11 @@ def test_errors_name_the_interface_or_the_privilege(testnet):
         "os.setgid(65534); os.setuid(65534)\n"
         "try:\n"
         "    pcapdump.capture('lo')\n"
-        "except pcapdump.CaptureError as e:\n"
-        "    print(e)\n"
+        "except pcapdump.PrivilegeError as e:\n"
+        "    print(type(e).__name__, e.iface, e)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.stdout.startswith("PrivilegeError lo "), out
     assert "needs root or the CAP_NET_RAW capability" in out.stdout, out.stderr
     assert os.geteuid() == 0
 

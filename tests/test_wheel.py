@@ -5,6 +5,7 @@ PATH has no cargo or rustc, carries its stubs and entry points, and works: `pcap
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,15 @@ def test_the_wheel_carries_everything(wheel):
     for field in ("Summary: ", "License: MIT", "Classifier: ", "Project-URL: ", "Requires-Python: >=3.11"):
         assert field in meta, field
     assert "Description-Content-Type: text/markdown" in meta and "# pcapdump" in meta
+
+
+def test_the_wheel_installs_on_glibc_2_17_and_later(wheel):
+    # manylinux2014 (= manylinux_2_17): RHEL 7/8/9, Ubuntu 18.04/20.04 and later. The tag in the name is
+    # maturin's claim; auditwheel reads the symbol versions the library really needs.
+    tag = f"manylinux_2_17_{platform.machine()}"
+    assert tag in wheel.name, wheel.name
+    shown = run([sys.executable, "-m", "auditwheel", "show", str(wheel)], {**os.environ})
+    assert f'"{tag}"' in " ".join(shown.split()), shown
 
 
 def test_installs_and_runs_without_a_rust_toolchain(wheel, tmp_path):

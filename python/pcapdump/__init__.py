@@ -12,26 +12,74 @@ import os
 from collections.abc import Iterable, Iterator
 
 from . import _core
-from ._core import MAX_SNAPLEN, Capture, Filter, Packet
-from .console import AgentError, Console
-from .errors import CaptureError, CaptureFileError, FilterError, PcapdumpError, UsageError
-from .grammar import MAX_BUFFER_KB, MIN_BUFFER_KB
+from ._core import (
+    DEFAULT_BUFFER_KB,
+    MAX_BUFFER_KB,
+    MAX_SNAPLEN,
+    MIN_BUFFER_KB,
+    Capture,
+    Filter,
+    Packet,
+)
+from .console import Console
+from .errors import (
+    AgentError,
+    AgentGoneError,
+    AgentNotRunningError,
+    AgentUnresponsiveError,
+    AuthenticationError,
+    CaptureError,
+    CaptureFileError,
+    FetchError,
+    FilterError,
+    HomeError,
+    HostKeyError,
+    InventoryError,
+    NoSuchInterfaceError,
+    PcapdumpError,
+    PrivilegeError,
+    RemoteFileNotFoundError,
+    UnknownGatewayError,
+    UnreachableError,
+    UnsupportedError,
+    UsageError,
+)
+from .shapes import CaptureSettings, CaptureStats
 
 # The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
 # asking importlib.metadata instead would cost every command a tenth of a second.
 __version__ = _core.__version__
 
 __all__ = [
+    "DEFAULT_BUFFER_KB",
+    "MAX_BUFFER_KB",
     "MAX_SNAPLEN",
+    "MIN_BUFFER_KB",
     "AgentError",
+    "AgentGoneError",
+    "AgentNotRunningError",
+    "AgentUnresponsiveError",
+    "AuthenticationError",
     "Capture",
     "CaptureError",
     "CaptureFileError",
+    "CaptureSettings",
+    "CaptureStats",
     "Console",
+    "FetchError",
     "Filter",
     "FilterError",
+    "HomeError",
+    "HostKeyError",
+    "InventoryError",
+    "NoSuchInterfaceError",
     "Packet",
     "PcapdumpError",
+    "PrivilegeError",
+    "RemoteFileNotFoundError",
+    "UnknownGatewayError",
+    "UnreachableError",
+    "UnsupportedError",
     "UsageError",
     "capture",
     "read",
@@ -68,7 +116,7 @@ def capture(
     filter: FilterLike = None,
     snaplen: int | None = None,
     count: int | None = None,
-    buffer_kb: int = 512,
+    buffer_kb: int = DEFAULT_BUFFER_KB,
     promisc: bool = False,
     ring: bool = False,
 ) -> Capture:
@@ -78,8 +126,9 @@ def capture(
     packets stay in the buffer for ``write(path)``. ``snaplen`` is applied by the kernel, ``count`` stops
     the capture by itself, ``buffer_kb`` sizes the capture buffer, ``ring`` makes it overwrite the oldest
     packets when full instead of dropping new ones, ``promisc`` enters promiscuous mode for this capture.
-    ``stats()`` gives the counters (``packets``, ``kernel_drops``, ``buffer_full_drops``, ...).
-    Raises ``CaptureError`` (no such interface, no privilege) or ``FilterError``.
+    ``stats()`` gives the counters (``CaptureStats``: ``packets``, ``kernel_drops``, ...).
+    Raises ``NoSuchInterfaceError``, ``PrivilegeError``, ``UnsupportedError`` (all ``CaptureError``) or
+    ``FilterError``; a value out of range raises ``ValueError``.
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     _check_range("count", count, 1, 2**63 - 1)

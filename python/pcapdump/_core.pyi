@@ -1,12 +1,20 @@
 """Type stubs of the Rust extension module."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, final
 
+from pcapdump.shapes import BufferInterface, CaptureSettings, CaptureStats, ReadSummary
+
 __all__ = [
-    "DEFAULT_RING_BLOCKS",
+    "DEFAULT_BUFFER_KB",
+    "MAX_BUFFER_KB",
     "MAX_SNAPLEN",
+    "MIN_BUFFER_KB",
+    "MIN_RING_BLOCKS",
+    "RING_BLOCKS",
+    "SHARED_RING_BLOCKS",
+    "TEMP_SUFFIX",
     "Capture",
     "CaptureBuffer",
     "FileReader",
@@ -14,15 +22,26 @@ __all__ = [
     "LiveLines",
     "Packet",
     "__version__",
+    "error_kinds",
     "filter_words",
     "read_lines",
     "read_to_pcap",
+    "ring_blocks_each",
     "write_pcap",
 ]
 
 __version__: str
 MAX_SNAPLEN: int
-DEFAULT_RING_BLOCKS: int
+MIN_BUFFER_KB: int
+MAX_BUFFER_KB: int
+DEFAULT_BUFFER_KB: int
+RING_BLOCKS: int
+SHARED_RING_BLOCKS: int
+MIN_RING_BLOCKS: int
+TEMP_SUFFIX: str
+
+def error_kinds() -> list[str]: ...
+def ring_blocks_each(interfaces: int) -> int: ...
 
 @final
 class Filter:
@@ -35,7 +54,7 @@ class Filter:
     def __eq__(self, value: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
 
-def filter_words() -> list[tuple[str, bool]]: ...
+def filter_words() -> list[tuple[str, str | None]]: ...
 
 @final
 class Packet:
@@ -86,10 +105,10 @@ def read_lines(
     snaplen: int | None = None,
     count: int | None = None,
     json: bool = False,
-) -> dict[str, int]: ...
+) -> ReadSummary: ...
 def read_to_pcap(
     path: str, out: str, filter: Filter | None = None, snaplen: int | None = None, count: int | None = None
-) -> dict[str, int]: ...
+) -> ReadSummary: ...
 def write_pcap(path: str, packets: Iterable[Any], linktype: int = 1, snaplen: int = ...) -> int: ...
 
 @final
@@ -102,7 +121,7 @@ class Capture:
         filter: Filter | None = None,
         snaplen: int | None = None,
         count: int | None = None,
-        buffer_kb: int = 512,
+        buffer_kb: int = ...,
         promisc: bool = False,
         ring: bool = False,
         *,
@@ -121,8 +140,8 @@ class Capture:
     def __iter__(self) -> Capture: ...
     def __next__(self) -> Packet: ...
     def stop(self) -> None: ...
-    def stats(self) -> dict[str, int | str | None]: ...
-    def settings(self) -> dict[str, Any]: ...
+    def stats(self) -> CaptureStats: ...
+    def settings(self) -> CaptureSettings: ...
     def write(self, path: str) -> int: ...
     @property
     def iface(self) -> str: ...
@@ -133,7 +152,7 @@ class Capture:
 class CaptureBuffer:
     """A capture buffer that several captures can share (the agent's)."""
 
-    def __new__(cls, size: int, ring: bool = False) -> CaptureBuffer: ...
+    def __new__(cls, size_kb: int, ring: bool = False) -> CaptureBuffer: ...
     @property
     def size(self) -> int: ...
     @property
@@ -142,9 +161,11 @@ class CaptureBuffer:
     def mode(self) -> str: ...
     @property
     def held(self) -> int: ...
-    def interfaces(self) -> list[dict[str, Any]]: ...
+    def interfaces(self) -> list[BufferInterface]: ...
     def lines(self, iface: str, json: bool = False) -> bytes: ...
-    def write(self, iface: str, path: str, snaplen: int = ...) -> tuple[int, int]: ...
+    def write(
+        self, iface: str, path: str, snaplen: int = ..., still_wanted: Callable[[], object] | None = None
+    ) -> tuple[int, int] | None: ...
     def wipe(self) -> None: ...
 
 @final

@@ -1,8 +1,10 @@
 """The agent: the process that owns the capture buffer and the captures between two ``pcapdump`` commands.
 
-It listens on ``$PCAPDUMP_HOME/agent.sock`` (mode 0600, peers of another uid refused), serves one request
-per connection in its own thread, and logs to standard error (``agent.log`` when started in the
-background, the journal under systemd). All the capture work is the Rust engine's; this is bookkeeping.
+It holds ``agent.lock`` for as long as it runs (one agent per home), listens on ``$PCAPDUMP_HOME/agent.sock``
+(mode 0600, peers of another uid refused), serves one request per connection in its own thread, and logs
+to standard error (``agent.log`` when started in the background, the journal under systemd). All the
+capture work is the Rust engine's; this is bookkeeping, and care that a request its client gave up on is
+never carried out (docs/architecture.md#the-agent-protocol).
 """
 
 from __future__ import annotations
@@ -15,35 +17,36 @@ import select
 import signal
 import socket
 import struct
+import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _core
-from .errors import PcapdumpError
-from .grammar import MAX_SNAPLEN
+from .errors import AgentError, CaptureError, PcapdumpError, UsageError
 from .home import STORE_NAME, Home
-from .protocol import Connection
+from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
+from .shapes import BufferInterface
 
 log = logging.getLogger("pcapdump.agent")
 
-DEFAULT_BUFFER_KB = 512
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
 # How often a live stream looks whether its reader went away while no packet comes.
 LIVE_POLL_S = 0.2
-# Each capture has its own kernel ring, of unswappable memory. `start` with no interface on a box with
-# dozens of them would pin hundreds of MiB at the default size: the interfaces of one start share this
-# many blocks, down to a floor per interface.
-SHARED_RING_BLOCKS = 64
-MIN_RING_BLOCKS = 2
+# While a request is worked on, a progress message this often tells the client the agent is alive.
+PROGRESS_S = 1.0
+# Requests served at once; more get a refusal. With MAX_REQUEST this bounds what requests hold in memory.
+MAX_CONNECTIONS = 64
+# A client has this long to send its request, and each reply this long to be taken by a client.
+REQUEST_S = 5.0
+REPLY_S = 30.0
+LISTEN_BACKLOG = 128
 
 
-class Refused(Exception):
-    """A request the agent will not carry out: ``message`` for the user, ``exit`` 1 (state) or 2 (usage)."""
-
-    def __init__(self, message: str, exit: int = 1) -> None:
-        super().__init__(message)
-        self.exit = exit
+class Abandoned(Exception):
+    """The client of a request has gone (it gave up and reported a failure): do not carry it out."""
 
 
 def up_interfaces() -> list[str]:
@@ -60,11 +63,6 @@ def up_interfaces() -> list[str]:
             if flags & IFF_UP:
                 up.append(name)
     return up
-
-
-def ring_blocks(interfaces: int) -> int:
-    """Kernel ring blocks for each of `interfaces` captures started together."""
-    return max(MIN_RING_BLOCKS, min(_core.DEFAULT_RING_BLOCKS, SHARED_RING_BLOCKS // max(interfaces, 1)))
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -90,96 +88,134 @@ class Agent:
         self.buffer: _core.CaptureBuffer | None = None
         self.captures: dict[str, _core.Capture] = {}
         self.done = threading.Event()
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # One write of a store name at a time; the manifest is read and rewritten by one writer at a time.
+        self.writing: dict[str, threading.Lock] = {}
+        self.manifest = threading.Lock()
 
     # --- serving ---------------------------------------------------------------------------------
 
-    def serve(self, create_home: bool = True) -> None:
+    def serve(self, create_home: bool = True, ready: Callable[[], object] | None = None) -> None:
         """Serve until `cleanup`, a signal, or the socket's removal. An agent launched by a command
         (`create_home=False`) finds its home made for it; if the home is gone by the time it starts (the
-        command was interrupted and cleaned up), it has nobody to serve and ends."""
+        command was interrupted and cleaned up), it has nobody to serve and ends. Another agent already
+        serving the home makes this one end at once."""
         if not create_home and not self.home.root.is_dir():
             log.info("%s is gone before the agent started; nothing to do", self.home.root)
             return
         self.home.create()
-        listener = self._listen()
-        self.home.pidfile.write_text(f"{os.getpid()}\n")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: self.done.set())
-        log.info("agent %d listening on %s", os.getpid(), self.home.socket)
-        try:
-            listener.settimeout(0.5)
-            while not self.done.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    # Nobody can reach an agent whose socket was removed (its home deleted): it ends.
-                    if not self.home.socket.exists():
-                        log.warning("%s is gone; stopping", self.home.socket)
-                        break
-                    continue
-                conn.settimeout(None)
-                threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
-        finally:
-            listener.close()
-            self._stop_all()
-            for path in (self.home.socket, self.home.pidfile):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            log.info("agent %d stopped", os.getpid())
-
-    def _listen(self) -> socket.socket:
-        path = str(self.home.socket)
-        if self.home.socket.exists():
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self.home.locked(self.home.agent_lock, wait=False) as mine:
+            if not mine:
+                raise AgentError(f"an agent already serves {self.home.root}")
+            for name in self.home.remove_stray_temporaries():
+                log.warning("removed %s, left in the store by a writer that was killed", name)
+            listener, inode = self._listen()
+            self.home.write_private(self.home.pidfile, f"{os.getpid()}\n")
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, lambda *_: self.done.set())
+            log.info("agent %d listening on %s", os.getpid(), self.home.socket)
+            if ready is not None:
+                ready()
             try:
-                probe.settimeout(2)
-                probe.connect(path)
-                raise PcapdumpError(f"an agent is already listening on {path}")
-            except (ConnectionRefusedError, FileNotFoundError):
-                log.info("removing the stale socket of a dead agent: %s", path)
-                self.home.socket.unlink(missing_ok=True)
+                self._accept(listener, inode)
             finally:
-                probe.close()
+                listener.close()
+                self._stop_all()
+                for path in (self.home.socket, self.home.pidfile):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                log.info("agent %d stopped", os.getpid())
+
+    def _accept(self, listener: socket.socket, inode: int) -> None:
+        listener.settimeout(0.5)
+        while not self.done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                # Nobody can reach an agent whose socket was removed (its home deleted): it ends.
+                if not self._socket_is_ours(inode):
+                    log.warning("%s is gone; stopping", self.home.socket)
+                    return
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def _socket_is_ours(self, inode: int) -> bool:
+        try:
+            return os.lstat(self.home.socket).st_ino == inode
+        except FileNotFoundError:
+            return False
+
+    def _listen(self) -> tuple[socket.socket, int]:
+        """A listening socket, put at ``agent.sock`` only once it listens: a client never meets a socket
+        that refuses it while an agent starts. What was there (a killed agent's socket) is replaced; only
+        the holder of the agent lock does this. Returns the socket and its inode."""
+        temp = self.home.root / f".agent.sock.{os.getpid()}"
+        temp.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o077)  # the socket is born 0600: no window where others could connect
         try:
-            listener.bind(path)
+            listener.bind(str(temp))
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
-        listener.listen(16)
-        return listener
+        os.chmod(temp, 0o600)
+        listener.listen(LISTEN_BACKLOG)
+        os.replace(temp, self.home.socket)
+        return listener, os.lstat(self.home.socket).st_ino
 
     def _serve_one(self, sock: socket.socket) -> None:
-        conn = Connection(sock)
+        conn = Connection(sock, MAX_REQUEST)
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                sock.settimeout(REQUEST_S)
+                conn.send(error_reply(AgentError(f"the agent is busy ({MAX_CONNECTIONS} requests at once)")))
+            conn.close()
+            return
         try:
-            uid = peer_uid(sock)
-            if uid not in (0, os.geteuid()):
-                log.warning("refused a connection from uid %d", uid)
-                conn.send({"ok": False, "error": "the agent serves only its owner (root)", "exit": 1})
-                return
-            request = conn.receive()
-            if request is None:
-                return
-            op = request.get("op")
-            handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
-            if handler is None:
-                conn.send({"ok": False, "error": f"unknown request {op!r}", "exit": 2})
-                return
-            try:
-                handler(request, conn)
-            except Refused as e:
-                conn.send({"ok": False, "error": str(e), "exit": e.exit})
-            except PcapdumpError as e:
-                conn.send({"ok": False, "error": str(e), "exit": 1})
+            self._serve_request(conn)
+        except Abandoned as e:
+            log.warning("not carried out: %s", e)
         except (OSError, ValueError) as e:
             log.info("connection ended: %s", e)
         except Exception:
             log.exception("request failed")
             with contextlib.suppress(OSError):
-                conn.send({"ok": False, "error": "internal error in the agent; see agent.log", "exit": 1})
+                conn.send(error_reply(AgentError("internal error in the agent; see agent.log")))
         finally:
             conn.close()
+            self.slots.release()
+
+    def _serve_request(self, conn: Connection) -> None:
+        uid = peer_uid(conn.sock)
+        if uid not in (0, os.geteuid()):
+            log.warning("refused a connection from uid %d", uid)
+            conn.send(error_reply(AgentError("the agent serves only its owner (root)")))
+            return
+        conn.sock.settimeout(REQUEST_S)
+        try:
+            request = conn.receive()
+        except BadMessage as e:
+            conn.send(error_reply(UsageError(f"bad request: {e}")))
+            return
+        if request is None:
+            return
+        op = request.get("op")
+        deadline = request.get("deadline")
+        if isinstance(deadline, int | float) and time.time() > deadline:
+            raise Abandoned(f"{op!r} came {time.time() - deadline:.1f} s after its client gave up")
+        handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        conn.sock.settimeout(REPLY_S)
+        conn.keep_alive(PROGRESS_S)
+        try:
+            if handler is None:
+                raise UsageError(f"unknown request {op!r}", str(op))
+            handler(request, conn)
+        except PcapdumpError as e:
+            conn.send(error_reply(e))
+
+    def _still_wanted(self, conn: Connection, what: str) -> None:
+        """Just before an effect: if the client has gone, it reported a failure, so nothing may happen."""
+        if peer_closed(conn.sock):
+            raise Abandoned(f"{what}: its client has gone")
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -201,17 +237,17 @@ class Agent:
                     if size_kb is not None and want != current.size
                     else ("-ring" if ring else "linear")
                 )
-                raise Refused(
+                raise UsageError(
                     f"'{what}': the capture buffer is {have} and holds packets or captures; "
                     f"{asked} needs `pcapdump stop` and `pcapdump wipe` first",
-                    exit=2,
+                    what,
                 )
-        size = (size_kb or (current.size // 1024 if current else DEFAULT_BUFFER_KB)) * 1024
+        size_kb = size_kb or (current.size // 1024 if current else _core.DEFAULT_BUFFER_KB)
         # A new buffer: captures of the old one have nothing left to show.
         self.captures.clear()
         self.buffer = None
-        self.buffer = _core.CaptureBuffer(size, ring)
-        log.info("capture buffer: %d KB %s", size // 1024, mode)
+        self.buffer = _core.CaptureBuffer(size_kb, ring)
+        log.info("capture buffer: %d KB %s", size_kb, mode)
         return self.buffer
 
     def _capture_status(self, name: str, cap: _core.Capture) -> dict[str, Any]:
@@ -245,17 +281,23 @@ class Agent:
 
     def op_start(self, request: dict[str, Any], conn: Connection) -> None:
         live_mode = request.get("live")  # None, "o" or "ou"
+        if live_mode not in (None, "o", "ou"):
+            raise UsageError(f"live={live_mode!r}: expected None, 'o' or 'ou'", str(live_mode))
+        size_kb = _number(request, "size_kb", _core.MIN_BUFFER_KB, _core.MAX_BUFFER_KB, "-size")
+        snaplen = _number(request, "snaplen", 1, _core.MAX_SNAPLEN, "-s")
+        count = _number(request, "count", 1, 2**63 - 1, "-c")
+        flt = _core.Filter(str(request.get("filter") or ""))
         with self.lock:
+            self._still_wanted(conn, "start")
             names = [request["iface"]] if request.get("iface") else up_interfaces()
             if not names:
-                raise Refused("no interface is up")
+                raise CaptureError("no interface is up")
             for name in names:
                 if name in self._running():
-                    raise Refused(f"'{name}' is already capturing; `pcapdump stop {name}` first")
+                    raise CaptureError(f"'{name}' is already capturing; `pcapdump stop {name}` first", name)
             buffer = self._ensure_buffer(
-                request.get("size_kb"), bool(request.get("ring")), request.get("size_token", "-size")
+                size_kb, bool(request.get("ring")), request.get("size_token", "-size")
             )
-            flt = _core.Filter(request.get("filter") or "")
             live = _core.LiveLines(json=bool(request.get("json"))) if live_mode else None
             started, failed = [], []
             for name in names:
@@ -263,37 +305,38 @@ class Agent:
                     cap = _core.Capture(
                         name,
                         flt,
-                        request.get("snaplen") or MAX_SNAPLEN,
-                        request.get("count"),
+                        snaplen or _core.MAX_SNAPLEN,
+                        count,
                         promisc=bool(request.get("promisc")),
                         buffer=buffer,
                         store=live_mode != "ou",
                         live=live,
-                        ring_blocks=ring_blocks(len(names)),
+                        ring_blocks=_core.ring_blocks_each(len(names)),
                     )
                 except PcapdumpError as e:
                     if request.get("iface"):
                         raise
-                    failed.append({"iface": name, "error": str(e)})
+                    failed.append({"iface": name, "error": e.kind, "message": e.message})
                     continue
                 self.captures[name] = cap
                 started.append(self._capture_status(name, cap))
                 log.info("started %s: filter '%s'", name, flt)
             if not started:
-                raise Refused("; ".join(f["error"] for f in failed) or "nothing started")
-            conn.send(
-                {
-                    "ok": True,
-                    "started": started,
-                    "failed": failed,
-                    "buffer": {"size": buffer.size, "mode": buffer.mode},
-                    "live": live is not None,
-                }
-            )
+                raise CaptureError("; ".join(f["message"] for f in failed) or "nothing started")
+            reply = {
+                "ok": True,
+                "started": started,
+                "failed": failed,
+                "buffer": {"size": buffer.size, "mode": buffer.mode},
+                "live": live is not None,
+            }
+        conn.send(reply)
         if live is not None:
             self._stream(live, [s["iface"] for s in started], live_mode == "ou", conn)
 
     def _stream(self, live: _core.LiveLines, names: list[str], live_only: bool, conn: Connection) -> None:
+        # A reader may pause (a terminal on hold): lines it misses meanwhile are counted, nothing waits.
+        conn.sock.settimeout(None)
         try:
             while True:
                 line = live.get(LIVE_POLL_S)
@@ -323,30 +366,27 @@ class Agent:
             if name:
                 # A capture that already stopped by itself (count reached) reports its final counters.
                 if name not in self.captures:
-                    raise Refused(f"'{name}' is not capturing")
+                    raise CaptureError(f"'{name}' is not capturing", name)
                 names = [name]
             else:
                 names = self._running()
+            self._still_wanted(conn, "stop")
             for n in names:
                 self.captures[n].stop()
                 log.info("stopped %s", n)
-            conn.send({"ok": True, "stopped": [self._capture_status(n, self.captures[n]) for n in names]})
+            stopped = [self._capture_status(n, self.captures[n]) for n in names]
+        conn.send({"ok": True, "stopped": stopped})
 
     def op_status(self, request: dict[str, Any], conn: Connection) -> None:
         with self.lock:
             b = self.buffer
-            conn.send(
-                {
-                    "ok": True,
-                    "status": {
-                        "buffer": None if b is None else {"size": b.size, "used": b.used, "mode": b.mode},
-                        "captures": [self._capture_status(n, c) for n, c in self.captures.items()],
-                        "files": self.home.store_summary(),
-                    },
-                }
-            )
+            status = {
+                "buffer": None if b is None else {"size": b.size, "used": b.used, "mode": b.mode},
+                "captures": [self._capture_status(n, c) for n, c in self.captures.items()],
+            }
+        conn.send({"ok": True, "status": {**status, "files": self.home.store_summary()}})
 
-    def _held_interfaces(self) -> list[dict[str, Any]]:
+    def _held_interfaces(self) -> list[BufferInterface]:
         return (
             []
             if self.buffer is None
@@ -359,7 +399,7 @@ class Agent:
             buffer = self.buffer
             known = {f["name"]: f for f in self._held_interfaces()}
         if name and name not in known:
-            raise Refused(f"'{name}': no packets were captured on it")
+            raise CaptureError(f"'{name}': no packets were captured on it", name)
         texts = [
             (f, buffer.lines(f["name"], bool(request.get("json"))) if buffer else b"")
             for f in ([known[name]] if name else known.values())
@@ -374,24 +414,34 @@ class Agent:
             conn.send_bytes(text)
 
     def op_write(self, request: dict[str, Any], conn: Connection) -> None:
-        name, file = request["iface"], request["file"]
+        name, file = str(request.get("iface")), str(request.get("file"))
         if not STORE_NAME.fullmatch(file):
-            raise Refused(f"'{file}': not a capture store name", exit=2)
+            raise UsageError(f"'{file}': not a capture store name", file)
         with self.lock:
             buffer = self.buffer
             known = {f["name"] for f in self._held_interfaces()}
             cap = self.captures.get(name)
         if buffer is None or name not in known:
-            raise Refused(f"'{name}': no packets were captured on it")
-        snaplen = cap.settings()["snaplen"] if cap is not None else MAX_SNAPLEN
+            raise CaptureError(f"'{name}': no packets were captured on it", name)
+        snaplen = cap.settings()["snaplen"] if cap is not None else _core.MAX_SNAPLEN
         self.home.create()
         path = self.home.store / file
-        packets, size = buffer.write(name, str(path), snaplen)
+        with self.lock:
+            one_writer = self.writing.setdefault(file, threading.Lock())
+        # A second write of the same name waits for the first: each leaves a whole file, the last wins.
+        with one_writer:
+            written = buffer.write(name, str(path), snaplen, still_wanted=lambda: not peer_closed(conn.sock))
+            if written is None:
+                raise Abandoned(f"write {file}: its client has gone; the file was not put in place")
+            with self.manifest:
+                self.home.record_written(file)
+        packets, size = written
         log.info("wrote %s: %d packets", path, packets)
         conn.send({"ok": True, "path": str(path), "packets": packets, "bytes": size})
 
     def op_wipe(self, request: dict[str, Any], conn: Connection) -> None:
         with self.lock:
+            self._still_wanted(conn, "wipe")
             held = self.buffer.held if self.buffer else 0
             if self.buffer is not None:
                 self.buffer.wipe()
@@ -399,24 +449,74 @@ class Agent:
 
     def op_cleanup(self, request: dict[str, Any], conn: Connection) -> None:
         with self.lock:
+            self._still_wanted(conn, "cleanup")
             stopped = self._running()
             self._stop_all()
             size = self.buffer.size if self.buffer else 0
             self.captures.clear()
             self.buffer = None
-            deleted = self.home.empty_store()
+            with self.manifest:
+                deleted = self.home.empty_store()
         conn.send({"ok": True, "stopped": stopped, "freed": size, "deleted": deleted})
         self.done.set()
 
 
-def run_foreground(home: Home, create_home: bool = True) -> None:
+def _number(request: dict[str, Any], key: str, low: int, high: int, option: str) -> int | None:
+    """A whole number of a request within its bounds (as the command line checks them), or None."""
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        token = f"{option} {value}"
+        raise UsageError(f"'{token}': expected a whole number {low}…{high}", token)
+    return value
+
+
+def run_foreground(home: Home, create_home: bool = True, ready: Callable[[], object] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pcapdump-agent %(levelname)s %(message)s")
-    Agent(home).serve(create_home)
+    Agent(home).serve(create_home, ready)
+
+
+def detach() -> int:
+    """Leave the process that launched us, which ends as soon as the agent listens (exit 0) or fails
+    (exit 1, the reason on its standard error): its launcher learns the outcome by waiting for it, and
+    the agent lives on as a child of init, never a zombie of a long-lived launcher (a Python program
+    using ``Console``). Forking is safe here: this is a fresh interpreter with no thread yet. Returns
+    where to report the outcome."""
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        outcome = b""
+        while chunk := os.read(read_end, 4096):
+            outcome += chunk
+            if outcome == READY:
+                os._exit(0)
+        reason = outcome[1:].decode(errors="replace") or "the agent ended before it listened"
+        os.write(2, reason.encode() + b"\n")
+        os._exit(1)
+    os.close(read_end)
+    os.setsid()
+    # The launcher reads its child's standard error: the agent's goes to the log, with its output.
+    os.dup2(1, 2)
+    return write_end
+
+
+READY, FAILED = b"1", b"0"
+
+
+def main() -> None:
+    """How a command launches the agent in the background (see Console._launch)."""
+    outcome = detach()
+    try:
+        run_foreground(Home.from_env(), create_home=False, ready=lambda: os.write(outcome, READY))
+    except PcapdumpError as e:
+        log.error("%s", e)
+        os.write(outcome, FAILED + e.message.encode())
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    # How a command launches the agent in the background (see Console._ensure_agent).
-    run_foreground(Home.from_env(), create_home=False)
+    main()
 
 
-__all__ = ["Agent", "Refused", "run_foreground", "up_interfaces"]
+__all__ = ["Agent", "run_foreground", "up_interfaces"]

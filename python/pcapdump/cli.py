@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,70 +12,84 @@ import click
 
 from . import __version__, _core, grammar
 from .console import Console, LiveSession
-from .errors import PcapdumpError, UsageError
+from .errors import EXIT_RUNTIME, EXIT_USAGE, PcapdumpError, UsageError
 
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
+HELP_WIDTH = 78
+# Where the second column of the help starts.
+HELP_INDENT = 25
 
-MANUAL = """\
-Capture packets on a gateway and write them to pcap files.
 
-\b
-Usage: pcapdump [options] [filter words] <command> [arguments]
-Options, filter words and the command may come in any order, as
-`-size 1024` or `-size=1024`, `ipsrc 198.18.0.1` or `-ipsrc=198.18.0.1`.
+def _help_rows(rows: list[tuple[str, str]]) -> list[str]:
+    """Two columns, the second wrapped under itself."""
+    lines = []
+    for left, right in rows:
+        wrapped = textwrap.wrap(right, HELP_WIDTH - HELP_INDENT) or [""]
+        first = f"  {left}".ljust(HELP_INDENT - 1)
+        if len(first) >= HELP_INDENT:
+            lines.append(first.rstrip())
+            first = " " * (HELP_INDENT - 1)
+        lines.append(f"{first} {wrapped[0]}".rstrip())
+        lines += [" " * HELP_INDENT + more for more in wrapped[1:]]
+    return lines
 
-\b
-Commands:
-  start [<if>]           start capturing on <if> (no interface: every
-                         interface that is up); the agent keeps capturing
-  stop [<if>]            stop capturing; packets stay in the buffer
-  status                 captures, counters, buffer use, stored files
-  show [<if>]            brief lines of the stored packets
-  write <if> <file>      write <if>'s packets to <file> in the capture store
-                         (8.3 names: capture.cap)
-  wipe                   drop all stored packets
-  cleanup | clean        stop all, free the buffer, stop the agent, delete
-                         the store's files
-  read <file>            print the packets of a pcap/pcapng file that match
-                         the filter, or write them with -w <out>; <file> may
-                         be - (standard input) or a pipe
-  demo                   a guided tour in a private network namespace
-  agent                  run the agent in the foreground (systemd)
 
-\b
-Options:
-  -size <KB>             capture buffer size (16…4194304; default 512)
-  -s <snaplen>           keep at most this many bytes of each packet
-                         (1…262144; default: whole packet)
-  -c <count>             stop after this many stored packets
-  -o                     also print each packet as it is captured
-  -ou                    print packets as captured, store nothing
-  -p                     promiscuous mode for this capture
-  -ring                  when full, overwrite the oldest packets
-  -json                  JSON output (status, show, live lines, read)
-  -w <out>               read: write matching packets to <out> (pcap)
-
-\b
-Filter words (all must match; a repeated word gives alternatives):
-  eth|ethsrc|ethdest <mac>       ip|ipsrc|ipdest <addr>[/<prefix>]
-  port|srcport|destport <n>[-<m>]  proto <n>|tcp|udp|icmp|icmp6|sctp
-  tcp udp icmp icmp6 sctp arp    vlan <id>
-
-\b
-Examples:
-  pcapdump -size 1024 ipsrc 198.18.0.1 tcp start int
-  pcapdump stop
-  pcapdump show
-  pcapdump write int capture.cap
-  pcapdump -start int -size=1024 -ipsrc=198.18.0.1 -tcp
-  pcapdump -write int -filename=capture.cap
-  pcapdump read capture.cap port 80 port 443 -c 20
-
-Files go to $PCAPDUMP_HOME/store (root: /var/lib/pcapdump/store); fetch
-them with `fwctl --filedownload capture.cap local.cap site:gw1`.
-Exit status: 0 success, 1 runtime failure, 2 usage error.
-"""
+def manual() -> str:
+    """The command's help, made from the grammar's own tables so that the two cannot disagree."""
+    aliases: dict[str, list[str]] = {}
+    for name, spec in grammar.COMMANDS.items():
+        if spec.alias_of:
+            aliases.setdefault(spec.alias_of, []).append(name)
+    commands = [
+        (" | ".join([spec.usage(name), *aliases.get(name, [])]), spec.summary)
+        for name, spec in grammar.COMMANDS.items()
+        if not spec.alias_of
+    ]
+    options = [(f"-{name} {opt.metavar}".rstrip(), opt.describe()) for name, opt in grammar.OPTIONS.items()]
+    # Words that share a value syntax, one line each: `eth ethsrc ethdest ethdst <mac>`.
+    groups: list[tuple[list[str], str | None]] = []
+    for word, syntax in grammar.FILTER_WORD_SYNTAX.items():
+        if groups and groups[-1][1] == syntax:
+            groups[-1][0].append(word)
+        else:
+            groups.append(([word], syntax))
+    words = ["  " + " ".join([*names, syntax or ""]).rstrip() for names, syntax in groups]
+    return "\n".join(
+        [
+            "Capture packets on a gateway and write them to pcap files.",
+            "",
+            "\b",
+            "Usage: pcapdump [options] [filter words] <command> [arguments]",
+            "Options, filter words and the command may come in any order, as",
+            "`-size 1024` or `-size=1024`, `ipsrc 198.18.0.1` or `-ipsrc=198.18.0.1`.",
+            "",
+            "\b",
+            "Commands:",
+            *_help_rows(commands),
+            "",
+            "\b",
+            "Options:",
+            *_help_rows(options),
+            "",
+            "\b",
+            "Filter words (all must match; a repeated word gives alternatives):",
+            *words,
+            "",
+            "\b",
+            "Examples:",
+            "  pcapdump -size 1024 ipsrc 198.18.0.1 tcp start int",
+            "  pcapdump stop",
+            "  pcapdump show",
+            "  pcapdump write int capture.cap",
+            "  pcapdump -start int -size=1024 -ipsrc=198.18.0.1 -tcp",
+            "  pcapdump -write int -filename=capture.cap",
+            "  pcapdump read capture.cap port 80 port 443 -c 20",
+            "",
+            "\b",
+            "Files go to $PCAPDUMP_HOME/store (root: /var/lib/pcapdump/store); fetch",
+            "them with `fwctl --filedownload capture.cap local.cap site:gw1`.",
+            "Exit status: 0 success, 1 runtime failure, 2 usage error.",
+        ]
+    )
 
 
 def fail(message: str, code: int) -> None:
@@ -139,7 +154,7 @@ def run_start(req: grammar.Request) -> None:
     for note in started.get("notes", []):
         click.echo(f"pcapdump: {note}", err=True)
     for f in started["failed"]:
-        click.echo(f"pcapdump: {f['iface']}: {f['error']}", err=True)
+        click.echo(f"pcapdump: {f['iface']}: {f['message']}", err=True)
     buffer = started["buffer"]
     if opts.json and not live:
         _echo_json({"started": started["started"], "failed": started["failed"], "buffer": buffer})
@@ -148,7 +163,7 @@ def run_start(req: grammar.Request) -> None:
             shown = c["filter"] or "everything"
             extra = "".join(
                 [
-                    f", snaplen {c['snaplen']}" if c["snaplen"] < grammar.MAX_SNAPLEN else "",
+                    f", snaplen {c['snaplen']}" if c["snaplen"] < _core.MAX_SNAPLEN else "",
                     f", count {c['count']}" if c["count"] else "",
                     ", promiscuous" if c["promisc"] else "",
                     ", not stored" if not c["store"] else "",
@@ -323,13 +338,17 @@ def dispatch(argv: Sequence[str]) -> None:
         sys.stderr.close()
         sys.exit(0)
     except PcapdumpError as e:
-        fail(str(e), EXIT_RUNTIME)
+        fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as e:
+        # Not foreseen where it happened: still one line that names the file, never a traceback.
+        where = f"'{e.filename}': " if e.filename else ""
+        fail(f"{where}{e.strerror or e}", EXIT_RUNTIME)
 
 
 @click.command(
-    help=MANUAL,
+    help=manual(),
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
     add_help_option=False,
 )

@@ -10,26 +10,34 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import CaptureError, PcapdumpError, UsageError
+from .errors import (
+    AgentError,
+    AgentGoneError,
+    AgentNotRunningError,
+    AgentUnresponsiveError,
+    CaptureError,
+    PrivilegeError,
+    UsageError,
+)
 from .home import Home
-from .protocol import Connection
+from .protocol import BadMessage, Connection, reply_error
 
-# A command that gets no answer within this long reports a hung agent instead of hanging itself.
+# The agent must take a request within this long, or the command reports a hung agent (and the agent,
+# should it wake up later, drops the request: its deadline has passed).
 ANSWER_TIMEOUT_S = 5.0
-# Writing or showing a big buffer takes longer.
-BULK_TIMEOUT_S = 300.0
+# Once taken, the agent says it is still at work every second; this long without a word is a hang.
+PROGRESS_TIMEOUT_S = 5.0
+# How late after the deadline the agent's first word may still arrive (it took the request in time).
+GRACE_S = 1.0
 AGENT_START_TIMEOUT_S = 10.0
 CAP_NET_RAW = 13
-
-
-class AgentError(PcapdumpError):
-    """The agent cannot be reached, died, or does not answer."""
 
 
 def has_capture_privilege() -> bool:
@@ -51,23 +59,13 @@ PRIVILEGE_MESSAGE = (
 )
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _raise(reply: dict[str, Any]) -> None:
-    message = str(reply.get("error", "the agent refused"))
-    if reply.get("exit") == 2:
-        raise UsageError(message)
-    raise CaptureError(message)
+def _checked(reply: dict[str, Any] | None) -> dict[str, Any]:
+    """The reply, if it says ``ok``; else the exception it carries."""
+    if reply is None:
+        raise AgentError("the agent closed the connection without answering (see agent.log)")
+    if not reply.get("ok"):
+        raise reply_error(reply)
+    return reply
 
 
 class LiveSession:
@@ -104,36 +102,53 @@ class Console:
 
     # --- reaching the agent ----------------------------------------------------------------------
 
-    def _connect(self, timeout: float) -> Connection:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(self.home.socket))
-        except FileNotFoundError:
+    def _connect(self, timeout: float = ANSWER_TIMEOUT_S) -> Connection:
+        """A connection to this home's agent, after checking that the home and the agent are ours."""
+        self.home.check()
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(max(deadline - time.monotonic(), 0.05))
+            try:
+                sock.connect(str(self.home.socket))
+                break
+            except FileNotFoundError:
+                sock.close()
+                raise AgentNotRunningError("no agent is running (nothing is being captured)") from None
+            except PermissionError:
+                sock.close()
+                raise AgentError(
+                    f"cannot reach the agent at {self.home.socket}: permission denied; "
+                    "it serves root only, run the command as root (sudo)"
+                ) from None
+            except ConnectionRefusedError:
+                sock.close()
+                if not self.home.agent_holds_lock():
+                    raise self._gone() from None
+                # An agent holds the home but does not listen: it is starting or stopping.
+            except (BlockingIOError, InterruptedError):
+                sock.close()  # its queue of connections is full
+            except TimeoutError:
+                sock.close()
+                raise AgentUnresponsiveError(self._hung_agent_message(timeout)) from None
+            if time.monotonic() >= deadline:
+                raise AgentUnresponsiveError(self._hung_agent_message(timeout))
+            time.sleep(0.05)
+        uid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+        if uid != os.geteuid():
             sock.close()
-            raise AgentError("no agent is running (nothing is being captured)") from None
-        except PermissionError:
-            sock.close()
-            raise AgentError(
-                f"cannot reach the agent at {self.home.socket}: permission denied; "
-                "it serves root only, run the command as root (sudo)"
-            ) from None
-        except ConnectionRefusedError:
-            sock.close()
-            raise AgentError(self._dead_agent_message()) from None
-        except TimeoutError:
-            sock.close()
-            raise AgentError(self._hung_agent_message(timeout)) from None
+            raise AgentError(f"{self.home.socket}: served by uid {uid}, not by you; refusing to use it")
         return Connection(sock)
 
-    def _dead_agent_message(self) -> str:
-        """A socket nobody listens on: the agent was killed. Clear its leftovers so the next start works."""
+    def _gone(self) -> AgentError:
+        """A socket nobody listens on, and no agent holds the home: the agent was killed. Its pid file
+        is cleared, so this is said once; the next start replaces the socket."""
         pid = self.home.agent_pid()
-        for path in (self.home.socket, self.home.pidfile):
-            path.unlink(missing_ok=True)
-        who = f"the agent (pid {pid})" if pid else "the agent"
-        return (
-            f"{who} is gone (killed or crashed): the packets it held are lost; "
+        if pid is None:
+            return AgentNotRunningError("no agent is running (nothing is being captured)")
+        self.home.pidfile.unlink(missing_ok=True)
+        return AgentGoneError(
+            f"the agent (pid {pid}) is gone (killed or crashed): the packets it held are lost; "
             "`pcapdump start` launches a new one"
         )
 
@@ -145,63 +160,88 @@ class Console:
         )
 
     @contextlib.contextmanager
-    def _conversation(self, timeout: float) -> Iterator[Connection]:
-        """A connection to the agent; a silent or lost agent becomes an AgentError."""
-        conn = self._connect(timeout)
+    def _agent_errors(self) -> Iterator[None]:
+        """A silent or lost agent becomes an AgentError."""
         try:
-            yield conn
+            yield
         except TimeoutError:
-            raise AgentError(self._hung_agent_message(timeout)) from None
+            raise AgentUnresponsiveError(self._hung_agent_message(ANSWER_TIMEOUT_S)) from None
+        except BadMessage as e:
+            raise AgentError(f"the agent sent what is not a message: {e}") from None
         except OSError as e:
             raise AgentError(f"lost the agent while waiting for its answer: {e}") from None
+
+    @contextlib.contextmanager
+    def _conversation(self) -> Iterator[Connection]:
+        """A connection to the agent, closed after the block."""
+        conn = self._connect()
+        try:
+            with self._agent_errors():
+                yield conn
         finally:
             conn.close()
 
-    def _request(self, message: dict[str, Any], timeout: float = ANSWER_TIMEOUT_S) -> dict[str, Any]:
-        with self._conversation(timeout) as conn:
-            conn.send(message)
+    @staticmethod
+    def _ask(conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a request with its deadline and wait for the answer: the agent must take it by the
+        deadline (else it never will), then says it is at work every second until it answers."""
+        conn.send({**message, "deadline": time.time() + ANSWER_TIMEOUT_S})
+        conn.sock.settimeout(ANSWER_TIMEOUT_S + GRACE_S)
+        while True:
             reply = conn.receive()
-        if reply is None:
-            raise AgentError("the agent closed the connection without answering (see agent.log)")
-        if not reply.get("ok"):
-            _raise(reply)
-        return reply
+            if reply is None or "progress" not in reply:
+                return _checked(reply)
+            conn.sock.settimeout(PROGRESS_TIMEOUT_S)
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._conversation() as conn:
+            return self._ask(conn, message)
 
     def _ensure_agent(self) -> list[str]:
-        """Launch the agent if none answers; returns notes for the user (e.g. that an agent died)."""
+        """Launch the agent if none answers; returns notes for the user (e.g. that an agent died).
+        Commands that start at once launch one agent: the launch is under the home's start lock."""
         notes: list[str] = []
         try:
             self._request({"op": "ping"})
             return notes
-        except AgentError as e:
-            if "no agent is running" not in str(e):
-                notes.append(str(e))
-            if "did not answer" in str(e):
-                raise
+        except AgentNotRunningError:
+            pass
+        except AgentGoneError as e:
+            notes.append(str(e))
         self.home.create()
-        # A fresh interpreter, not a fork: the agent starts with no thread and no state of ours.
-        fd = os.open(self.home.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with self.home.locked(self.home.start_lock, wait=True):
+            try:
+                self._request({"op": "ping"})  # another command launched it meanwhile
+                return notes
+            except (AgentNotRunningError, AgentGoneError):
+                pass
+            self._launch()
+        return notes
+
+    def _launch(self) -> None:
+        fd = self.home.open_log()
         with os.fdopen(fd, "ab") as logfile:
-            proc = subprocess.Popen(
+            # It detaches (see agent.detach): this process exits once the agent listens, or fails.
+            launcher = subprocess.Popen(
                 [sys.executable, "-m", "pcapdump.agent"],
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
-                stderr=logfile,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
                 env={**os.environ, "PCAPDUMP_HOME": str(self.home.root)},
                 cwd="/",
             )
-        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AgentError(f"the agent did not start (exit {proc.returncode}); see {self.home.log}")
-            try:
-                self._request({"op": "ping"}, timeout=1.0)
-                return notes
-            except AgentError:
-                time.sleep(0.02)
-        proc.kill()
-        raise AgentError(f"the agent did not start within {AGENT_START_TIMEOUT_S:.0f} s; see {self.home.log}")
+        try:
+            _, reason = launcher.communicate(timeout=AGENT_START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            launcher.communicate()
+            raise AgentError(
+                f"the agent did not start within {AGENT_START_TIMEOUT_S:.0f} s; see {self.home.log}"
+            ) from None
+        if launcher.returncode != 0:
+            lines = reason.decode(errors="replace").strip().splitlines() or [f"see {self.home.log}"]
+            raise AgentError(f"the agent did not start: {lines[-1]}")
 
     # --- verbs -----------------------------------------------------------------------------------
 
@@ -227,7 +267,7 @@ class Console:
         if live not in (None, "o", "ou"):
             raise UsageError(f"live={live!r}: expected None, 'o' or 'ou'")
         if not has_capture_privilege():
-            raise CaptureError(PRIVILEGE_MESSAGE)
+            raise PrivilegeError(PRIVILEGE_MESSAGE)
         notes = self._ensure_agent()
         message = {
             "op": "start",
@@ -246,13 +286,13 @@ class Console:
             reply = self._request(message)
             reply["notes"] = notes
             return reply
-        conn = self._connect(ANSWER_TIMEOUT_S)
-        conn.send(message)
-        first = conn.receive()
-        if first is None or not first.get("ok"):
+        conn = self._connect()
+        try:
+            with self._agent_errors():
+                first = self._ask(conn, message)
+        except BaseException:
             conn.close()
-            _raise(first or {"error": "the agent closed the connection without answering"})
-        assert first is not None
+            raise
         first["notes"] = notes
         conn.sock.settimeout(None)
         return LiveSession(conn, first)
@@ -261,8 +301,8 @@ class Console:
         """Stop ``iface`` (all if ``None``); its packets stay. Returns the final counters."""
         try:
             return list(self._request({"op": "stop", "iface": iface})["stopped"])
-        except AgentError as e:
-            if iface is None and "no agent is running" in str(e):
+        except AgentNotRunningError:
+            if iface is None:
                 return []
             raise
 
@@ -277,57 +317,46 @@ class Console:
         return done
 
     def status(self) -> dict[str, Any]:
-        """``{"buffer": {...} | None, "captures": [...], "files": [...]}`` (SPEC §1.3)."""
+        """``{"buffer": {...} | None, "captures": [...], "files": [...]}`` (docs/commands.md#status)."""
         try:
             return dict(self._request({"op": "status"})["status"])
-        except AgentError as e:
-            if "no agent is running" not in str(e):
-                raise
-        return {"buffer": None, "captures": [], "files": self.home.store_summary()}
+        except AgentNotRunningError:
+            return {"buffer": None, "captures": [], "files": self.home.store_summary()}
 
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""
         try:
-            with self._conversation(BULK_TIMEOUT_S) as conn:
-                conn.send({"op": "show", "iface": iface, "json": json})
-                reply = conn.receive()
-                if reply is None or not reply.get("ok"):
-                    _raise(reply or {"error": "the agent closed the connection without answering"})
-                assert reply is not None
-                sections = list(reply["sections"])
+            with self._conversation() as conn:
+                sections = list(self._ask(conn, {"op": "show", "iface": iface, "json": json})["sections"])
                 for sec in sections:
                     sec["lines"] = conn.receive_exact(sec.pop("size")).decode()
-        except AgentError as e:
-            if iface is None and "no agent is running" in str(e):
+        except AgentNotRunningError:
+            if iface is None:
                 return []
             raise
         return sections
 
     def write(self, iface: str, name: str) -> dict[str, Any]:
         """Write ``iface``'s packets to ``name`` in the capture store: ``path``, ``packets``, ``bytes``."""
-        return self._request({"op": "write", "iface": iface, "file": name}, BULK_TIMEOUT_S)
+        return self._request({"op": "write", "iface": iface, "file": name})
 
     def wipe(self) -> int:
         """Drop all stored packets; returns how many."""
         try:
             return int(self._request({"op": "wipe"})["wiped"])
-        except AgentError as e:
-            if "no agent is running" in str(e):
-                return 0
-            raise
+        except AgentNotRunningError:
+            return 0
 
     def cleanup(self) -> dict[str, Any]:
         """Stop everything, free the buffer, stop the agent, delete the store's files."""
-        pid = self.home.agent_pid()
         try:
             reply = self._request({"op": "cleanup"})
-        except AgentError as e:
-            if "no agent is running" not in str(e) and "is gone" not in str(e):
-                raise
+        except (AgentNotRunningError, AgentGoneError):
             return {"stopped": [], "freed": 0, "deleted": self.home.empty_store(), "agent": False}
-        # The agent answers, then exits: wait for it, so that "agent stopped" is true when printed.
+        # The agent answers, then exits: wait until it lets go of the home, so that "agent stopped" is
+        # true when printed.
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and (self.home.socket.exists() or _alive(pid)):
-            time.sleep(0.02)
+        while time.monotonic() < deadline and self.home.agent_holds_lock():
+            time.sleep(0.01)
         reply["agent"] = True
         return reply

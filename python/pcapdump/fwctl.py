@@ -4,8 +4,11 @@
 >>> pcapdump.fwctl.filelist("site:gw1")                                  # doctest: +SKIP
 
 Host keys are always checked against ``known_hosts``; keys come from the inventory's ``identity``, the ssh
-agent or the default key files. A download lands in a temporary file beside its destination and is renamed
-only once complete and of the right size: an error or Ctrl-C leaves neither behind.
+agent or the default key files. A download lands in a private folder beside its destination and is renamed
+into place only once complete and of the right size: an error or Ctrl-C leaves neither behind, and what a
+killed fwctl left is removed by the next one (docs/fwctl.md#how-a-download-lands). A gateway that stops
+sending for ``timeout`` seconds (30 by default) ends the download with an error; SSH keepalives find a
+connection that died silently.
 """
 
 from __future__ import annotations
@@ -15,13 +18,24 @@ import contextlib
 import ctypes.util
 import os
 import posixpath
+import re
+import secrets
 import shutil
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import PcapdumpError, UsageError
+from .errors import (
+    AuthenticationError,
+    FetchError,
+    HostKeyError,
+    PcapdumpError,
+    RemoteFileNotFoundError,
+    UnreachableError,
+    UsageError,
+)
 from .home import STORE_NAME, STORE_NAME_RULE, Home
 from .inventory import LOCAL, Gateway, resolve, split_target
 
@@ -43,15 +57,16 @@ def _without_liboqs_probe() -> Iterator[None]:
 with _without_liboqs_probe():
     import asyncssh
 
-CONNECT_TIMEOUT_S = 15
+# A gateway that sends nothing for this long (connecting, or in the middle of a file) has failed.
+DEFAULT_TIMEOUT_S = 30.0
+# SSH keepalives: a peer that answers none of these in a row is gone.
+KEEPALIVE_S = 5.0
+KEEPALIVE_MISSES = 3
 # AES-GCM first: with AES-NI it is the cheapest cipher on both ends.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr")
 
 Progress = Callable[[str, int, int], None]  # (gateway label, bytes so far, total)
-
-
-class FetchError(PcapdumpError):
-    """A download or listing failed; the message names the gateway and what went wrong."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,8 @@ class Fetched:
     target: str
     path: Path | None
     size: int
-    error: str | None = None
+    #: Why this gateway failed (fan-out only; a single target raises instead).
+    error: PcapdumpError | None = None
 
 
 def check_store_name(name: str) -> None:
@@ -69,51 +85,135 @@ def check_store_name(name: str) -> None:
 
 
 class Landing:
-    """A destination written through a temporary file beside it."""
+    """A destination written through a private folder beside it (``.<name>.<pid>.<random>.part``, 0700):
+    nobody else can put a file or a link where the download is written, whatever the destination folder
+    allows. The file is renamed into place once complete."""
 
     def __init__(self, dest: Path, force: bool) -> None:
-        if dest.exists() and not force:
-            raise FetchError(f"'{dest}': already exists (--force replaces it)")
         if dest.is_dir():
             raise FetchError(f"'{dest}': is a folder")
+        if (dest.exists() or dest.is_symlink()) and not force:
+            raise FetchError(f"'{dest}': already exists (--force replaces it)")
+        remove_leftovers(dest.parent)
         self.dest = dest
-        self.temp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        while True:
+            self.folder = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{PART}")
+            try:
+                os.mkdir(self.folder, 0o700)
+                break
+            except FileExistsError:
+                continue  # taken (or planted): another name
+        self.temp = self.folder / dest.name
 
     def commit(self, expected: int) -> int:
-        size = self.temp.stat().st_size
+        size = os.lstat(self.temp).st_size
         if size != expected:
             raise FetchError(f"'{self.dest}': got {size} bytes of {expected}; not kept")
         os.replace(self.temp, self.dest)
         return size
 
     def discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.temp.unlink()
+        _remove_folder(self.folder)
 
 
-def _describe(gw: Gateway, e: BaseException) -> str:
+PART = ".part"
+_LEFTOVER = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}" + re.escape(PART))
+
+
+def _remove_folder(folder: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, OSError):
+        os.rmdir(folder)
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Landing folders in ``folder`` of an fwctl that was killed (its pid is gone): removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _LEFTOVER.fullmatch(entry.name)
+            if not m or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or _alive(int(m.group(1))):
+                continue
+            _remove_folder(Path(entry.path))
+            removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Watchdog:
+    """Ends a coroutine that has not made progress for ``timeout`` seconds: a stalled gateway."""
+
+    def __init__(self, gw: Gateway, timeout: float) -> None:
+        self.gw, self.timeout = gw, timeout
+        self.last = time.monotonic()
+        # Closed at once on a stall: a polite close would wait for the silent gateway too.
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        self.conn = await _connect(self.gw, self.timeout)
+        self.touch()
+        return self.conn
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(coro)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=min(1.0, self.timeout))
+                if done:
+                    return task.result()
+                if time.monotonic() - self.last > self.timeout:
+                    if self.conn is not None:
+                        self.conn.abort()
+                    raise UnreachableError(
+                        f"{self.gw.label} ({self.gw.user}@{self.gw.host}:{self.gw.port}): "
+                        f"stalled: nothing came for {self.timeout:g} s (--timeout)"
+                    )
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _failure(gw: Gateway, e: BaseException) -> FetchError:
+    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway."""
     where = f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
     if isinstance(e, asyncssh.HostKeyNotVerifiable):
         known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
-        return f"{where}: host key not trusted or does not match {known}: {e.reason}"
+        return HostKeyError(f"{where}: host key not trusted or does not match {known}: {e.reason}")
     if isinstance(e, asyncssh.PermissionDenied):
-        return (
+        return AuthenticationError(
             f"{where}: authentication failed (key refused): check identity, the ssh agent or authorized_keys"
         )
     if isinstance(e, asyncssh.SFTPNoSuchFile):
-        return f"{where}: no such file in the store ({e.reason})"
+        return RemoteFileNotFoundError(f"{where}: no such file in the store ({e.reason})")
     if isinstance(e, asyncssh.SFTPError):
-        return f"{where}: {e.reason}"
+        return FetchError(f"{where}: {e.reason}")
     if isinstance(e, asyncssh.DisconnectError):
-        return f"{where}: connection lost: {e.reason}"
+        return UnreachableError(f"{where}: connection lost: {e.reason}")
     if isinstance(e, TimeoutError):
-        return f"{where}: unreachable (no answer within {CONNECT_TIMEOUT_S} s)"
+        return UnreachableError(f"{where}: unreachable (no answer in time)")
     if isinstance(e, OSError):
-        return f"{where}: unreachable: {e.strerror or e}"
-    return f"{where}: {e}"
+        return UnreachableError(f"{where}: unreachable: {e.strerror or e}")
+    return FetchError(f"{where}: {e}")
 
 
-async def _connect(gw: Gateway) -> asyncssh.SSHClientConnection:
+async def _connect(gw: Gateway, timeout: float) -> asyncssh.SSHClientConnection:
     known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
     if not known.is_file():
         raise FetchError(
@@ -132,20 +232,27 @@ async def _connect(gw: Gateway) -> asyncssh.SSHClientConnection:
             username=gw.user,
             known_hosts=str(known),
             encryption_algs=list(CIPHERS),
+            keepalive_interval=KEEPALIVE_S,
+            keepalive_count_max=KEEPALIVE_MISSES,
             **options,
         ),
-        CONNECT_TIMEOUT_S,
+        timeout,
     )
 
 
-async def _fetch(gw: Gateway, name: str, dest: Path, force: bool, progress: Progress | None) -> Fetched:
+async def _fetch(
+    gw: Gateway, name: str, dest: Path, force: bool, progress: Progress | None, timeout: float
+) -> Fetched:
     landing = Landing(dest, force)
-    try:
-        async with await _connect(gw) as conn, conn.start_sftp_client() as sftp:
+    watchdog = Watchdog(gw, timeout)
+
+    async def transfer() -> int:
+        async with await watchdog.connect() as conn, conn.start_sftp_client() as sftp:
             remote = posixpath.join(gw.store, name)
             size = (await sftp.stat(remote)).size or 0
 
             def report(_src: bytes, _dst: bytes, done: int, total: int) -> None:
+                watchdog.touch()
                 if progress:
                     progress(gw.label, done, total)
 
@@ -154,9 +261,13 @@ async def _fetch(gw: Gateway, name: str, dest: Path, force: bool, progress: Prog
             # asyncssh's own read size and parallelism (it asks the server for its limits) measured
             # fastest on loopback against OpenSSH 9: 219 MB/s, against 113-145 MB/s for fixed sizes.
             await sftp.get(remote, str(landing.temp), progress_handler=report)
+        return size
+
+    try:
+        size = await watchdog.run(transfer())
         return Fetched(gw.label, dest, landing.commit(size))
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise FetchError(_describe(gw, e)) from None
+        raise _failure(gw, e) from None
     finally:
         landing.discard()
 
@@ -164,10 +275,10 @@ async def _fetch(gw: Gateway, name: str, dest: Path, force: bool, progress: Prog
 def _fetch_local(name: str, dest: Path, force: bool) -> Fetched:
     source = Home.from_env().store / name
     if not source.is_file():
-        raise FetchError(f"{LOCAL}: no such file in the store: {source}")
+        raise RemoteFileNotFoundError(f"{LOCAL}: no such file in the store: {source}")
     landing = Landing(dest, force)
     try:
-        shutil.copyfile(source, landing.temp)
+        shutil.copyfile(source, landing.temp, follow_symlinks=False)
         return Fetched(LOCAL, dest, landing.commit(source.stat().st_size))
     finally:
         landing.discard()
@@ -179,14 +290,18 @@ def download(
     target: str,
     force: bool = False,
     progress: Progress | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[Fetched]:
     """Fetch ``source_file`` from the store of ``target`` (``source:gateway``) to ``destination``.
 
     With ``source:*`` every gateway of the data source is fetched concurrently into
     ``destination/<gateway>/<source_file>``; a failed gateway is reported in its ``Fetched.error`` and
-    does not stop the others. A single target raises ``FetchError`` on failure.
+    does not stop the others. A single target raises ``FetchError`` on failure. A gateway that sends
+    nothing for ``timeout`` seconds fails with ``UnreachableError``.
     """
     check_store_name(source_file)
+    if not timeout > 0:
+        raise UsageError(f"timeout={timeout}: expected a number of seconds above 0", str(timeout))
     source, gateway = split_target(target)
     dest = Path(destination)
     if source == LOCAL:
@@ -195,28 +310,34 @@ def download(
     if gateway != "*":
         if dest.is_dir():
             dest = dest / source_file
-        return [asyncio.run(_fetch(gateways[0], source_file, dest, force, progress))]
+        return [asyncio.run(_fetch(gateways[0], source_file, dest, force, progress, timeout))]
 
     async def fleet() -> list[Fetched]:
         async def one(gw: Gateway) -> Fetched:
             folder = dest / gw.name
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                return await _fetch(gw, source_file, folder / source_file, force, progress)
+                return await _fetch(gw, source_file, folder / source_file, force, progress, timeout)
             except PcapdumpError as e:
-                return Fetched(gw.label, None, 0, str(e))
+                return Fetched(gw.label, None, 0, e)
 
         return list(await asyncio.gather(*(one(gw) for gw in gateways)))
 
     return asyncio.run(fleet())
 
 
-async def _list(gw: Gateway) -> list[dict[str, Any]]:
+async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
+    watchdog = Watchdog(gw, timeout)
+
+    async def listing() -> list[asyncssh.SFTPName]:
+        async with await watchdog.connect() as conn, conn.start_sftp_client() as sftp:
+            names = list(await sftp.readdir(gw.store))
+        return names
+
     try:
-        async with await _connect(gw) as conn, conn.start_sftp_client() as sftp:
-            entries = await sftp.readdir(gw.store)
+        entries = await watchdog.run(listing())
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise FetchError(_describe(gw, e)) from None
+        raise _failure(gw, e) from None
     return sorted(
         (
             {"target": gw.label, "name": e.filename, "size": e.attrs.size, "mtime": e.attrs.mtime}
@@ -227,7 +348,7 @@ async def _list(gw: Gateway) -> list[dict[str, Any]]:
     )
 
 
-def filelist(target: str) -> list[dict[str, Any]]:
+def filelist(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
     """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``)."""
     source, _ = split_target(target)
     if source == LOCAL:
@@ -235,7 +356,7 @@ def filelist(target: str) -> list[dict[str, Any]]:
     gateways = resolve(target)
 
     async def every() -> list[dict[str, Any]]:
-        lists = await asyncio.gather(*(_list(gw) for gw in gateways))
+        lists = await asyncio.gather(*(_list(gw, timeout) for gw in gateways))
         return [f for files in lists for f in files]
 
     return asyncio.run(every())

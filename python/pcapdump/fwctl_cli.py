@@ -97,10 +97,10 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def run_download(source_file: str, destination: str, target: str, force: bool) -> None:
+def run_download(source_file: str, destination: str, target: str, force: bool, timeout: float) -> None:
     started = time.monotonic()
     with _Bars() as bars:
-        results = fwctl.download(source_file, destination, target, force, bars.update)
+        results = fwctl.download(source_file, destination, target, force, bars.update, timeout)
     took = time.monotonic() - started
     failed = [r for r in results if r.error]
     for r in results:
@@ -115,8 +115,8 @@ def run_download(source_file: str, destination: str, target: str, force: bool) -
         sys.exit(1)
 
 
-def run_filelist(target: str) -> None:
-    files = fwctl.filelist(target)
+def run_filelist(target: str, timeout: float) -> None:
+    files = fwctl.filelist(target, timeout)
     if not files:
         click.echo("no capture files")
     for f in files:
@@ -128,8 +128,22 @@ def run_filelist(target: str) -> None:
 @click.option("--filedownload", nargs=3, metavar="SOURCE DESTINATION TARGET", help="fetch a file")
 @click.option("--filelist", metavar="TARGET", help="list the capture files of a store")
 @click.option("--force", is_flag=True, help="replace an existing destination")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=fwctl.DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="give up on a gateway that sends nothing for this long",
+)
 @click.option("--version", is_flag=True, help="print the version and exit")
-def cli(filedownload: tuple[str, str, str] | None, filelist: str | None, force: bool, version: bool) -> None:
+def cli(
+    filedownload: tuple[str, str, str] | None,
+    filelist: str | None,
+    force: bool,
+    timeout: float,
+    version: bool,
+) -> None:
     if version:
         from . import __version__, _core
 
@@ -141,10 +155,10 @@ def cli(filedownload: tuple[str, str, str] | None, filelist: str | None, force: 
                 "give one of --filedownload <source> <destination> <target> or --filelist <target>"
             )
         if filedownload:
-            run_download(*filedownload, force=force)
+            run_download(*filedownload, force=force, timeout=timeout)
         else:
             assert filelist is not None
-            run_filelist(filelist)
+            run_filelist(filelist, timeout)
     except UsageError as e:
         fail(e.message, 2)
     except PcapdumpError as e:

@@ -1,9 +1,10 @@
-"""The token grammar of the ``pcapdump`` command (SPEC §1).
+"""The token grammar of the ``pcapdump`` command (docs/commands.md).
 
 Options, filter words and the command come in any order, in the classic spelling (``-size 1024 ipsrc
 198.18.0.1 tcp start int``) or the newer one (``-start int -size=1024 -ipsrc=198.18.0.1 -tcp``), mixed at
 will. The result is one typed ``Request``; every mistake is a ``UsageError`` naming the token and what was
-expected, found before anything is done.
+expected, found before anything is done. The tables here (commands, options with their bounds and
+defaults, filter words) are the parser's and also the source of the command's help.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from dataclasses import dataclass, field
 from . import _core
 from .errors import FilterError, UsageError
 from .home import STORE_NAME, STORE_NAME_RULE
-
-MAX_SNAPLEN = _core.MAX_SNAPLEN
-MIN_BUFFER_KB, MAX_BUFFER_KB = 16, 4_194_304
 
 IFACE_NAME = re.compile(r"[^\s/:]{1,15}")
 
@@ -59,6 +57,11 @@ class _Command:
     filters: bool = False  # takes filter words
     alias_of: str | None = None
 
+    def usage(self, name: str) -> str:
+        """``write <if> <file>``, ``start [<if>]``."""
+        shown = {"iface": "<if>", "file": "<file>"}
+        return " ".join([name, *(shown[a] for a in self.args), *(f"[{shown[a]}]" for a in self.optional)])
+
 
 COMMANDS: dict[str, _Command] = {
     "start": _Command((), "start capturing (every interface that is up if none given)", ("iface",), True),
@@ -75,20 +78,25 @@ COMMANDS: dict[str, _Command] = {
 }
 
 
-def _bounded_int(low: int, high: int | None, what: str) -> Callable[[str, str], int]:
-    def convert(value: str, token: str) -> int:
+@dataclass(frozen=True)
+class BoundedInt:
+    """A whole number from ``low`` to ``high`` (no upper bound if ``None``)."""
+
+    low: int
+    high: int | None
+    what: str
+
+    def __call__(self, value: str, token: str) -> int:
         if not value.isdigit():
-            raise UsageError(f"'{token}': {what} must be a whole number {_range(low, high)}", token)
+            raise UsageError(f"'{token}': {self.what} must be a whole number {self.range}", token)
         number = int(value)
-        if number < low or (high is not None and number > high):
-            raise UsageError(f"'{token}': {what} must be {_range(low, high)}", token)
+        if number < self.low or (self.high is not None and number > self.high):
+            raise UsageError(f"'{token}': {self.what} must be {self.range}", token)
         return number
 
-    return convert
-
-
-def _range(low: int, high: int | None) -> str:
-    return f"{low}…{high}" if high is not None else f"at least {low}"
+    @property
+    def range(self) -> str:
+        return f"{self.low}…{self.high}" if self.high is not None else f"at least {self.low}"
 
 
 def _text(value: str, token: str) -> str:
@@ -102,25 +110,58 @@ class _Option:
     attr: str
     convert: Callable[[str, str], object] | None  # None: a flag
     commands: tuple[str, ...]  # the commands it applies to
+    help: str
+    metavar: str = ""
+    default: str = ""  # as the help shows it; "" for none
+
+    def describe(self) -> str:
+        """What the option does, with its bounds and default, as the help shows it."""
+        bounds = [self.convert.range] if isinstance(self.convert, BoundedInt) else []
+        if self.default:
+            bounds.append(f"default {self.default}")
+        return self.help + (f" ({'; '.join(bounds)})" if bounds else "")
 
 
 _OUTPUT = ("start", "stop", "status", "show", "write", "read")
 OPTIONS: dict[str, _Option] = {
     "size": _Option(
-        "size_kb", _bounded_int(MIN_BUFFER_KB, MAX_BUFFER_KB, "the buffer size in KB"), ("start",)
+        "size_kb",
+        BoundedInt(_core.MIN_BUFFER_KB, _core.MAX_BUFFER_KB, "the buffer size in KB"),
+        ("start",),
+        "capture buffer size in KB",
+        "<KB>",
+        str(_core.DEFAULT_BUFFER_KB),
     ),
-    "s": _Option("snaplen", _bounded_int(1, MAX_SNAPLEN, "the snap length"), ("start", "read")),
-    "c": _Option("count", _bounded_int(1, None, "the packet count"), ("start", "read")),
-    "o": _Option("live", None, ("start",)),
-    "ou": _Option("live_only", None, ("start",)),
-    "p": _Option("promisc", None, ("start",)),
-    "ring": _Option("ring", None, ("start",)),
-    "json": _Option("json", None, _OUTPUT),
-    "w": _Option("output", _text, ("read",)),
-    "filename": _Option("filename", _text, ("write", "read")),
+    "s": _Option(
+        "snaplen",
+        BoundedInt(1, _core.MAX_SNAPLEN, "the snap length"),
+        ("start", "read"),
+        "keep at most this many bytes of each packet",
+        "<snaplen>",
+        "whole packet",
+    ),
+    "c": _Option(
+        "count",
+        BoundedInt(1, None, "the packet count"),
+        ("start", "read"),
+        "stop after this many stored (read: matching) packets",
+        "<count>",
+        "no limit",
+    ),
+    "o": _Option("live", None, ("start",), "also print each packet as it is captured"),
+    "ou": _Option("live_only", None, ("start",), "print packets as captured, store nothing"),
+    "p": _Option("promisc", None, ("start",), "promiscuous mode for this capture"),
+    "ring": _Option("ring", None, ("start",), "when the buffer is full, overwrite the oldest packets"),
+    "json": _Option("json", None, _OUTPUT, "JSON output, one object per line"),
+    "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
+    "filename": _Option(
+        "filename", _text, ("write", "read"), "the file, as -write int -filename=capture.cap", "<file>"
+    ),
 }
 
-FILTER_WORDS: dict[str, bool] = dict(_core.filter_words())
+# Each filter word and the syntax of its value (None: it takes none), from the engine's filter parser.
+FILTER_WORD_SYNTAX: dict[str, str | None] = dict(_core.filter_words())
+FILTER_WORDS: dict[str, bool] = {word: syntax is not None for word, syntax in FILTER_WORD_SYNTAX.items()}
 
 
 def _split(token: str) -> tuple[str, str | None, bool]:

@@ -1,4 +1,4 @@
-"""The gateway inventory of ``fwctl`` (SPEC §2): ``$PCAPDUMP_GATEWAYS``, else
+"""The gateway inventory of ``fwctl`` (docs/fwctl.md#the-inventory): ``$PCAPDUMP_GATEWAYS``, else
 ``~/.config/pcapdump/gateways.toml``. Each top-level table is a data source, each of its tables a gateway:
 
     [site.gw1]
@@ -17,14 +17,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PcapdumpError, UsageError
+from .errors import InventoryError, UnknownGatewayError, UsageError
 
 LOCAL = "local"
 _KEYS = {"host", "port", "user", "identity", "store", "known_hosts"}
-
-
-class InventoryError(PcapdumpError):
-    """The inventory file is missing or wrong: the message names the file, the table and the key."""
 
 
 @dataclass(frozen=True)
@@ -127,13 +123,15 @@ def resolve(target: str) -> list[Gateway]:
     sources = load(path)
     if source not in sources:
         known = ", ".join(sorted(sources)) or "none"
-        raise UsageError(f"'{source}': unknown data source in {path} (known: {known}, and local)", target)
+        raise UnknownGatewayError(
+            f"'{source}': unknown data source in {path} (known: {known}, and local)", target
+        )
     gateways = sources[source]
     if name == "*":
         return list(gateways.values())
     if name not in gateways:
         known = ", ".join(sorted(gateways)) or "none"
-        raise UsageError(
+        raise UnknownGatewayError(
             f"'{target}': unknown gateway '{name}' in data source '{source}' (known: {known})", target
         )
     return [gateways[name]]

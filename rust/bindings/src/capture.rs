@@ -2,13 +2,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pcapdump_core::brief::{BriefFormatter, PacketMeta};
 use pcapdump_core::capture::buffer::Cursor;
 use pcapdump_core::capture::{
-    show_lines, BufferMode, Capture, CaptureBuffer, CaptureConfig, IfaceId, LiveQueue, OwnedPacket,
-    Received, RingConfig, SharedBuffer, State,
+    show_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId, LiveLine, LiveLines,
+    RingConfig, SharedBuffer, State,
 };
-use pcapdump_core::filter::MAX_SNAPLEN;
+use pcapdump_core::limits::{DEFAULT_BUFFER_KB, MAX_SNAPLEN};
+use pcapdump_core::pcap::AtomicFile;
+use pcapdump_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -25,32 +26,33 @@ pub struct PyCaptureBuffer {
     inner: Arc<SharedBuffer>,
 }
 
+fn buffer_mode(ring: bool) -> BufferMode {
+    if ring {
+        BufferMode::Ring
+    } else {
+        BufferMode::Linear
+    }
+}
+
 impl PyCaptureBuffer {
     fn iface(&self, py: Python<'_>, name: &str) -> PyResult<IfaceId> {
-        self.inner.lock().find_interface(name).ok_or_else(|| {
-            errors::capture_error(py, format!("no packets were captured on '{name}'"))
-        })
+        self.inner
+            .lock()
+            .find_interface(name)
+            .ok_or_else(|| errors::to_py(py, CaptureError::NothingCaptured(name.to_owned())))
     }
 }
 
 #[pymethods]
 impl PyCaptureBuffer {
     #[new]
-    #[pyo3(signature = (size, ring = false))]
-    fn new(py: Python<'_>, size: usize, ring: bool) -> PyResult<Self> {
-        let mode = if ring {
-            BufferMode::Ring
-        } else {
-            BufferMode::Linear
-        };
-        let buffer = py.detach(|| CaptureBuffer::new(size, mode)).map_err(|e| {
-            errors::capture_error(
-                py,
-                format!("cannot allocate a capture buffer of {size} bytes: {e}"),
-            )
-        })?;
+    #[pyo3(signature = (size_kb, ring = false))]
+    fn new(py: Python<'_>, size_kb: u64, ring: bool) -> PyResult<Self> {
+        let buffer = py
+            .detach(|| SharedBuffer::allocate(size_kb, buffer_mode(ring)))
+            .map_err(|e| errors::to_py(py, e))?;
         Ok(PyCaptureBuffer {
-            inner: Arc::new(SharedBuffer::new(buffer)),
+            inner: Arc::new(buffer),
         })
     }
 
@@ -114,27 +116,37 @@ impl PyCaptureBuffer {
         let buffer = &self.inner;
         let mut out = Vec::new();
         py.detach(|| show_lines(buffer, id, json, &mut out))
-            .map_err(|e| errors::capture_error(py, e.to_string()))?;
+            // The lines go into memory, which only fails by running out of it.
+            .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
     }
 
-    /// Write the packets of ``iface`` held now to a pcap file (complete or absent):
-    /// ``(packets, bytes)``.
-    #[pyo3(signature = (iface, path, snaplen = MAX_SNAPLEN))]
+    /// Write the packets of ``iface`` held now to ``path``, replacing whatever is there (a file, a
+    /// symlink, a FIFO: never followed or opened): ``(packets, bytes)``. The file is complete or absent.
+    /// ``still_wanted``, if given, is asked once the file is written and before it is put in place;
+    /// if it says no, nothing is put in place and ``None`` is returned.
+    #[pyo3(signature = (iface, path, snaplen = MAX_SNAPLEN, still_wanted = None))]
     fn write(
         &self,
         py: Python<'_>,
         iface: &str,
         path: PathBuf,
         snaplen: u32,
-    ) -> PyResult<(u64, u64)> {
+        still_wanted: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<(u64, u64)>> {
         let id = self.iface(py, iface)?;
         let buffer = &self.inner;
-        py.detach(|| buffer.write_pcap(id, &path, snaplen))
-            .map(|w| (w.packets, w.bytes))
-            .map_err(|e| {
-                errors::capture_file_error(py, format!("'{}': cannot write: {e}", path.display()))
-            })
+        let failed = |e| errors::to_py(py, Error::write(&path, e));
+        let (written, out) = py
+            .detach(|| buffer.write_pcap(id, AtomicFile::create(&path)?, snaplen))
+            .map_err(failed)?;
+        if let Some(ask) = still_wanted {
+            if !ask.call0()?.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        py.detach(|| out.commit()).map_err(failed)?;
+        Ok(Some((written.packets, written.bytes)))
     }
 
     /// Drop every packet held; running captures go on.
@@ -146,33 +158,8 @@ impl PyCaptureBuffer {
 /// Brief lines of the packets that one or more captures keep, as they are captured (``-o``, ``-ou``).
 #[pyclass(name = "LiveLines", module = "pcapdump._core")]
 pub struct PyLiveLines {
-    queue: Arc<LiveQueue>,
-    json: bool,
-    index: u64,
-    fmt: BriefFormatter,
+    inner: LiveLines,
     finished: bool,
-}
-
-impl PyLiveLines {
-    fn format(&mut self, p: &OwnedPacket) -> String {
-        self.index += 1;
-        let meta = PacketMeta {
-            index: self.index,
-            ts_ns: p.ts_ns,
-            iface: Some(&p.iface),
-            direction: Some(p.direction),
-            wirelen: p.wirelen,
-            link: p.link,
-        };
-        let mut out = Vec::with_capacity(160);
-        if self.json {
-            self.fmt.json(&mut out, &meta, &p.data);
-        } else {
-            self.fmt.text(&mut out, &meta, &p.data);
-        }
-        out.pop();
-        String::from_utf8_lossy(&out).into_owned()
-    }
 }
 
 #[pymethods]
@@ -181,10 +168,7 @@ impl PyLiveLines {
     #[pyo3(signature = (capacity = 65536, json = false))]
     fn new(capacity: usize, json: bool) -> Self {
         PyLiveLines {
-            queue: Arc::new(LiveQueue::new(capacity)),
-            json,
-            index: 0,
-            fmt: BriefFormatter::new(),
+            inner: LiveLines::new(capacity, json),
             finished: false,
         }
     }
@@ -192,12 +176,12 @@ impl PyLiveLines {
     /// The next line; ``None`` if none came within ``timeout`` seconds, or once every capture feeding
     /// these lines has stopped (then ``finished`` is true).
     fn get(&mut self, py: Python<'_>, timeout: f64) -> Option<String> {
-        let queue = &self.queue;
         let wait = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-        match py.detach(|| queue.recv(wait)) {
-            Received::Packet(p) => Some(self.format(&p)),
-            Received::Empty => None,
-            Received::Closed => {
+        let lines = &mut self.inner;
+        match py.detach(|| lines.next_line(wait)) {
+            LiveLine::Line(line) => Some(line),
+            LiveLine::Empty => None,
+            LiveLine::Finished => {
                 self.finished = true;
                 None
             }
@@ -212,7 +196,7 @@ impl PyLiveLines {
     /// Packets this reader lost by falling behind.
     #[getter]
     fn dropped(&self) -> u64 {
-        self.queue.dropped()
+        self.inner.dropped()
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -236,50 +220,13 @@ impl PyLiveLines {
 #[pyclass(name = "Capture", module = "pcapdump._core")]
 pub struct PyCapture {
     capture: Capture,
-    buffer: Arc<SharedBuffer>,
     cursor: Cursor,
-    iface: String,
-}
-
-impl PyCapture {
-    fn state_name(&self) -> &'static str {
-        match self.capture.state() {
-            State::Running => "running",
-            State::Stopped(reason) => reason.as_str(),
-        }
-    }
-
-    /// The next stored packet of this capture after the cursor, if any.
-    fn next_stored(&mut self, py: Python<'_>) -> Option<PyPacket> {
-        let b = self.buffer.lock();
-        let mut missed = 0;
-        let mut found = None;
-        while let Some(p) = b.next(&mut self.cursor, &mut missed) {
-            if p.iface == self.capture.iface() {
-                found = Some(PyPacket {
-                    ts_ns: p.ts_ns,
-                    data: PyBytes::new(py, p.data).unbind(),
-                    wirelen: p.wirelen,
-                    iface: Some(self.iface.clone()),
-                    direction: Some(p.direction),
-                    linktype: self.capture.link().number(),
-                    index: p.seq + 1,
-                });
-                break;
-            }
-        }
-        drop(b);
-        if missed > 0 {
-            self.capture.add_live_dropped(missed);
-        }
-        found
-    }
 }
 
 #[pymethods]
 impl PyCapture {
     #[new]
-    #[pyo3(signature = (iface, filter = None, snaplen = None, count = None, buffer_kb = 512,
+    #[pyo3(signature = (iface, filter = None, snaplen = None, count = None, buffer_kb = DEFAULT_BUFFER_KB,
                         promisc = false, ring = false, *, buffer = None, store = true, live = None,
                         ring_block_kb = None, ring_blocks = None, ring_timeout_ms = None))]
     #[allow(clippy::too_many_arguments)]
@@ -299,53 +246,28 @@ impl PyCapture {
         ring_blocks: Option<u32>,
         ring_timeout_ms: Option<u32>,
     ) -> PyResult<Self> {
-        let mode = if ring {
-            BufferMode::Ring
-        } else {
-            BufferMode::Linear
-        };
         let config = CaptureConfig {
-            iface: iface.clone(),
+            iface,
             filter: filter.map(|f| f.inner.clone()),
             snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
             count,
             promisc,
             store,
-            ring: {
-                let default = RingConfig::default();
-                RingConfig {
-                    block_size: ring_block_kb
-                        .map_or(default.block_size, |kb| kb.saturating_mul(1024)),
-                    block_count: ring_blocks.unwrap_or(default.block_count),
-                    block_timeout_ms: ring_timeout_ms.unwrap_or(default.block_timeout_ms),
-                }
-            },
+            ring: RingConfig::with(ring_block_kb, ring_blocks, ring_timeout_ms),
         };
         let shared = buffer.map(|b| b.inner.clone());
-        let live = live.map(|l| l.queue.clone());
-        let (capture, buffer) = py
+        let live = live.map(|l| l.inner.queue().clone());
+        let capture = py
             .detach(|| {
                 let buffer = match shared {
                     Some(b) => b,
-                    None => Arc::new(SharedBuffer::new(
-                        CaptureBuffer::new((buffer_kb * 1024) as usize, mode).map_err(|e| {
-                            format!("cannot allocate a capture buffer of {buffer_kb} KB: {e}")
-                        })?,
-                    )),
+                    None => Arc::new(SharedBuffer::allocate(buffer_kb, buffer_mode(ring))?),
                 };
-                Capture::start(config, buffer.clone(), live)
-                    .map(|c| (c, buffer))
-                    .map_err(|e| e.to_string())
+                Capture::start(config, buffer, live)
             })
-            .map_err(|e| errors::capture_error(py, e))?;
-        // Iteration starts at this capture's first packet, not at what a shared buffer already held.
-        let cursor = buffer.lock().cursor_at_end();
-        Ok(PyCapture {
-            capture,
-            buffer,
-            cursor,
-            iface,
-        })
+            .map_err(|e| errors::to_py(py, e))?;
+        let cursor = capture.cursor_from_now();
+        Ok(PyCapture { capture, cursor })
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -364,22 +286,22 @@ impl PyCapture {
 
     /// The next stored packet; waits (GIL released, Ctrl-C honoured) while the capture runs.
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyPacket>> {
+        let name = self.capture.config().iface.as_str();
+        let link = self.capture.link();
         loop {
             // The state is read before the buffer, so a capture seen stopped has stored its last packet.
             let running = self.capture.state() == State::Running;
-            if let Some(p) = self.next_stored(py) {
-                return Ok(Some(p));
+            let next = self
+                .capture
+                .next_stored(&mut self.cursor, |p| PyPacket::stored(py, p, name, link));
+            if next.is_some() {
+                return Ok(next);
             }
             if !running {
                 return Ok(None);
             }
-            let (buffer, seen) = (&self.buffer, self.cursor);
-            py.detach(|| {
-                let b = buffer.lock();
-                if b.next_seq() <= seen.seq() {
-                    drop(buffer.wait(b, WAIT_SLICE));
-                }
-            });
+            let (capture, cursor) = (&self.capture, &self.cursor);
+            py.detach(|| capture.wait_stored(cursor, WAIT_SLICE));
             py.check_signals()?;
         }
     }
@@ -390,19 +312,21 @@ impl PyCapture {
         py.detach(|| capture.stop());
     }
 
-    /// Counters of this capture: ``state``, ``packets``, ``bytes``, ``kernel_drops``,
-    /// ``buffer_full_drops``, ``overwritten``, ``live_dropped``, ``buffer_size``, ``buffer_used``.
+    /// Counters of this capture and of its buffer (``CaptureStats``).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.capture.stats();
         let (size, used) = {
-            let b = self.buffer.lock();
+            let b = self.capture.buffer().lock();
             (b.capacity(), b.used())
         };
         let d = PyDict::new(py);
-        let running = self.capture.state() == State::Running;
-        d.set_item("state", if running { "running" } else { "stopped" })?;
-        d.set_item("stop_reason", (!running).then(|| self.state_name()))?;
-        d.set_item("iface", &self.iface)?;
+        let (state, stop_reason) = match self.capture.state() {
+            State::Running => ("running", None),
+            State::Stopped(reason) => ("stopped", Some(reason.as_str())),
+        };
+        d.set_item("state", state)?;
+        d.set_item("stop_reason", stop_reason)?;
+        d.set_item("iface", &self.capture.config().iface)?;
         d.set_item("packets", s.packets)?;
         d.set_item("bytes", s.bytes)?;
         d.set_item("kernel_drops", s.kernel_drops)?;
@@ -416,24 +340,23 @@ impl PyCapture {
 
     /// Write the stored packets to a classic pcap file (complete or absent); returns how many.
     fn write(&self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
-        let (buffer, iface, snaplen) = (
-            &self.buffer,
-            self.capture.iface(),
-            self.capture.config().snaplen,
-        );
-        py.detach(|| buffer.write_pcap(iface, &path, snaplen))
-            .map(|w| w.packets)
-            .map_err(|e| {
-                errors::capture_file_error(py, format!("'{}': cannot write: {e}", path.display()))
-            })
+        let capture = &self.capture;
+        py.detach(|| {
+            let out = AtomicFile::create_or_stream(&path)?;
+            let snaplen = capture.config().snaplen;
+            let (written, out) = capture.buffer().write_pcap(capture.iface(), out, snaplen)?;
+            out.commit().map(|()| written.packets)
+        })
+        .map_err(|e| errors::to_py(py, Error::write(&path, e)))
     }
 
     #[getter]
     fn iface(&self) -> &str {
-        &self.iface
+        &self.capture.config().iface
     }
 
-    /// The filter as typed in canonical form, ``snaplen``, ``count`` and ``promisc`` of this capture.
+    /// The settings of this capture (``CaptureSettings``): the filter in canonical form, ``snaplen``,
+    /// ``count``, ``promisc``, ``store``.
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = self.capture.config();
         let d = PyDict::new(py);

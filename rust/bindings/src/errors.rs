@@ -1,37 +1,37 @@
-//! Raise the exception classes of `pcapdump.errors` (defined in Python so they are plain, typed classes).
+//! The engine's errors as Python exceptions: one class per `ErrorKind`, looked up by the kind's name
+//! in `pcapdump.errors` (plain, typed Python classes), so the mapping is written once, there.
 
+use pcapdump_core::{Error, ErrorKind};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
-use pyo3::PyErr;
+use pyo3::types::PyDict;
 
-fn raise<'py>(py: Python<'py>, class: &str, args: Bound<'py, PyTuple>) -> PyErr {
-    let made = py
-        .import("pcapdump.errors")
-        .and_then(|m| m.getattr(class))
-        .and_then(|c| c.call1(args));
+/// The exception for `e`, an error of the engine or of one of its modules.
+pub fn to_py(py: Python<'_>, e: impl Into<Error>) -> PyErr {
+    let e = e.into();
+    if e.kind() == ErrorKind::OutputClosed {
+        // The reader of our output went away: Python's own exception, which the CLI ends quietly on.
+        return pyo3::exceptions::PyBrokenPipeError::new_err(e.to_string());
+    }
+    let made = (|| {
+        let details = PyDict::new(py);
+        if let Some(token) = e.token() {
+            details.set_item("token", token)?;
+        }
+        if let Some(iface) = e.iface() {
+            details.set_item("iface", iface)?;
+        }
+        py.import("pcapdump.errors")?
+            .getattr("from_kind")?
+            .call((e.kind().as_str(), e.to_string()), Some(&details))
+    })();
     match made {
-        Ok(e) => PyErr::from_value(e),
-        Err(e) => e,
+        Ok(exception) => PyErr::from_value(exception),
+        Err(failed) => failed,
     }
 }
 
-pub fn filter_error(py: Python<'_>, e: &pcapdump_core::filter::FilterError) -> PyErr {
-    let args = PyTuple::new(py, [e.to_string(), e.token.clone()]);
-    args.map_or_else(|err| err, |a| raise(py, "FilterError", a))
-}
-
-pub fn capture_file_error(py: Python<'_>, message: String) -> PyErr {
-    PyTuple::new(py, [message]).map_or_else(|err| err, |a| raise(py, "CaptureFileError", a))
-}
-
-pub fn capture_error(py: Python<'_>, message: String) -> PyErr {
-    PyTuple::new(py, [message]).map_or_else(|err| err, |a| raise(py, "CaptureError", a))
-}
-
-pub fn offline_error(py: Python<'_>, e: pcapdump_core::offline::OfflineError) -> PyErr {
-    use pcapdump_core::offline::OfflineError;
-    match e {
-        OfflineError::OutputClosed => pyo3::exceptions::PyBrokenPipeError::new_err("output closed"),
-        other => capture_file_error(py, other.to_string()),
-    }
+/// Every kind's name, so the Python side can check that it has a class for each.
+#[pyfunction]
+pub fn error_kinds() -> Vec<&'static str> {
+    ErrorKind::ALL.iter().map(|k| k.as_str()).collect()
 }

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use pcapdump_core::filter::{Filter, MAX_SNAPLEN};
-use pcapdump_core::offline::{self, Selection, Summary};
+use pcapdump_core::limits::MAX_SNAPLEN;
+use pcapdump_core::offline::{self, RecordReader, Selection, Summary};
 use pcapdump_core::packet::LinkType;
 use pcapdump_core::pcap::{AtomicFile, CaptureFile, PcapWriter};
+use pcapdump_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -12,9 +12,19 @@ use crate::errors;
 use crate::filter::PyFilter;
 use crate::packet::PyPacket;
 
+/// Open a capture file with the GIL released; Ctrl-C ends a wait on a silent pipe.
 fn open(py: Python<'_>, path: &std::path::Path) -> PyResult<CaptureFile> {
-    py.detach(|| CaptureFile::open(path))
-        .map_err(|e| errors::capture_file_error(py, e.to_string()))
+    let mut signalled: Option<PyErr> = None;
+    let opened = py.detach(|| {
+        CaptureFile::open_interruptible(path, &mut || {
+            let checked = Python::attach(|py| py.check_signals());
+            checked.map_err(|e| signalled = Some(e)).is_err()
+        })
+    });
+    match signalled {
+        Some(e) => Err(e),
+        None => opened.map_err(|e| errors::to_py(py, e)),
+    }
 }
 
 fn summary_dict(py: Python<'_>, s: Summary) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
@@ -28,11 +38,7 @@ fn summary_dict(py: Python<'_>, s: Summary) -> PyResult<Bound<'_, pyo3::types::P
 /// Iterates over the matching packets of a capture file.
 #[pyclass(name = "FileReader", module = "pcapdump._core")]
 pub struct PyFileReader {
-    file: Arc<CaptureFile>,
-    cursor: pcapdump_core::pcap::Cursor,
-    filter: Option<Filter>,
-    snaplen: u32,
-    remaining: Option<u64>,
+    inner: RecordReader,
 }
 
 #[pymethods]
@@ -47,12 +53,9 @@ impl PyFileReader {
         count: Option<u64>,
     ) -> PyResult<Self> {
         let file = open(py, &path)?;
+        let filter = filter.map(|f| f.inner.clone());
         Ok(PyFileReader {
-            cursor: file.cursor(),
-            file: Arc::new(file),
-            filter: filter.map(|f| f.inner.clone()),
-            snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
-            remaining: count,
+            inner: RecordReader::new(file, filter, snaplen, count),
         })
     }
 
@@ -61,44 +64,10 @@ impl PyFileReader {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyPacket>> {
-        if self.remaining == Some(0) {
-            return Ok(None);
-        }
-        // The count is kept here, one packet at a time, rather than in the selection.
-        let sel = selection(&self.filter, Some(self.snaplen), None);
-        loop {
-            let Some(next) = self.file.next_record(&mut self.cursor) else {
-                return Ok(None);
-            };
-            let r = next.map_err(|e| errors::capture_file_error(py, e.to_string()))?;
-            let keeps = sel
-                .keeps(self.file.path(), &r)
-                .map_err(|e| errors::capture_file_error(py, e.to_string()))?;
-            if !keeps {
-                continue;
-            }
-            if let Some(n) = self.remaining.as_mut() {
-                *n -= 1;
-            }
-            let data = sel.cut(r.data);
-            return Ok(Some(PyPacket {
-                ts_ns: r.ts_ns,
-                data: PyBytes::new(py, data).unbind(),
-                wirelen: r.wirelen,
-                iface: r.iface.map(String::from),
-                direction: r.direction,
-                linktype: r.link.number(),
-                index: r.number,
-            }));
-        }
-    }
-}
-
-fn selection(filter: &Option<Filter>, snaplen: Option<u32>, count: Option<u64>) -> Selection<'_> {
-    Selection {
-        filter: filter.as_ref(),
-        snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
-        count,
+        self.inner
+            .next_with(|r, data| PyPacket::from_record(py, r, data))
+            .transpose()
+            .map_err(|e| errors::to_py(py, e))
     }
 }
 
@@ -118,9 +87,14 @@ pub fn read_lines<'py>(
     let result = py.detach(|| {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        offline::print_lines(&file, &selection(&filter, snaplen, count), json, &mut out)
+        offline::print_lines(
+            &file,
+            &Selection::new(filter.as_ref(), snaplen, count),
+            json,
+            &mut out,
+        )
     });
-    summary_dict(py, result.map_err(|e| errors::offline_error(py, e))?)
+    summary_dict(py, result.map_err(|e| errors::to_py(py, e))?)
 }
 
 /// Write a file's matching packets to a pcap file (atomically: complete or absent).
@@ -136,9 +110,14 @@ pub fn read_to_pcap<'py>(
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let file = open(py, &path)?;
     let filter = filter.map(|f| f.inner.clone());
-    let result =
-        py.detach(|| offline::write_pcap(&file, &selection(&filter, snaplen, count), &out));
-    summary_dict(py, result.map_err(|e| errors::offline_error(py, e))?)
+    let result = py.detach(|| {
+        offline::write_pcap(
+            &file,
+            &Selection::new(filter.as_ref(), snaplen, count),
+            &out,
+        )
+    });
+    summary_dict(py, result.map_err(|e| errors::to_py(py, e))?)
 }
 
 /// Write packets (``Packet`` objects or ``(ts_ns, bytes)`` pairs) to a pcap file; returns how many.
@@ -151,10 +130,8 @@ pub fn write_pcap(
     linktype: u32,
     snaplen: u32,
 ) -> PyResult<u64> {
-    let io_err = |e: std::io::Error| {
-        errors::capture_file_error(py, format!("'{}': cannot write: {e}", path.display()))
-    };
-    let out = AtomicFile::create(&path).map_err(io_err)?;
+    let io_err = |e: std::io::Error| errors::to_py(py, Error::write(&path, e));
+    let out = AtomicFile::create_or_stream(&path).map_err(io_err)?;
     let mut writer =
         PcapWriter::new(out, LinkType::from_number(linktype), snaplen).map_err(io_err)?;
     let mut n = 0u64;

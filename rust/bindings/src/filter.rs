@@ -1,5 +1,6 @@
 use pcapdump_core::bpf::interp::{self, Ancillary};
-use pcapdump_core::filter::{filter_words as words, Filter, LinkHeader, MAX_SNAPLEN};
+use pcapdump_core::filter::{filter_words as words, Filter, LinkHeader};
+use pcapdump_core::limits::MAX_SNAPLEN;
 use pcapdump_core::packet::LinkType;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -30,7 +31,7 @@ impl PyFilter {
         let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
         Filter::parse(&refs)
             .map(|inner| PyFilter { inner })
-            .map_err(|e| errors::filter_error(py, &e))
+            .map_err(|e| errors::to_py(py, e))
     }
 
     /// Whether an Ethernet frame matches (``vlan_tci``: a tag the kernel stripped from it, if any).
@@ -44,21 +45,27 @@ impl PyFilter {
 
     /// The classic BPF program, as ``tcpdump -dd`` prints it: (code, jt, jf, k) tuples.
     #[pyo3(signature = (snaplen = MAX_SNAPLEN))]
-    fn bpf(&self, snaplen: u32) -> PyResult<Vec<(u16, u8, u8, u32)>> {
+    fn bpf(&self, py: Python<'_>, snaplen: u32) -> PyResult<Vec<(u16, u8, u8, u32)>> {
         let prog = self
             .inner
             .compile(snaplen, LinkHeader::Ethernet)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            .map_err(|e| errors::to_py(py, pcapdump_core::capture::CaptureError::Program(e)))?;
         Ok(prog.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
     }
 
     /// Run the compiled program over ``frame`` in the BPF interpreter: the number of bytes kept.
     #[pyo3(signature = (frame, vlan_tci = None, snaplen = MAX_SNAPLEN))]
-    fn run_bpf(&self, frame: &[u8], vlan_tci: Option<u16>, snaplen: u32) -> PyResult<u32> {
+    fn run_bpf(
+        &self,
+        py: Python<'_>,
+        frame: &[u8],
+        vlan_tci: Option<u16>,
+        snaplen: u32,
+    ) -> PyResult<u32> {
         let prog = self
             .inner
             .compile(snaplen, LinkHeader::Ethernet)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            .map_err(|e| errors::to_py(py, pcapdump_core::capture::CaptureError::Program(e)))?;
         Ok(interp::run(
             &prog,
             frame,
@@ -78,8 +85,8 @@ impl PyFilter {
     }
 }
 
-/// Every filter word and whether it takes a value.
+/// Every filter word and the syntax of its value (``None``: it takes none).
 #[pyfunction]
-pub fn filter_words() -> Vec<(&'static str, bool)> {
+pub fn filter_words() -> Vec<(&'static str, Option<&'static str>)> {
     words().collect()
 }

@@ -11,11 +11,9 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", pcapdump_core::VERSION)?;
-    m.add("MAX_SNAPLEN", pcapdump_core::filter::MAX_SNAPLEN)?;
-    m.add(
-        "DEFAULT_RING_BLOCKS",
-        pcapdump_core::capture::RingConfig::default().block_count,
-    )?;
+    add_limits(m)?;
+    m.add_function(wrap_pyfunction!(errors::error_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(ring_blocks_each, m)?)?;
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
     m.add_class::<packet::PyPacket>()?;
@@ -27,4 +25,24 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_pcap, m)?)?;
     Ok(())
+}
+
+/// The engine's bounds and defaults (`pcapdump_core::limits`), under the same names.
+fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    use pcapdump_core::limits::*;
+    m.add("MAX_SNAPLEN", MAX_SNAPLEN)?;
+    m.add("MIN_BUFFER_KB", MIN_BUFFER_KB)?;
+    m.add("MAX_BUFFER_KB", MAX_BUFFER_KB)?;
+    m.add("DEFAULT_BUFFER_KB", DEFAULT_BUFFER_KB)?;
+    m.add("RING_BLOCKS", RING_BLOCKS)?;
+    m.add("SHARED_RING_BLOCKS", SHARED_RING_BLOCKS)?;
+    m.add("MIN_RING_BLOCKS", MIN_RING_BLOCKS)?;
+    m.add("TEMP_SUFFIX", pcapdump_core::pcap::TEMP_SUFFIX)?;
+    Ok(())
+}
+
+/// Kernel ring blocks for each of ``interfaces`` captures started together.
+#[pyfunction]
+fn ring_blocks_each(interfaces: u32) -> u32 {
+    pcapdump_core::limits::ring_blocks_each(interfaces)
 }

@@ -1,5 +1,7 @@
-use pcapdump_core::brief::{brief_line, BriefFormatter, PacketMeta};
+use pcapdump_core::brief::{BriefFormatter, PacketMeta};
+use pcapdump_core::capture::StoredPacket;
 use pcapdump_core::packet::{Direction, LinkType};
+use pcapdump_core::pcap::Record;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -21,6 +23,36 @@ pub struct PyPacket {
 }
 
 impl PyPacket {
+    /// A packet of a live capture on `iface`, copied out of the capture buffer.
+    pub fn stored(py: Python<'_>, p: &StoredPacket, iface: &str, link: LinkType) -> PyPacket {
+        PyPacket {
+            ts_ns: p.ts_ns,
+            data: PyBytes::new(py, p.data).unbind(),
+            wirelen: p.wirelen,
+            iface: Some(iface.to_owned()),
+            direction: Some(p.direction),
+            linktype: link.number(),
+            index: p.seq + 1,
+        }
+    }
+
+    /// A record of a file, with its data cut to the snap length.
+    pub fn from_record(py: Python<'_>, r: &Record, data: &[u8]) -> PyPacket {
+        PyPacket {
+            ts_ns: r.ts_ns,
+            data: PyBytes::new(py, data).unbind(),
+            wirelen: r.wirelen,
+            iface: r.iface.map(String::from),
+            direction: r.direction,
+            linktype: r.link.number(),
+            index: r.number,
+        }
+    }
+
+    fn line(&self, py: Python<'_>, json: bool) -> String {
+        BriefFormatter::new().line(&self.meta(), self.data.bind(py).as_bytes(), json)
+    }
+
     fn meta(&self) -> PacketMeta<'_> {
         PacketMeta {
             index: self.index,
@@ -87,15 +119,12 @@ impl PyPacket {
 
     /// The brief line, as ``show`` prints it.
     fn brief(&self, py: Python<'_>) -> String {
-        brief_line(&self.meta(), self.data.bind(py).as_bytes())
+        self.line(py, false)
     }
 
     /// The brief line's JSON object, as ``show -json`` prints it.
     fn json(&self, py: Python<'_>) -> String {
-        let mut out = Vec::new();
-        BriefFormatter::new().json(&mut out, &self.meta(), self.data.bind(py).as_bytes());
-        out.pop();
-        String::from_utf8_lossy(&out).into_owned()
+        self.line(py, true)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -164,12 +164,18 @@ impl BriefFormatter {
     }
 }
 
-/// One brief line as a `String`, without the newline (for the Python API).
-pub fn brief_line(meta: &PacketMeta, data: &[u8]) -> String {
-    let mut out = Vec::with_capacity(128);
-    BriefFormatter::new().text(&mut out, meta, data);
-    out.pop();
-    String::from_utf8_lossy(&out).into_owned()
+impl BriefFormatter {
+    /// One line as a `String`, without the newline: the text form, or its JSON object.
+    pub fn line(&mut self, meta: &PacketMeta, data: &[u8], json: bool) -> String {
+        let mut out = Vec::with_capacity(160);
+        if json {
+            self.json(&mut out, meta, data);
+        } else {
+            self.text(&mut out, meta, data);
+        }
+        out.pop();
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 fn push_addr(out: &mut Vec<u8>, a: Addr) {
@@ -497,9 +503,9 @@ mod tests {
     }
 
     #[test]
-    fn the_spec_example_line() {
+    fn the_documented_example_line() {
         let f = tcp_syn();
-        let line = brief_line(&meta(f.len() as u32), &f);
+        let line = BriefFormatter::new().line(&meta(f.len() as u32), &f, false);
         // The time depends on TZ; the rest is fixed.
         assert!(line.starts_with("12 "));
         assert!(

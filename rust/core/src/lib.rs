@@ -5,11 +5,15 @@ pub mod bpf;
 pub mod brief;
 pub mod bytes;
 pub mod capture;
+pub mod error;
 pub mod filter;
+pub mod limits;
 pub mod offline;
 pub mod packet;
 pub mod pcap;
 pub mod textfmt;
+
+pub use error::{Error, ErrorKind};
 
 /// The engine's version, reported next to the package's by `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

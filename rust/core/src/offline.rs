@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use crate::brief::{BriefFormatter, PacketMeta};
-use crate::filter::{Filter, MAX_SNAPLEN};
+use crate::filter::Filter;
+use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
-use crate::pcap::{encode_record, AtomicFile, CaptureFile, PcapWriter, ReadError, Record};
+use crate::pcap::{encode_record, AtomicFile, CaptureFile, Cursor, PcapWriter, ReadError, Record};
 
 /// Brief lines are gathered into chunks of this size before each write.
 const LINE_CHUNK: usize = 1 << 20;
@@ -33,7 +34,17 @@ impl Default for Selection<'_> {
     }
 }
 
-impl Selection<'_> {
+impl<'a> Selection<'a> {
+    /// A selection by the filter (none: every record), the snap length (none: whole packets) and the
+    /// count (none: no limit).
+    pub fn new(filter: Option<&'a Filter>, snaplen: Option<u32>, count: Option<u64>) -> Self {
+        Selection {
+            filter,
+            snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
+            count,
+        }
+    }
+
     /// Whether the filter keeps `r`, a record of the file at `path`. Over a link type we do not decode,
     /// filter words would silently match nothing: that is an error instead.
     #[inline]
@@ -52,6 +63,61 @@ impl Selection<'_> {
     #[inline]
     pub fn cut<'d>(&self, data: &'d [u8]) -> &'d [u8] {
         &data[..data.len().min(self.snaplen as usize)]
+    }
+}
+
+/// The matching records of a file one at a time, for a caller that cannot keep a borrow of the file
+/// between two records (an iterator in Python). It owns its file and its selection.
+pub struct RecordReader {
+    file: CaptureFile,
+    cursor: Cursor,
+    filter: Option<Filter>,
+    snaplen: u32,
+    /// Matching records still to hand out (`count`).
+    remaining: Option<u64>,
+}
+
+impl RecordReader {
+    pub fn new(
+        file: CaptureFile,
+        filter: Option<Filter>,
+        snaplen: Option<u32>,
+        count: Option<u64>,
+    ) -> RecordReader {
+        RecordReader {
+            cursor: file.cursor(),
+            file,
+            filter,
+            snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
+            remaining: count,
+        }
+    }
+
+    /// The next matching record and its data cut to the snap length, handed to `take`; `None` at the
+    /// end of the file or once `count` records were handed out.
+    pub fn next_with<T>(
+        &mut self,
+        take: impl FnOnce(&Record, &[u8]) -> T,
+    ) -> Option<Result<T, OfflineError>> {
+        if self.remaining == Some(0) {
+            return None;
+        }
+        let sel = Selection::new(self.filter.as_ref(), Some(self.snaplen), None);
+        loop {
+            let r = match self.file.next_record(&mut self.cursor)? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match sel.keeps(self.file.path(), &r) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            if let Some(n) = self.remaining.as_mut() {
+                *n -= 1;
+            }
+            return Some(Ok(take(&r, sel.cut(r.data))));
+        }
     }
 }
 
@@ -147,7 +213,7 @@ pub fn write_pcap(
         source,
     };
     let link = file.link_type().unwrap_or(LinkType::Ethernet);
-    let out = AtomicFile::create(dest).map_err(write_err)?;
+    let out = AtomicFile::create_or_stream(dest).map_err(write_err)?;
     let mut writer = PcapWriter::new(out, link, sel.snaplen).map_err(write_err)?;
     let mut sum = Summary::default();
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);

@@ -2,7 +2,8 @@
 //! over random frames: tagged or not, with IPv4 options, IPv6 extension headers, fragments, and cut anywhere.
 
 use pcapdump_core::bpf::interp::{self, Ancillary};
-use pcapdump_core::filter::{Filter, LinkHeader, MAX_SNAPLEN};
+use pcapdump_core::filter::{Filter, LinkHeader};
+use pcapdump_core::limits::MAX_SNAPLEN;
 use pcapdump_core::packet::LinkType;
 use proptest::prelude::*;
 

@@ -9,13 +9,13 @@
 //! end of the array: the rest of the array is skipped, marked by a pad header when there is room for one.
 
 use std::io;
-use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::packet::{Direction, LinkType};
 use memmap2::{MmapMut, MmapOptions};
 
+use super::CaptureError;
 use crate::bytes::copy_short;
 use crate::pcap::{encode_record_into, AtomicFile, PcapWriter, MAX_RECORD};
 
@@ -424,6 +424,14 @@ impl SharedBuffer {
         }
     }
 
+    /// A buffer of `kb` KB (1024 bytes each), committed now.
+    pub fn allocate(kb: u64, mode: BufferMode) -> Result<SharedBuffer, CaptureError> {
+        let size = usize::try_from(kb.saturating_mul(1024)).unwrap_or(usize::MAX);
+        CaptureBuffer::new(size, mode)
+            .map(SharedBuffer::new)
+            .map_err(|source| CaptureError::Buffer { kb, source })
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, CaptureBuffer> {
         // A panic while holding the lock leaves records whole (headers are written before `tail` moves).
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
@@ -482,10 +490,15 @@ impl SharedBuffer {
         }
     }
 
-    /// Write the packets of `iface` held now to a pcap file at `dest` (temporary name, then renamed).
-    pub fn write_pcap(&self, iface: IfaceId, dest: &Path, snaplen: u32) -> io::Result<Written> {
+    /// Write the packets of `iface` held now as a pcap file into `out`, and hand `out` back to be
+    /// committed (or dropped, which leaves nothing) by the caller.
+    pub fn write_pcap(
+        &self,
+        iface: IfaceId,
+        out: AtomicFile,
+        snaplen: u32,
+    ) -> io::Result<(Written, AtomicFile)> {
         let link = self.lock().iface(iface).link;
-        let out = AtomicFile::create(dest)?;
         let writer = PcapWriter::new(out, link, snaplen)?;
         // The walk hands over a chunk once it holds COPY_CHUNK bytes: room for one more record.
         let chunk = vec![0u8; COPY_CHUNK + MAX_RECORD as usize + 16];
@@ -508,8 +521,7 @@ impl SharedBuffer {
             },
         )?;
         let (writer, _, _, written) = state;
-        writer.into_inner().commit()?;
-        Ok(written)
+        Ok((written, writer.into_inner()))
     }
 }
 
@@ -681,7 +693,9 @@ mod tests {
         let shared = SharedBuffer::new(b);
         let path =
             std::env::temp_dir().join(format!("pcapdump-buffer-test-{}.pcap", std::process::id()));
-        let written = shared.write_pcap(int, &path, snaplen).unwrap();
+        let out = AtomicFile::create(&path).unwrap();
+        let (written, out) = shared.write_pcap(int, out, snaplen).unwrap();
+        out.commit().unwrap();
         let file = crate::pcap::CaptureFile::open(&path).unwrap();
         let records: Vec<_> = file.records().map(|r| r.unwrap()).collect();
         std::fs::remove_file(&path).unwrap();

@@ -3,16 +3,18 @@
 pub mod buffer;
 mod session;
 mod show;
+mod stored;
 
+mod backend;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(not(target_os = "linux"))]
-#[path = "unsupported.rs"]
-mod linux;
+mod unsupported;
 
 use std::io;
 
 use crate::filter::Filter;
+use crate::limits;
 use crate::packet::Direction;
 
 pub use buffer::{
@@ -21,7 +23,16 @@ pub use buffer::{
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
-pub use show::show_lines;
+pub use show::{show_lines, LiveLine, LiveLines};
+
+use backend::RingBackend;
+/// This system's ring: AF_PACKET on Linux; elsewhere one whose `open` says live capture is unsupported.
+#[cfg(target_os = "linux")]
+use linux::PacketRing;
+#[cfg(not(target_os = "linux"))]
+use unsupported::PacketRing;
+/// Wakes a thread that waits on a `PacketRing`.
+type Waker = <PacketRing as RingBackend>::Waker;
 
 /// The kernel ring of one capture. Blocks are handed to us whole: when full, or after the timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,19 +45,27 @@ pub struct RingConfig {
 }
 
 impl Default for RingConfig {
-    /// 8 MiB: at 60-byte frames (about 128 bytes each in the ring) that is 65,000 packets, a third of a
-    /// second at 200,000 packets/s, of slack while the capture thread is descheduled; and little memory
-    /// for an agent that captures on every interface.
     fn default() -> Self {
         RingConfig {
-            block_size: 1 << 20,
-            block_count: 8,
-            block_timeout_ms: 20,
+            block_size: limits::RING_BLOCK_SIZE,
+            block_count: limits::RING_BLOCKS,
+            block_timeout_ms: limits::RING_BLOCK_TIMEOUT_MS,
         }
     }
 }
 
 impl RingConfig {
+    /// The default ring, with whichever settings are given instead: block size in KB, block count,
+    /// block timeout in ms. `check` still decides whether the result is valid.
+    pub fn with(block_kb: Option<u32>, blocks: Option<u32>, timeout_ms: Option<u32>) -> RingConfig {
+        let default = RingConfig::default();
+        RingConfig {
+            block_size: block_kb.map_or(default.block_size, |kb| kb.saturating_mul(1024)),
+            block_count: blocks.unwrap_or(default.block_count),
+            block_timeout_ms: timeout_ms.unwrap_or(default.block_timeout_ms),
+        }
+    }
+
     pub fn check(&self) -> Result<(), CaptureError> {
         let bad = |what: &str| Err(CaptureError::Ring(what.to_owned()));
         if self.block_size < 65536
@@ -78,8 +97,6 @@ pub(crate) enum Waited {
 }
 
 /// One packet as the kernel put it in the ring.
-// Only the Linux backend makes these; elsewhere the types exist so that sessions compile unchanged.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct RingFrame<'a> {
     pub ts_ns: u64,
     /// From the link-layer header on, at most the snap length.
@@ -128,10 +145,58 @@ pub enum CaptureError {
     Program(#[from] crate::bpf::asm::AsmError),
     #[error("invalid ring: {0}")]
     Ring(String),
+    #[error("'{0}': no packets were captured on it")]
+    NothingCaptured(String),
+    #[error("cannot allocate a capture buffer of {kb} KB: {source}")]
+    Buffer { kb: u64, source: io::Error },
     #[error("'{iface}': {what}: {source}")]
     Os {
         iface: String,
         what: &'static str,
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_config_check() {
+        const KIB: u32 = 1024;
+        const MIB: u32 = 1 << 20;
+        // block size, block count, block timeout (ms): None if valid, else how the message starts.
+        let table: &[(u32, u32, u32, Option<&str>)] = &[
+            (MIB, 8, 20, None),
+            (64 * KIB, 1, 1, None),
+            (64 * KIB, 1, 60_000, None),
+            (1 << 31, 2, 20, None),
+            (MIB, 4096, 20, None),
+            (0, 8, 20, Some("block size")),
+            (32 * KIB, 8, 20, Some("block size")),
+            (64 * KIB + 4096, 8, 20, Some("block size")),
+            (3 * MIB, 8, 20, Some("block size")),
+            (u32::MAX, 1, 20, Some("block size")),
+            (MIB, 0, 20, Some("block count")),
+            (MIB, 4097, 20, Some("block count")),
+            (1 << 31, 3, 20, Some("block count")),
+            (64 * KIB, u32::MAX, 20, Some("block count")),
+            (MIB, 8, 0, Some("block timeout")),
+            (MIB, 8, 60_001, Some("block timeout")),
+            (MIB, 8, u32::MAX, Some("block timeout")),
+        ];
+        for &(block_size, block_count, block_timeout_ms, want) in table {
+            let ring = RingConfig {
+                block_size,
+                block_count,
+                block_timeout_ms,
+            };
+            match (ring.check(), want) {
+                (Ok(()), None) => {}
+                (Err(CaptureError::Ring(msg)), Some(start)) if msg.starts_with(start) => {}
+                (got, _) => panic!("{ring:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert!(RingConfig::default().check().is_ok());
+    }
 }

@@ -9,10 +9,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::backend::{RingBackend, RingWaker};
 use super::buffer::{IfaceId, Pushed, SharedBuffer};
-use super::linux::{PacketRing, Waker};
-use super::{CaptureError, Options, RingConfig, RingFrame, Waited};
-use crate::filter::{Filter, MAX_SNAPLEN};
+use super::{CaptureError, Options, PacketRing, RingConfig, RingFrame, Waited, Waker};
+use crate::filter::Filter;
+use crate::limits::MAX_SNAPLEN;
 use crate::packet::{Direction, LinkType};
 
 /// Linux cooked v2 header, put in front of packets of non-Ethernet interfaces.
@@ -260,6 +261,11 @@ impl Capture {
         &self.config
     }
 
+    /// The buffer this capture stores into.
+    pub fn buffer(&self) -> &Arc<SharedBuffer> {
+        &self.buffer
+    }
+
     pub fn iface(&self) -> IfaceId {
         self.iface
     }
@@ -370,7 +376,7 @@ impl Worker {
             } else {
                 -1
             };
-            if self.ring.wait(self.waker.fd(), timeout) == Waited::InterfaceGone {
+            if self.ring.wait(&self.waker, timeout) == Waited::InterfaceGone {
                 interface_gone = true;
             }
         };

@@ -1,8 +1,12 @@
-//! Brief lines (or JSON lines) of the packets held in a capture buffer, as `show` prints them.
+//! Brief lines (or JSON lines) of captured packets: those held in a capture buffer, as `show` prints
+//! them, and those arriving, as `start -o` prints them.
 
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::buffer::{IfaceId, SharedBuffer};
+use super::session::{LiveQueue, Received};
 use crate::brief::{BriefFormatter, PacketMeta};
 use crate::packet::Direction;
 
@@ -71,4 +75,64 @@ pub fn show_lines(
         },
     )?;
     Ok(index)
+}
+
+/// What a wait for the next live line gave.
+pub enum LiveLine {
+    Line(String),
+    /// Nothing within the timeout; the captures go on.
+    Empty,
+    /// Every capture feeding these lines has stopped, and every line was given.
+    Finished,
+}
+
+/// Numbered brief lines of the packets that one or more captures keep, as they are captured.
+pub struct LiveLines {
+    queue: Arc<LiveQueue>,
+    fmt: BriefFormatter,
+    json: bool,
+    index: u64,
+}
+
+impl LiveLines {
+    /// Lines of a queue holding at most `capacity` packets not yet formatted (a reader that falls
+    /// further behind loses packets, counted in `dropped`).
+    pub fn new(capacity: usize, json: bool) -> LiveLines {
+        LiveLines {
+            queue: Arc::new(LiveQueue::new(capacity)),
+            fmt: BriefFormatter::new(),
+            json,
+            index: 0,
+        }
+    }
+
+    /// The queue to give the captures that feed these lines.
+    pub fn queue(&self) -> &Arc<LiveQueue> {
+        &self.queue
+    }
+
+    /// The next line, waiting at most `timeout` for it.
+    pub fn next_line(&mut self, timeout: Duration) -> LiveLine {
+        match self.queue.recv(timeout) {
+            Received::Packet(p) => {
+                self.index += 1;
+                let meta = PacketMeta {
+                    index: self.index,
+                    ts_ns: p.ts_ns,
+                    iface: Some(&p.iface),
+                    direction: Some(p.direction),
+                    wirelen: p.wirelen,
+                    link: p.link,
+                };
+                LiveLine::Line(self.fmt.line(&meta, &p.data, self.json))
+            }
+            Received::Empty => LiveLine::Empty,
+            Received::Closed => LiveLine::Finished,
+        }
+    }
+
+    /// Packets these lines lost by falling behind.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
 }

@@ -11,11 +11,9 @@ pub use words::{filter_words, FilterError};
 
 use crate::bpf::asm::AsmError;
 use crate::bpf::Insn;
+use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
 use std::fmt;
-
-/// The largest snap length: the accept value of a compiled program when nothing is to be cut.
-pub const MAX_SNAPLEN: u32 = 262_144;
 
 /// A parsed filter. All of its groups must match; an empty filter matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

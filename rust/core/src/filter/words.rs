@@ -1,4 +1,4 @@
-//! The filter words of SPEC §1.2, in both spellings (`ipsrc 198.18.0.1`, `-ipsrc=198.18.0.1`) → `Expr`.
+//! The filter words (docs/commands.md#filter-words), in both spellings (`ipsrc 198.18.0.1`, `-ipsrc=198.18.0.1`) → `Expr`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -62,11 +62,21 @@ pub fn proto_alias(n: u8) -> Option<&'static str> {
         .map(|(name, _)| *name)
 }
 
-/// Every filter word and whether it takes a value: lets a command-line grammar tell filter words apart.
-pub fn filter_words() -> impl Iterator<Item = (&'static str, bool)> {
-    WORDS
-        .iter()
-        .map(|(name, w)| (*name, !matches!(w, Word::Flag(_))))
+/// Every filter word and the syntax of its value (`None`: it takes none), in the order of the manual:
+/// lets a command-line grammar tell filter words apart and print them in its help.
+pub fn filter_words() -> impl Iterator<Item = (&'static str, Option<&'static str>)> {
+    WORDS.iter().map(|(name, w)| (*name, value_syntax(*w)))
+}
+
+fn value_syntax(word: Word) -> Option<&'static str> {
+    match word {
+        Word::Eth(_) => Some("<mac>"),
+        Word::Ip(_) => Some("<addr>[/<len>]"),
+        Word::Port(_) => Some("<n>[-<m>]"),
+        Word::Proto => Some("<n>|<name>"),
+        Word::Vlan => Some("<id>"),
+        Word::Flag(_) => None,
+    }
 }
 
 fn lookup(name: &str) -> Option<Word> {

@@ -1,12 +1,21 @@
 //! Write a file under a temporary name beside it and rename it into place once complete, so that a
 //! reader never sees half a file and a failure leaves nothing behind.
+//!
+//! The temporary name is unpredictable and created exclusively, never through a link: another user who
+//! can write to the folder cannot plant a file or a symlink there for us to write into. The rename
+//! replaces whatever the destination is (a file, a symlink, a FIFO, a device) without following or
+//! opening it.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+#[cfg(unix)]
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Large writes: one system call per megabyte of packets.
 const WRITE_BUFFER: usize = 1 << 20;
+/// How a temporary name ends; the agent removes leftovers of a killed writer by it.
+pub const TEMP_SUFFIX: &str = ".tmp";
 
 pub struct AtomicFile {
     out: Option<BufWriter<File>>,
@@ -16,29 +25,29 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// A new file for `dest`, renamed over whatever `dest` is on `commit`.
     pub fn create(dest: &Path) -> io::Result<AtomicFile> {
-        let special = fs::metadata(dest)
-            .map(|m| !m.is_file() && !m.is_dir())
-            .unwrap_or(false);
-        if special {
-            let file = fs::OpenOptions::new().write(true).open(dest)?;
-            return Ok(AtomicFile {
-                out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
-                temp: None,
-                dest: dest.into(),
-            });
-        }
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".{}.tmp", std::process::id()));
-        let temp = dest.with_file_name(temp_name);
-        let file = File::create(&temp)?;
+        let (file, temp) = create_temp(dest)?;
         Ok(AtomicFile {
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             temp: Some(temp),
+            dest: dest.into(),
+        })
+    }
+
+    /// As `create`, except that a device or FIFO the user named as output (`-w /dev/null`, a pipe) is
+    /// written to as it is.
+    pub fn create_or_stream(dest: &Path) -> io::Result<AtomicFile> {
+        let special = fs::metadata(dest)
+            .map(|m| !m.is_file() && !m.is_dir())
+            .unwrap_or(false);
+        if !special {
+            return AtomicFile::create(dest);
+        }
+        let file = OpenOptions::new().write(true).open(dest)?;
+        Ok(AtomicFile {
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            temp: None,
             dest: dest.into(),
         })
     }
@@ -108,6 +117,53 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A fresh file beside `dest`, at a name nobody could have guessed, created exclusively (`O_EXCL` also
+/// refuses a symlink planted at that name).
+fn create_temp(dest: &Path) -> io::Result<(File, PathBuf)> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    loop {
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{:016x}{TEMP_SUFFIX}", random_u64()));
+        let temp = dest.with_file_name(temp_name);
+        match options.open(&temp) {
+            Ok(file) => return Ok((file, temp)),
+            // Taken: by a writer of ours, or planted. Either way, another name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// 64 bits from the system's random source.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrandom writes at most 8 bytes into our array.
+        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if got == 8 {
+            return u64::from_ne_bytes(bytes);
+        }
+    }
+    // Elsewhere (or if getrandom fails): the standard library's per-process random hash keys.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    bytes = h.finish().to_ne_bytes();
+    u64::from_ne_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +183,66 @@ mod tests {
         f.commit().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"whole");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(all(test, unix))]
+mod unix_tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("pcapdump-atomic-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_symlink_at_the_destination_is_replaced_not_followed() {
+        let dir = scratch("link");
+        let victim = dir.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let dest = dir.join("x.cap");
+        std::os::unix::fs::symlink(&victim, &dest).unwrap();
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&dest).unwrap().is_file());
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn two_writers_of_one_name_never_share_a_temporary() {
+        let dir = scratch("two");
+        let dest = dir.join("x.cap");
+        let mut a = AtomicFile::create(&dest).unwrap();
+        let mut b = AtomicFile::create(&dest).unwrap();
+        a.write_all(&[b'a'; 100_000]).unwrap();
+        b.write_all(&[b'b'; 50_000]).unwrap();
+        a.commit().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), vec![b'a'; 100_000]);
+        b.commit().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), vec![b'b'; 50_000]);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_in_the_store_is_replaced_without_being_opened() {
+        let dir = scratch("fifo");
+        let dest = dir.join("x.cap");
+        let c = std::ffi::CString::new(dest.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opening the FIFO for writing would block forever with no reader.
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"pcap").unwrap();
+        f.commit().unwrap();
+        assert!(fs::symlink_metadata(&dest).unwrap().is_file());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

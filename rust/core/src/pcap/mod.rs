@@ -1,12 +1,13 @@
 //! Capture files: the classic pcap writer and a memory-mapped reader for pcap and pcapng.
 
 mod atomic;
+mod guard;
 mod reader;
 mod writer;
 
-pub use atomic::AtomicFile;
+pub use atomic::{AtomicFile, TEMP_SUFFIX};
 pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Records};
 pub use writer::{encode_record, encode_record_into, PcapWriter};
 
 /// The largest record we accept when reading, and the largest snap length when capturing (256 KiB).
-pub const MAX_RECORD: u32 = crate::filter::MAX_SNAPLEN;
+pub const MAX_RECORD: u32 = crate::limits::MAX_SNAPLEN;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
+use super::guard::MapGuard;
 use super::MAX_RECORD;
 use crate::packet::{Direction, LinkType};
 
@@ -42,6 +43,10 @@ pub enum ReadErrorKind {
     BadBlock { offset: usize, reason: &'static str },
     #[error("record {record} names interface {id}, which the file never described")]
     UnknownInterface { record: u64, id: u32 },
+    #[error("the file was cut short while it was being read (another program truncated it)")]
+    CutWhileReading,
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// One captured packet, borrowed from the file.
@@ -75,23 +80,98 @@ pub struct CaptureFile {
 /// A regular file is mapped; a pipe or a device (`-`, `/dev/stdin`, `<(zcat x.pcap.gz)`) cannot be, and
 /// is read to its end into memory instead.
 enum Bytes {
-    Mapped(Mmap),
+    /// The guard is dropped before the map: the fields drop in order. The file is kept to ask its size.
+    Mapped(MapGuard, Mmap, File),
     Read(Vec<u8>),
 }
 
 impl Bytes {
     fn as_slice(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(map) => map,
+            Bytes::Mapped(_, map, _) => map,
             Bytes::Read(bytes) => bytes,
+        }
+    }
+
+    fn was_cut(&self) -> bool {
+        matches!(self, Bytes::Mapped(guard, ..) if guard.was_cut())
+    }
+
+    /// Whether the file now ends at or before `offset`: the zeros the map shows past a new end, within
+    /// the last page the file still has, raise no fault. Asked only where a header is all zeros.
+    fn cut_before(&self, offset: usize) -> bool {
+        match self {
+            Bytes::Mapped(_, _, file) => file.metadata().is_ok_and(|m| m.len() <= offset as u64),
+            Bytes::Read(_) => false,
         }
     }
 }
 
-fn read_to_end(mut from: impl std::io::Read) -> std::io::Result<Bytes> {
+/// How long one wait for a pipe lasts before `interrupted` is asked again.
+const STREAM_WAIT_MS: i32 = 100;
+/// A capture's first four bytes: enough to refuse what is not one (`/dev/zero`, `/dev/urandom`) before
+/// reading any further.
+const MAGIC_LEN: usize = 4;
+
+/// Read a pipe or device to its end, asking `interrupted` while it is silent; the first bytes must be a
+/// capture's magic number.
+fn read_stream(
+    from: &mut dyn std::io::Read,
+    fd: Option<i32>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Bytes, ReadErrorKind> {
     let mut bytes = Vec::new();
-    from.read_to_end(&mut bytes)?;
-    Ok(Bytes::Read(bytes))
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        if let Some(fd) = fd {
+            wait_readable(fd, interrupted)?;
+        }
+        // Before the magic is in, ask for no more than it: a device that never ends is refused at once.
+        let want = if bytes.len() < MAGIC_LEN {
+            MAGIC_LEN - bytes.len()
+        } else {
+            chunk.len()
+        };
+        let n = match from.read(&mut chunk[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadErrorKind::Io(e)),
+        };
+        if n == 0 {
+            return Ok(Bytes::Read(bytes));
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if bytes.len() == MAGIC_LEN && bytes.len() - n < MAGIC_LEN {
+            detect_magic(&bytes)?;
+        }
+    }
+}
+
+/// Wait until `fd` has something to read (or its end), asking `interrupted` every so often.
+#[cfg(unix)]
+fn wait_readable(fd: i32, interrupted: &mut dyn FnMut() -> bool) -> Result<(), ReadErrorKind> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, STREAM_WAIT_MS) };
+        let signalled =
+            n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        if n != 0 && !signalled {
+            return Ok(()); // readable, at its end, or an error the read will report
+        }
+        if interrupted() {
+            return Err(ReadErrorKind::Interrupted);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_readable(_: i32, _: &mut dyn FnMut() -> bool) -> Result<(), ReadErrorKind> {
+    Ok(())
 }
 
 const PCAP_MICROS: u32 = 0xa1b2_c3d4;
@@ -102,13 +182,22 @@ const PCAPNG_BOM: u32 = 0x1a2b_3c4d;
 impl CaptureFile {
     /// Open `path` (`-`: standard input).
     pub fn open(path: &Path) -> Result<CaptureFile, ReadError> {
+        CaptureFile::open_interruptible(path, &mut || false)
+    }
+
+    /// Open `path`; while a pipe or device is silent, `interrupted` is asked every 100 ms whether to
+    /// give up (Ctrl-C).
+    pub fn open_interruptible(
+        path: &Path,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<CaptureFile, ReadError> {
         let shown = path.display().to_string();
         let err = |kind| ReadError {
             path: shown.clone(),
             kind,
         };
         let bytes = if path == Path::new("-") {
-            read_to_end(std::io::stdin().lock()).map_err(|e| err(ReadErrorKind::Io(e)))?
+            read_stream(&mut std::io::stdin().lock(), stdin_fd(), interrupted).map_err(err)?
         } else {
             let file = File::open(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => err(ReadErrorKind::NotFound),
@@ -120,14 +209,16 @@ impl CaptureFile {
             }
             // An empty file cannot be mapped; read, it is empty all the same, and said so below.
             if meta.is_file() && meta.len() > 0 {
-                // SAFETY: the map is read-only; a file truncated under us by another process is the
-                // usual mmap caveat (SIGBUS), the same as any reader that maps capture files.
+                // SAFETY: the map is read-only; a file truncated under us by another process would
+                // raise SIGBUS on the pages past its new end, which the guard turns into zeros and a
+                // mark that the reader checks.
                 let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
                 #[cfg(unix)]
                 let _ = map.advise(memmap2::Advice::Sequential);
-                Bytes::Mapped(map)
+                Bytes::Mapped(MapGuard::register(map.as_ptr(), map.len()), map, file)
             } else {
-                read_to_end(file).map_err(|e| err(ReadErrorKind::Io(e)))?
+                let fd = raw_fd(&file);
+                read_stream(&mut { file }, fd, interrupted).map_err(err)?
             }
         };
         if bytes.as_slice().is_empty() {
@@ -154,7 +245,7 @@ impl CaptureFile {
     /// themselves are already in the page cache (or are read in now). A no-op where unsupported.
     pub fn prefault(&self, stop: &std::sync::atomic::AtomicBool) {
         #[cfg(target_os = "linux")]
-        if let Bytes::Mapped(map) = &self.bytes {
+        if let Bytes::Mapped(_, map, _) = &self.bytes {
             const CHUNK: usize = 32 << 20;
             let mut at = 0;
             while at < map.len() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -212,7 +303,28 @@ impl CaptureFile {
     }
 }
 
-fn detect(b: &[u8]) -> Result<Format, ReadErrorKind> {
+#[cfg(unix)]
+fn raw_fd(file: &File) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    Some(file.as_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_: &File) -> Option<i32> {
+    None
+}
+
+fn stdin_fd() -> Option<i32> {
+    cfg!(unix).then_some(0)
+}
+
+/// What the first four bytes say: pcapng, or pcap in which byte order and time resolution.
+enum Magic {
+    Pcapng,
+    Pcap { big_endian: bool, nanos: bool },
+}
+
+fn detect_magic(b: &[u8]) -> Result<Magic, ReadErrorKind> {
     let first = u32::from_le_bytes(
         b.get(0..4)
             .ok_or(ReadErrorKind::Truncated {
@@ -222,15 +334,32 @@ fn detect(b: &[u8]) -> Result<Format, ReadErrorKind> {
             .try_into()
             .unwrap(),
     );
-    if first == PCAPNG_SHB {
-        return Ok(Format::Pcapng);
-    }
-    let (big_endian, nanos) = match first {
-        PCAP_MICROS => (false, false),
-        PCAP_NANOS => (false, true),
-        m if m.swap_bytes() == PCAP_MICROS => (true, false),
-        m if m.swap_bytes() == PCAP_NANOS => (true, true),
+    Ok(match first {
+        PCAPNG_SHB => Magic::Pcapng,
+        PCAP_MICROS => Magic::Pcap {
+            big_endian: false,
+            nanos: false,
+        },
+        PCAP_NANOS => Magic::Pcap {
+            big_endian: false,
+            nanos: true,
+        },
+        m if m.swap_bytes() == PCAP_MICROS => Magic::Pcap {
+            big_endian: true,
+            nanos: false,
+        },
+        m if m.swap_bytes() == PCAP_NANOS => Magic::Pcap {
+            big_endian: true,
+            nanos: true,
+        },
         m => return Err(ReadErrorKind::NotCapture(m.swap_bytes())),
+    })
+}
+
+fn detect(b: &[u8]) -> Result<Format, ReadErrorKind> {
+    let (big_endian, nanos) = match detect_magic(b)? {
+        Magic::Pcapng => return Ok(Format::Pcapng),
+        Magic::Pcap { big_endian, nanos } => (big_endian, nanos),
     };
     if b.len() < 24 {
         return Err(ReadErrorKind::Truncated {
@@ -334,6 +463,10 @@ impl CaptureFile {
             bytes: self.bytes(),
             c: cursor,
         };
+        // Checked before each record is trusted, and so also after the last one was read.
+        if self.bytes.was_cut() {
+            return step.fail(ReadErrorKind::CutWhileReading);
+        }
         match self.format {
             Format::Pcap { .. } => step.next_pcap(),
             Format::Pcapng => step.next_block(),
@@ -382,6 +515,9 @@ impl<'a> Step<'a, '_> {
         }
         let be = self.c.big_endian;
         let caplen = read_u32(b, at + 8, be);
+        if caplen == 0 && b[at..at + 16] == [0; 16] && self.file.bytes.cut_before(at) {
+            return self.fail(ReadErrorKind::CutWhileReading);
+        }
         if caplen > MAX_RECORD {
             return self.fail(ReadErrorKind::Oversized {
                 record: self.c.number,
@@ -428,6 +564,9 @@ impl<'a> Step<'a, '_> {
                 });
             }
             let raw_type = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            if b[at..at + 8] == [0; 8] && self.file.bytes.cut_before(at) {
+                return self.fail(ReadErrorKind::CutWhileReading);
+            }
             if raw_type == PCAPNG_SHB {
                 let bom = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap());
                 self.c.big_endian = match bom {

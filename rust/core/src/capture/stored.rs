@@ -1,0 +1,48 @@
+//! Reading one capture's packets back out of the (possibly shared) capture buffer while it runs, in
+//! order, each once: what iterating over `pcapdump.capture()` does.
+
+use std::time::Duration;
+
+use super::buffer::{Cursor, StoredPacket};
+use super::session::Capture;
+
+impl Capture {
+    /// A place at the buffer's end: reading starts at this capture's next packet, not at what a shared
+    /// buffer already held.
+    pub fn cursor_from_now(&self) -> Cursor {
+        self.buffer().lock().cursor_at_end()
+    }
+
+    /// The next packet of this capture after `cursor`, handed to `take` while the buffer is locked (so
+    /// `take` should only copy). Packets a ring buffer overwrote before they were read are counted as
+    /// this capture's `live_dropped`.
+    pub fn next_stored<T>(
+        &self,
+        cursor: &mut Cursor,
+        take: impl FnOnce(&StoredPacket) -> T,
+    ) -> Option<T> {
+        let b = self.buffer().lock();
+        let mut missed = 0;
+        let mut found = None;
+        while let Some(p) = b.next(cursor, &mut missed) {
+            if p.iface == self.iface() {
+                found = Some(take(&p));
+                break;
+            }
+        }
+        drop(b);
+        if missed > 0 {
+            self.add_live_dropped(missed);
+        }
+        found
+    }
+
+    /// Wait up to `timeout` for a packet after `cursor` (of any capture of the buffer).
+    pub fn wait_stored(&self, cursor: &Cursor, timeout: Duration) {
+        let buffer = self.buffer();
+        let b = buffer.lock();
+        if b.next_seq() <= cursor.seq() {
+            drop(buffer.wait(b, timeout));
+        }
+    }
+}
