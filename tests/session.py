@@ -60,3 +60,19 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: 
     for needle in needles:
         assert needle in err, err
     return err
+
+
+def agents_under(folder: Path) -> list[int]:
+    """Processes whose PCAPDUMP_HOME lies under `folder`: the agents a test made, and only those."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for v in variables:
+            if v.startswith(b"PCAPDUMP_HOME=") and Path(v[14:].decode(errors="replace")).is_relative_to(
+                folder
+            ):
+                found.append(int(environ.parent.name))
+    return found

@@ -15,7 +15,7 @@ import pcapdump
 import pytest
 from conftest import pcapdump_exe, wait_until
 from netns import CAP_V4, SND_V4
-from session import alive, one_line_error
+from session import agents_under, alive, one_line_error
 
 pytestmark = pytest.mark.live
 
@@ -220,6 +220,21 @@ def test_the_console_raises_the_agents_errors_by_kind(pd):
             console.write("int", "../x")
 
 
+def test_a_bad_filter_is_refused_before_any_agent_starts(pd):
+    with pytest.raises(pcapdump.FilterError) as bad:
+        pcapdump.Console(pd.home).start("int", "port 70000")
+    assert bad.value.token == "port 70000"
+    assert not pd.home.exists()
+
+
+def test_a_stopped_capture_says_stopped_once(pd):
+    pd("udp", "start", "int")
+    assert pd("stop").stdout.startswith("int: stopped: 0 packets")
+    table = pd("status").stdout
+    assert "stopped (stopped)" not in table
+    assert re.search(r"^int\s+stopped\s", table, re.M), table
+
+
 def test_two_interfaces_at_once_and_sections(pd):
     pd("udp", "start", "int")
     pd("udp", "start", "lo")
@@ -335,8 +350,14 @@ def test_demo_without_root_says_so(tmp_path):
 
 
 def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
+    # The demo's home is made in TMPDIR: here, so that its agents can be told from anyone else's.
     proc = subprocess.Popen(
-        [pcapdump_exe(), "demo"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [pcapdump_exe(), "demo"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     while not proc.stdout.readline().startswith("$ pcapdump"):
         pass
@@ -348,9 +369,7 @@ def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
         "pcapdump-demo" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     )
     # An agent still starting when the demo cleaned up finds its home gone and ends.
-    agents_gone = wait_until(
-        lambda: subprocess.run(["pgrep", "-f", "pcapdump.agent"], capture_output=True).returncode != 0
-    )
+    agents_gone = wait_until(lambda: agents_under(tmp_path) == [])
     assert agents_gone, "an agent outlived the demo"
 
 

@@ -126,9 +126,15 @@ def _counters(c: dict[str, int]) -> str:
     )
 
 
+def _state(c: dict[str, Any]) -> str:
+    """`running`, `stopped`, or `stopped (<why>)` when it stopped by itself."""
+    if c["state"] == "running":
+        return "running"
+    return "stopped" if c["stop_reason"] in (None, "stopped") else f"stopped ({c['stop_reason']})"
+
+
 def _stopped_line(c: dict[str, Any]) -> str:
-    why = f" ({c['stop_reason']})" if c["stop_reason"] not in (None, "stopped") else ""
-    return f"{c['iface']}: stopped{why}: {_counters(c)}"
+    return f"{c['iface']}: {_state(c)}: {_counters(c)}"
 
 
 def _echo_json(value: object) -> None:
@@ -242,7 +248,7 @@ def run_status(req: grammar.Request) -> None:
             ]
         ]
         for c in status["captures"]:
-            state = c["state"] if c["state"] == "running" else f"stopped ({c['stop_reason']})"
+            state = _state(c)
             rows.append(
                 [
                     c["iface"],

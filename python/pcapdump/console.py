@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from . import _core
 from .errors import (
     AgentError,
     AgentGoneError,
@@ -268,6 +269,7 @@ class Console:
             raise UsageError(f"live={live!r}: expected None, 'o' or 'ou'")
         if not has_capture_privilege():
             raise PrivilegeError(PRIVILEGE_MESSAGE)
+        _core.Filter(str(filter))  # a FilterError before any agent is launched
         notes = self._ensure_agent()
         message = {
             "op": "start",
