@@ -103,6 +103,15 @@ def test_version_and_help():
     assert done.returncode == 0 and done.stdout.startswith(f"pcapdump {pcapdump.__version__} (engine ")
     helped = run_pcapdump("--help")
     assert "Filter words" in helped.stdout and "Examples" in helped.stdout
+    assert helped.stdout.count("Usage:") == 1 and "--version" in helped.stdout
+    assert "\b" not in helped.stdout
+
+
+def test_filter_errors_carry_message_and_token_as_the_readme_says():
+    with pytest.raises(pcapdump.FilterError) as e:
+        pcapdump.Filter("vlan 9999")
+    message, token = e.value.args
+    assert token == "vlan 9999" and message == str(e.value)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX shell and head")

@@ -293,6 +293,21 @@ def test_files_of_the_home_are_not_opened_through_links(pd, tmp_path):
     assert victim.read_bytes() == b"not yours"
 
 
+def test_root_without_cap_net_raw_is_refused_before_any_agent_starts(pd):
+    need_tool("setpriv")
+    drop = ["setpriv", "--inh-caps=-net_raw", "--bounding-set=-net_raw", "--"]
+    done = subprocess.run(
+        ["ip", "netns", "exec", pd.net.cap_ns, *drop, *pd.argv("udp", "start", "int")[4:]],
+        capture_output=True,
+        text=True,
+        env=pd.env,
+        timeout=60,
+    )
+    one_line_error(done, 1, "CAP_NET_RAW")
+    assert not (pd.home / "agent.sock").exists()
+    pd("udp", "start", "int")  # and root with the capability starts as usual
+
+
 def test_a_planted_socket_of_another_user_is_not_trusted(pd):
     pd.home.mkdir(mode=0o700)
     script = (

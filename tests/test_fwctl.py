@@ -198,6 +198,15 @@ def test_fan_out_fetches_the_good_gateways_and_names_the_broken_one(gateway, tmp
 
 
 @pytest.mark.portable
+def test_one_dash_options_get_the_spelling_to_type(tmp_path):
+    for words in (["-filelist", "site:gw1"], ["-filedownload", "a.cap", "b.cap", "site:gw1"]):
+        done = subprocess.run(
+            [FWCTL_EXE, *words], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+        )
+        one_line(done, 2, f"'{words[0]}'", f"did you mean -{words[0]}?")
+
+
+@pytest.mark.portable
 def test_the_local_data_source_needs_no_ssh(tmp_path):
     home = tmp_path / "pdhome"
     (home / "store").mkdir(parents=True)
@@ -215,6 +224,33 @@ def test_the_local_data_source_needs_no_ssh(tmp_path):
     assert (tmp_path / "got.cap").read_bytes() == b"x" * 100
     listed = subprocess.run([FWCTL_EXE, "--filelist", "local:this"], capture_output=True, text=True, env=env)
     assert listed.stdout.split()[1] == "mine.cap"
+
+
+@pytest.mark.portable
+def test_a_destination_that_is_a_link_or_in_no_folder_is_one_line(tmp_path):
+    home = tmp_path / "pdhome"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "mine.cap").write_bytes(b"x" * 100)
+    env = {**os.environ, "PCAPDUMP_HOME": str(home), "HOME": str(tmp_path)}
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    link = tmp_path / "link.cap"
+    link.symlink_to(victim)
+    cases = [
+        ([str(tmp_path / "no" / "such" / "got.cap")], "no such folder"),
+        ([str(link)], "not a regular file"),
+    ]
+    for dest, needle in cases:
+        done = subprocess.run(
+            [FWCTL_EXE, "--force", "--filedownload", "mine.cap", *dest, "local:this"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        one_line(done, 1, needle)
+    assert link.is_symlink() and victim.read_bytes() == b"keep"
+    assert not (tmp_path / "no").exists()
 
 
 def big_download_under_way(

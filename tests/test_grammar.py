@@ -69,6 +69,8 @@ def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
         ("start stop", "stop", "a second command"),
         ("-json", "", "missing command"),
         ("ipsrc 300.1.1.1 start", "ipsrc 300.1.1.1", "not an IPv4 or IPv6 address"),
+        ("read f ipdest -w out", "ipdest", "missing value, expected an IPv4 or IPv6 address"),
+        ("start int port", "port", "missing value, expected a port"),
     ],
 )
 def test_usage_errors_name_the_token(argv, token, expected):

@@ -3,6 +3,8 @@ traceback, no output file left behind."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pcapdump
@@ -152,3 +154,38 @@ def test_filter_words_refuse_a_link_type_they_cannot_read(tmp_path):
     assert not out.exists()
     with pytest.raises(pcapdump.CaptureFileError, match="link type 127"):
         list(pcapdump.read(src, filter="udp"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/fd links")
+def test_w_through_a_link_writes_where_it_leads_and_keeps_the_link(corpus_file, tmp_path):
+    # A link of our own to standard output, as /dev/stdout is: renaming over it would replace the link.
+    out_link = tmp_path / "mystdout"
+    out_link.symlink_to("/proc/self/fd/1")
+    with open(tmp_path / "so.bin", "wb") as so:
+        done = subprocess.run(
+            [sys.executable, "-m", "pcapdump", "read", str(corpus_file), "-c", "3", "-w", str(out_link)],
+            stdout=so,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert out_link.is_symlink()
+    assert "3 packets" in done.stderr  # the summary goes aside when the packets go to standard output
+    assert len(list(pcapdump.read(tmp_path / "so.bin"))) == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX standard output")
+def test_w_dash_is_standard_output(corpus_file, tmp_path):
+    with open(tmp_path / "so.bin", "wb") as so:
+        done = subprocess.run(
+            [sys.executable, "-m", "pcapdump", "read", str(corpus_file), "-c", "2", "-w", "-"],
+            stdout=so,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "-").exists()
+    assert len(list(pcapdump.read(tmp_path / "so.bin"))) == 2

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _core
-from .errors import AgentError, CaptureError, PcapdumpError, UsageError
+from .errors import AgentError, CaptureError, PcapdumpError, PrivilegeError, UsageError
 from .home import STORE_NAME, Home
 from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
 from .shapes import BufferInterface
@@ -295,34 +295,31 @@ class Agent:
             for name in names:
                 if name in self._running():
                     raise CaptureError(f"'{name}' is already capturing; `pcapdump stop {name}` first", name)
+            had_buffer = self.buffer is not None
             buffer = self._ensure_buffer(
                 size_kb, bool(request.get("ring")), request.get("size_token", "-size")
             )
             live = _core.LiveLines(json=bool(request.get("json"))) if live_mode else None
-            started, failed = [], []
-            for name in names:
-                try:
-                    cap = _core.Capture(
-                        name,
-                        flt,
-                        snaplen or _core.MAX_SNAPLEN,
-                        count,
-                        promisc=bool(request.get("promisc")),
-                        buffer=buffer,
-                        store=live_mode != "ou",
-                        live=live,
-                        ring_blocks=_core.ring_blocks_each(len(names)),
-                    )
-                except PcapdumpError as e:
-                    if request.get("iface"):
-                        raise
-                    failed.append({"iface": name, "error": e.kind, "message": e.message})
-                    continue
-                self.captures[name] = cap
-                started.append(self._capture_status(name, cap))
-                log.info("started %s: filter '%s'", name, flt)
-            if not started:
-                raise CaptureError("; ".join(f["message"] for f in failed) or "nothing started")
+            started: list[dict[str, Any]] = []
+            failed: list[dict[str, Any]] = []
+            try:
+                for name in names:
+                    try:
+                        cap = self._open_capture(name, flt, snaplen, count, request, buffer, live, len(names))
+                    except PcapdumpError as e:
+                        if request.get("iface"):
+                            raise
+                        failed.append({"iface": name, "error": e.kind, "message": e.message})
+                        continue
+                    self.captures[name] = cap
+                    started.append(self._capture_status(name, cap))
+                    log.info("started %s: filter '%s'", name, flt)
+                if not started:
+                    raise CaptureError("; ".join(f["message"] for f in failed) or "nothing started")
+            except PcapdumpError:
+                if not had_buffer and not self.captures:
+                    self.buffer = None  # made for this start alone, which failed: nothing is held in it
+                raise
             reply = {
                 "ok": True,
                 "started": started,
@@ -333,6 +330,36 @@ class Agent:
         conn.send(reply)
         if live is not None:
             self._stream(live, [s["iface"] for s in started], live_mode == "ou", conn)
+
+    def _open_capture(
+        self,
+        name: str,
+        flt: _core.Filter,
+        snaplen: int | None,
+        count: int | None,
+        request: dict[str, Any],
+        buffer: _core.CaptureBuffer,
+        live: _core.LiveLines | None,
+        together: int,
+    ) -> _core.Capture:
+        try:
+            return _core.Capture(
+                name,
+                flt,
+                snaplen or _core.MAX_SNAPLEN,
+                count,
+                promisc=bool(request.get("promisc")),
+                buffer=buffer,
+                store=request.get("live") != "ou",
+                live=live,
+                ring_blocks=_core.ring_blocks_each(together),
+            )
+        except PrivilegeError as e:
+            raise PrivilegeError(
+                f"the agent (pid {os.getpid()}) cannot capture: it runs without CAP_NET_RAW; "
+                "`pcapdump cleanup`, then start again as root",
+                name,
+            ) from e
 
     def _stream(self, live: _core.LiveLines, names: list[str], live_only: bool, conn: Connection) -> None:
         # A reader may pause (a terminal on hold): lines it misses meanwhile are counted, nothing waits.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ def manual() -> str:
             "",
             "\b",
             "Usage: pcapdump [options] [filter words] <command> [arguments]",
+            "       pcapdump --help | --version",
             "Options, filter words and the command may come in any order, as",
             "`-size 1024` or `-size=1024`, `ipsrc 198.18.0.1` or `-ipsrc=198.18.0.1`.",
             "",
@@ -102,17 +104,30 @@ def run_read(req: grammar.Request) -> None:
     opts = req.options
     flt = req.filter if str(req.filter) else None
     if opts.output is not None:
-        summary = _core.read_to_pcap(path, opts.output, flt, opts.snaplen, opts.count)
+        # `-w -` is standard output, as with tcpdump; the summary then goes to standard error.
+        out = "/dev/stdout" if opts.output == "-" else opts.output
+        summary = _core.read_to_pcap(path, out, flt, opts.snaplen, opts.count)
+        to_stderr = _is_stdout(out)
         if opts.json:
-            click.echo(json.dumps({"file": opts.output, **summary}))
+            click.echo(json.dumps({"file": opts.output, **summary}), err=to_stderr)
         else:
             click.echo(
                 f"{opts.output}: {summary['matched']} packets, {summary['bytes']} bytes "
-                f"(of {summary['read']} read)"
+                f"(of {summary['read']} read)",
+                err=to_stderr,
             )
         return
     sys.stdout.flush()
     _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json)
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether `path` is the file standard output writes to (`/dev/stdout`, `/proc/self/fd/1`, ...)."""
+    try:
+        mine, theirs = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def _kb(n: int) -> str:
@@ -361,7 +376,8 @@ def dispatch(argv: Sequence[str]) -> None:
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 def main(words: tuple[str, ...]) -> None:
     if not words or words[0] in ("--help", "-h", "help"):
-        click.echo(click.get_current_context().get_help())
+        # The manual alone: it has its own usage line (click would add one of its own).
+        click.echo("\n".join(line for line in manual().splitlines() if line != "\b"))
         return
     if words[0] == "--version":
         click.echo(f"pcapdump {__version__} (engine {_core.__version__})")

@@ -42,8 +42,7 @@ CAP_NET_RAW = 13
 
 
 def has_capture_privilege() -> bool:
-    if os.geteuid() == 0:
-        return True
+    """CAP_NET_RAW in effect (root may have had it taken away: `setpriv`, a container, a unit file)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -51,7 +50,7 @@ def has_capture_privilege() -> bool:
                     return bool(int(line.split()[1], 16) >> CAP_NET_RAW & 1)
     except OSError:
         pass
-    return False
+    return os.geteuid() == 0
 
 
 PRIVILEGE_MESSAGE = (
@@ -350,7 +349,7 @@ class Console:
             return 0
 
     def cleanup(self) -> dict[str, Any]:
-        """Stop everything, free the buffer, stop the agent, delete the store's files."""
+        """Stop everything, free the buffer, stop the agent, delete the files `write` made (only those)."""
         try:
             reply = self._request({"op": "cleanup"})
         except (AgentNotRunningError, AgentGoneError):

@@ -44,6 +44,7 @@ class UsageError(PcapdumpError):
     def __init__(self, message: str, token: str = "") -> None:
         super().__init__(message)
         self.token = token
+        self.args = (message, token)
 
 
 class UnknownGatewayError(UsageError):

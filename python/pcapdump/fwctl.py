@@ -92,8 +92,13 @@ class Landing:
     def __init__(self, dest: Path, force: bool) -> None:
         if dest.is_dir():
             raise FetchError(f"'{dest}': is a folder")
-        if (dest.exists() or dest.is_symlink()) and not force:
+        if dest.is_symlink() or (dest.exists() and not dest.is_file()):
+            # Renaming over it would replace the link or the device itself, not write where it leads.
+            raise FetchError(f"'{dest}': not a regular file (a link, a device or a pipe); name a file")
+        if dest.exists() and not force:
             raise FetchError(f"'{dest}': already exists (--force replaces it)")
+        if not dest.parent.is_dir():
+            raise FetchError(f"'{dest.parent}': no such folder")
         remove_leftovers(dest.parent)
         self.dest = dest
         while True:
@@ -103,6 +108,8 @@ class Landing:
                 break
             except FileExistsError:
                 continue  # taken (or planted): another name
+            except OSError as e:
+                raise FetchError(f"'{dest.parent}': cannot write there: {e.strerror}") from None
         self.temp = self.folder / dest.name
 
     def commit(self, expected: int) -> int:

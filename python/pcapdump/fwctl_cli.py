@@ -165,9 +165,22 @@ def cli(
         fail(str(e), 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as e:
+        # Not foreseen where it happened: still one line that names the file, never a traceback.
+        where = f"'{e.filename}': " if e.filename else ""
+        fail(f"{where}{e.strerror or e}", 1)
+
+
+def _one_dash_options(argv: list[str]) -> None:
+    """`-filelist` for `--filelist`: the classic gateway spelling has one dash; say what to type."""
+    names = {p.opts[0] for p in cli.params if p.opts and p.opts[0].startswith("--")}
+    for word in argv:
+        if f"-{word.partition('=')[0]}" in names and not word.startswith("--"):
+            fail(f"'{word}': unknown option; did you mean -{word}?", 2)
 
 
 def main() -> None:
+    _one_dash_options(sys.argv[1:])
     try:
         try:
             cli.main(standalone_mode=False)

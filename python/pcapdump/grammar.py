@@ -70,7 +70,7 @@ COMMANDS: dict[str, _Command] = {
     "show": _Command((), "brief lines of the stored packets", ("iface",)),
     "write": _Command(("iface", "file"), "write an interface's packets to the capture store"),
     "wipe": _Command((), "drop all stored packets"),
-    "cleanup": _Command((), "stop everything, free the buffer, stop the agent, empty the store"),
+    "cleanup": _Command((), "stop everything, free the buffer, stop the agent, delete what write made"),
     "clean": _Command((), "same as cleanup", alias_of="cleanup"),
     "read": _Command(("file",), "print or filter the packets of a pcap/pcapng file", (), True),
     "demo": _Command((), "a guided tour in a private network namespace (needs root)"),
@@ -224,7 +224,9 @@ def parse(argv: Sequence[str]) -> Request:
                     raise UsageError(f"'{token}': {name} takes no argument", token)
         elif (name in FILTER_WORDS and wanted == 0) or (dashed and name in FILTER_WORDS):
             filter_tokens.append(token)
-            if FILTER_WORDS[name] and inline is None and i < len(argv):
+            # No value starts with a dash: `ipdest -w out` lacks the address, it does not mean "-w"
+            # (the filter parser then says what the word was missing).
+            if FILTER_WORDS[name] and inline is None and i < len(argv) and not argv[i].startswith("-"):
                 filter_tokens.append(argv[i])
                 i += 1
         elif wanted > 0 and not dashed:

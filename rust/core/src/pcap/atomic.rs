@@ -35,16 +35,18 @@ impl AtomicFile {
         })
     }
 
-    /// As `create`, except that a device or FIFO the user named as output (`-w /dev/null`, a pipe) is
-    /// written to as it is.
+    /// As `create` for a regular file or a name not taken yet: for outputs the user names (`read -w`,
+    /// `pcapdump.write`). Anything else there, a symlink included (`/dev/stdout`, `/dev/null`, a FIFO,
+    /// a link the user made), is opened and written as it is, as tcpdump does: renaming over it would
+    /// replace the link or the device itself. A dangling symlink is refused rather than created through.
     pub fn create_or_stream(dest: &Path) -> io::Result<AtomicFile> {
-        let special = fs::metadata(dest)
+        let direct = fs::symlink_metadata(dest)
             .map(|m| !m.is_file() && !m.is_dir())
             .unwrap_or(false);
-        if !special {
+        if !direct {
             return AtomicFile::create(dest);
         }
-        let file = OpenOptions::new().write(true).open(dest)?;
+        let file = OpenOptions::new().write(true).truncate(true).open(dest)?;
         Ok(AtomicFile {
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             temp: None,
@@ -228,6 +230,25 @@ mod unix_tests {
         b.commit().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), vec![b'b'; 50_000]);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_output_the_user_named_through_a_link_is_written_through_it() {
+        let dir = scratch("through");
+        let target = dir.join("target.cap");
+        fs::write(&target, b"old contents, longer than the new").unwrap();
+        let link = dir.join("link.cap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut f = AtomicFile::create_or_stream(&link).unwrap();
+        f.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        let dangling = dir.join("dangling.cap");
+        std::os::unix::fs::symlink(dir.join("nothing"), &dangling).unwrap();
+        assert!(AtomicFile::create_or_stream(&dangling).is_err());
+        assert!(!dir.join("nothing").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
