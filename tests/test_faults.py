@@ -414,3 +414,188 @@ def test_read_w_of_a_file_cut_under_it_writes_nothing(tmp_path):
         assert "cut short" in err or "ends inside record" in err, err
         assert not out.exists()
     assert sorted(os.listdir(tmp_path)) in (["big.cap"], ["big.cap", "out.cap"])
+
+
+# --- what the hostile-user probe found ---------------------------------------------------------------
+
+
+def test_read_w_refuses_a_link_planted_by_another_user(corpus_file, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    planted = shared / "out.cap"
+    planted.symlink_to(victim)
+    os.lchown(planted, 65534, 65534)
+    done = run_pcapdump("read", str(corpus_file), "-w", str(planted))
+    assert done.returncode == 1 and "not yours" in done.stderr and "\n" not in done.stderr.strip()
+    assert victim.read_bytes() == b"not yours"
+
+
+def test_read_w_into_a_pipe_nobody_reads_is_an_error_not_a_wait(corpus_file, tmp_path):
+    fifo = tmp_path / "nobody"
+    os.mkfifo(fifo)
+    done = run_pcapdump("read", str(corpus_file), "-w", str(fifo), timeout=10)
+    assert done.returncode == 1 and "no reader" in done.stderr
+
+
+def test_ctrl_c_ends_read_of_a_pipe_that_never_pauses(tmp_path):
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    feeder = (
+        "import sys, time\n"
+        f"sys.stdout.buffer.write({header!r})\n"
+        "record = b'\\x01\\0\\0\\0\\0\\0\\0\\0' + (1000).to_bytes(4, 'little') * 2 + bytes(1000)\n"
+        "for _ in range(100000):\n"
+        "    sys.stdout.buffer.write(record * 64); time.sleep(0.001)\n"
+    )
+    source = subprocess.Popen([sys.executable, "-c", feeder], stdout=subprocess.PIPE)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "pcapdump", "read", "-"],
+        stdin=source.stdout,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    source.stdout.close()
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        reader.send_signal(signal.SIGINT)
+        _, err = reader.communicate(timeout=10)
+        assert time.monotonic() - started < 1.0
+        assert reader.returncode == 130 and "Traceback" not in err
+    finally:
+        source.kill()
+        source.wait()
+
+
+def test_a_pipe_larger_than_memory_allows_is_one_line_not_an_abort(tmp_path):
+    import resource
+
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    (tmp_path / "header").write_bytes(header)
+    limit = 1536 << 20
+
+    def small_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    script = (
+        "import sys, pcapdump\n"
+        "try:\n"
+        "    next(iter(pcapdump.read('-')))\n"
+        "except pcapdump.CaptureFileError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    feed = subprocess.Popen(
+        ["sh", "-c", f"cat '{tmp_path / 'header'}'; head -c {4 << 30} /dev/zero"], stdout=subprocess.PIPE
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdin=feed.stdout,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=small_memory,
+        )
+    finally:
+        feed.stdout.close()
+        feed.kill()
+        feed.wait()
+    assert done.returncode == 0, done.stderr[-500:]  # not SIGABRT (134)
+    assert done.stdout.startswith("refused:") and "save it to a file" in done.stdout
+
+
+def test_a_brief_look_at_the_agent_lock_does_not_stop_an_agent_from_starting(pd):
+    pd.home.mkdir(mode=0o700)
+    lock = pd.home / "agent.lock"
+    lock.touch(mode=0o600)
+    looker = subprocess.Popen(["flock", "-s", str(lock), "sleep", "0.5"])
+    try:
+        pd("udp", "start", "int")
+    finally:
+        looker.wait()
+    assert pd.capture()["state"] == "running"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_start_abandoned_while_its_buffer_is_allocated_does_not_happen(pd):
+    pd("-size", "16", "udp", "start", "lo")
+    pd("stop")
+    agent = pd.agent_pid()
+    proc = pd.popen("-size", "4194304", "udp", "start", "int")
+    # Given up while the agent commits the 4 GB (its memory grows): the start must not happen.
+    assert wait_until(lambda: rss_mb(agent) > 300, seconds=30, every=0.005)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    # `status` waits for the agent's lock, which the start holds until it is done with it.
+    assert all(c["iface"] != "int" for c in pd.status()["captures"])
+
+
+def test_a_home_link_planted_by_another_user_is_refused(testnet, tmp_path):
+    from session import Session
+
+    theirs = tmp_path / "someone"
+    theirs.mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    link = shared / "home"
+    link.symlink_to(theirs)
+    os.lchown(link, 65534, 65534)
+    one_line_error(Session(testnet, link)("status", ok=False), 1, "symlink of", "uid 65534")
+
+
+def test_requests_with_fields_of_the_wrong_type_are_usage_errors(pd):
+    capture_some(pd)
+    for request in (
+        {"op": "write", "iface": "int"},
+        {"op": "write", "iface": "int", "file": None},
+        {"op": "write", "iface": 5, "file": "x.cap"},
+        {"op": "stop", "iface": ["int"]},
+    ):
+        reply = ask_raw(pd, json.dumps(request).encode() + b"\n")
+        assert reply["error"] == "usage", (request, reply)
+    assert os.listdir(pd.home / "store") == []
+
+
+def test_cleanup_keeps_a_file_put_where_write_wrote(pd):
+    capture_some(pd)
+    pd("write", "int", "a.cap")
+    mine = pd.home / "store" / "a.cap"
+    mine.unlink()
+    mine.write_bytes(b"mine now")
+    assert "deleted 0 files" in pd("cleanup").stdout
+    assert mine.read_bytes() == b"mine now"
+
+
+def test_a_temporary_being_written_is_not_taken_for_a_leftover(pd):
+    import fcntl
+
+    store = pd.home / "store"
+    store.mkdir(parents=True, mode=0o700)
+    pd.home.chmod(0o700)
+    live = store / ".x.cap.0123456789abcdef.tmp"
+    with open(live, "wb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        pd("udp", "start", "int")
+        assert live.exists()
+    pd("cleanup")
+    pd("udp", "start", "int")
+    assert not live.exists()
+
+
+def test_text_that_is_not_utf8_is_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "pcapdump", "ipsrc", "\udcff", "read", "x.cap"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "not valid text" in done.stderr and "Traceback" not in done.stderr

@@ -253,6 +253,26 @@ def test_a_destination_that_is_a_link_or_in_no_folder_is_one_line(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a folder of another user")
+def test_a_download_into_a_folder_others_can_change_is_refused(tmp_path):
+    home = tmp_path / "pdhome"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "mine.cap").write_bytes(b"x" * 100)
+    env = {**os.environ, "PCAPDUMP_HOME": str(home), "HOME": str(tmp_path)}
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    done = subprocess.run(
+        [FWCTL_EXE, "--filedownload", "mine.cap", str(theirs / "got.cap"), "local:this"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    one_line(done, 1, "others can change this folder")
+    assert os.listdir(theirs) == []
+
+
 def big_download_under_way(
     gateway, into: Path, *options: str, name: str = "big.cap"
 ) -> subprocess.Popen[str]:

@@ -157,4 +157,5 @@ def write(
     snaplen: int = MAX_SNAPLEN,
 ) -> int:
     """Write packets to a classic pcap file, atomically; returns how many were written."""
+    _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     return _core.write_pcap(os.fspath(path), packets, linktype, snaplen)

@@ -92,6 +92,7 @@ class Agent:
         # One write of a store name at a time; the manifest is read and rewritten by one writer at a time.
         self.writing: dict[str, threading.Lock] = {}
         self.manifest = threading.Lock()
+        self.showing = threading.Lock()
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -104,7 +105,8 @@ class Agent:
             log.info("%s is gone before the agent started; nothing to do", self.home.root)
             return
         self.home.create()
-        with self.home.locked(self.home.agent_lock, wait=False) as mine:
+        # A client that looks whether an agent runs holds the lock for an instant: wait out such looks.
+        with self.home.locked(self.home.agent_lock, within=1.0) as mine:
             if not mine:
                 raise AgentError(f"an agent already serves {self.home.root}")
             for name in self.home.remove_stray_temporaries():
@@ -190,9 +192,8 @@ class Agent:
             log.warning("refused a connection from uid %d", uid)
             conn.send(error_reply(AgentError("the agent serves only its owner (root)")))
             return
-        conn.sock.settimeout(REQUEST_S)
         try:
-            request = conn.receive()
+            request = conn.receive(within=REQUEST_S)
         except BadMessage as e:
             conn.send(error_reply(UsageError(f"bad request: {e}")))
             return
@@ -280,6 +281,7 @@ class Agent:
         conn.send({"ok": True, "pid": os.getpid()})
 
     def op_start(self, request: dict[str, Any], conn: Connection) -> None:
+        _text(request, "iface", optional=True)
         live_mode = request.get("live")  # None, "o" or "ou"
         if live_mode not in (None, "o", "ou"):
             raise UsageError(f"live={live_mode!r}: expected None, 'o' or 'ou'", str(live_mode))
@@ -303,6 +305,8 @@ class Agent:
             started: list[dict[str, Any]] = []
             failed: list[dict[str, Any]] = []
             try:
+                # Allocating a big buffer takes seconds: its client may have given up meanwhile.
+                self._still_wanted(conn, "start")
                 for name in names:
                     try:
                         cap = self._open_capture(name, flt, snaplen, count, request, buffer, live, len(names))
@@ -316,7 +320,7 @@ class Agent:
                     log.info("started %s: filter '%s'", name, flt)
                 if not started:
                     raise CaptureError("; ".join(f["message"] for f in failed) or "nothing started")
-            except PcapdumpError:
+            except (PcapdumpError, Abandoned):
                 if not had_buffer and not self.captures:
                     self.buffer = None  # made for this start alone, which failed: nothing is held in it
                 raise
@@ -388,6 +392,7 @@ class Agent:
                         log.info("stopped %s: its live reader went away", name)
 
     def op_stop(self, request: dict[str, Any], conn: Connection) -> None:
+        _text(request, "iface", optional=True)
         with self.lock:
             name = request.get("iface")
             if name:
@@ -421,16 +426,24 @@ class Agent:
         )
 
     def op_show(self, request: dict[str, Any], conn: Connection) -> None:
-        name = request.get("iface")
+        name = _text(request, "iface", optional=True)
         with self.lock:
             buffer = self.buffer
             known = {f["name"]: f for f in self._held_interfaces()}
         if name and name not in known:
             raise CaptureError(f"'{name}': no packets were captured on it", name)
-        texts = [
-            (f, buffer.lines(f["name"], bool(request.get("json"))) if buffer else b"")
-            for f in ([known[name]] if name else known.values())
-        ]
+        # The lines of a buffer take more memory than the buffer: one `show` at a time.
+        with self.showing:
+            self._show(buffer, [known[name]] if name else list(known.values()), request, conn)
+
+    def _show(
+        self,
+        buffer: _core.CaptureBuffer | None,
+        sections: list[BufferInterface],
+        request: dict[str, Any],
+        conn: Connection,
+    ) -> None:
+        texts = [(f, buffer.lines(f["name"], bool(request.get("json"))) if buffer else b"") for f in sections]
         conn.send(
             {
                 "ok": True,
@@ -441,7 +454,7 @@ class Agent:
             conn.send_bytes(text)
 
     def op_write(self, request: dict[str, Any], conn: Connection) -> None:
-        name, file = str(request.get("iface")), str(request.get("file"))
+        name, file = _text(request, "iface"), _text(request, "file")
         if not STORE_NAME.fullmatch(file):
             raise UsageError(f"'{file}': not a capture store name", file)
         with self.lock:
@@ -486,6 +499,16 @@ class Agent:
                 deleted = self.home.empty_store()
         conn.send({"ok": True, "stopped": stopped, "freed": size, "deleted": deleted})
         self.done.set()
+
+
+def _text(request: dict[str, Any], key: str, optional: bool = False) -> str:
+    """A text field of a request; ``""`` for an optional one left out."""
+    value = request.get(key)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"'{key}': expected a non-empty text, not {value!r:.40}", key)
+    return value
 
 
 def _number(request: dict[str, Any], key: str, low: int, high: int, option: str) -> int | None:

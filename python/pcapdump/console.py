@@ -59,6 +59,16 @@ PRIVILEGE_MESSAGE = (
 )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _checked(reply: dict[str, Any] | None) -> dict[str, Any]:
     """The reply, if it says ``ok``; else the exception it carries."""
     if reply is None:
@@ -123,9 +133,11 @@ class Console:
                 ) from None
             except ConnectionRefusedError:
                 sock.close()
-                if not self.home.agent_holds_lock():
-                    raise self._gone() from None
-                # An agent holds the home but does not listen: it is starting or stopping.
+                pid = self.home.agent_pid()
+                if not self.home.agent_holds_lock() and not (pid and _alive(pid)):
+                    raise self._gone(pid) from None
+                # An agent holds the home, or its process lives, but does not listen: it is starting
+                # or stopping.
             except (BlockingIOError, InterruptedError):
                 sock.close()  # its queue of connections is full
             except TimeoutError:
@@ -140,13 +152,14 @@ class Console:
             raise AgentError(f"{self.home.socket}: served by uid {uid}, not by you; refusing to use it")
         return Connection(sock)
 
-    def _gone(self) -> AgentError:
-        """A socket nobody listens on, and no agent holds the home: the agent was killed. Its pid file
-        is cleared, so this is said once; the next start replaces the socket."""
-        pid = self.home.agent_pid()
+    def _gone(self, pid: int | None) -> AgentError:
+        """A socket nobody listens on, no agent holds the home, and the process of the pid file is
+        dead: the agent was killed. Its pid file is cleared, so this is said once; the next start
+        replaces the socket."""
         if pid is None:
             return AgentNotRunningError("no agent is running (nothing is being captured)")
-        self.home.pidfile.unlink(missing_ok=True)
+        if self.home.agent_pid() == pid:
+            self.home.pidfile.unlink(missing_ok=True)
         return AgentGoneError(
             f"the agent (pid {pid}) is gone (killed or crashed): the packets it held are lost; "
             "`pcapdump start` launches a new one"
@@ -209,7 +222,12 @@ class Console:
         except AgentGoneError as e:
             notes.append(str(e))
         self.home.create()
-        with self.home.locked(self.home.start_lock, wait=True):
+        with self.home.locked(self.home.start_lock, within=2 * AGENT_START_TIMEOUT_S) as mine:
+            if not mine:
+                raise AgentUnresponsiveError(
+                    f"another command has been launching the agent for {2 * AGENT_START_TIMEOUT_S:.0f} s; "
+                    f"see {self.home.log}"
+                )
             try:
                 self._request({"op": "ping"})  # another command launched it meanwhile
                 return notes

@@ -21,6 +21,7 @@ import posixpath
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -99,12 +100,14 @@ class Landing:
             raise FetchError(f"'{dest}': already exists (--force replaces it)")
         if not dest.parent.is_dir():
             raise FetchError(f"'{dest.parent}': no such folder")
+        _check_folder(dest.parent)
         remove_leftovers(dest.parent)
         self.dest = dest
         while True:
             self.folder = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{PART}")
             try:
                 os.mkdir(self.folder, 0o700)
+                self.inode = os.lstat(self.folder).st_ino
                 break
             except FileExistsError:
                 continue  # taken (or planted): another name
@@ -120,18 +123,43 @@ class Landing:
         return size
 
     def discard(self) -> None:
-        _remove_folder(self.folder)
+        _remove_folder(self.folder, self.inode)
 
 
 PART = ".part"
 _LEFTOVER = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}" + re.escape(PART))
 
 
-def _remove_folder(folder: Path) -> None:
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for entry in os.scandir(folder):
-            os.unlink(entry.path)
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError, OSError):
+def _check_folder(folder: Path) -> None:
+    """Where a download lands, nobody else may rename or replace what we make (a landing folder swapped
+    for a link would have us write, or delete, elsewhere): a folder of ours or root's that others cannot
+    write, or a sticky one (/tmp), where they cannot touch our entries."""
+    st = os.stat(folder)
+    shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
+    if st.st_uid not in (0, os.geteuid()) or shared:
+        raise FetchError(
+            f"'{folder}': others can change this folder (owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); download into a folder of your own"
+        )
+
+
+def _remove_folder(folder: Path, inode: int | None = None) -> None:
+    """Empty and remove a landing folder, through a descriptor of the folder itself: if someone put a
+    link (or another folder) at its name, nothing of theirs is touched."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or (inode is not None and st.st_ino != inode):
+            return
+        for name in os.listdir(fd):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
         os.rmdir(folder)
 
 
@@ -280,8 +308,10 @@ async def _fetch(
 
 
 def _fetch_local(name: str, dest: Path, force: bool) -> Fetched:
-    source = Home.from_env().store / name
-    if not source.is_file():
+    home = Home.from_env()
+    home.check()
+    source = home.store / name
+    if not (source.exists() and stat.S_ISREG(os.lstat(source).st_mode)):
         raise RemoteFileNotFoundError(f"{LOCAL}: no such file in the store: {source}")
     landing = Landing(dest, force)
     try:

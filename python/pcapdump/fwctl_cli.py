@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -181,6 +182,9 @@ def _one_dash_options(argv: list[str]) -> None:
 
 def main() -> None:
     _one_dash_options(sys.argv[1:])
+    # SIGTERM and SIGHUP end a download as Ctrl-C does: the landing folder is removed on the way out.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     try:
         try:
             cli.main(standalone_mode=False)

@@ -180,6 +180,12 @@ def _is_word(token: str) -> bool:
 
 def parse(argv: Sequence[str]) -> Request:
     """Parse a ``pcapdump`` command line (without the program name)."""
+    for token in argv:
+        try:
+            token.encode()
+        except UnicodeEncodeError:
+            shown = token.encode(errors="surrogateescape").decode(errors="replace")
+            raise UsageError(f"'{shown}': not valid text (UTF-8)", shown) from None
     options: dict[str, object] = {}
     option_tokens: dict[str, str] = {}
     filter_tokens: list[str] = []

@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,14 +126,28 @@ class Home:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder, 0o700)
             # The home itself may be reached through a link an administrator made; inside it, nothing is.
+            if folder == self.root:
+                self._check_link()
             st = os.stat(folder) if folder == self.root else os.lstat(folder)
             if not stat.S_ISDIR(st.st_mode):
                 raise HomeError(f"'{folder}': {what} is not a folder")
             check_trusted(folder, st, what)
 
+    def _check_link(self) -> None:
+        """A home that is a symlink is followed only if the link is ours or root's: one planted by
+        someone else could lead to another user's home."""
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(self.root)
+            if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.geteuid()):
+                raise HomeError(
+                    f"'{self.root}': PCAPDUMP_HOME is a symlink of {_owner(st.st_uid)}; "
+                    "set PCAPDUMP_HOME to a folder of your own"
+                )
+
     def check(self) -> None:
         """Check an existing home (see ``create``); a home that does not exist is fine (nothing in it)."""
         try:
+            self._check_link()
             st = os.stat(self.root)
         except FileNotFoundError:
             return
@@ -146,16 +161,21 @@ class Home:
         check_trusted(self.root, st, "PCAPDUMP_HOME")
 
     @contextlib.contextmanager
-    def locked(self, path: Path, *, wait: bool) -> Iterator[bool]:
+    def locked(self, path: Path, *, within: float) -> Iterator[bool]:
         """Hold an exclusive flock on ``path`` (made if missing) while the block runs; yields whether it
-        was taken (``wait=False`` gives up at once if someone else holds it)."""
+        was taken within ``within`` seconds (someone else may hold it meanwhile)."""
         fd = open_private(path, os.O_RDWR | os.O_CREAT)
+        deadline = time.monotonic() + within
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.01)
             yield True
         finally:
             os.close(fd)
@@ -219,26 +239,31 @@ class Home:
         """The store's files as `status` lists them: ``name`` and ``size``."""
         return [{"name": f["name"], "size": f["size"]} for f in self.store_files()]
 
-    def written(self) -> set[str]:
-        """The names `write` made (the manifest)."""
+    def written(self) -> dict[str, list[int]]:
+        """The files `write` made (the manifest): each name with the file's identity (inode, size and
+        modification time), so that a file someone put at the same name since is not taken for ours."""
         text = self.read_private(self.root / MANIFEST)
         try:
-            names = json.loads(text) if text else []
+            entries = json.loads(text) if text else {}
         except ValueError:
-            return set()
-        return {n for n in names if isinstance(n, str) and STORE_NAME.fullmatch(n)}
+            return {}
+        if not isinstance(entries, dict):
+            return {}
+        return {n: i for n, i in entries.items() if STORE_NAME.fullmatch(n) and isinstance(i, list)}
 
     def record_written(self, name: str) -> None:
-        """Add ``name`` to the manifest (the agent serialises its writes of it)."""
-        self.write_private(self.root / MANIFEST, json.dumps(sorted(self.written() | {name})))
+        """Add the file just written at ``name`` to the manifest (the agent serialises its writes)."""
+        entries = {**self.written(), name: _identity(os.lstat(self.store / name))}
+        self.write_private(self.root / MANIFEST, json.dumps(entries, sort_keys=True))
 
     def empty_store(self) -> list[str]:
         """Delete the files `write` made, and only those; returns their names."""
         deleted = []
-        for name in sorted(self.written()):
+        for name, identity in sorted(self.written().items()):
             path = self.store / name
             with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and _identity(st) == identity:
                     path.unlink()
                     deleted.append(name)
         with contextlib.suppress(FileNotFoundError):
@@ -254,8 +279,27 @@ class Home:
             return removed
         for e in entries:
             ours = STORE_TEMP.fullmatch(e.name) and e.is_file(follow_symlinks=False)
-            if ours and e.stat(follow_symlinks=False).st_uid == os.geteuid():
+            if ours and e.stat(follow_symlinks=False).st_uid == os.geteuid() and not _being_written(e.path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
                     removed.append(e.name)
         return removed
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _being_written(path: str) -> bool:
+    """A writer holds a flock on its temporary file while it writes (see the engine's AtomicFile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

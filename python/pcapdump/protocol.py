@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from typing import Any
 
 from .errors import PcapdumpError, from_kind
@@ -75,14 +76,21 @@ class Connection:
 
         threading.Thread(target=tick, daemon=True, name="progress").start()
 
-    def receive(self) -> dict[str, Any] | None:
+    def receive(self, within: float | None = None) -> dict[str, Any] | None:
         """The next message, or ``None`` once the other side has closed. A message that is not one JSON
-        object, or is longer than ``max_message``, raises ``BadMessage``."""
+        object, or is longer than ``max_message``, raises ``BadMessage``; one that has not come whole
+        ``within`` seconds (if given), ``TimeoutError``, however it trickles in."""
         # Appending to a bytearray and searching only the new bytes keeps a long message (`show` of a
         # big buffer) linear in its size.
+        deadline = None if within is None else time.monotonic() + within
         scanned = 0
         while (end := self._pending.find(b"\n", scanned)) < 0:
             scanned = len(self._pending)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the message did not come in time")
+                self.sock.settimeout(left)
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 return None

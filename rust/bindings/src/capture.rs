@@ -138,7 +138,11 @@ impl PyCaptureBuffer {
         let buffer = &self.inner;
         let failed = |e| errors::to_py(py, Error::write(&path, e));
         let (written, out) = py
-            .detach(|| buffer.write_pcap(id, AtomicFile::create(&path)?, snaplen))
+            .detach(|| {
+                let (written, mut out) =
+                    buffer.write_pcap(id, AtomicFile::create(&path)?, snaplen)?;
+                out.settle().map(|()| (written, out))
+            })
             .map_err(failed)?;
         if let Some(ask) = still_wanted {
             if !ask.call0()?.is_truthy()? {

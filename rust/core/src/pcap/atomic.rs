@@ -36,22 +36,66 @@ impl AtomicFile {
     }
 
     /// As `create` for a regular file or a name not taken yet: for outputs the user names (`read -w`,
-    /// `pcapdump.write`). Anything else there, a symlink included (`/dev/stdout`, `/dev/null`, a FIFO,
-    /// a link the user made), is opened and written as it is, as tcpdump does: renaming over it would
-    /// replace the link or the device itself. A dangling symlink is refused rather than created through.
+    /// `pcapdump.write`). A device or FIFO there (`/dev/null`, a pipe) is opened and written as it is, as
+    /// tcpdump does, and so is a symlink of the user's own or of root's (`/dev/stdout`): renaming over it
+    /// would replace the link or the device itself. A symlink of another user (planted where we write)
+    /// and a dangling one are refused, and a FIFO with no reader is an error rather than a wait.
     pub fn create_or_stream(dest: &Path) -> io::Result<AtomicFile> {
-        let direct = fs::symlink_metadata(dest)
-            .map(|m| !m.is_file() && !m.is_dir())
-            .unwrap_or(false);
-        if !direct {
+        let Ok(meta) = fs::symlink_metadata(dest) else {
+            return AtomicFile::create(dest);
+        };
+        if meta.is_file() || meta.is_dir() {
             return AtomicFile::create(dest);
         }
-        let file = OpenOptions::new().write(true).truncate(true).open(dest)?;
+        let mut options = OpenOptions::new();
+        options.write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+            if meta.file_type().is_symlink() {
+                // SAFETY: geteuid cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me && meta.uid() != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "a symlink of uid {} (not yours): not written through",
+                            meta.uid()
+                        ),
+                    ));
+                }
+                options.truncate(true);
+            } else {
+                // It is not a link now, and must not become one before it is opened.
+                flags |= libc::O_NOFOLLOW;
+            }
+            options.custom_flags(flags);
+        }
+        let file = options.open(dest).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                io::Error::new(io::ErrorKind::BrokenPipe, "a pipe with no reader")
+            } else {
+                e
+            }
+        })?;
+        #[cfg(unix)]
+        blocking(&file)?;
         Ok(AtomicFile {
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             temp: None,
             dest: dest.into(),
         })
+    }
+
+    /// Flush and put the data on the disk now, so that `commit` is only a rename: filesystems such as
+    /// ext4 flush a file renamed over another one at the rename, which can take a good part of a
+    /// second for a big file. For a caller that must ask once more, just before the rename, whether
+    /// the file is still wanted.
+    pub fn settle(&mut self) -> io::Result<()> {
+        let out = self.out.as_mut().expect("not committed");
+        out.flush()?;
+        out.get_ref().sync_data()
     }
 
     /// Flush and rename into place. Readers see the old file or the whole new one; like tcpdump and
@@ -119,6 +163,19 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Writes wait again, as usual, once the output is open (it was opened without waiting for a reader).
+#[cfg(unix)]
+fn blocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A fresh file beside `dest`, at a name nobody could have guessed, created exclusively (`O_EXCL` also
 /// refuses a symlink planted at that name).
 fn create_temp(dest: &Path) -> io::Result<(File, PathBuf)> {
@@ -135,7 +192,16 @@ fn create_temp(dest: &Path) -> io::Result<(File, PathBuf)> {
         temp_name.push(format!(".{:016x}{TEMP_SUFFIX}", random_u64()));
         let temp = dest.with_file_name(temp_name);
         match options.open(&temp) {
-            Ok(file) => return Ok((file, temp)),
+            Ok(file) => {
+                // Held while it is written: whoever cleans up leftovers knows a live temporary by it.
+                #[cfg(unix)]
+                {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: flock on a descriptor we own; it cannot be held by anyone yet.
+                    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                }
+                return Ok((file, temp));
+            }
             // Taken: by a writer of ours, or planted. Either way, another name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),

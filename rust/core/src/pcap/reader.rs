@@ -47,6 +47,8 @@ pub enum ReadErrorKind {
     CutWhileReading,
     #[error("interrupted")]
     Interrupted,
+    #[error("more than {limit} bytes through a pipe, more than can be held in memory; save it to a file and read that")]
+    TooLargeToHold { limit: usize },
 }
 
 /// One captured packet, borrowed from the file.
@@ -122,9 +124,18 @@ fn read_stream(
 ) -> Result<Bytes, ReadErrorKind> {
     let mut bytes = Vec::new();
     let mut chunk = vec![0u8; 1 << 16];
+    let mut asked = std::time::Instant::now();
+    let most = stream_limit();
     loop {
         if let Some(fd) = fd {
             wait_readable(fd, interrupted)?;
+        }
+        // A pipe that never pauses is asked about Ctrl-C all the same.
+        if asked.elapsed() >= std::time::Duration::from_millis(STREAM_WAIT_MS as u64) {
+            if interrupted() {
+                return Err(ReadErrorKind::Interrupted);
+            }
+            asked = std::time::Instant::now();
         }
         // Before the magic is in, ask for no more than it: a device that never ends is refused at once.
         let want = if bytes.len() < MAGIC_LEN {
@@ -140,11 +151,33 @@ fn read_stream(
         if n == 0 {
             return Ok(Bytes::Read(bytes));
         }
+        if bytes.len() + n > most || bytes.try_reserve(n).is_err() {
+            return Err(ReadErrorKind::TooLargeToHold { limit: most });
+        }
         bytes.extend_from_slice(&chunk[..n]);
         if bytes.len() == MAGIC_LEN && bytes.len() - n < MAGIC_LEN {
             detect_magic(&bytes)?;
         }
     }
+}
+
+/// What a pipe may bring before reading stops: half the machine's memory (a pipe is held whole, it
+/// cannot be mapped).
+fn stream_limit() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return (pages as usize).saturating_mul(size as usize) / 2;
+        }
+    }
+    usize::MAX / 2
 }
 
 /// Wait until `fd` has something to read (or its end), asking `interrupted` every so often.
