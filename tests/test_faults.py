@@ -599,3 +599,42 @@ def test_text_that_is_not_utf8_is_one_line():
         timeout=30,
     )
     assert done.returncode == 2 and "not valid text" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_ends_read_of_a_fifo_nobody_writes_to(tmp_path):
+    fifo = tmp_path / "nobody"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pcapdump", "read", str(fifo)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 1.0
+    assert proc.returncode == 130 and "Traceback" not in err
+
+
+def test_ctrl_c_during_read_w_leaves_no_file(tmp_path):
+    big = tmp_path / "big.cap"
+    record = struct.pack("<IIII", 1, 0, 1000, 1000) + b"\xee" * 1000
+    with open(big, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        f.write(record * (400 * 1024))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pcapdump", "read", str(big), "-w", str(out_dir / "o.cap")],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    # Interrupted once the output is being written (its temporary exists).
+    assert wait_until(lambda: any(out_dir.iterdir()), seconds=30, every=0.001)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert os.listdir(out_dir) == []

@@ -110,14 +110,19 @@ pub fn read_to_pcap<'py>(
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let file = open(py, &path)?;
     let filter = filter.map(|f| f.inner.clone());
-    let result = py.detach(|| {
+    let written = py.detach(|| {
         offline::write_pcap(
             &file,
             &Selection::new(filter.as_ref(), snaplen, count),
             &out,
         )
     });
-    summary_dict(py, result.map_err(|e| errors::to_py(py, e))?)
+    let (summary, written) = written.map_err(|e| errors::to_py(py, e))?;
+    // Ctrl-C while it was written: the file is dropped, and so not put in place.
+    py.check_signals()?;
+    py.detach(|| written.commit())
+        .map_err(|e| errors::to_py(py, Error::write(&out, e)))?;
+    summary_dict(py, summary)
 }
 
 /// Write packets (``Packet`` objects or ``(ts_ns, bytes)`` pairs) to a pcap file; returns how many.

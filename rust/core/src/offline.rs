@@ -202,11 +202,13 @@ pub fn print_lines(
 /// Two threads: this one walks the file and runs the filter, a writer thread hands the kept records to
 /// the kernel. A record already laid out as we would write it (classic pcap, µs, little-endian, not cut)
 /// is written straight from the mapped file, with neighbours joined into one piece; others are encoded.
+/// Write the selected records to a pcap file at `dest`, and hand the file back to be committed (or
+/// dropped, which leaves nothing) by the caller: a Ctrl-C during the write must leave no file.
 pub fn write_pcap(
     file: &CaptureFile,
     sel: &Selection,
     dest: &Path,
-) -> Result<Summary, OfflineError> {
+) -> Result<(Summary, AtomicFile), OfflineError> {
     let shown = dest.display().to_string();
     let write_err = |source| OfflineError::Write {
         path: shown.clone(),
@@ -260,6 +262,12 @@ pub fn write_pcap(
         drop(full_tx);
         let drained = drain.join().expect("the writer thread does not panic");
         match (scanned, drained) {
+            // Pages of the input past its new end: the kernel's copy for writev faults (EFAULT), and
+            // the write fails because the input was cut, which is what to say.
+            (_, Err(_)) if file.was_cut() => Err(OfflineError::Read(ReadError {
+                path: file.path().into(),
+                kind: crate::pcap::ReadErrorKind::CutWhileReading,
+            })),
             // A write error stops the scan too: report the write error, not its echo.
             (_, Err(e)) => Err(write_err(e)),
             (Err(e), Ok(())) => Err(e),
@@ -267,8 +275,7 @@ pub fn write_pcap(
         }
     });
     scanned?;
-    writer.into_inner().commit().map_err(write_err)?;
-    Ok(sum)
+    Ok((sum, writer.into_inner()))
 }
 
 /// Kept records are handed to the writer thread in batches of about this many bytes.

@@ -145,7 +145,15 @@ fn read_stream(
         };
         let n = match from.read(&mut chunk[..want]) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A pipe opened without waiting for its writer: nothing yet, wait again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue
+            }
             Err(e) => return Err(ReadErrorKind::Io(e)),
         };
         if n == 0 {
@@ -232,7 +240,7 @@ impl CaptureFile {
         let bytes = if path == Path::new("-") {
             read_stream(&mut std::io::stdin().lock(), stdin_fd(), interrupted).map_err(err)?
         } else {
-            let file = File::open(path).map_err(|e| match e.kind() {
+            let file = open_without_waiting(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => err(ReadErrorKind::NotFound),
                 _ => err(ReadErrorKind::Io(e)),
             })?;
@@ -267,6 +275,12 @@ impl CaptureFile {
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Whether another program cut the file while it was mapped: a page past the new end was touched,
+    /// or the file is now shorter than its map.
+    pub fn was_cut(&self) -> bool {
+        self.bytes.was_cut() || self.bytes.cut_before(self.bytes().len().saturating_sub(1))
     }
 
     fn bytes(&self) -> &[u8] {
@@ -334,6 +348,19 @@ impl CaptureFile {
             cursor: self.cursor(),
         }
     }
+}
+
+/// Open for reading without blocking in `open` itself: a FIFO with no writer yet would hold the call
+/// there, out of reach of Ctrl-C. The wait happens in `read_stream` instead, which is interruptible.
+fn open_without_waiting(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
 }
 
 #[cfg(unix)]
