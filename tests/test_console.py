@@ -201,6 +201,13 @@ def test_refusals(pd):
     one_line_error(pd("-size", "8", "start", "int", ok=False), 2, "'-size 8'", "16…4194304")
     one_line_error(pd("-o", "-ou", "start", "int", ok=False), 2, "-ou")
     one_line_error(pd("stop", "eth7", ok=False), 1, "'eth7' is not capturing")
+    pd("stop")
+    pd("wipe")
+    pd("-ring", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 1)
+    pd("stop")
+    # A start without -ring asks for a linear buffer: the word named is the one left out.
+    one_line_error(pd("start", "int", ok=False), 2, "'-ring'", "2048 KB ring", "give -ring again")
 
 
 def test_the_console_raises_the_agents_errors_by_kind(pd):

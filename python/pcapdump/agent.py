@@ -233,14 +233,15 @@ class Agent:
             if current.held or self._running():
                 have = f"{current.size // 1024} KB {current.mode}"
                 asked = f"{want // 1024} KB {mode}"
-                what = (
-                    size_token
-                    if size_kb is not None and want != current.size
-                    else ("-ring" if ring else "linear")
-                )
+                if size_kb is not None and want != current.size:
+                    what, hint = size_token, ""
+                elif ring:
+                    what, hint = "-ring", ""
+                else:  # the word the user left out: the buffer is a ring, the start asks for linear
+                    what, hint = "-ring", " (or give -ring again to keep the ring)"
                 raise UsageError(
                     f"'{what}': the capture buffer is {have} and holds packets or captures; "
-                    f"{asked} needs `pcapdump stop` and `pcapdump wipe` first",
+                    f"{asked} needs `pcapdump stop` and `pcapdump wipe` first{hint}",
                     what,
                 )
         size_kb = size_kb or (current.size // 1024 if current else _core.DEFAULT_BUFFER_KB)

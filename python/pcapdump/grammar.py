@@ -257,7 +257,9 @@ def parse(argv: Sequence[str]) -> Request:
         wanted = 0
     if wanted > 0:
         missing = spec.args[len(args) :]
-        raise UsageError(f"'{command}': missing {' and '.join(missing)}", command)
+        raise UsageError(
+            f"'{command}': missing {' and '.join(missing)} (usage: {spec.usage(command)})", command
+        )
     for attr, token in option_tokens.items():
         opt = next(o for o in OPTIONS.values() if o.attr == attr)
         if attr in options and command not in opt.commands:

@@ -27,6 +27,37 @@ const PREFETCH_AHEAD: usize = 512;
 /// The caplen of a pad header: nothing more is stored before the end of the array.
 const PAD: u32 = u32::MAX;
 
+/// How much of a new buffer is committed at a time.
+const COMMIT_STEP: usize = 64 << 20;
+
+/// Commit the memory now, a step at a time. One `MAP_POPULATE` of gigabytes holds the process's memory
+/// map lock for seconds, and every other thread that needs it (to start a thread, to map memory) waits:
+/// the agent could not even take a `status` meanwhile. Between steps, they get their turn.
+fn commit(mem: &mut MmapMut) {
+    let base = mem.as_mut_ptr();
+    let len = mem.len();
+    let mut at = 0;
+    while at < len {
+        let step = COMMIT_STEP.min(len - at);
+        // SAFETY: the range lies inside our fresh anonymous mapping; populating it changes no content.
+        #[cfg(target_os = "linux")]
+        let populated =
+            unsafe { libc::madvise(base.add(at).cast(), step, libc::MADV_POPULATE_WRITE) } == 0;
+        #[cfg(not(target_os = "linux"))]
+        let populated = false;
+        if !populated {
+            // Older kernels: touch each page (they are zero; writing a zero keeps them so).
+            let mut page = 0;
+            while page < step {
+                // SAFETY: inside the mapping, which is ours and writable.
+                unsafe { base.add(at + page).write_volatile(0) };
+                page += 4096;
+            }
+        }
+        at += step;
+    }
+}
+
 /// Bytes a packet of `caplen` bytes takes in the buffer, header included.
 pub fn record_size(caplen: usize) -> usize {
     HEADER + caplen.div_ceil(ALIGN) * ALIGN
@@ -113,8 +144,10 @@ impl CaptureBuffer {
     /// thread time when it has least of it.
     pub fn new(capacity: usize, mode: BufferMode) -> io::Result<CaptureBuffer> {
         let capacity = (capacity / ALIGN * ALIGN).max(ALIGN);
+        let mut mem = MmapOptions::new().len(capacity).map_anon()?;
+        commit(&mut mem);
         Ok(CaptureBuffer {
-            mem: MmapOptions::new().len(capacity).populate().map_anon()?,
+            mem,
             mode,
             head: 0,
             tail: 0,
