@@ -62,7 +62,7 @@ def test_missing_value_at_the_end(corpus_file):
 def test_missing_command_and_missing_file_argument():
     assert run_pcapdump("tcp").stderr.startswith("pcapdump: missing command (expected one of start, stop")
     done = run_pcapdump("read")
-    assert done.returncode == 2 and done.stderr == "pcapdump: 'read': missing file\n"
+    assert done.returncode == 2 and done.stderr == "pcapdump: 'read': missing file (usage: read <file>)\n"
 
 
 def write_bytes(tmp_path, name: str, data: bytes):
