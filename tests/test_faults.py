@@ -56,6 +56,34 @@ def capture_some(pd, packets: int = 5) -> None:
     assert wait_until(lambda: pd.capture()["packets"] == packets)
 
 
+def interrupt_soon(cmd: list[str], after: float = 0.5) -> tuple[int, str, float]:
+    """Run `cmd` as from a terminal (SIGINT at its default, whatever this runner was started with: a
+    background job ignores it), send SIGINT after `after` seconds: exit code, stderr, seconds to end."""
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(after)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    return proc.returncode, err, time.monotonic() - started
+
+
+def big_capture(path: Path, megabytes: int, fill: bytes = b"\xab") -> int:
+    """A classic pcap of 1000-byte records, about `megabytes` MiB: how many records."""
+    record = struct.pack("<IIII", 1, 0, 1000, 1000) + fill * 1000
+    chunk = record * 1024
+    chunks = megabytes * 1024 * 1024 // len(chunk)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for _ in range(chunks):
+            f.write(chunk)
+    return chunks * 1024
+
+
 # --- a command reported as failed has not happened --------------------------------------------------
 
 
@@ -336,21 +364,10 @@ def test_ctrl_c_ends_read_of_a_silent_fifo_at_once(tmp_path):
     os.mkfifo(fifo)
     holder = os.open(fifo, os.O_RDWR)  # a writer that never writes
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pcapdump", "read", str(fifo)],
-            stderr=subprocess.PIPE,
-            text=True,
-            # As from a terminal, whatever this test runner was started with (a background job ignores it).
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        time.sleep(0.5)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
-        assert time.monotonic() - started < 1.0
-        assert proc.returncode == 130 and "Traceback" not in err
+        code, err, took = interrupt_soon([sys.executable, "-m", "pcapdump", "read", str(fifo)])
     finally:
         os.close(holder)
+    assert took < 1.0 and code == 130 and "Traceback" not in err
 
 
 def test_endless_devices_are_refused_at_once():
@@ -363,13 +380,7 @@ def test_endless_devices_are_refused_at_once():
 
 def test_a_file_truncated_while_it_is_read_is_an_error_not_a_crash(tmp_path):
     big = tmp_path / "big.cap"
-    record = struct.pack("<IIII", 1, 0, 1000, 1000) + b"\xab" * 1000
-    chunk = record * 1024
-    chunks = 300 * 1024 * 1024 // len(chunk)
-    with open(big, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for _ in range(chunks):
-            f.write(chunk)
+    records = big_capture(big, 300)
     script = (
         "import os, sys, pcapdump\n"
         "path = sys.argv[1]\n"
@@ -389,15 +400,12 @@ def test_a_file_truncated_while_it_is_read_is_an_error_not_a_crash(tmp_path):
     assert done.stdout.startswith("error "), done.stdout
     assert "cut short while it was being read" in done.stdout
     # The records before the cut, and at most one that the cut went through.
-    assert int(done.stdout.split()[1]) <= chunks * 1024 // 2 + 1
+    assert int(done.stdout.split()[1]) <= records // 2 + 1
 
 
 def test_read_w_of_a_file_cut_under_it_writes_nothing(tmp_path):
     big = tmp_path / "big.cap"
-    record = struct.pack("<IIII", 1, 0, 1000, 1000) + b"\xcd" * 1000
-    with open(big, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        f.write(record * (200 * 1024))
+    big_capture(big, 200, b"\xcd")
     out = tmp_path / "out.cap"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pcapdump", "read", str(big), "-w", str(out)],
@@ -604,26 +612,13 @@ def test_text_that_is_not_utf8_is_one_line():
 def test_ctrl_c_ends_read_of_a_fifo_nobody_writes_to(tmp_path):
     fifo = tmp_path / "nobody"
     os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pcapdump", "read", str(fifo)],
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    time.sleep(0.5)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    assert time.monotonic() - started < 1.0
-    assert proc.returncode == 130 and "Traceback" not in err
+    code, err, took = interrupt_soon([sys.executable, "-m", "pcapdump", "read", str(fifo)])
+    assert took < 1.0 and code == 130 and "Traceback" not in err
 
 
 def test_ctrl_c_during_read_w_leaves_no_file(tmp_path):
     big = tmp_path / "big.cap"
-    record = struct.pack("<IIII", 1, 0, 1000, 1000) + b"\xee" * 1000
-    with open(big, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        f.write(record * (400 * 1024))
+    big_capture(big, 400, b"\xee")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(

@@ -27,7 +27,7 @@ from .errors import (
     PrivilegeError,
     UsageError,
 )
-from .home import Home
+from .home import Home, process_alive
 from .protocol import BadMessage, Connection, reply_error
 
 # The agent must take a request within this long, or the command reports a hung agent (and the agent,
@@ -57,16 +57,6 @@ PRIVILEGE_MESSAGE = (
     "capturing needs root or the CAP_NET_RAW capability: run it as root (sudo pcapdump ...), "
     "or run the agent under systemd with AmbientCapabilities=CAP_NET_RAW"
 )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _checked(reply: dict[str, Any] | None) -> dict[str, Any]:
@@ -134,7 +124,7 @@ class Console:
             except ConnectionRefusedError:
                 sock.close()
                 pid = self.home.agent_pid()
-                if not self.home.agent_holds_lock() and not (pid and _alive(pid)):
+                if not self.home.agent_holds_lock() and not (pid and process_alive(pid)):
                     raise self._gone(pid) from None
                 # An agent holds the home, or its process lives, but does not listen: it is starting
                 # or stopping.

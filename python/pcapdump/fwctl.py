@@ -37,7 +37,7 @@ from .errors import (
     UnreachableError,
     UsageError,
 )
-from .home import STORE_NAME, STORE_NAME_RULE, Home
+from .home import STORE_NAME, STORE_NAME_RULE, Home, process_alive
 from .inventory import LOCAL, Gateway, resolve, split_target
 
 
@@ -171,21 +171,11 @@ def remove_leftovers(folder: Path) -> list[str]:
             m = _LEFTOVER.fullmatch(entry.name)
             if not m or not entry.is_dir(follow_symlinks=False):
                 continue
-            if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or _alive(int(m.group(1))):
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or process_alive(int(m.group(1))):
                 continue
             _remove_folder(Path(entry.path))
             removed.append(entry.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Watchdog:

@@ -48,6 +48,17 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of that pid exists (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def check_trusted(path: Path, st: os.stat_result, what: str) -> None:
     """Refuse ``path`` unless it belongs to us and nobody else can write it."""
     if st.st_uid != os.geteuid():
