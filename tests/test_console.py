@@ -87,6 +87,19 @@ def test_count_snaplen_and_status_json(pd):
     assert [(p.caplen, p.wirelen) for p in got] == [(64, 14 + 20 + 8 + 300)] * 5
 
 
+def test_not_excludes_in_the_kernel(pd):
+    """`not` compiled into the socket's filter: the excluded port never reaches the buffer."""
+    pd("udp", "not", "destport", "9001", "-not", "-destport=9002", "start", "int")
+    for port, count in [(9000, 30), (9001, 20), (9002, 10), (9003, 5)]:
+        pd.net.send_udp(CAP_V4, port, count)
+    wait_until(lambda: pd.capture()["packets"] >= 35, seconds=10)
+    pd("stop")
+    c = pd.capture()
+    assert (c["filter"], c["packets"]) == ("udp not destport 9001 not destport 9002", 35)
+    ports = [line.split(" > ")[1].split()[0] for line in pd("show").stdout.splitlines()[1:]]
+    assert sorted(set(ports)) == [f"{CAP_V4}:9000", f"{CAP_V4}:9003"]
+
+
 def test_promiscuous_flag_set_then_restored(pd):
     def promiscuity() -> int:
         return int(re.search(r"promiscuity (\d+)", pd.net.link_details()).group(1))

@@ -86,3 +86,34 @@ def test_usage_errors_name_the_token(argv, token, expected):
 def test_the_spec_example_values_parse():
     req = grammar.parse(["ipsrc", "192.168.0.1", "ipdest", "10.0.0.1", "proto", "103", "start", "int"])
     assert str(req.filter) == "ipsrc 192.168.0.1 ipdest 10.0.0.1 proto 103"
+
+
+@pytest.mark.parametrize(
+    "argv, shown",
+    [
+        ("not port 22 start int", "not port 22"),
+        ("-start int -not -port=22 -tcp", "tcp not port 22"),
+        ("start int tcp not port 22 not -port=80", "tcp not port 22 not port 80"),
+        ("read in.pcap not arp not ipsrc 198.18.0.1", "not arp not ipsrc 198.18.0.1"),
+    ],
+)
+def test_not_excludes_the_word_after_it(argv, shown):
+    assert str(grammar.parse(argv.split()).filter) == shown
+
+
+@pytest.mark.parametrize(
+    "argv, token",
+    [
+        ("not -size 10 port 22 start int", "not"),  # `not` binds to the word right after it
+        ("start int not", "not"),
+        ("start int not not port 22", "not"),
+        ("start int not 22", "not"),
+        ("start int not port", "not port"),
+        ("start int -not=port", "-not=port"),
+    ],
+)
+def test_not_without_a_word_after_it_is_a_usage_error(argv, token):
+    with pytest.raises(UsageError) as e:
+        grammar.parse(argv.split())
+    assert e.value.token == token
+    assert str(e.value).startswith(f"'{token}': ")

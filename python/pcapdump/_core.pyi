@@ -8,6 +8,7 @@ from pcapdump.shapes import BufferInterface, CaptureSettings, CaptureStats, Read
 
 __all__ = [
     "DEFAULT_BUFFER_KB",
+    "FILTER_NEGATION",
     "MAX_BUFFER_KB",
     "MAX_SNAPLEN",
     "MIN_BUFFER_KB",
@@ -55,6 +56,8 @@ class Filter:
     __hash__: None  # type: ignore[assignment]
 
 def filter_words() -> list[tuple[str, str | None]]: ...
+
+FILTER_NEGATION: str
 
 @final
 class Packet:

@@ -228,6 +228,12 @@ def parse(argv: Sequence[str]) -> Request:
                     optional -= 1
                 else:
                     raise UsageError(f"'{token}': {name} takes no argument", token)
+        elif name == _core.FILTER_NEGATION and (wanted == 0 or dashed):
+            # `not` binds to the filter word right after it; anything else there is the engine's error.
+            filter_tokens.append(token)
+            following = _split(argv[i])[0] if i < len(argv) else ""
+            if following == _core.FILTER_NEGATION or following not in FILTER_WORDS:
+                _filter([token])
         elif (name in FILTER_WORDS and wanted == 0) or (dashed and name in FILTER_WORDS):
             filter_tokens.append(token)
             # No value starts with a dash: `ipdest -w out` lacks the address, it does not mean "-w"
@@ -271,12 +277,16 @@ def parse(argv: Sequence[str]) -> Request:
     if options.get("live") and options.get("live_only"):
         raise UsageError(f"'{option_tokens['live_only']}': cannot be combined with -o", "-ou")
     _check_args(command, args)
-    try:
-        flt = _core.Filter(filter_tokens)
-    except FilterError as e:
-        raise UsageError(e.message, e.token) from None
+    flt = _filter(filter_tokens)
     command = spec.alias_of or command
     return Request(command, tuple(args), Options(**options), flt, option_tokens)  # type: ignore[arg-type]
+
+
+def _filter(tokens: list[str]) -> _core.Filter:
+    try:
+        return _core.Filter(tokens)
+    except FilterError as e:
+        raise UsageError(e.message, e.token) from None
 
 
 def _check_args(command: str, args: list[str]) -> None:

@@ -16,6 +16,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ring_blocks_each, m)?)?;
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
+    m.add("FILTER_NEGATION", pcapdump_core::filter::NEGATION)?;
     m.add_class::<packet::PyPacket>()?;
     m.add_class::<capture::PyCapture>()?;
     m.add_class::<capture::PyCaptureBuffer>()?;

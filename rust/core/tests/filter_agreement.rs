@@ -16,7 +16,18 @@ const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
 const PORTS: [u16; 4] = [80, 443, 53, 8050];
 const VLANS: [u16; 3] = [5, 7, 100];
 
+/// A filter word with its value, excluded (`not …`) one time in four.
 fn filter_word() -> impl Strategy<Value = String> {
+    (prop::bool::weighted(0.25), plain_filter_word()).prop_map(|(excluded, w)| {
+        if excluded {
+            format!("not {w}")
+        } else {
+            w
+        }
+    })
+}
+
+fn plain_filter_word() -> impl Strategy<Value = String> {
     prop_oneof![
         (
             prop::sample::select(vec!["eth", "ethsrc", "ethdest"]),
@@ -235,4 +246,34 @@ fn matching_frames_exist_for_the_generator() {
         ),
         96
     );
+}
+
+#[test]
+fn an_excluded_word_rejects_what_it_matches_and_keeps_the_rest() {
+    let mut tcp80 = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+    tcp80.extend_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ]);
+    tcp80.extend_from_slice(&[0x9c, 0x40, 0, 80]);
+    tcp80.extend_from_slice(&[0; 16]);
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 8, 6]);
+    arp.extend_from_slice(&[0; 28]);
+    for (text, frame, kept) in [
+        ("not port 80", &tcp80, false),
+        ("not port 22", &tcp80, true),
+        ("not port 80", &arp, true),
+        ("tcp not port 22 not port 80", &tcp80, false),
+        ("not arp", &arp, false),
+        ("not ipsrc 198.18.0.1", &tcp80, false),
+    ] {
+        let f = Filter::parse_str(text).unwrap();
+        let by_program = interp::run(
+            &f.compile(96, LinkHeader::Ethernet).unwrap(),
+            frame,
+            &Ancillary::default(),
+        );
+        assert_eq!(f.matches_stripped(frame, None), kept, "{text}");
+        assert_eq!(by_program != 0, kept, "{text}");
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! The program first establishes the link layer (tags the kernel stripped, then up to two in-band tags;
 //! or, without a link header, the protocol the kernel noted for the packet) and, when needed, locates the
-//! transport header (IPv4 options, IPv6 extension headers); both land in scratch memory. Each group then jumps to its own end on a match and to the shared `ret #0` otherwise.
+//! transport header (IPv4 options, IPv6 extension headers); both land in scratch memory. Each group then
+//! jumps to `yes` on a match and to `no` otherwise: for a required group `yes` is the next group and `no`
+//! the shared `ret #0`; for an excluded one (`not port 22`) the other way round.
 //! `eval.rs` states the same semantics directly; property tests hold the two together.
 
 use super::eval::Needs;
@@ -51,19 +53,25 @@ pub fn compile(expr: &Expr, snaplen: u32, header: LinkHeader) -> Result<Vec<Insn
     if needs.transport {
         c.locate_transport();
     }
-    for g in &expr.groups {
-        let matched = c.asm.label();
+    for (g, excluded) in expr.terms() {
+        // A required group goes on when it matches; an excluded one when it does not.
+        let next = c.asm.label();
+        let (yes, no) = if excluded {
+            (reject, next)
+        } else {
+            (next, reject)
+        };
         match g {
             // Without a link header there are no Ethernet addresses: the group never matches.
-            Group::Eth(side, macs) if header == LinkHeader::Ethernet => c.eth(*side, macs, matched),
+            Group::Eth(side, macs) if header == LinkHeader::Ethernet => c.eth(*side, macs, yes),
             Group::Eth(..) => {}
-            Group::Vlan(ids) => c.vlan(ids, matched),
-            Group::Proto(protos) => c.proto(protos, matched),
-            Group::Ip(side, nets) => c.ip(*side, nets, matched, reject),
-            Group::Port(side, ranges) => c.port(*side, ranges, matched, reject),
+            Group::Vlan(ids) => c.vlan(ids, yes),
+            Group::Proto(protos) => c.proto(protos, yes),
+            Group::Ip(side, nets) => c.ip(*side, nets, yes, no),
+            Group::Port(side, ranges) => c.port(*side, ranges, yes, no),
         }
-        c.asm.goto(reject);
-        c.asm.place(matched);
+        c.asm.goto(no);
+        c.asm.place(next);
     }
     c.asm.ret(snaplen);
     c.asm.place(reject);
@@ -142,6 +150,9 @@ impl Compiler {
             self.clear_vlan_slots();
         }
         let a = &mut self.asm;
+        // An empty packet matches nothing (its IP version is unknown, as in a file); a load past the end
+        // ends the program with "no match", even for a filter of excluded words only.
+        a.ld_abs(op::B, 0);
         a.ld_abs(op::H, ancillary::PROTOCOL);
         a.st(slot::ETHERTYPE);
         a.ldx_imm(0);
@@ -318,7 +329,7 @@ impl Compiler {
         }
     }
 
-    fn ip(&mut self, side: Side, nets: &[IpNet], matched: Label, reject: Label) {
+    fn ip(&mut self, side: Side, nets: &[IpNet], matched: Label, unmatched: Label) {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for net in nets {
             match *net {
@@ -334,7 +345,7 @@ impl Compiler {
         if !v6.is_empty() {
             self.jump_if(op::JEQ, ethertype::IPV6 as u32, l6);
         }
-        self.asm.goto(reject);
+        self.asm.goto(unmatched);
         if !v4.is_empty() {
             self.asm.place(l4);
             self.asm.ldx_mem(slot::L3);
@@ -350,7 +361,7 @@ impl Compiler {
                     self.jump_if(op::JEQ, addr, matched);
                 }
             }
-            self.asm.goto(reject);
+            self.asm.goto(unmatched);
         }
         if !v6.is_empty() {
             self.asm.place(l6);
@@ -365,7 +376,7 @@ impl Compiler {
                     self.ipv6_prefix(at, addr, prefix, matched);
                 }
             }
-            self.asm.goto(reject);
+            self.asm.goto(unmatched);
         }
     }
 
@@ -397,16 +408,16 @@ impl Compiler {
         self.asm.place(next);
     }
 
-    fn port(&mut self, side: Side, ranges: &[PortRange], matched: Label, reject: Label) {
+    fn port(&mut self, side: Side, ranges: &[PortRange], matched: Label, unmatched: Label) {
         let (has_ports, first) = (self.asm.label(), self.asm.label());
         self.asm.ld_mem(slot::PROTO);
         self.jump_if(op::JEQ, ipproto::TCP as u32, has_ports);
         self.jump_if(op::JEQ, ipproto::UDP as u32, has_ports);
         self.asm
-            .jump(op::JEQ, ipproto::SCTP as u32, has_ports, reject);
+            .jump(op::JEQ, ipproto::SCTP as u32, has_ports, unmatched);
         self.asm.place(has_ports);
         self.asm.ld_mem(slot::FIRST_FRAGMENT);
-        self.asm.jump(op::JEQ, 0, reject, first);
+        self.asm.jump(op::JEQ, 0, unmatched, first);
         self.asm.place(first);
         self.asm.ldx_mem(slot::L4);
         for (wanted, at) in [(side.checks_src(), 0), (side.checks_dst(), 2)] {

@@ -21,7 +21,7 @@ pub struct Needs {
 impl Needs {
     pub fn of(expr: &Expr) -> Needs {
         let mut n = Needs::default();
-        for g in &expr.groups {
+        for (g, _) in expr.terms() {
             match g {
                 Group::Eth(..) => {}
                 Group::Vlan(_) => {
@@ -69,13 +69,17 @@ pub fn matches(
         }
     }
     // Groups that do not look past the network header go first: most packets fail one of them, and then
-    // the transport header need not be found. The result is the same, since every group must match.
-    let first = |g: &&Group| !reads_transport(g);
+    // the transport header need not be found. The result is the same, since every group must pass.
+    // A field cut short rejects the packet whether its group is required or excluded, as a BPF load past
+    // the end does.
+    let passes = |frame: &Frame, (g, excluded): (&Group, bool)| match frame.group(g) {
+        Ok(matched) => matched != excluded,
+        Err(Cut) => false,
+    };
     if !expr
-        .groups
-        .iter()
-        .filter(first)
-        .all(|g| matches!(frame.group(g), Ok(true)))
+        .terms()
+        .filter(|(g, _)| !reads_transport(g))
+        .all(|t| passes(&frame, t))
     {
         return false;
     }
@@ -87,10 +91,9 @@ pub fn matches(
             Located::Truncated => return false,
         }
     }
-    expr.groups
-        .iter()
-        .filter(|g| reads_transport(g))
-        .all(|g| matches!(frame.group(g), Ok(true)))
+    expr.terms()
+        .filter(|(g, _)| reads_transport(g))
+        .all(|t| passes(&frame, t))
 }
 
 fn reads_transport(g: &Group) -> bool {

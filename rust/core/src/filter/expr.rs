@@ -90,10 +90,24 @@ pub enum Group {
     Vlan(Vec<u16>),
 }
 
-/// All groups must match. An empty expression matches every packet.
+/// Every group in `groups` must match and no group in `excluded` may (`not port 22`). An empty
+/// expression matches every packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Expr {
     pub groups: Vec<Group>,
+    pub excluded: Vec<Group>,
+}
+
+impl Expr {
+    /// Each group with whether it is excluded, required ones first.
+    pub fn terms(&self) -> impl Iterator<Item = (&Group, bool)> {
+        let required = self.groups.iter().map(|g| (g, false));
+        required.chain(self.excluded.iter().map(|g| (g, true)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.excluded.is_empty()
+    }
 }
 
 impl fmt::Display for Mac {
@@ -142,46 +156,56 @@ fn side_word(base: &str, side: Side) -> &'static str {
     }
 }
 
-fn write_each<T: fmt::Display>(
-    f: &mut fmt::Formatter<'_>,
-    word: &str,
-    values: &[T],
-    first: &mut bool,
-) -> fmt::Result {
-    for v in values {
-        if !std::mem::take(first) {
-            f.write_str(" ")?;
-        }
-        write!(f, "{word} {v}")?;
-    }
-    Ok(())
+/// Writes `word value` for each value, each preceded by `prefix` (`""` or `"not "`).
+struct Words<'a, 'f, 'g> {
+    f: &'a mut fmt::Formatter<'f>,
+    prefix: &'g str,
+    first: bool,
 }
 
-/// The canonical classic spelling, e.g. `ipsrc 198.18.0.1 tcp port 80 port 443`.
+impl Words<'_, '_, '_> {
+    fn one(&mut self, text: fmt::Arguments<'_>) -> fmt::Result {
+        if !std::mem::take(&mut self.first) {
+            self.f.write_str(" ")?;
+        }
+        self.f.write_str(self.prefix)?;
+        self.f.write_fmt(text)
+    }
+
+    fn each<T: fmt::Display>(&mut self, word: &str, values: &[T]) -> fmt::Result {
+        values
+            .iter()
+            .try_for_each(|v| self.one(format_args!("{word} {v}")))
+    }
+
+    fn group(&mut self, g: &Group) -> fmt::Result {
+        match g {
+            Group::Eth(s, v) => self.each(side_word("eth", *s), v),
+            Group::Ip(s, v) => self.each(side_word("ip", *s), v),
+            Group::Port(s, v) => self.each(side_word("port", *s), v),
+            Group::Vlan(v) => self.each("vlan", v),
+            Group::Proto(v) => v.iter().try_for_each(|p| match p {
+                Proto::Arp => self.one(format_args!("arp")),
+                Proto::Ip(n) => match super::words::proto_alias(*n) {
+                    Some(alias) => self.one(format_args!("{alias}")),
+                    None => self.one(format_args!("proto {n}")),
+                },
+            }),
+        }
+    }
+}
+
+/// The canonical classic spelling, e.g. `ipsrc 198.18.0.1 tcp port 80 port 443 not port 22`.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for g in &self.groups {
-            match g {
-                Group::Eth(s, v) => write_each(f, side_word("eth", *s), v, &mut first)?,
-                Group::Ip(s, v) => write_each(f, side_word("ip", *s), v, &mut first)?,
-                Group::Port(s, v) => write_each(f, side_word("port", *s), v, &mut first)?,
-                Group::Vlan(v) => write_each(f, "vlan", v, &mut first)?,
-                Group::Proto(v) => {
-                    for p in v {
-                        if !std::mem::take(&mut first) {
-                            f.write_str(" ")?;
-                        }
-                        match p {
-                            Proto::Arp => f.write_str("arp")?,
-                            Proto::Ip(n) => match super::words::proto_alias(*n) {
-                                Some(alias) => f.write_str(alias)?,
-                                None => write!(f, "proto {n}")?,
-                            },
-                        }
-                    }
-                }
-            }
+        let mut words = Words {
+            f,
+            prefix: "",
+            first: true,
+        };
+        for (g, excluded) in self.terms() {
+            words.prefix = if excluded { "not " } else { "" };
+            words.group(g)?;
         }
         Ok(())
     }

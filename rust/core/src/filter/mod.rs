@@ -7,7 +7,7 @@ mod words;
 
 pub use compile::LinkHeader;
 pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side};
-pub use words::{filter_words, FilterError};
+pub use words::{filter_words, FilterError, NEGATION};
 
 use crate::bpf::asm::AsmError;
 use crate::bpf::Insn;
@@ -15,7 +15,8 @@ use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
 use std::fmt;
 
-/// A parsed filter. All of its groups must match; an empty filter matches everything.
+/// A parsed filter. All of its groups must match and none of its excluded ones; an empty filter matches
+/// everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     expr: Expr,
@@ -50,7 +51,7 @@ impl Filter {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.expr.groups.is_empty()
+        self.expr.is_empty()
     }
 
     pub fn matches(&self, frame: &[u8], link: LinkType) -> bool {

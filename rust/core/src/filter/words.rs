@@ -62,10 +62,15 @@ pub fn proto_alias(n: u8) -> Option<&'static str> {
         .map(|(name, _)| *name)
 }
 
-/// Every filter word and the syntax of its value (`None`: it takes none), in the order of the manual:
-/// lets a command-line grammar tell filter words apart and print them in its help.
+/// The word that excludes what the filter word after it matches: `not port 22`.
+pub const NEGATION: &str = "not";
+
+/// Every filter word and the syntax of its value (`None`: it takes none), in the order of the manual,
+/// then `not` (whose "value" is another word): lets a command-line grammar tell filter words apart and
+/// print them in its help.
 pub fn filter_words() -> impl Iterator<Item = (&'static str, Option<&'static str>)> {
-    WORDS.iter().map(|(name, w)| (*name, value_syntax(*w)))
+    let words = WORDS.iter().map(|(name, w)| (*name, value_syntax(*w)));
+    words.chain([(NEGATION, Some("<word> [<value>]"))])
 }
 
 fn value_syntax(word: Word) -> Option<&'static str> {
@@ -108,59 +113,85 @@ fn word_list() -> String {
     names.join(", ")
 }
 
+/// Strip `-`, `--` and a `=value` from a typed word: `-ipsrc=1.2.3.4` → (`ipsrc`, `Some("1.2.3.4")`).
+fn split_word(typed: &str) -> (&str, Option<&str>) {
+    let bare = typed
+        .strip_prefix("--")
+        .or_else(|| typed.strip_prefix('-'))
+        .unwrap_or(typed);
+    match bare.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (bare, None),
+    }
+}
+
 /// Parse filter tokens as typed on a command line; a single string is split at white space first.
 pub fn parse(tokens: &[&str]) -> Result<Expr, FilterError> {
     let mut expr = Expr::default();
     let mut i = 0;
     while i < tokens.len() {
-        let typed = tokens[i];
+        let mut typed = tokens[i];
         i += 1;
-        let bare = typed
-            .strip_prefix("--")
-            .or_else(|| typed.strip_prefix('-'))
-            .unwrap_or(typed);
-        let (name, inline) = match bare.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (bare, None),
-        };
+        let (mut name, mut inline) = split_word(typed);
+        let negated = name.eq_ignore_ascii_case(NEGATION);
+        if negated {
+            let (next, next_inline) = tokens.get(i).map(|t| split_word(t)).unwrap_or(("", None));
+            if inline.is_some() || lookup(next).is_none() {
+                return Err(FilterError {
+                    token: typed.to_string(),
+                    expected: "expected a filter word after it (such as not port 22)".into(),
+                });
+            }
+            (typed, name, inline) = (tokens[i], next, next_inline);
+            i += 1;
+        }
+        let prefix = if negated { "not " } else { "" };
         let word = lookup(name).ok_or_else(|| FilterError {
             token: typed.to_string(),
             expected: format!("unknown filter word (expected one of {})", word_list()),
         })?;
-        if let Word::Flag(proto) = word {
+        let group = if let Word::Flag(proto) = word {
             if inline.is_some() {
                 return Err(FilterError {
-                    token: typed.to_string(),
+                    token: format!("{prefix}{typed}"),
                     expected: format!("{name} takes no value"),
                 });
             }
-            add(&mut expr, Group::Proto(vec![proto]));
-            continue;
-        }
-        let (value, token) = match inline {
-            Some(v) => (v, typed.to_string()),
-            None => match tokens.get(i) {
-                Some(v) => {
-                    i += 1;
-                    (*v, format!("{typed} {v}"))
-                }
-                None => {
-                    return Err(FilterError {
-                        token: typed.to_string(),
-                        expected: format!("missing value, expected {}", expected_value(word)),
-                    })
-                }
-            },
+            Group::Proto(vec![proto])
+        } else {
+            let (value, token) = match inline {
+                Some(v) => (v, format!("{prefix}{typed}")),
+                None => match tokens.get(i) {
+                    Some(v) => {
+                        i += 1;
+                        (*v, format!("{prefix}{typed} {v}"))
+                    }
+                    None => {
+                        return Err(FilterError {
+                            token: format!("{prefix}{typed}"),
+                            expected: format!("missing value, expected {}", expected_value(word)),
+                        })
+                    }
+                },
+            };
+            parse_value(word, value).map_err(|expected| FilterError { token, expected })?
         };
-        let group = parse_value(word, value).map_err(|expected| FilterError { token, expected })?;
-        add(&mut expr, group);
+        // Excluding each of several values is excluding their alternatives: one group serves both.
+        add(
+            if negated {
+                &mut expr.excluded
+            } else {
+                &mut expr.groups
+            },
+            group,
+        );
     }
     Ok(expr)
 }
 
 /// Merge a one-value group into the group of the same word, or append it.
-fn add(expr: &mut Expr, new: Group) {
-    for g in expr.groups.iter_mut() {
+fn add(groups: &mut Vec<Group>, new: Group) {
+    for g in groups.iter_mut() {
         match (g, &new) {
             (Group::Eth(s, v), Group::Eth(t, w)) if s == t => extend_unique(v, w),
             (Group::Ip(s, v), Group::Ip(t, w)) if s == t => extend_unique(v, w),
@@ -171,7 +202,7 @@ fn add(expr: &mut Expr, new: Group) {
         }
         return;
     }
-    expr.groups.push(new);
+    groups.push(new);
 }
 
 fn extend_unique<T: PartialEq + Clone>(into: &mut Vec<T>, from: &[T]) {
@@ -354,6 +385,51 @@ mod tests {
             )
         );
         assert_eq!(e.groups[2], Group::Proto(vec![Proto::Ip(6), Proto::Ip(17)]));
+    }
+
+    #[test]
+    fn not_excludes_each_word_in_either_spelling() {
+        assert_eq!(
+            canon("tcp not port 22 -not -port=23 not ipsrc 198.18.0.1 not arp"),
+            "tcp not port 22 not port 23 not ipsrc 198.18.0.1 not arp"
+        );
+        let e = parse(&["not", "port", "22", "port", "80"]).unwrap();
+        assert_eq!(
+            e.groups,
+            vec![Group::Port(
+                Side::Either,
+                vec![PortRange { lo: 80, hi: 80 }]
+            )]
+        );
+        assert_eq!(
+            e.excluded,
+            vec![Group::Port(
+                Side::Either,
+                vec![PortRange { lo: 22, hi: 22 }]
+            )]
+        );
+        assert_eq!(
+            err("not"),
+            "'not': expected a filter word after it (such as not port 22)"
+        );
+        assert_eq!(
+            err("not not port 22"),
+            "'not': expected a filter word after it (such as not port 22)"
+        );
+        assert_eq!(
+            err("not 22"),
+            "'not': expected a filter word after it (such as not port 22)"
+        );
+        assert_eq!(
+            err("-not=port"),
+            "'-not=port': expected a filter word after it (such as not port 22)"
+        );
+        assert!(err("not port").starts_with("'not port': missing value, expected a port"));
+        assert_eq!(
+            err("not port 99999").split(':').next(),
+            Some("'not port 99999'")
+        );
+        assert_eq!(err("not -tcp=1"), "'not -tcp=1': tcp takes no value");
     }
 
     #[test]
