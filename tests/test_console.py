@@ -44,7 +44,7 @@ def test_the_spec_session_verbatim(pd, session, tmp_path):
     assert out.startswith(f"int: capturing ipsrc {SND_V4} tcp") and "1024 KB linear" in out
     pd.net.connect_tcp(CAP_V4, 80, 4)  # 4 SYNs from 198.18.0.1 (the RSTs back are not from it)
     pd.net.send_udp(CAP_V4, 9000, 10)  # not TCP
-    assert "int: stopped: 4 packets" in pd(*stop).stdout
+    assert "int: stopped: 4 captured, 4 stored" in pd(*stop).stdout
     lines = pd(*show).stdout.splitlines()
     assert lines[0] == "== int: 4 packets =="
     assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "4"]
@@ -75,6 +75,7 @@ def test_count_snaplen_and_status_json(pd):
         "count": 5,
         "promisc": False,
         "store": True,
+        "captured": 5,
         "packets": 5,
         "bytes": 5 * 64,
         "kernel_drops": 0,
@@ -122,11 +123,73 @@ def test_live_lines_with_o_keep_the_packets(pd):
     assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5", "6"]
     assert "int: capturing udp, count 6" in err
     # It ended by itself: the final counters follow the lines, as `stop` would print them.
-    assert "\nint: stopped (count reached): 6 packets, " in err
+    assert "\nint: stopped (count reached): 6 captured, 6 stored (" in err
     assert pd.capture()["packets"] == 6
     assert len(pd("show", "int").stdout.splitlines()) == 7
     # Stopped by its count already: `stop int` still gives its final counters.
-    assert pd("stop", "int").stdout.startswith("int: stopped (count reached): 6 packets")
+    assert pd("stop", "int").stdout.startswith("int: stopped (count reached): 6 captured, 6 stored")
+
+
+def test_a_restarted_capture_keeps_and_counts_the_packets_stored_before(pd):
+    pd("udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    pd("stop")
+    assert "; 3 packets stored before are kept" in pd("udp", "start", "int").stdout
+    pd.net.send_udp(CAP_V4, 9000, 2)
+    pd("stop")
+    c = pd.capture()
+    assert (c["captured"], c["packets"]) == (2, 5)
+    assert pd("show", "int").stdout.splitlines()[0] == "== int: 5 packets =="
+
+
+def test_an_interface_that_changed_link_type_is_refused_until_wipe(pd):
+    """Packets of two link types never mix under one name: `lt0` (Ethernet) comes back as a tun device."""
+    in_ns = ["ip", "netns", "exec", pd.net.cap_ns]
+    setup = (
+        "link add lt0 type veth peer name lt1",
+        "link set lt1 up",
+        "link set lt0 up",
+        "addr add 198.19.255.1/30 dev lt0",
+        "neigh add 198.19.255.2 lladdr 02:00:00:00:00:99 dev lt0",
+    )
+    for cmd in setup:
+        subprocess.run([*in_ns, "ip", *cmd.split()], check=True)
+    try:
+        pd("udp", "start", "lt0")
+        send = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        send += "for i in range(3): s.sendto(b'x', ('198.19.255.2', 9000))"
+        subprocess.run([*in_ns, sys.executable, "-c", send], check=True, timeout=10)
+        wait_until(lambda: pd.capture("lt0")["packets"] == 3, seconds=10)
+        pd("stop")
+        subprocess.run([*in_ns, "ip", "link", "del", "lt0"], check=True)
+        subprocess.run([*in_ns, "ip", "tuntap", "add", "dev", "lt0", "mode", "tun"], check=True)
+        subprocess.run([*in_ns, "ip", "link", "set", "lt0", "up"], check=True)
+        done = pd("start", "lt0", ok=False)
+        assert done.returncode == 1
+        assert done.stderr == (
+            "pcapdump: 'lt0': the buffer holds 3 packets of it with link type 1, and it now has link type "
+            "276; `pcapdump write` them, then `pcapdump wipe`\n"
+        )
+        assert pd.capture("lt0")["packets"] == 3
+        pd("wipe")
+        assert pd("start", "lt0").returncode == 0
+    finally:
+        pd("stop", ok=False)
+        subprocess.run([*in_ns, "ip", "link", "del", "lt0"], check=False)
+
+
+def test_a_foreground_agent_is_an_agent(pd):
+    agent = subprocess.Popen(pd.argv("agent"), env=pd.env, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: (pd.home / "agent.sock").exists(), seconds=10)
+        status = pd.status()
+        assert status["agent"] is not None and status["buffer"] is None
+        text = pd("status").stdout
+        assert "not running" not in text and text.startswith("agent: pid ")
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+    assert pd("status").stdout.startswith("agent: not running\nbuffer: none\n")
 
 
 def test_live_only_prints_and_stores_nothing(pd):
@@ -140,6 +203,11 @@ def test_live_only_prints_and_stores_nothing(pd):
     assert all(o["src"] == SND_V4 and o["dport"] == 9000 and o["iface"] == "int" for o in objects)
     assert pd.status()["buffer"]["used"] == 0
     assert pd("show").stdout.strip() in ("no packets stored", "== int: 0 packets ==")
+    c = pd.capture()
+    assert (c["captured"], c["packets"], c["bytes"]) == (4, None, None)  # nothing stored
+    assert re.search(
+        r"^int\s+stopped \(count reached\)\s+udp\s+\d+\s+4\s+4\s+-\s+-\s", pd("status").stdout, re.M
+    )
 
 
 def test_ctrl_c_keeps_an_o_capture_and_ends_an_ou_capture(pd):
@@ -162,7 +230,8 @@ def test_ring_overwrites_the_oldest(pd):
     pd("stop")
     c = pd.capture()
     held = 16384 // (24 + 248)
-    assert (c["packets"], c["overwritten"], c["buffer_full_drops"]) == (300, 300 - held, 0)
+    assert (c["captured"], c["overwritten"], c["buffer_full_drops"]) == (300, 300 - held, 0)
+    assert (c["packets"], c["bytes"]) == (held, held * 242)  # what is stored now
     assert pd.status()["buffer"]["mode"] == "ring"
     assert pd("show").stdout.splitlines()[0] == f"== int: {held} packets =="
 
@@ -191,7 +260,11 @@ def test_wipe_and_cleanup(pd):
     assert pd("show", "int").stdout.splitlines() == ["== int: 0 packets =="]
     pd.net.send_udp(CAP_V4, 9000, 2)  # the capture goes on after a wipe
     pd("stop")
-    assert pd.capture()["packets"] == 5
+    c = pd.capture()
+    assert (c["captured"], c["packets"]) == (5, 2)  # packets: what is stored now
+    assert pd("wipe").stdout.strip() == "wiped 2 packets"
+    assert (pd.capture()["packets"], pd.capture()["bytes"]) == (0, 0)
+    assert re.search(r"^int\s+stopped\s+udp\s+\d+\s+-\s+5\s+0\s+0\s", pd("status").stdout, re.M)
     pid = pd.agent_pid()
     out = pd("clean").stdout
     assert "deleted 1 files" in out and "agent stopped" in out
@@ -249,7 +322,7 @@ def test_a_bad_filter_is_refused_before_any_agent_starts(pd):
 
 def test_a_stopped_capture_says_stopped_once(pd):
     pd("udp", "start", "int")
-    assert pd("stop").stdout.startswith("int: stopped: 0 packets")
+    assert pd("stop").stdout.startswith("int: stopped: 0 captured, 0 stored (0 bytes)")
     table = pd("status").stdout
     assert "stopped (stopped)" not in table
     assert re.search(r"^int\s+stopped\s", table, re.M), table

@@ -253,7 +253,12 @@ class Agent:
         return self.buffer
 
     def _capture_status(self, name: str, cap: _core.Capture) -> dict[str, Any]:
+        """What a capture did and what of it is stored now: `packets`/`bytes` are what the buffer holds
+        for the interface (0 after `wipe`, `None` for an `-ou` capture), `captured` what the capture
+        took in since it started."""
         stats, settings = cap.stats(), cap.settings()
+        held = next((f for f in self.buffer.interfaces() if f["name"] == name), None) if self.buffer else None
+        stored = settings["store"] or (held is not None and held["held"] > 0)
         return {
             "iface": name,
             "state": stats["state"],
@@ -263,8 +268,9 @@ class Agent:
             "count": settings["count"],
             "promisc": settings["promisc"],
             "store": settings["store"],
-            "packets": stats["packets"],
-            "bytes": stats["bytes"],
+            "captured": stats["packets"],
+            "packets": (held["held"] if held else 0) if stored else None,
+            "bytes": (held["held_bytes"] if held else 0) if stored else None,
             "kernel_drops": stats["kernel_drops"],
             "buffer_full_drops": stats["buffer_full_drops"],
             "overwritten": stats["overwritten"],
@@ -302,6 +308,8 @@ class Agent:
             buffer = self._ensure_buffer(
                 size_kb, bool(request.get("ring")), request.get("size_token", "-size")
             )
+            # Packets an interface's earlier captures left in the buffer stay, counted with the new ones.
+            kept = {f["name"]: f["held"] for f in buffer.interfaces()}
             live = _core.LiveLines(json=bool(request.get("json"))) if live_mode else None
             started: list[dict[str, Any]] = []
             failed: list[dict[str, Any]] = []
@@ -317,7 +325,7 @@ class Agent:
                         failed.append({"iface": name, "error": e.kind, "message": e.message})
                         continue
                     self.captures[name] = cap
-                    started.append(self._capture_status(name, cap))
+                    started.append({**self._capture_status(name, cap), "kept": kept.get(name, 0)})
                     log.info("started %s: filter '%s'", name, flt)
                 if not started:
                     raise CaptureError("; ".join(f["message"] for f in failed) or "nothing started")
@@ -414,6 +422,7 @@ class Agent:
         with self.lock:
             b = self.buffer
             status = {
+                "agent": {"pid": os.getpid()},
                 "buffer": None if b is None else {"size": b.size, "used": b.used, "mode": b.mode},
                 "captures": [self._capture_status(n, c) for n, c in self.captures.items()],
             }

@@ -134,9 +134,10 @@ def _kb(n: int) -> str:
     return f"{n / 1024:.0f} KB" if n < 10 * 1024 * 1024 else f"{n / (1024 * 1024):.0f} MB"
 
 
-def _counters(c: dict[str, int]) -> str:
+def _counters(c: dict[str, Any]) -> str:
+    stored = "none stored" if c["packets"] is None else f"{c['packets']} stored ({c['bytes']} bytes)"
     return (
-        f"{c['packets']} packets, {c['bytes']} bytes, kernel drops {c['kernel_drops']}, "
+        f"{c['captured']} captured, {stored}, kernel drops {c['kernel_drops']}, "
         f"buffer full {c['buffer_full_drops']}, overwritten {c['overwritten']}"
     )
 
@@ -190,8 +191,9 @@ def run_start(req: grammar.Request) -> None:
                     ", not stored" if not c["store"] else "",
                 ]
             )
+            kept = f"; {c['kept']} packets stored before are kept" if c["kept"] else ""
             click.echo(
-                f"{c['iface']}: capturing {shown}{extra} (buffer {_kb(buffer['size'])} {buffer['mode']})",
+                f"{c['iface']}: capturing {shown}{extra} (buffer {_kb(buffer['size'])} {buffer['mode']}{kept})",
                 err=bool(live),
             )
     if isinstance(reply, LiveSession):
@@ -242,8 +244,12 @@ def run_status(req: grammar.Request) -> None:
         _echo_json(status)
         return
     b = status["buffer"]
+    if status["agent"] is None:
+        click.echo("agent: not running")
+    else:
+        click.echo(f"agent: pid {status['agent']['pid']}")
     if b is None:
-        click.echo("buffer: none (no agent running)")
+        click.echo("buffer: none")
     else:
         share = 100 * b["used"] / b["size"] if b["size"] else 0
         click.echo(f"buffer: {_kb(b['size'])} {b['mode']}, {b['used']} bytes used ({share:.0f}%)")
@@ -255,6 +261,7 @@ def run_status(req: grammar.Request) -> None:
                 "filter",
                 "snaplen",
                 "count",
+                "captured",
                 "packets",
                 "bytes",
                 "kernel drops",
@@ -271,8 +278,9 @@ def run_status(req: grammar.Request) -> None:
                     c["filter"] or "-",
                     str(c["snaplen"]),
                     str(c["count"] or "-"),
-                    str(c["packets"]),
-                    str(c["bytes"]),
+                    str(c["captured"]),
+                    "-" if c["packets"] is None else str(c["packets"]),
+                    "-" if c["bytes"] is None else str(c["bytes"]),
                     str(c["kernel_drops"]),
                     str(c["buffer_full_drops"]),
                     str(c["overwritten"]),

@@ -326,11 +326,12 @@ class Console:
         return done
 
     def status(self) -> dict[str, Any]:
-        """``{"buffer": {...} | None, "captures": [...], "files": [...]}`` (docs/commands.md#status)."""
+        """``{"agent": {"pid": ...} | None, "buffer": {...} | None, "captures": [...], "files": [...]}``
+        (docs/commands.md#status-output)."""
         try:
             return dict(self._request({"op": "status"})["status"])
         except AgentNotRunningError:
-            return {"buffer": None, "captures": [], "files": self.home.store_summary()}
+            return {"agent": None, "buffer": None, "captures": [], "files": self.home.store_summary()}
 
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""

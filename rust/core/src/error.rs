@@ -111,6 +111,7 @@ impl CaptureError {
             CaptureError::Unsupported(_) => ErrorKind::Unsupported,
             CaptureError::FilterNeedsKnownLink { .. }
             | CaptureError::NothingCaptured(_)
+            | CaptureError::LinkChanged { .. }
             | CaptureError::Program(_)
             | CaptureError::Ring(_)
             | CaptureError::Buffer { .. }
@@ -124,6 +125,7 @@ impl CaptureError {
             | CaptureError::NoPrivilege(iface)
             | CaptureError::NothingCaptured(iface)
             | CaptureError::FilterNeedsKnownLink { iface, .. }
+            | CaptureError::LinkChanged { iface, .. }
             | CaptureError::Os { iface, .. } => Some(iface),
             CaptureError::Unsupported(_)
             | CaptureError::Program(_)

@@ -185,18 +185,29 @@ impl CaptureBuffer {
         self.next_seq
     }
 
-    /// The interface's id, registering it on first use. A name keeps its id for the buffer's life.
-    pub fn interface(&mut self, name: &str, link: LinkType) -> IfaceId {
+    /// The interface's id, registering it on first use. A name keeps its id for the buffer's life; its
+    /// link type may change only while none of its packets are held (one file, one link type per
+    /// interface: packets of two link types are never mixed under one name).
+    pub fn interface(&mut self, name: &str, link: LinkType) -> Result<IfaceId, CaptureError> {
         if let Some(i) = self.ifaces.iter().position(|f| f.name == name) {
-            self.ifaces[i].link = link;
-            return IfaceId(i as u16);
+            let known = &mut self.ifaces[i];
+            if known.link != link && known.counts.held > 0 {
+                return Err(CaptureError::LinkChanged {
+                    iface: name.to_owned(),
+                    held: known.counts.held,
+                    was: known.link.number(),
+                    now: link.number(),
+                });
+            }
+            known.link = link;
+            return Ok(IfaceId(i as u16));
         }
         self.ifaces.push(Interface {
             name: name.to_owned(),
             link,
             counts: IfaceCounts::default(),
         });
-        IfaceId((self.ifaces.len() - 1) as u16)
+        Ok(IfaceId((self.ifaces.len() - 1) as u16))
     }
 
     pub fn interfaces(&self) -> &[Interface] {
@@ -578,9 +589,31 @@ mod tests {
     }
 
     #[test]
+    fn a_name_changes_link_type_only_while_none_of_its_packets_are_held() {
+        let mut b = CaptureBuffer::new(3 * record_size(100), BufferMode::Linear).unwrap();
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
+        b.push(i, 1, 100, Direction::In, &[&frame(1, 100)]);
+        let refused = b.interface("int", LinkType::LinuxSll2).unwrap_err();
+        assert!(matches!(
+            refused,
+            CaptureError::LinkChanged {
+                held: 1,
+                was: 1,
+                now: 276,
+                ..
+            }
+        ));
+        assert_eq!(b.iface(i).link, LinkType::Ethernet);
+        assert_eq!(b.interface("int", LinkType::Ethernet).unwrap(), i);
+        b.wipe();
+        assert_eq!(b.interface("int", LinkType::LinuxSll2).unwrap(), i);
+        assert_eq!(b.iface(i).link, LinkType::LinuxSll2);
+    }
+
+    #[test]
     fn linear_keeps_the_first_packets_and_counts_the_rest() {
         let mut b = CaptureBuffer::new(3 * record_size(100), BufferMode::Linear).unwrap();
-        let i = b.interface("int", LinkType::Ethernet);
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
         for n in 0..5 {
             b.push(i, n as u64, 100, Direction::In, &[&frame(n, 100)]);
         }
@@ -595,7 +628,7 @@ mod tests {
     #[test]
     fn ring_overwrites_the_oldest_whole_records() {
         let mut b = CaptureBuffer::new(3 * record_size(100) + 40, BufferMode::Ring).unwrap();
-        let i = b.interface("int", LinkType::Ethernet);
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
         for n in 0..10u8 {
             assert_eq!(
                 b.push(i, n as u64, 100, Direction::In, &[&frame(n, 100)]),
@@ -613,8 +646,8 @@ mod tests {
     #[test]
     fn ring_with_mixed_sizes_wraps_without_splitting_records() {
         let mut b = CaptureBuffer::new(1000, BufferMode::Ring).unwrap();
-        let i = b.interface("int", LinkType::Ethernet);
-        let j = b.interface("ext", LinkType::Ethernet);
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
+        let j = b.interface("ext", LinkType::Ethernet).unwrap();
         let mut expect_total = 0;
         for n in 0..200u32 {
             let len = (n as usize * 37) % 300 + 1;
@@ -645,7 +678,7 @@ mod tests {
     #[test]
     fn ring_drops_a_packet_bigger_than_the_buffer() {
         let mut b = CaptureBuffer::new(256, BufferMode::Ring).unwrap();
-        let i = b.interface("int", LinkType::Ethernet);
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
         assert_eq!(
             b.push(i, 0, 300, Direction::In, &[&frame(1, 300)]),
             Pushed::Dropped
@@ -663,7 +696,7 @@ mod tests {
     #[test]
     fn a_slow_reader_is_told_what_it_missed() {
         let mut b = CaptureBuffer::new(2 * record_size(64), BufferMode::Ring).unwrap();
-        let i = b.interface("int", LinkType::Ethernet);
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
         let mut c = b.cursor();
         for n in 0..5u8 {
             b.push(i, 0, 64, Direction::In, &[&frame(n, 64)]);
@@ -676,7 +709,7 @@ mod tests {
     #[test]
     fn parts_are_stored_as_one_packet_and_wipe_empties() {
         let mut b = CaptureBuffer::new(4096, BufferMode::Linear).unwrap();
-        let i = b.interface("int", LinkType::Ethernet);
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
         b.push(i, 5, 70, Direction::Out, &[&[1, 2], &[3], &[4, 5, 6]]);
         let mut c = b.cursor();
         let p = b.next(&mut c, &mut 0).unwrap();
@@ -687,7 +720,7 @@ mod tests {
         b.wipe();
         assert!(b.is_empty());
         assert_eq!(b.iface(i).counts.packets, 1);
-        assert_eq!(b.interface("int", LinkType::Ethernet), i);
+        assert_eq!(b.interface("int", LinkType::Ethernet).unwrap(), i);
     }
 
     #[test]
@@ -696,8 +729,8 @@ mod tests {
         // copies' limits, and a snap length cut at write time.
         let mut b = CaptureBuffer::new(600_000, BufferMode::Ring).unwrap();
         let (int, ext) = (
-            b.interface("int", LinkType::Ethernet),
-            b.interface("ext", LinkType::Ethernet),
+            b.interface("int", LinkType::Ethernet).unwrap(),
+            b.interface("ext", LinkType::Ethernet).unwrap(),
         );
         let mut sent = Vec::new();
         for n in 0..12_000u64 {

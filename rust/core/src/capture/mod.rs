@@ -147,6 +147,13 @@ pub enum CaptureError {
     Ring(String),
     #[error("'{0}': no packets were captured on it")]
     NothingCaptured(String),
+    #[error("'{iface}': the buffer holds {held} packets of it with link type {was}, and it now has link type {now}; `pcapdump write` them, then `pcapdump wipe`")]
+    LinkChanged {
+        iface: String,
+        held: u64,
+        was: u32,
+        now: u32,
+    },
     #[error("cannot allocate a capture buffer of {kb} KB: {source}")]
     Buffer { kb: u64, source: io::Error },
     #[error("'{iface}': {what}: {source}")]

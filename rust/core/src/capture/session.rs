@@ -204,7 +204,7 @@ impl Capture {
             ring: config.ring,
         })?;
         let link = ring.link();
-        let iface = buffer.lock().interface(&config.iface, link);
+        let iface = buffer.lock().interface(&config.iface, link)?;
         let waker = Arc::new(Waker::new().map_err(|source| CaptureError::Os {
             iface: config.iface.clone(),
             what: "cannot create an event descriptor",
