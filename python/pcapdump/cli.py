@@ -192,10 +192,8 @@ def run_start(req: grammar.Request) -> None:
                 ]
             )
             kept = f"; {c['kept']} packets stored before are kept" if c["kept"] else ""
-            click.echo(
-                f"{c['iface']}: capturing {shown}{extra} (buffer {_kb(buffer['size'])} {buffer['mode']}{kept})",
-                err=bool(live),
-            )
+            where = f"buffer {_kb(buffer['size'])} {buffer['mode']}{kept}"
+            click.echo(f"{c['iface']}: capturing {shown}{extra} ({where})", err=bool(live))
     if isinstance(reply, LiveSession):
         _follow(reply, live == "ou", [c["iface"] for c in started["started"]])
 

@@ -23,7 +23,7 @@ proptest! {
         let mode = if ring { BufferMode::Ring } else { BufferMode::Linear };
         let mut b = CaptureBuffer::new(capacity, mode).unwrap();
         let cap = b.capacity();
-        let ids: Vec<_> = ["a", "b", "c"].iter().map(|n| b.interface(n, LinkType::Ethernet)).collect();
+        let ids: Vec<_> = ["a", "b", "c"].iter().map(|n| b.interface(n, LinkType::Ethernet).unwrap()).collect();
         let mut stored = Vec::new();
         for (n, &(len, i)) in pushes.iter().enumerate() {
             let data = packet(n, len);
