@@ -143,6 +143,10 @@ def test_unknown_data_source_and_gateway_are_named(gateway, tmp_path):
         fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "x"), "site:gw9"), 2, "'gw9'", "gw1"
     )
     one_line(fwctl(gateway, "--filelist", "nocolon"), 2, "'nocolon'")
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.write_text("[site]\n")
+    for words in (["--filelist", "site:*"], ["--filedownload", "small.cap", str(tmp_path), "site:*"]):
+        one_line(fwctl(gateway, *words), 2, "'site:*'", "no gateways")
 
 
 def test_a_bad_inventory_names_file_table_and_key(gateway, tmp_path):
@@ -152,6 +156,9 @@ def test_a_bad_inventory_names_file_table_and_key(gateway, tmp_path):
     one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, str(cfg), "[site.gw1]", "'port'")
     cfg.write_text('[site.gw1]\nhost = "127.0.0.1"\nuser = "u"\n')
     one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, "[site.gw1]", "missing key 'store'")
+    # A gateway's name is its folder in a fan-out: one that would lead out of it is refused.
+    cfg.write_text('[site."../up"]\nhost = "127.0.0.1"\nuser = "u"\nstore = "/s"\n')
+    one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, "[site.../up]", "'../up' cannot name a gateway")
 
 
 def test_a_missing_remote_file_leaves_nothing(gateway, tmp_path):
