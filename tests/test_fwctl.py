@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,19 @@ port = {gateway["server"].port}
 user = "{getpass.getuser()}"
 store = "{gateway["store"]}"
 {extra}"""
+    )
+
+
+def fleet(gateway, *gateways: tuple[str, int, Path | str]) -> None:
+    """An inventory of `site` with these gateways: (name, port, store)."""
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    user = getpass.getuser()
+    cfg.write_text(
+        "".join(
+            f'[site.{name}]\nhost = "127.0.0.1"\nport = {port}\nuser = "{user}"\nstore = "{store}"\n'
+            for name, port, store in gateways
+        )
     )
 
 
@@ -183,6 +197,40 @@ def test_an_existing_destination_needs_force(gateway, tmp_path):
     assert done.returncode == 0, done.stderr
     assert dest.read_bytes() == b"pcap" * 1000
     assert os.listdir(tmp_path) == ["s.cap"]
+
+
+def test_force_and_timeout_are_named_as_python_in_the_api_and_as_options_by_the_command(
+    gateway, tmp_path, monkeypatch
+):
+    import pcapdump
+
+    monkeypatch.setenv("HOME", str(gateway["home"]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PCAPDUMP_GATEWAYS", raising=False)
+    inventory(gateway)
+    dest = tmp_path / "s.cap"
+    dest.write_bytes(b"old")
+    with pytest.raises(pcapdump.DestinationExistsError) as exists:
+        pcapdump.fwctl.download("small.cap", dest, "site:gw1")
+    assert str(exists.value) == f"'{dest}': already exists (force=True replaces it)"
+    assert exists.value.path == str(dest)
+    done = fwctl(gateway, "--filedownload", "small.cap", str(dest), "site:gw1")
+    one_line(done, 1, f"'{dest}': already exists (--force replaces it)")
+    assert "force=True" not in done.stderr
+
+    # A gateway that takes the connection and says nothing: stalled while connecting.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        fleet(gateway, ("gw1", silent.getsockname()[1], "/s"))
+        with pytest.raises(pcapdump.StalledError) as stalled:
+            pcapdump.fwctl.download("small.cap", tmp_path / "t.cap", "site:gw1", timeout=1)
+        assert str(stalled.value).endswith(": stalled: nothing came for 1 s (timeout=1)")
+        assert stalled.value.seconds == 1
+        done = fwctl(gateway, "--timeout", "1", "--filelist", "site:gw1")
+        one_line(done, 1, "site:gw1 (", ": stalled: nothing came for 1 s (--timeout)")
+        assert "timeout=" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["s.cap"] and dest.read_bytes() == b"old"
 
 
 def test_fan_out_fetches_the_good_gateways_and_names_the_broken_one(gateway, tmp_path):

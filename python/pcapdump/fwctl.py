@@ -30,10 +30,12 @@ from typing import Any, TypeVar
 
 from .errors import (
     AuthenticationError,
+    DestinationExistsError,
     FetchError,
     HostKeyError,
     PcapdumpError,
     RemoteFileNotFoundError,
+    StalledError,
     UnreachableError,
     UsageError,
 )
@@ -97,7 +99,7 @@ class Landing:
             # Renaming over it would replace the link or the device itself, not write where it leads.
             raise FetchError(f"'{dest}': not a regular file (a link, a device or a pipe); name a file")
         if dest.exists() and not force:
-            raise FetchError(f"'{dest}': already exists (--force replaces it)")
+            raise DestinationExistsError(path=str(dest))
         if not dest.parent.is_dir():
             raise FetchError(f"'{dest.parent}': no such folder")
         _check_folder(dest.parent)
@@ -191,7 +193,7 @@ class Watchdog:
         self.last = time.monotonic()
 
     async def connect(self) -> asyncssh.SSHClientConnection:
-        self.conn = await _connect(self.gw, self.timeout)
+        self.conn = await _connect(self.gw)
         self.touch()
         return self.conn
 
@@ -205,19 +207,20 @@ class Watchdog:
                 if time.monotonic() - self.last > self.timeout:
                     if self.conn is not None:
                         self.conn.abort()
-                    raise UnreachableError(
-                        f"{self.gw.label} ({self.gw.user}@{self.gw.host}:{self.gw.port}): "
-                        f"stalled: nothing came for {self.timeout:g} s (--timeout)"
-                    )
+                    raise StalledError(gateway=_where(self.gw), seconds=self.timeout)
         finally:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
 
 
+def _where(gw: Gateway) -> str:
+    return f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
+
+
 def _failure(gw: Gateway, e: BaseException) -> FetchError:
     """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway."""
-    where = f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
+    where = _where(gw)
     if isinstance(e, asyncssh.HostKeyNotVerifiable):
         known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
         return HostKeyError(f"{where}: host key not trusted or does not match {known}: {e.reason}")
@@ -238,7 +241,9 @@ def _failure(gw: Gateway, e: BaseException) -> FetchError:
     return FetchError(f"{where}: {e}")
 
 
-async def _connect(gw: Gateway, timeout: float) -> asyncssh.SSHClientConnection:
+async def _connect(gw: Gateway) -> asyncssh.SSHClientConnection:
+    """The SSH connection to ``gw``. How long it may take is the watchdog's to say (``Watchdog.run``): a
+    second clock here would race it, and a silent gateway would get either of two messages."""
     known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
     if not known.is_file():
         raise FetchError(
@@ -250,18 +255,15 @@ async def _connect(gw: Gateway, timeout: float) -> asyncssh.SSHClientConnection:
         if not gw.identity.is_file():
             raise FetchError(f"{gw.label}: identity {gw.identity}: no such key file")
         options["client_keys"] = [str(gw.identity)]
-    return await asyncio.wait_for(
-        asyncssh.connect(
-            gw.host,
-            port=gw.port,
-            username=gw.user,
-            known_hosts=str(known),
-            encryption_algs=list(CIPHERS),
-            keepalive_interval=KEEPALIVE_S,
-            keepalive_count_max=KEEPALIVE_MISSES,
-            **options,
-        ),
-        timeout,
+    return await asyncssh.connect(
+        gw.host,
+        port=gw.port,
+        username=gw.user,
+        known_hosts=str(known),
+        encryption_algs=list(CIPHERS),
+        keepalive_interval=KEEPALIVE_S,
+        keepalive_count_max=KEEPALIVE_MISSES,
+        **options,
     )
 
 

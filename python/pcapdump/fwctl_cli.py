@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import fwctl
-from .errors import PcapdumpError, UsageError
+from .errors import DestinationExistsError, PcapdumpError, StalledError, UsageError
 
 MANUAL = """\
 Fetch capture files from the capture stores of gateways, over SSH.
@@ -98,6 +98,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def said(e: PcapdumpError) -> str:
+    """The error in the command line's words: its options (``--force``), where the exception's own
+    message names the Python arguments (``force=True``)."""
+    if isinstance(e, DestinationExistsError):
+        return e.worded("--force")
+    if isinstance(e, StalledError):
+        return e.worded("--timeout")
+    return str(e)
+
+
 def run_download(source_file: str, destination: str, target: str, force: bool, timeout: float) -> None:
     started = time.monotonic()
     with _Bars() as bars:
@@ -108,8 +118,9 @@ def run_download(source_file: str, destination: str, target: str, force: bool, t
         if r.error is None:
             rate = r.size / took / 1e6 if took > 0 else 0
             click.echo(f"{r.target}: {r.path}: {r.size} bytes ({rate:.1f} MB/s)")
-    for r in failed:
-        click.echo(f"fwctl: {r.error}", err=True)
+    for r in results:
+        if r.error is not None:
+            click.echo(f"fwctl: {said(r.error)}", err=True)
     if len(results) > 1:
         click.echo(f"{len(results) - len(failed)} of {len(results)} gateways fetched", err=bool(failed))
     if failed:
@@ -163,7 +174,7 @@ def cli(
     except UsageError as e:
         fail(e.message, 2)
     except PcapdumpError as e:
-        fail(str(e), 1)
+        fail(said(e), 1)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as e:
