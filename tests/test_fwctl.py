@@ -98,7 +98,16 @@ def test_a_50_mb_file_arrives_byte_identical(gateway, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sha256(tmp_path / "local.cap") == sha256(gateway["big"])
     assert os.listdir(tmp_path) == ["local.cap"]
-    assert f"site:gw1: {tmp_path / 'local.cap'}: {50 * 1024 * 1024} bytes" in done.stdout
+    assert f"site:gw1: {tmp_path / 'local.cap'}: {50 * 1024 * 1024} bytes (" in done.stdout
+    assert done.stdout.rstrip().endswith(" MB/s)")
+
+
+def test_a_small_file_gets_no_rate(gateway, tmp_path):
+    # 4000 bytes take no time to send: the time is the SSH handshake's, and a rate would be nonsense.
+    inventory(gateway)
+    done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "s.cap"), "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"site:gw1: {tmp_path / 's.cap'}: 4000 bytes\n"
 
 
 def test_filelist_lists_the_store(gateway):
@@ -175,12 +184,13 @@ def test_a_bad_inventory_names_file_table_and_key(gateway, tmp_path):
     one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, "[site.../up]", "'../up' cannot name a gateway")
 
 
-def test_a_missing_remote_file_leaves_nothing(gateway, tmp_path):
+def test_a_missing_remote_file_is_named_and_leaves_nothing(gateway, tmp_path):
     inventory(gateway)
     one_line(
         fwctl(gateway, "--filedownload", "nothere.cap", str(tmp_path / "x.cap"), "site:gw1"),
         1,
-        "no such file",
+        "site:gw1",
+        f"'nothere.cap': no such file in the store {gateway['store']}",
     )
     assert os.listdir(tmp_path) == []
 

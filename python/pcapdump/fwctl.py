@@ -218,8 +218,9 @@ def _where(gw: Gateway) -> str:
     return f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
 
 
-def _failure(gw: Gateway, e: BaseException) -> FetchError:
-    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway."""
+def _failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchError:
+    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway and the file
+    ``name`` asked for (none: the store itself was listed)."""
     where = _where(gw)
     if isinstance(e, asyncssh.HostKeyNotVerifiable):
         known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
@@ -229,7 +230,11 @@ def _failure(gw: Gateway, e: BaseException) -> FetchError:
             f"{where}: authentication failed (key refused): check identity, the ssh agent or authorized_keys"
         )
     if isinstance(e, asyncssh.SFTPNoSuchFile):
-        return RemoteFileNotFoundError(f"{where}: no such file in the store ({e.reason})")
+        if name is None:
+            return FetchError(
+                f"{where}: no store folder {gw.store} on the gateway (its 'store' in the inventory)"
+            )
+        return RemoteFileNotFoundError(f"{where}: '{name}': no such file in the store {gw.store}")
     if isinstance(e, asyncssh.SFTPError):
         return FetchError(f"{where}: {e.reason}")
     if isinstance(e, asyncssh.DisconnectError):
@@ -294,7 +299,7 @@ async def _fetch(
         size = await watchdog.run(transfer())
         return Fetched(gw.label, dest, landing.commit(size))
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise _failure(gw, e) from None
+        raise _failure(gw, e, name) from None
     finally:
         landing.discard()
 
@@ -304,7 +309,7 @@ def _fetch_local(name: str, dest: Path, force: bool) -> Fetched:
     home.check()
     source = home.store / name
     if not (source.exists() and stat.S_ISREG(os.lstat(source).st_mode)):
-        raise RemoteFileNotFoundError(f"{LOCAL}: no such file in the store: {source}")
+        raise RemoteFileNotFoundError(f"{LOCAL}: '{name}': no such file in the store {home.store}")
     landing = Landing(dest, force)
     try:
         shutil.copyfile(source, landing.temp, follow_symlinks=False)

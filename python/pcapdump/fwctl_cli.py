@@ -14,6 +14,9 @@ import click
 from . import fwctl
 from .errors import DestinationExistsError, PcapdumpError, StalledError, UsageError
 
+# Below this size the time is mostly the SSH handshake, and a rate would say nothing about the link.
+RATE_MIN_BYTES = 1_000_000
+
 MANUAL = """\
 Fetch capture files from the capture stores of gateways, over SSH.
 
@@ -116,8 +119,8 @@ def run_download(source_file: str, destination: str, target: str, force: bool, t
     failed = [r for r in results if r.error]
     for r in results:
         if r.error is None:
-            rate = r.size / took / 1e6 if took > 0 else 0
-            click.echo(f"{r.target}: {r.path}: {r.size} bytes ({rate:.1f} MB/s)")
+            rate = f" ({r.size / took / 1e6:.1f} MB/s)" if r.size >= RATE_MIN_BYTES and took > 0 else ""
+            click.echo(f"{r.target}: {r.path}: {r.size} bytes{rate}")
     for r in results:
         if r.error is not None:
             click.echo(f"fwctl: {said(r.error)}", err=True)
