@@ -209,6 +209,70 @@ def test_an_existing_destination_needs_force(gateway, tmp_path):
     assert os.listdir(tmp_path) == ["s.cap"]
 
 
+def test_fan_out_fetches_the_good_gateways_and_names_the_broken_ones(gateway, tmp_path):
+    port, store = gateway["server"].port, gateway["store"]
+    (tmp_path / "gw2").mkdir()  # there before: kept, even though gw2 fails below
+    fleet(gateway, ("gw1", port, store), ("gw2", port, "/no/store"), ("gw3", sshd.free_port(), store))
+    done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path), "site:*")
+    assert done.returncode == 1
+    # A failed gateway leaves no folder of its own making.
+    assert sorted(os.listdir(tmp_path)) == ["gw1", "gw2"]
+    assert (tmp_path / "gw1" / "small.cap").read_bytes() == b"pcap" * 1000
+    assert os.listdir(tmp_path / "gw2") == []
+    errors = done.stderr.splitlines()
+    assert len(errors) == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "site:gw2" in errors[0] and "'small.cap': no such file in the store /no/store" in errors[0]
+    assert "site:gw3" in errors[1] and "unreachable" in errors[1]
+    assert errors[2] == "1 of 3 gateways fetched"
+
+
+@pytest.mark.parametrize(
+    ("dest", "target", "code", "needle"),
+    [
+        ("nodir/x.cap", "site:gw1", 1, "'{d}/nodir': no such folder"),
+        ("newdir/", "site:gw1", 1, "'{d}/newdir/': no such folder"),  # never a file named newdir
+        ("plain/", "site:gw1", 1, "'{d}/plain/': not a folder"),
+        ("plain/x.cap", "site:gw1", 1, "'{d}/plain': not a folder"),
+        ("taken", "site:gw1", 1, "'{d}/taken/small.cap': is a folder"),
+        ("nodir", "site:*", 1, "'{d}/nodir': no such folder (with site:* the destination is a folder"),
+        ("plain", "site:*", 1, "'{d}/plain': not a folder (with site:* the destination is a folder"),
+        ("", "site:gw1", 2, "'': empty destination"),
+    ],
+)
+def test_a_bad_destination_is_one_line_naming_it_before_any_gateway(
+    gateway, tmp_path, dest, target, code, needle
+):
+    # The gateway's port is closed: had fwctl connected before looking at the destination, the line
+    # would blame the gateway.
+    fleet(gateway, ("gw1", sshd.free_port(), "/s"))
+    (tmp_path / "plain").write_bytes(b"keep")
+    (tmp_path / "taken" / "small.cap").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    done = fwctl(gateway, "--filedownload", "small.cap", f"{tmp_path}/{dest}" if dest else "", target)
+    one_line(done, code, needle.format(d=tmp_path))
+    assert "site:gw1" not in done.stderr and "unreachable" not in done.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+    assert (tmp_path / "plain").read_bytes() == b"keep"
+
+
+def test_a_folder_or_a_name_ending_in_slash_means_into_that_folder(gateway, tmp_path):
+    inventory(gateway)
+    into = tmp_path / "into"
+    into.mkdir()
+    done = fwctl(gateway, "--filedownload", "small.cap", str(into), "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"site:gw1: {into / 'small.cap'}: 4000 bytes")
+    one_line(
+        fwctl(gateway, "--filedownload", "small.cap", f"{into}/", "site:gw1"),
+        1,
+        f"'{into / 'small.cap'}': already exists (--force replaces it)",
+    )
+    done = fwctl(gateway, "--force", "--filedownload", "small.cap", f"{into}/", "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(into) == ["small.cap"] and (into / "small.cap").read_bytes() == b"pcap" * 1000
+    assert sorted(os.listdir(tmp_path)) == ["into"]
+
+
 def test_force_and_timeout_are_named_as_python_in_the_api_and_as_options_by_the_command(
     gateway, tmp_path, monkeypatch
 ):
@@ -243,23 +307,27 @@ def test_force_and_timeout_are_named_as_python_in_the_api_and_as_options_by_the_
     assert sorted(os.listdir(tmp_path)) == ["s.cap"] and dest.read_bytes() == b"old"
 
 
-def test_fan_out_fetches_the_good_gateways_and_names_the_broken_one(gateway, tmp_path):
-    port, user, store = gateway["server"].port, getpass.getuser(), gateway["store"]
-    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
-    cfg.write_text(
-        "".join(
-            f'[site.{name}]\nhost = "127.0.0.1"\nport = {p}\nuser = "{user}"\nstore = "{store}"\n'
-            for name, p in (("gw1", port), ("gw2", port), ("gw3", sshd.free_port()))
-        )
-    )
-    done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path), "site:*")
-    assert done.returncode == 1
-    assert sorted(os.listdir(tmp_path)) == ["gw1", "gw2", "gw3"]
-    for name in ("gw1", "gw2"):
-        assert (tmp_path / name / "small.cap").read_bytes() == b"pcap" * 1000
-    assert os.listdir(tmp_path / "gw3") == []
-    assert "site:gw3" in done.stderr and "unreachable" in done.stderr
-    assert "2 of 3 gateways fetched" in done.stderr
+@pytest.mark.portable
+def test_star_makes_a_folder_per_gateway_for_the_local_store_too(tmp_path):
+    home = tmp_path / "pdhome"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "mine.cap").write_bytes(b"x" * 100)
+    env = {**os.environ, "PCAPDUMP_HOME": str(home), "HOME": str(tmp_path)}
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FWCTL_EXE, *args], capture_output=True, text=True, env=env, check=False)
+
+    done = run("--filedownload", "mine.cap", str(out), "local:*")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"local: {out / 'local' / 'mine.cap'}: 100 bytes\n"
+    assert (out / "local" / "mine.cap").read_bytes() == b"x" * 100
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run("--filedownload", "nothere.cap", str(empty), "local:*")
+    one_line(done, 1, f"local: 'nothere.cap': no such file in the store {home / 'store'}")
+    assert os.listdir(empty) == []  # the failed copy left no folder
 
 
 @pytest.mark.portable
@@ -339,14 +407,15 @@ def test_a_download_into_a_folder_others_can_change_is_refused(tmp_path):
 
 
 def big_download_under_way(
-    gateway, into: Path, *options: str, name: str = "big.cap"
+    gateway, into: Path, *options: str, name: str = "big.cap", target: str = "site:gw1"
 ) -> subprocess.Popen[str]:
-    """fwctl fetching `name` into `into`, returned once its temporary file exists."""
+    """fwctl fetching `name` into `into` (the folder of `site:*`), returned once its temporary file exists."""
     inventory(gateway)
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
     env["HOME"] = str(gateway["home"])
+    dest = into if target.endswith(":*") else into / name
     proc = subprocess.Popen(
-        [FWCTL_EXE, *options, "--filedownload", name, str(into / name), "site:gw1"],
+        [FWCTL_EXE, *options, "--filedownload", name, str(dest), target],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -356,7 +425,7 @@ def big_download_under_way(
     def receiving() -> bool:
         # Data in the landing folder (made before connecting): the gateway's session is up and sending.
         with contextlib.suppress(OSError):
-            for landing in into.glob(".*.part"):
+            for landing in into.rglob(".*.part"):
                 if any(f.stat().st_size > 0 for f in landing.iterdir()):
                     return True
         return False
@@ -476,8 +545,10 @@ def test_the_python_api_raises_each_failure_by_kind(gateway, tmp_path, monkeypat
     ]
 
 
-def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path):
-    proc = big_download_under_way(gateway, tmp_path)
+@pytest.mark.parametrize("target", ["site:gw1", "site:*"])
+def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path, target):
+    # With site:*, not even the gateway's folder that fwctl made.
+    proc = big_download_under_way(gateway, tmp_path, target=target)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:

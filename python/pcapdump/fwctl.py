@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from .errors import (
     AuthenticationError,
+    DestinationError,
     DestinationExistsError,
     FetchError,
     HostKeyError,
@@ -87,6 +88,29 @@ def check_store_name(name: str) -> None:
         raise UsageError(f"'{name}': not a capture store name ({STORE_NAME_RULE})", name)
 
 
+def _destination(destination: str | os.PathLike[str], source_file: str, target: str) -> Path:
+    """Where ``source_file`` from ``target`` goes, by scp's and cp's rules, before any connection. A folder
+    that exists, or a name ending in '/', means into that folder under the store name; any other name is
+    the file to write. With ``<source>:*`` the destination is the folder that gets one folder per
+    gateway, and it must exist."""
+    text = os.fspath(destination)
+    if not text:
+        raise UsageError("'': empty destination; name a file or a folder", text)
+    path = Path(text)
+    fan_out = split_target(target)[1] == "*"
+    if not (fan_out or text[-1] in ("/", os.sep) or path.is_dir()):
+        return path
+    if not path.is_dir():
+        problem = "not a folder" if os.path.lexists(path) else "no such folder"
+        expected = (
+            f"with {target} the destination is a folder, which gets one folder per gateway"
+            if fan_out
+            else "a destination ending in '/' is a folder to download into"
+        )
+        raise DestinationError(f"'{text}': {problem} ({expected})", text)
+    return path if fan_out else path / source_file
+
+
 class Landing:
     """A destination written through a private folder beside it (``.<name>.<pid>.<random>.part``, 0700):
     nobody else can put a file or a link where the download is written, whatever the destination folder
@@ -94,14 +118,19 @@ class Landing:
 
     def __init__(self, dest: Path, force: bool) -> None:
         if dest.is_dir():
-            raise FetchError(f"'{dest}': is a folder")
+            raise DestinationError(
+                f"'{dest}': is a folder, where the file would go; name another file", str(dest)
+            )
         if dest.is_symlink() or (dest.exists() and not dest.is_file()):
             # Renaming over it would replace the link or the device itself, not write where it leads.
-            raise FetchError(f"'{dest}': not a regular file (a link, a device or a pipe); name a file")
+            raise DestinationError(
+                f"'{dest}': not a regular file (a link, a device or a pipe); name a file", str(dest)
+            )
         if dest.exists() and not force:
             raise DestinationExistsError(path=str(dest))
         if not dest.parent.is_dir():
-            raise FetchError(f"'{dest.parent}': no such folder")
+            problem = "not a folder" if os.path.lexists(dest.parent) else "no such folder"
+            raise DestinationError(f"'{dest.parent}': {problem} (to write {dest.name} in)", str(dest.parent))
         _check_folder(dest.parent)
         remove_leftovers(dest.parent)
         self.dest = dest
@@ -114,7 +143,9 @@ class Landing:
             except FileExistsError:
                 continue  # taken (or planted): another name
             except OSError as e:
-                raise FetchError(f"'{dest.parent}': cannot write there: {e.strerror}") from None
+                raise DestinationError(
+                    f"'{dest.parent}': cannot write there: {e.strerror}", str(dest.parent)
+                ) from None
         self.temp = self.folder / dest.name
 
     def commit(self, expected: int) -> int:
@@ -139,9 +170,10 @@ def _check_folder(folder: Path) -> None:
     st = os.stat(folder)
     shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
     if st.st_uid not in (0, os.geteuid()) or shared:
-        raise FetchError(
+        raise DestinationError(
             f"'{folder}': others can change this folder (owner uid {st.st_uid}, mode "
-            f"{stat.S_IMODE(st.st_mode):04o}); download into a folder of your own"
+            f"{stat.S_IMODE(st.st_mode):04o}); download into a folder of your own",
+            str(folder),
         )
 
 
@@ -318,6 +350,36 @@ def _fetch_local(name: str, dest: Path, force: bool) -> Fetched:
         landing.discard()
 
 
+def _check_timeout(timeout: float) -> None:
+    if not timeout > 0:
+        raise UsageError(f"timeout={timeout}: expected a number of seconds above 0", str(timeout))
+
+
+@contextlib.contextmanager
+def _gateway_folder(folder: Path, label: str) -> Iterator[Path]:
+    """The folder of one gateway in a fan-out, made if missing. If the gateway then fails (or the download
+    is interrupted), a folder made here is removed again: a failed gateway leaves no empty folder."""
+    try:
+        os.mkdir(folder)
+        made = True
+    except FileExistsError:
+        if not folder.is_dir():
+            raise DestinationError(
+                f"'{folder}': not a folder (what comes from {label} goes in a folder of that name)",
+                str(folder),
+            ) from None
+        made = False
+    except OSError as e:
+        raise DestinationError(f"'{folder}': cannot make this folder: {e.strerror}", str(folder)) from None
+    try:
+        yield folder
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def download(
     source_file: str,
     destination: str | os.PathLike[str],
@@ -328,30 +390,36 @@ def download(
 ) -> list[Fetched]:
     """Fetch ``source_file`` from the store of ``target`` (``source:gateway``) to ``destination``.
 
-    With ``source:*`` every gateway of the data source is fetched concurrently into
-    ``destination/<gateway>/<source_file>``; a failed gateway is reported in its ``Fetched.error`` and
-    does not stop the others. A single target raises ``FetchError`` on failure. A gateway that sends
-    nothing for ``timeout`` seconds fails with ``UnreachableError``.
+    ``destination`` is the file to write, or a folder to write ``source_file`` into: one that exists, or
+    a name ending in '/' (which must then exist). With ``source:*`` every gateway of the data source is
+    fetched concurrently into ``destination/<gateway>/<source_file>`` (``local:*``:
+    ``destination/local/<source_file>``); ``destination`` must be a folder that exists. A failed gateway
+    is reported in its ``Fetched.error``, does not stop the others and leaves no folder it made. A
+    single target raises ``FetchError`` on failure; a destination that cannot be written raises
+    ``DestinationError`` before any gateway is asked. A gateway that sends nothing for ``timeout``
+    seconds fails with ``StalledError``.
     """
     check_store_name(source_file)
-    if not timeout > 0:
-        raise UsageError(f"timeout={timeout}: expected a number of seconds above 0", str(timeout))
+    _check_timeout(timeout)
     source, gateway = split_target(target)
-    dest = Path(destination)
-    if source == LOCAL:
-        return [_fetch_local(source_file, dest / source_file if dest.is_dir() else dest, force)]
-    gateways = resolve(target)
+    gateways = [] if source == LOCAL else resolve(target)
+    dest = _destination(destination, source_file, target)
     if gateway != "*":
-        if dest.is_dir():
-            dest = dest / source_file
+        if source == LOCAL:
+            return [_fetch_local(source_file, dest, force)]
         return [asyncio.run(_fetch(gateways[0], source_file, dest, force, progress, timeout))]
+    if source == LOCAL:
+        try:
+            with _gateway_folder(dest / LOCAL, LOCAL) as folder:
+                return [_fetch_local(source_file, folder / source_file, force)]
+        except PcapdumpError as e:
+            return [Fetched(LOCAL, None, 0, e)]
 
     async def fleet() -> list[Fetched]:
         async def one(gw: Gateway) -> Fetched:
-            folder = dest / gw.name
-            folder.mkdir(parents=True, exist_ok=True)
             try:
-                return await _fetch(gw, source_file, folder / source_file, force, progress, timeout)
+                with _gateway_folder(dest / gw.name, gw.label) as folder:
+                    return await _fetch(gw, source_file, folder / source_file, force, progress, timeout)
             except PcapdumpError as e:
                 return Fetched(gw.label, None, 0, e)
 
