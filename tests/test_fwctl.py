@@ -273,6 +273,41 @@ def test_a_folder_or_a_name_ending_in_slash_means_into_that_folder(gateway, tmp_
     assert sorted(os.listdir(tmp_path)) == ["into"]
 
 
+def test_filelist_of_every_gateway_lists_the_good_and_names_each_failure(gateway):
+    port, store = gateway["server"].port, gateway["store"]
+    fleet(gateway, ("gw1", port, store), ("gw2", sshd.free_port(), store), ("gw3", port, "/no/store"))
+    done = fwctl(gateway, "--filelist", "site:*")
+    assert done.returncode == 1
+    assert [line.split()[:2] for line in done.stdout.splitlines()] == [
+        ["site:gw1", "big.cap"],
+        ["site:gw1", "small.cap"],
+    ]
+    errors = done.stderr.splitlines()
+    assert len(errors) == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "site:gw2" in errors[0] and "unreachable" in errors[0]
+    assert "site:gw3" in errors[1] and "no store folder /no/store on the gateway" in errors[1]
+    assert errors[2] == "1 of 3 gateways listed"
+
+
+def test_the_python_api_lists_each_gateway_or_its_error(gateway, monkeypatch):
+    import pcapdump
+
+    monkeypatch.setenv("HOME", str(gateway["home"]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PCAPDUMP_GATEWAYS", raising=False)
+    port, store = gateway["server"].port, gateway["store"]
+    fleet(gateway, ("gw1", port, store), ("gw2", sshd.free_port(), store))
+    good, bad = pcapdump.fwctl.listings("site:*")
+    assert (good.target, [f["name"] for f in good.files], good.error) == (
+        "site:gw1",
+        ["big.cap", "small.cap"],
+        None,
+    )
+    assert (bad.target, bad.files) == ("site:gw2", []) and isinstance(bad.error, pcapdump.UnreachableError)
+    with pytest.raises(pcapdump.UnreachableError, match="site:gw2"):
+        pcapdump.fwctl.filelist("site:*")
+
+
 def test_force_and_timeout_are_named_as_python_in_the_api_and_as_options_by_the_command(
     gateway, tmp_path, monkeypatch
 ):

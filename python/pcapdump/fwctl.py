@@ -82,6 +82,15 @@ class Fetched:
     error: PcapdumpError | None = None
 
 
+@dataclass(frozen=True)
+class Listing:
+    target: str
+    #: The store's capture files: ``name``, ``size``, ``mtime`` (and ``target``), by name.
+    files: list[dict[str, Any]]
+    #: Why this gateway could not be listed (fan-out only; a single target raises instead).
+    error: PcapdumpError | None = None
+
+
 def check_store_name(name: str) -> None:
     """The 8.3 rule, before any connection: no path can leave the remote store."""
     if not STORE_NAME.fullmatch(name):
@@ -450,18 +459,44 @@ async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
     )
 
 
-def filelist(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
-    """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``)."""
-    source, _ = split_target(target)
+def listings(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Listing]:
+    """One ``Listing`` per gateway of ``target``, in the inventory's order. With ``source:*`` every gateway
+    is listed concurrently; a failed gateway is reported in its ``Listing.error`` and does not stop the
+    others. A single target raises ``FetchError`` on failure."""
+    _check_timeout(timeout)
+    source, gateway = split_target(target)
     if source == LOCAL:
-        return [{"target": LOCAL, **f} for f in Home.from_env().store_files()]
+        try:
+            return [Listing(LOCAL, [{"target": LOCAL, **f} for f in Home.from_env().store_files()])]
+        except PcapdumpError as e:
+            if gateway != "*":
+                raise
+            return [Listing(LOCAL, [], e)]
     gateways = resolve(target)
+    if gateway != "*":
+        return [Listing(gateways[0].label, asyncio.run(_list(gateways[0], timeout)))]
 
-    async def every() -> list[dict[str, Any]]:
-        lists = await asyncio.gather(*(_list(gw, timeout) for gw in gateways))
-        return [f for files in lists for f in files]
+    async def every() -> list[Listing]:
+        async def one(gw: Gateway) -> Listing:
+            try:
+                return Listing(gw.label, await _list(gw, timeout))
+            except PcapdumpError as e:
+                return Listing(gw.label, [], e)
+
+        return list(await asyncio.gather(*(one(gw) for gw in gateways)))
 
     return asyncio.run(every())
 
 
-__all__ = ["FetchError", "Fetched", "check_store_name", "download", "filelist"]
+def filelist(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+    """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``). With
+    ``source:*``, a failed gateway raises its error once every gateway has answered (the first in the
+    inventory's order); ``listings`` gives each gateway's files or error instead."""
+    found = listings(target, timeout)
+    for listing in found:
+        if listing.error is not None:
+            raise listing.error
+    return [f for listing in found for f in listing.files]
+
+
+__all__ = ["FetchError", "Fetched", "Listing", "check_store_name", "download", "filelist", "listings"]

@@ -131,12 +131,21 @@ def run_download(source_file: str, destination: str, target: str, force: bool, t
 
 
 def run_filelist(target: str, timeout: float) -> None:
-    files = fwctl.filelist(target, timeout)
-    if not files:
+    listings = fwctl.listings(target, timeout)
+    failed = [g for g in listings if g.error]
+    files = [f for g in listings for f in g.files]
+    if not files and len(failed) < len(listings):
         click.echo("no capture files")
     for f in files:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(f["mtime"] or 0))
         click.echo(f"{f['target']:<16} {f['name']:<12} {f['size']:>12}  {stamp}")
+    for g in listings:
+        if g.error is not None:
+            click.echo(f"fwctl: {said(g.error)}", err=True)
+    if failed:
+        # Only then: standard output is the listing alone, for whoever reads it with a program.
+        click.echo(f"{len(listings) - len(failed)} of {len(listings)} gateways listed", err=True)
+        sys.exit(1)
 
 
 @click.command(help=MANUAL, context_settings={"help_option_names": ["--help", "-h"]})
