@@ -25,12 +25,16 @@ Usage:
   fwctl --filedownload <source_file> <destination_file> <datasource:gateway>
   fwctl --filedownload <source_file> <destination_dir> <datasource:*>
   fwctl --filelist <datasource:gateway>
+  fwctl --filelist <datasource:*>
 
 \b
-<source_file> is a store name (8.3: capture.cap). With <datasource:*> the file
-is fetched from every gateway of the data source at once, into
-<destination_dir>/<gateway>/<source_file>. The data source `local` is this
-machine's own store. An existing destination is kept unless --force.
+<source_file> is a store name (8.3: capture.cap). A destination that is a
+folder, or ends in '/', means into that folder (which must exist). With
+<datasource:*> the file is fetched from every gateway of the data source at
+once, into <destination_dir>/<gateway>/<source_file>; <destination_dir> must
+exist; a gateway that fails leaves no folder there. The data source `local`
+is this machine's own store (`local:*`: <destination_dir>/local/). An
+existing destination is kept unless --force.
 
 \b
 Gateways come from $PCAPDUMP_GATEWAYS, else ~/.config/pcapdump/gateways.toml:
