@@ -43,6 +43,12 @@ def test_kinds_are_unique_and_classes_are_pcapdump_errors():
         (errors.UnknownGatewayError("'x:y': unknown data source", "x:y"), {"target": "x:y"}),
         (errors.AgentGoneError("the agent is gone"), {}),
         (errors.CaptureError("'int' is already capturing", "int"), {"iface": "int"}),
+        (errors.DestinationError("'x/': no such folder", "x/"), {"path": "x/"}),
+        (errors.DestinationExistsError(path="s.cap"), {"path": "s.cap"}),
+        (
+            errors.StalledError(gateway="site:gw1 (u@h:22)", seconds=2.5),
+            {"gateway": "site:gw1 (u@h:22)", "seconds": 2.5},
+        ),
     ],
 )
 def test_a_reply_carries_the_class_and_its_details(error, attrs):
@@ -53,6 +59,16 @@ def test_a_reply_carries_the_class_and_its_details(error, attrs):
     assert type(back) is type(error) and str(back) == str(error)
     for name, value in attrs.items():
         assert getattr(back, name) == value
+
+
+def test_fetch_errors_say_force_and_timeout_as_python_or_as_asked():
+    exists = errors.DestinationExistsError(path="s.cap")
+    assert str(exists) == "'s.cap': already exists (force=True replaces it)"
+    assert exists.worded("--force") == "'s.cap': already exists (--force replaces it)"
+    stalled = errors.StalledError(gateway="site:gw1 (u@h:22)", seconds=3.0)
+    assert str(stalled) == "site:gw1 (u@h:22): stalled: nothing came for 3 s (timeout=3)"
+    assert stalled.worded("--timeout") == "site:gw1 (u@h:22): stalled: nothing came for 3 s (--timeout)"
+    assert isinstance(exists, errors.DestinationError) and isinstance(stalled, errors.UnreachableError)
 
 
 def test_an_unknown_kind_is_still_an_error_with_its_message():

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,19 @@ store = "{gateway["store"]}"
     )
 
 
+def fleet(gateway, *gateways: tuple[str, int, Path | str]) -> None:
+    """An inventory of `site` with these gateways: (name, port, store)."""
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    user = getpass.getuser()
+    cfg.write_text(
+        "".join(
+            f'[site.{name}]\nhost = "127.0.0.1"\nport = {port}\nuser = "{user}"\nstore = "{store}"\n'
+            for name, port, store in gateways
+        )
+    )
+
+
 def fwctl(
     gateway, *args: str, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -84,7 +98,16 @@ def test_a_50_mb_file_arrives_byte_identical(gateway, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sha256(tmp_path / "local.cap") == sha256(gateway["big"])
     assert os.listdir(tmp_path) == ["local.cap"]
-    assert f"site:gw1: {tmp_path / 'local.cap'}: {50 * 1024 * 1024} bytes" in done.stdout
+    assert f"site:gw1: {tmp_path / 'local.cap'}: {50 * 1024 * 1024} bytes (" in done.stdout
+    assert done.stdout.rstrip().endswith(" MB/s)")
+
+
+def test_a_small_file_gets_no_rate(gateway, tmp_path):
+    # 4000 bytes take no time to send: the time is the SSH handshake's, and a rate would be nonsense.
+    inventory(gateway)
+    done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "s.cap"), "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"site:gw1: {tmp_path / 's.cap'}: 4000 bytes\n"
 
 
 def test_filelist_lists_the_store(gateway):
@@ -143,6 +166,10 @@ def test_unknown_data_source_and_gateway_are_named(gateway, tmp_path):
         fwctl(gateway, "--filedownload", "small.cap", str(tmp_path / "x"), "site:gw9"), 2, "'gw9'", "gw1"
     )
     one_line(fwctl(gateway, "--filelist", "nocolon"), 2, "'nocolon'")
+    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+    cfg.write_text("[site]\n")
+    for words in (["--filelist", "site:*"], ["--filedownload", "small.cap", str(tmp_path), "site:*"]):
+        one_line(fwctl(gateway, *words), 2, "'site:*'", "no gateways")
 
 
 def test_a_bad_inventory_names_file_table_and_key(gateway, tmp_path):
@@ -152,14 +179,18 @@ def test_a_bad_inventory_names_file_table_and_key(gateway, tmp_path):
     one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, str(cfg), "[site.gw1]", "'port'")
     cfg.write_text('[site.gw1]\nhost = "127.0.0.1"\nuser = "u"\n')
     one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, "[site.gw1]", "missing key 'store'")
+    # A gateway's name is its folder in a fan-out: one that would lead out of it is refused.
+    cfg.write_text('[site."../up"]\nhost = "127.0.0.1"\nuser = "u"\nstore = "/s"\n')
+    one_line(fwctl(gateway, "--filelist", "site:gw1"), 1, "[site.../up]", "'../up' cannot name a gateway")
 
 
-def test_a_missing_remote_file_leaves_nothing(gateway, tmp_path):
+def test_a_missing_remote_file_is_named_and_leaves_nothing(gateway, tmp_path):
     inventory(gateway)
     one_line(
         fwctl(gateway, "--filedownload", "nothere.cap", str(tmp_path / "x.cap"), "site:gw1"),
         1,
-        "no such file",
+        "site:gw1",
+        f"'nothere.cap': no such file in the store {gateway['store']}",
     )
     assert os.listdir(tmp_path) == []
 
@@ -178,23 +209,160 @@ def test_an_existing_destination_needs_force(gateway, tmp_path):
     assert os.listdir(tmp_path) == ["s.cap"]
 
 
-def test_fan_out_fetches_the_good_gateways_and_names_the_broken_one(gateway, tmp_path):
-    port, user, store = gateway["server"].port, getpass.getuser(), gateway["store"]
-    cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
-    cfg.write_text(
-        "".join(
-            f'[site.{name}]\nhost = "127.0.0.1"\nport = {p}\nuser = "{user}"\nstore = "{store}"\n'
-            for name, p in (("gw1", port), ("gw2", port), ("gw3", sshd.free_port()))
-        )
-    )
+def test_fan_out_fetches_the_good_gateways_and_names_the_broken_ones(gateway, tmp_path):
+    port, store = gateway["server"].port, gateway["store"]
+    (tmp_path / "gw2").mkdir()  # there before: kept, even though gw2 fails below
+    fleet(gateway, ("gw1", port, store), ("gw2", port, "/no/store"), ("gw3", sshd.free_port(), store))
     done = fwctl(gateway, "--filedownload", "small.cap", str(tmp_path), "site:*")
     assert done.returncode == 1
-    assert sorted(os.listdir(tmp_path)) == ["gw1", "gw2", "gw3"]
-    for name in ("gw1", "gw2"):
-        assert (tmp_path / name / "small.cap").read_bytes() == b"pcap" * 1000
-    assert os.listdir(tmp_path / "gw3") == []
-    assert "site:gw3" in done.stderr and "unreachable" in done.stderr
-    assert "2 of 3 gateways fetched" in done.stderr
+    # A failed gateway leaves no folder of its own making.
+    assert sorted(os.listdir(tmp_path)) == ["gw1", "gw2"]
+    assert (tmp_path / "gw1" / "small.cap").read_bytes() == b"pcap" * 1000
+    assert os.listdir(tmp_path / "gw2") == []
+    errors = done.stderr.splitlines()
+    assert len(errors) == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "site:gw2" in errors[0] and "'small.cap': no such file in the store /no/store" in errors[0]
+    assert "site:gw3" in errors[1] and "unreachable" in errors[1]
+    assert errors[2] == "1 of 3 gateways fetched"
+
+
+@pytest.mark.parametrize(
+    ("dest", "target", "code", "needle"),
+    [
+        ("nodir/x.cap", "site:gw1", 1, "'{d}/nodir': no such folder"),
+        ("newdir/", "site:gw1", 1, "'{d}/newdir/': no such folder"),  # never a file named newdir
+        ("plain/", "site:gw1", 1, "'{d}/plain/': not a folder"),
+        ("plain/x.cap", "site:gw1", 1, "'{d}/plain': not a folder"),
+        ("taken", "site:gw1", 1, "'{d}/taken/small.cap': is a folder"),
+        ("nodir", "site:*", 1, "'{d}/nodir': no such folder (with site:* the destination is a folder"),
+        ("plain", "site:*", 1, "'{d}/plain': not a folder (with site:* the destination is a folder"),
+        ("", "site:gw1", 2, "'': empty destination"),
+    ],
+)
+def test_a_bad_destination_is_one_line_naming_it_before_any_gateway(
+    gateway, tmp_path, dest, target, code, needle
+):
+    # The gateway's port is closed: had fwctl connected before looking at the destination, the line
+    # would blame the gateway.
+    fleet(gateway, ("gw1", sshd.free_port(), "/s"))
+    (tmp_path / "plain").write_bytes(b"keep")
+    (tmp_path / "taken" / "small.cap").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    done = fwctl(gateway, "--filedownload", "small.cap", f"{tmp_path}/{dest}" if dest else "", target)
+    one_line(done, code, needle.format(d=tmp_path))
+    assert "site:gw1" not in done.stderr and "unreachable" not in done.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+    assert (tmp_path / "plain").read_bytes() == b"keep"
+
+
+def test_a_folder_or_a_name_ending_in_slash_means_into_that_folder(gateway, tmp_path):
+    inventory(gateway)
+    into = tmp_path / "into"
+    into.mkdir()
+    done = fwctl(gateway, "--filedownload", "small.cap", str(into), "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"site:gw1: {into / 'small.cap'}: 4000 bytes")
+    one_line(
+        fwctl(gateway, "--filedownload", "small.cap", f"{into}/", "site:gw1"),
+        1,
+        f"'{into / 'small.cap'}': already exists (--force replaces it)",
+    )
+    done = fwctl(gateway, "--force", "--filedownload", "small.cap", f"{into}/", "site:gw1")
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(into) == ["small.cap"] and (into / "small.cap").read_bytes() == b"pcap" * 1000
+    assert sorted(os.listdir(tmp_path)) == ["into"]
+
+
+def test_filelist_of_every_gateway_lists_the_good_and_names_each_failure(gateway):
+    port, store = gateway["server"].port, gateway["store"]
+    fleet(gateway, ("gw1", port, store), ("gw2", sshd.free_port(), store), ("gw3", port, "/no/store"))
+    done = fwctl(gateway, "--filelist", "site:*")
+    assert done.returncode == 1
+    assert [line.split()[:2] for line in done.stdout.splitlines()] == [
+        ["site:gw1", "big.cap"],
+        ["site:gw1", "small.cap"],
+    ]
+    errors = done.stderr.splitlines()
+    assert len(errors) == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "site:gw2" in errors[0] and "unreachable" in errors[0]
+    assert "site:gw3" in errors[1] and "no store folder /no/store on the gateway" in errors[1]
+    assert errors[2] == "1 of 3 gateways listed"
+
+
+def test_the_python_api_lists_each_gateway_or_its_error(gateway, monkeypatch):
+    import pcapdump
+
+    monkeypatch.setenv("HOME", str(gateway["home"]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PCAPDUMP_GATEWAYS", raising=False)
+    port, store = gateway["server"].port, gateway["store"]
+    fleet(gateway, ("gw1", port, store), ("gw2", sshd.free_port(), store))
+    good, bad = pcapdump.fwctl.listings("site:*")
+    assert (good.target, [f["name"] for f in good.files], good.error) == (
+        "site:gw1",
+        ["big.cap", "small.cap"],
+        None,
+    )
+    assert (bad.target, bad.files) == ("site:gw2", []) and isinstance(bad.error, pcapdump.UnreachableError)
+    with pytest.raises(pcapdump.UnreachableError, match="site:gw2"):
+        pcapdump.fwctl.filelist("site:*")
+
+
+def test_force_and_timeout_are_named_as_python_in_the_api_and_as_options_by_the_command(
+    gateway, tmp_path, monkeypatch
+):
+    import pcapdump
+
+    monkeypatch.setenv("HOME", str(gateway["home"]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PCAPDUMP_GATEWAYS", raising=False)
+    inventory(gateway)
+    dest = tmp_path / "s.cap"
+    dest.write_bytes(b"old")
+    with pytest.raises(pcapdump.DestinationExistsError) as exists:
+        pcapdump.fwctl.download("small.cap", dest, "site:gw1")
+    assert str(exists.value) == f"'{dest}': already exists (force=True replaces it)"
+    assert exists.value.path == str(dest)
+    done = fwctl(gateway, "--filedownload", "small.cap", str(dest), "site:gw1")
+    one_line(done, 1, f"'{dest}': already exists (--force replaces it)")
+    assert "force=True" not in done.stderr
+
+    # A gateway that takes the connection and says nothing: stalled while connecting.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        fleet(gateway, ("gw1", silent.getsockname()[1], "/s"))
+        with pytest.raises(pcapdump.StalledError) as stalled:
+            pcapdump.fwctl.download("small.cap", tmp_path / "t.cap", "site:gw1", timeout=1)
+        assert str(stalled.value).endswith(": stalled: nothing came for 1 s (timeout=1)")
+        assert stalled.value.seconds == 1
+        done = fwctl(gateway, "--timeout", "1", "--filelist", "site:gw1")
+        one_line(done, 1, "site:gw1 (", ": stalled: nothing came for 1 s (--timeout)")
+        assert "timeout=" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["s.cap"] and dest.read_bytes() == b"old"
+
+
+@pytest.mark.portable
+def test_star_makes_a_folder_per_gateway_for_the_local_store_too(tmp_path):
+    home = tmp_path / "pdhome"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "mine.cap").write_bytes(b"x" * 100)
+    env = {**os.environ, "PCAPDUMP_HOME": str(home), "HOME": str(tmp_path)}
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FWCTL_EXE, *args], capture_output=True, text=True, env=env, check=False)
+
+    done = run("--filedownload", "mine.cap", str(out), "local:*")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"local: {out / 'local' / 'mine.cap'}: 100 bytes\n"
+    assert (out / "local" / "mine.cap").read_bytes() == b"x" * 100
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run("--filedownload", "nothere.cap", str(empty), "local:*")
+    one_line(done, 1, f"local: 'nothere.cap': no such file in the store {home / 'store'}")
+    assert os.listdir(empty) == []  # the failed copy left no folder
 
 
 @pytest.mark.portable
@@ -274,14 +442,15 @@ def test_a_download_into_a_folder_others_can_change_is_refused(tmp_path):
 
 
 def big_download_under_way(
-    gateway, into: Path, *options: str, name: str = "big.cap"
+    gateway, into: Path, *options: str, name: str = "big.cap", target: str = "site:gw1"
 ) -> subprocess.Popen[str]:
-    """fwctl fetching `name` into `into`, returned once its temporary file exists."""
+    """fwctl fetching `name` into `into` (the folder of `site:*`), returned once its temporary file exists."""
     inventory(gateway)
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PCAPDUMP_GATEWAYS")}
     env["HOME"] = str(gateway["home"])
+    dest = into if target.endswith(":*") else into / name
     proc = subprocess.Popen(
-        [FWCTL_EXE, *options, "--filedownload", name, str(into / name), "site:gw1"],
+        [FWCTL_EXE, *options, "--filedownload", name, str(dest), target],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -291,7 +460,7 @@ def big_download_under_way(
     def receiving() -> bool:
         # Data in the landing folder (made before connecting): the gateway's session is up and sending.
         with contextlib.suppress(OSError):
-            for landing in into.glob(".*.part"):
+            for landing in into.rglob(".*.part"):
                 if any(f.stat().st_size > 0 for f in landing.iterdir()):
                     return True
         return False
@@ -411,8 +580,10 @@ def test_the_python_api_raises_each_failure_by_kind(gateway, tmp_path, monkeypat
     ]
 
 
-def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path):
-    proc = big_download_under_way(gateway, tmp_path)
+@pytest.mark.parametrize("target", ["site:gw1", "site:*"])
+def test_ctrl_c_mid_transfer_leaves_nothing(gateway, tmp_path, target):
+    # With site:*, not even the gateway's folder that fwctl made.
+    proc = big_download_under_way(gateway, tmp_path, target=target)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:

@@ -141,10 +141,55 @@ class FetchError(PcapdumpError):
     kind = "fetch"
 
 
+class DestinationError(FetchError):
+    """The local destination cannot take the file (no such folder, not a folder, a link or a device, a
+    folder others can change); ``path`` names it. Nothing was asked of any gateway because of it."""
+
+    kind = "destination"
+    detail_names = ("path",)
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.args = (message, path)
+
+
+class DestinationExistsError(DestinationError):
+    """The destination file exists and replacing it was not asked for. The message says how to ask in
+    Python (``force=True``); ``worded("--force")`` says it as the command line does."""
+
+    kind = "destination_exists"
+
+    def __init__(self, message: str = "", path: str = "") -> None:
+        self.path = path
+        super().__init__(message or self.worded("force=True"), path)
+
+    def worded(self, force: str) -> str:
+        """The message, with ``force`` as the way to replace the file."""
+        return f"'{self.path}': already exists ({force} replaces it)"
+
+
 class UnreachableError(FetchError):
     """The gateway did not answer, refused the connection, or the connection was lost."""
 
     kind = "unreachable"
+
+
+class StalledError(UnreachableError):
+    """The gateway sent nothing for ``seconds`` (connecting, or in the middle of a file); ``gateway``
+    names it. The message names the Python argument (``timeout=``); ``worded("--timeout")`` the option."""
+
+    kind = "stalled"
+    detail_names = ("gateway", "seconds")
+
+    def __init__(self, message: str = "", gateway: str = "", seconds: float = 0.0) -> None:
+        self.gateway, self.seconds = gateway, seconds
+        super().__init__(message or self.worded(f"timeout={seconds:g}"))
+        self.args = (self.message, gateway, seconds)
+
+    def worded(self, timeout: str) -> str:
+        """The message, with ``timeout`` as the way to wait longer."""
+        return f"{self.gateway}: stalled: nothing came for {self.seconds:g} s ({timeout})"
 
 
 class HostKeyError(FetchError):
@@ -192,6 +237,8 @@ __all__ = [
     "AuthenticationError",
     "CaptureError",
     "CaptureFileError",
+    "DestinationError",
+    "DestinationExistsError",
     "FetchError",
     "FilterError",
     "HomeError",
@@ -201,6 +248,7 @@ __all__ = [
     "PcapdumpError",
     "PrivilegeError",
     "RemoteFileNotFoundError",
+    "StalledError",
     "UnknownGatewayError",
     "UnreachableError",
     "UnsupportedError",

@@ -30,10 +30,13 @@ from typing import Any, TypeVar
 
 from .errors import (
     AuthenticationError,
+    DestinationError,
+    DestinationExistsError,
     FetchError,
     HostKeyError,
     PcapdumpError,
     RemoteFileNotFoundError,
+    StalledError,
     UnreachableError,
     UsageError,
 )
@@ -79,10 +82,42 @@ class Fetched:
     error: PcapdumpError | None = None
 
 
+@dataclass(frozen=True)
+class Listing:
+    target: str
+    #: The store's capture files: ``name``, ``size``, ``mtime`` (and ``target``), by name.
+    files: list[dict[str, Any]]
+    #: Why this gateway could not be listed (fan-out only; a single target raises instead).
+    error: PcapdumpError | None = None
+
+
 def check_store_name(name: str) -> None:
     """The 8.3 rule, before any connection: no path can leave the remote store."""
     if not STORE_NAME.fullmatch(name):
         raise UsageError(f"'{name}': not a capture store name ({STORE_NAME_RULE})", name)
+
+
+def _destination(destination: str | os.PathLike[str], source_file: str, target: str) -> Path:
+    """Where ``source_file`` from ``target`` goes, by scp's and cp's rules, before any connection. A folder
+    that exists, or a name ending in '/', means into that folder under the store name; any other name is
+    the file to write. With ``<source>:*`` the destination is the folder that gets one folder per
+    gateway, and it must exist."""
+    text = os.fspath(destination)
+    if not text:
+        raise UsageError("'': empty destination; name a file or a folder", text)
+    path = Path(text)
+    fan_out = split_target(target)[1] == "*"
+    if not (fan_out or text[-1] in ("/", os.sep) or path.is_dir()):
+        return path
+    if not path.is_dir():
+        problem = "not a folder" if os.path.lexists(path) else "no such folder"
+        expected = (
+            f"with {target} the destination is a folder, which gets one folder per gateway"
+            if fan_out
+            else "a destination ending in '/' is a folder to download into"
+        )
+        raise DestinationError(f"'{text}': {problem} ({expected})", text)
+    return path if fan_out else path / source_file
 
 
 class Landing:
@@ -92,14 +127,19 @@ class Landing:
 
     def __init__(self, dest: Path, force: bool) -> None:
         if dest.is_dir():
-            raise FetchError(f"'{dest}': is a folder")
+            raise DestinationError(
+                f"'{dest}': is a folder, where the file would go; name another file", str(dest)
+            )
         if dest.is_symlink() or (dest.exists() and not dest.is_file()):
             # Renaming over it would replace the link or the device itself, not write where it leads.
-            raise FetchError(f"'{dest}': not a regular file (a link, a device or a pipe); name a file")
+            raise DestinationError(
+                f"'{dest}': not a regular file (a link, a device or a pipe); name a file", str(dest)
+            )
         if dest.exists() and not force:
-            raise FetchError(f"'{dest}': already exists (--force replaces it)")
+            raise DestinationExistsError(path=str(dest))
         if not dest.parent.is_dir():
-            raise FetchError(f"'{dest.parent}': no such folder")
+            problem = "not a folder" if os.path.lexists(dest.parent) else "no such folder"
+            raise DestinationError(f"'{dest.parent}': {problem} (to write {dest.name} in)", str(dest.parent))
         _check_folder(dest.parent)
         remove_leftovers(dest.parent)
         self.dest = dest
@@ -112,7 +152,9 @@ class Landing:
             except FileExistsError:
                 continue  # taken (or planted): another name
             except OSError as e:
-                raise FetchError(f"'{dest.parent}': cannot write there: {e.strerror}") from None
+                raise DestinationError(
+                    f"'{dest.parent}': cannot write there: {e.strerror}", str(dest.parent)
+                ) from None
         self.temp = self.folder / dest.name
 
     def commit(self, expected: int) -> int:
@@ -137,9 +179,10 @@ def _check_folder(folder: Path) -> None:
     st = os.stat(folder)
     shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
     if st.st_uid not in (0, os.geteuid()) or shared:
-        raise FetchError(
+        raise DestinationError(
             f"'{folder}': others can change this folder (owner uid {st.st_uid}, mode "
-            f"{stat.S_IMODE(st.st_mode):04o}); download into a folder of your own"
+            f"{stat.S_IMODE(st.st_mode):04o}); download into a folder of your own",
+            str(folder),
         )
 
 
@@ -191,7 +234,7 @@ class Watchdog:
         self.last = time.monotonic()
 
     async def connect(self) -> asyncssh.SSHClientConnection:
-        self.conn = await _connect(self.gw, self.timeout)
+        self.conn = await _connect(self.gw)
         self.touch()
         return self.conn
 
@@ -205,19 +248,21 @@ class Watchdog:
                 if time.monotonic() - self.last > self.timeout:
                     if self.conn is not None:
                         self.conn.abort()
-                    raise UnreachableError(
-                        f"{self.gw.label} ({self.gw.user}@{self.gw.host}:{self.gw.port}): "
-                        f"stalled: nothing came for {self.timeout:g} s (--timeout)"
-                    )
+                    raise StalledError(gateway=_where(self.gw), seconds=self.timeout)
         finally:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
 
 
-def _failure(gw: Gateway, e: BaseException) -> FetchError:
-    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway."""
-    where = f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
+def _where(gw: Gateway) -> str:
+    return f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
+
+
+def _failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchError:
+    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway and the file
+    ``name`` asked for (none: the store itself was listed)."""
+    where = _where(gw)
     if isinstance(e, asyncssh.HostKeyNotVerifiable):
         known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
         return HostKeyError(f"{where}: host key not trusted or does not match {known}: {e.reason}")
@@ -226,7 +271,11 @@ def _failure(gw: Gateway, e: BaseException) -> FetchError:
             f"{where}: authentication failed (key refused): check identity, the ssh agent or authorized_keys"
         )
     if isinstance(e, asyncssh.SFTPNoSuchFile):
-        return RemoteFileNotFoundError(f"{where}: no such file in the store ({e.reason})")
+        if name is None:
+            return FetchError(
+                f"{where}: no store folder {gw.store} on the gateway (its 'store' in the inventory)"
+            )
+        return RemoteFileNotFoundError(f"{where}: '{name}': no such file in the store {gw.store}")
     if isinstance(e, asyncssh.SFTPError):
         return FetchError(f"{where}: {e.reason}")
     if isinstance(e, asyncssh.DisconnectError):
@@ -238,7 +287,9 @@ def _failure(gw: Gateway, e: BaseException) -> FetchError:
     return FetchError(f"{where}: {e}")
 
 
-async def _connect(gw: Gateway, timeout: float) -> asyncssh.SSHClientConnection:
+async def _connect(gw: Gateway) -> asyncssh.SSHClientConnection:
+    """The SSH connection to ``gw``. How long it may take is the watchdog's to say (``Watchdog.run``): a
+    second clock here would race it, and a silent gateway would get either of two messages."""
     known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
     if not known.is_file():
         raise FetchError(
@@ -250,18 +301,15 @@ async def _connect(gw: Gateway, timeout: float) -> asyncssh.SSHClientConnection:
         if not gw.identity.is_file():
             raise FetchError(f"{gw.label}: identity {gw.identity}: no such key file")
         options["client_keys"] = [str(gw.identity)]
-    return await asyncio.wait_for(
-        asyncssh.connect(
-            gw.host,
-            port=gw.port,
-            username=gw.user,
-            known_hosts=str(known),
-            encryption_algs=list(CIPHERS),
-            keepalive_interval=KEEPALIVE_S,
-            keepalive_count_max=KEEPALIVE_MISSES,
-            **options,
-        ),
-        timeout,
+    return await asyncssh.connect(
+        gw.host,
+        port=gw.port,
+        username=gw.user,
+        known_hosts=str(known),
+        encryption_algs=list(CIPHERS),
+        keepalive_interval=KEEPALIVE_S,
+        keepalive_count_max=KEEPALIVE_MISSES,
+        **options,
     )
 
 
@@ -292,7 +340,7 @@ async def _fetch(
         size = await watchdog.run(transfer())
         return Fetched(gw.label, dest, landing.commit(size))
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise _failure(gw, e) from None
+        raise _failure(gw, e, name) from None
     finally:
         landing.discard()
 
@@ -302,13 +350,43 @@ def _fetch_local(name: str, dest: Path, force: bool) -> Fetched:
     home.check()
     source = home.store / name
     if not (source.exists() and stat.S_ISREG(os.lstat(source).st_mode)):
-        raise RemoteFileNotFoundError(f"{LOCAL}: no such file in the store: {source}")
+        raise RemoteFileNotFoundError(f"{LOCAL}: '{name}': no such file in the store {home.store}")
     landing = Landing(dest, force)
     try:
         shutil.copyfile(source, landing.temp, follow_symlinks=False)
         return Fetched(LOCAL, dest, landing.commit(source.stat().st_size))
     finally:
         landing.discard()
+
+
+def _check_timeout(timeout: float) -> None:
+    if not timeout > 0:
+        raise UsageError(f"timeout={timeout}: expected a number of seconds above 0", str(timeout))
+
+
+@contextlib.contextmanager
+def _gateway_folder(folder: Path, label: str) -> Iterator[Path]:
+    """The folder of one gateway in a fan-out, made if missing. If the gateway then fails (or the download
+    is interrupted), a folder made here is removed again: a failed gateway leaves no empty folder."""
+    try:
+        os.mkdir(folder)
+        made = True
+    except FileExistsError:
+        if not folder.is_dir():
+            raise DestinationError(
+                f"'{folder}': not a folder (what comes from {label} goes in a folder of that name)",
+                str(folder),
+            ) from None
+        made = False
+    except OSError as e:
+        raise DestinationError(f"'{folder}': cannot make this folder: {e.strerror}", str(folder)) from None
+    try:
+        yield folder
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def download(
@@ -321,30 +399,36 @@ def download(
 ) -> list[Fetched]:
     """Fetch ``source_file`` from the store of ``target`` (``source:gateway``) to ``destination``.
 
-    With ``source:*`` every gateway of the data source is fetched concurrently into
-    ``destination/<gateway>/<source_file>``; a failed gateway is reported in its ``Fetched.error`` and
-    does not stop the others. A single target raises ``FetchError`` on failure. A gateway that sends
-    nothing for ``timeout`` seconds fails with ``UnreachableError``.
+    ``destination`` is the file to write, or a folder to write ``source_file`` into: one that exists, or
+    a name ending in '/' (which must then exist). With ``source:*`` every gateway of the data source is
+    fetched concurrently into ``destination/<gateway>/<source_file>`` (``local:*``:
+    ``destination/local/<source_file>``); ``destination`` must be a folder that exists. A failed gateway
+    is reported in its ``Fetched.error``, does not stop the others and leaves no folder it made. A
+    single target raises ``FetchError`` on failure; a destination that cannot be written raises
+    ``DestinationError`` before any gateway is asked. A gateway that sends nothing for ``timeout``
+    seconds fails with ``StalledError``.
     """
     check_store_name(source_file)
-    if not timeout > 0:
-        raise UsageError(f"timeout={timeout}: expected a number of seconds above 0", str(timeout))
+    _check_timeout(timeout)
     source, gateway = split_target(target)
-    dest = Path(destination)
-    if source == LOCAL:
-        return [_fetch_local(source_file, dest / source_file if dest.is_dir() else dest, force)]
-    gateways = resolve(target)
+    gateways = [] if source == LOCAL else resolve(target)
+    dest = _destination(destination, source_file, target)
     if gateway != "*":
-        if dest.is_dir():
-            dest = dest / source_file
+        if source == LOCAL:
+            return [_fetch_local(source_file, dest, force)]
         return [asyncio.run(_fetch(gateways[0], source_file, dest, force, progress, timeout))]
+    if source == LOCAL:
+        try:
+            with _gateway_folder(dest / LOCAL, LOCAL) as folder:
+                return [_fetch_local(source_file, folder / source_file, force)]
+        except PcapdumpError as e:
+            return [Fetched(LOCAL, None, 0, e)]
 
     async def fleet() -> list[Fetched]:
         async def one(gw: Gateway) -> Fetched:
-            folder = dest / gw.name
-            folder.mkdir(parents=True, exist_ok=True)
             try:
-                return await _fetch(gw, source_file, folder / source_file, force, progress, timeout)
+                with _gateway_folder(dest / gw.name, gw.label) as folder:
+                    return await _fetch(gw, source_file, folder / source_file, force, progress, timeout)
             except PcapdumpError as e:
                 return Fetched(gw.label, None, 0, e)
 
@@ -375,18 +459,44 @@ async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
     )
 
 
-def filelist(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
-    """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``)."""
-    source, _ = split_target(target)
+def listings(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Listing]:
+    """One ``Listing`` per gateway of ``target``, in the inventory's order. With ``source:*`` every gateway
+    is listed concurrently; a failed gateway is reported in its ``Listing.error`` and does not stop the
+    others. A single target raises ``FetchError`` on failure."""
+    _check_timeout(timeout)
+    source, gateway = split_target(target)
     if source == LOCAL:
-        return [{"target": LOCAL, **f} for f in Home.from_env().store_files()]
+        try:
+            return [Listing(LOCAL, [{"target": LOCAL, **f} for f in Home.from_env().store_files()])]
+        except PcapdumpError as e:
+            if gateway != "*":
+                raise
+            return [Listing(LOCAL, [], e)]
     gateways = resolve(target)
+    if gateway != "*":
+        return [Listing(gateways[0].label, asyncio.run(_list(gateways[0], timeout)))]
 
-    async def every() -> list[dict[str, Any]]:
-        lists = await asyncio.gather(*(_list(gw, timeout) for gw in gateways))
-        return [f for files in lists for f in files]
+    async def every() -> list[Listing]:
+        async def one(gw: Gateway) -> Listing:
+            try:
+                return Listing(gw.label, await _list(gw, timeout))
+            except PcapdumpError as e:
+                return Listing(gw.label, [], e)
+
+        return list(await asyncio.gather(*(one(gw) for gw in gateways)))
 
     return asyncio.run(every())
 
 
-__all__ = ["FetchError", "Fetched", "check_store_name", "download", "filelist"]
+def filelist(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+    """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``). With
+    ``source:*``, a failed gateway raises its error once every gateway has answered (the first in the
+    inventory's order); ``listings`` gives each gateway's files or error instead."""
+    found = listings(target, timeout)
+    for listing in found:
+        if listing.error is not None:
+            raise listing.error
+    return [f for listing in found for f in listing.files]
+
+
+__all__ = ["FetchError", "Fetched", "Listing", "check_store_name", "download", "filelist", "listings"]

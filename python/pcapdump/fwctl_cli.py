@@ -12,7 +12,10 @@ from typing import Any
 import click
 
 from . import fwctl
-from .errors import PcapdumpError, UsageError
+from .errors import DestinationExistsError, PcapdumpError, StalledError, UsageError
+
+# Below this size the time is mostly the SSH handshake, and a rate would say nothing about the link.
+RATE_MIN_BYTES = 1_000_000
 
 MANUAL = """\
 Fetch capture files from the capture stores of gateways, over SSH.
@@ -22,12 +25,16 @@ Usage:
   fwctl --filedownload <source_file> <destination_file> <datasource:gateway>
   fwctl --filedownload <source_file> <destination_dir> <datasource:*>
   fwctl --filelist <datasource:gateway>
+  fwctl --filelist <datasource:*>
 
 \b
-<source_file> is a store name (8.3: capture.cap). With <datasource:*> the file
-is fetched from every gateway of the data source at once, into
-<destination_dir>/<gateway>/<source_file>. The data source `local` is this
-machine's own store. An existing destination is kept unless --force.
+<source_file> is a store name (8.3: capture.cap). A destination that is a
+folder, or ends in '/', means into that folder (which must exist). With
+<datasource:*> the file is fetched from every gateway of the data source at
+once, into <destination_dir>/<gateway>/<source_file>; <destination_dir> must
+exist; a gateway that fails leaves no folder there. The data source `local`
+is this machine's own store (`local:*`: <destination_dir>/local/). An
+existing destination is kept unless --force.
 
 \b
 Gateways come from $PCAPDUMP_GATEWAYS, else ~/.config/pcapdump/gateways.toml:
@@ -98,6 +105,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def said(e: PcapdumpError) -> str:
+    """The error in the command line's words: its options (``--force``), where the exception's own
+    message names the Python arguments (``force=True``)."""
+    if isinstance(e, DestinationExistsError):
+        return e.worded("--force")
+    if isinstance(e, StalledError):
+        return e.worded("--timeout")
+    return str(e)
+
+
 def run_download(source_file: str, destination: str, target: str, force: bool, timeout: float) -> None:
     started = time.monotonic()
     with _Bars() as bars:
@@ -106,10 +123,11 @@ def run_download(source_file: str, destination: str, target: str, force: bool, t
     failed = [r for r in results if r.error]
     for r in results:
         if r.error is None:
-            rate = r.size / took / 1e6 if took > 0 else 0
-            click.echo(f"{r.target}: {r.path}: {r.size} bytes ({rate:.1f} MB/s)")
-    for r in failed:
-        click.echo(f"fwctl: {r.error}", err=True)
+            rate = f" ({r.size / took / 1e6:.1f} MB/s)" if r.size >= RATE_MIN_BYTES and took > 0 else ""
+            click.echo(f"{r.target}: {r.path}: {r.size} bytes{rate}")
+    for r in results:
+        if r.error is not None:
+            click.echo(f"fwctl: {said(r.error)}", err=True)
     if len(results) > 1:
         click.echo(f"{len(results) - len(failed)} of {len(results)} gateways fetched", err=bool(failed))
     if failed:
@@ -117,12 +135,21 @@ def run_download(source_file: str, destination: str, target: str, force: bool, t
 
 
 def run_filelist(target: str, timeout: float) -> None:
-    files = fwctl.filelist(target, timeout)
-    if not files:
+    listings = fwctl.listings(target, timeout)
+    failed = [g for g in listings if g.error]
+    files = [f for g in listings for f in g.files]
+    if not files and len(failed) < len(listings):
         click.echo("no capture files")
     for f in files:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(f["mtime"] or 0))
         click.echo(f"{f['target']:<16} {f['name']:<12} {f['size']:>12}  {stamp}")
+    for g in listings:
+        if g.error is not None:
+            click.echo(f"fwctl: {said(g.error)}", err=True)
+    if failed:
+        # Only then: standard output is the listing alone, for whoever reads it with a program.
+        click.echo(f"{len(listings) - len(failed)} of {len(listings)} gateways listed", err=True)
+        sys.exit(1)
 
 
 @click.command(help=MANUAL, context_settings={"help_option_names": ["--help", "-h"]})
@@ -163,7 +190,7 @@ def cli(
     except UsageError as e:
         fail(e.message, 2)
     except PcapdumpError as e:
-        fail(str(e), 1)
+        fail(said(e), 1)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as e:

@@ -58,6 +58,12 @@ def split_target(target: str) -> tuple[str, str]:
 
 def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
     where = f"{path}: [{source}.{name}]"
+    if name in ("", ".", "..", "*") or "/" in name or "\0" in name:
+        # A fan-out writes each gateway's file into a folder of the gateway's name.
+        raise InventoryError(
+            f"{where}: '{name}' cannot name a gateway: it names its folder in a fan-out "
+            "(no '/', not . or ..), and * means every gateway"
+        )
     if not isinstance(table, dict):
         raise InventoryError(f"{where}: expected a table with host, user and store")
     unknown = sorted(set(table) - _KEYS)
@@ -128,6 +134,9 @@ def resolve(target: str) -> list[Gateway]:
         )
     gateways = sources[source]
     if name == "*":
+        if not gateways:
+            # Success with nothing done would look like every gateway was fetched.
+            raise UnknownGatewayError(f"'{target}': data source '{source}' has no gateways in {path}", target)
         return list(gateways.values())
     if name not in gateways:
         known = ", ".join(sorted(gateways)) or "none"
