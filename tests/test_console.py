@@ -101,6 +101,39 @@ def test_not_excludes_in_the_kernel(pd):
     assert sorted(set(ports)) == [f"{CAP_V4}:9000", f"{CAP_V4}:9003"]
 
 
+def test_lines_are_in_the_callers_time_zone_not_the_agents(pd):
+    """The agent started with TZ=UTC; a caller in JST (UTC+9) sees its own time, in `show` and `-o`."""
+    pd("udp", "start", "int")  # the agent inherits TZ=UTC
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    wait_until(lambda: pd.capture()["packets"] == 3, seconds=10)
+
+    def run(*words: str, tz: str) -> str:
+        env = {**pd.env, "TZ": tz}
+        done = subprocess.run(pd.argv(*words), capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def hours(lines: str) -> list[int]:
+        return [int(line.split()[1][:2]) for line in lines.splitlines() if not line.startswith("==")]
+
+    utc = hours(run("show", "-utc", tz="JST-9"))
+    assert hours(run("show", tz="JST-9")) == [(h + 9) % 24 for h in utc]
+    assert hours(run("show", tz="UTC")) == utc
+    dated = run("show", "-date", tz="JST-9").splitlines()[1:]
+    assert all(re.fullmatch(r"\d+ 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} int in .*", d) for d in dated)
+    pd("stop")
+    env = {**pd.env, "TZ": "JST-9"}
+    proc = subprocess.Popen(
+        pd.argv("-o", "-utc", "-c", "1", "udp", "start", "int"), stdout=subprocess.PIPE, text=True, env=env
+    )
+    time.sleep(0.5)
+    pd.net.send_udp(CAP_V4, 9000, 1)
+    out, _ = proc.communicate(timeout=30)
+    (line,) = out.splitlines()
+    shown = run("show", "-utc", tz="JST-9").splitlines()[-1]
+    assert line.split()[1] == shown.split()[1]  # -o wrote UTC, as asked, though the caller is in JST
+
+
 def test_promiscuous_flag_set_then_restored(pd):
     def promiscuity() -> int:
         return int(re.search(r"promiscuity (\d+)", pd.net.link_details()).group(1))

@@ -150,3 +150,27 @@ def test_a_folder_is_named_as_such(tmp_path):
     done = run_pcapdump("read", str(tmp_path))
     assert done.returncode == 1
     assert done.stderr == f"pcapdump: '{tmp_path}': is a folder (expected a pcap or pcapng capture)\n"
+
+
+@pytest.mark.parametrize("tz", ["UTC", "JST-9", "EST5EDT,M3.2.0,M11.1.0", "Asia/Kolkata", ""])
+def test_read_times_are_tcpdumps_in_the_callers_zone(corpus_file, tz):
+    """`-date` is tcpdump's `-tttt`; without it, the time of day; both in the caller's TZ (`""`: UTC)."""
+    tcpdump = need_tool("tcpdump")
+    if tz == "Asia/Kolkata" and not Path("/usr/share/zoneinfo/Asia/Kolkata").is_file():
+        pytest.skip("no zone files on this machine")
+    env = {**os.environ, "TZ": tz}
+    theirs = subprocess.run(
+        [tcpdump, "-tttt", "-nr", str(corpus_file)], capture_output=True, text=True, env=env, check=True
+    ).stdout.splitlines()
+    dated = run_pcapdump("read", str(corpus_file), "-date", env={"TZ": tz}).stdout.splitlines()
+    plain = run_pcapdump("read", str(corpus_file), env={"TZ": tz}).stdout.splitlines()
+    assert len(dated) == len(theirs) == len(plain) > 100
+    for ours, tcpd, short in zip(dated, theirs, plain, strict=True):
+        assert ours.split()[1:3] == tcpd.split()[0:2]
+        assert short.split()[1] == tcpd.split()[1]
+
+
+def test_read_utc_ignores_the_zone(corpus_file):
+    utc = run_pcapdump("read", str(corpus_file), "-utc", "-c", "3", env={"TZ": "JST-9"}).stdout
+    assert utc == run_pcapdump("read", str(corpus_file), "-c", "3", env={"TZ": "UTC"}).stdout
+    assert utc != run_pcapdump("read", str(corpus_file), "-c", "3", env={"TZ": "JST-9"}).stdout

@@ -108,6 +108,9 @@ def read_lines(
     snaplen: int | None = None,
     count: int | None = None,
     json: bool = False,
+    tz: str | None = None,
+    utc: bool = False,
+    date: bool = False,
 ) -> ReadSummary: ...
 def read_to_pcap(
     path: str, out: str, filter: Filter | None = None, snaplen: int | None = None, count: int | None = None
@@ -165,7 +168,9 @@ class CaptureBuffer:
     @property
     def held(self) -> int: ...
     def interfaces(self) -> list[BufferInterface]: ...
-    def lines(self, iface: str, json: bool = False) -> bytes: ...
+    def lines(
+        self, iface: str, json: bool = False, tz: str | None = None, utc: bool = False, date: bool = False
+    ) -> bytes: ...
     def write(
         self, iface: str, path: str, snaplen: int = ..., still_wanted: Callable[[], object] | None = None
     ) -> tuple[int, int] | None: ...
@@ -175,7 +180,14 @@ class CaptureBuffer:
 class LiveLines:
     """Brief lines of the packets that one or more captures keep, as they are captured."""
 
-    def __new__(cls, capacity: int = 65536, json: bool = False) -> LiveLines: ...
+    def __new__(
+        cls,
+        capacity: int = 65536,
+        json: bool = False,
+        tz: str | None = None,
+        utc: bool = False,
+        date: bool = False,
+    ) -> LiveLines: ...
     def get(self, timeout: float) -> str | None: ...
     @property
     def finished(self) -> bool: ...

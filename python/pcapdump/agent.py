@@ -27,7 +27,7 @@ from . import _core
 from .errors import AgentError, CaptureError, PcapdumpError, PrivilegeError, UsageError
 from .home import STORE_NAME, Home
 from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
-from .shapes import BufferInterface
+from .shapes import BufferInterface, TimeFormat
 
 log = logging.getLogger("pcapdump.agent")
 
@@ -35,6 +35,8 @@ SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
 # How often a live stream looks whether its reader went away while no packet comes.
 LIVE_POLL_S = 0.2
+# Longer than any zone name or POSIX TZ rule.
+MAX_TZ = 256
 # While a request is worked on, a progress message this often tells the client the agent is alive.
 PROGRESS_S = 1.0
 # Requests served at once; more get a refusal. With MAX_REQUEST this bounds what requests hold in memory.
@@ -310,7 +312,11 @@ class Agent:
             )
             # Packets an interface's earlier captures left in the buffer stay, counted with the new ones.
             kept = {f["name"]: f["held"] for f in buffer.interfaces()}
-            live = _core.LiveLines(json=bool(request.get("json"))) if live_mode else None
+            live = (
+                _core.LiveLines(json=bool(request.get("json")), **_time_format(request))
+                if live_mode
+                else None
+            )
             started: list[dict[str, Any]] = []
             failed: list[dict[str, Any]] = []
             try:
@@ -453,7 +459,8 @@ class Agent:
         request: dict[str, Any],
         conn: Connection,
     ) -> None:
-        texts = [(f, buffer.lines(f["name"], bool(request.get("json"))) if buffer else b"") for f in sections]
+        json, times = bool(request.get("json")), _time_format(request)
+        texts = [(f, buffer.lines(f["name"], json, **times) if buffer else b"") for f in sections]
         conn.send(
             {
                 "ok": True,
@@ -519,6 +526,22 @@ def _text(request: dict[str, Any], key: str, optional: bool = False) -> str:
     if not isinstance(value, str) or not value:
         raise UsageError(f"'{key}': expected a non-empty text, not {value!r:.40}", key)
     return value
+
+
+def _time_format(request: dict[str, Any]) -> TimeFormat:
+    """The caller's time zone and flags: lines are written in the caller's time, not the agent's."""
+    given = request.get("time") or {}
+    tz, utc, date = given.get("tz"), given.get("utc", False), given.get("date", False)
+    if (
+        not (tz is None or (isinstance(tz, str) and len(tz) <= MAX_TZ))
+        or not isinstance(utc, bool)
+        or not isinstance(date, bool)
+    ):
+        raise UsageError(
+            f"time={given!r}: expected a TZ value of at most {MAX_TZ} characters or null, "
+            "and utc and date true or false"
+        )
+    return {"tz": tz, "utc": utc, "date": date}
 
 
 def _number(request: dict[str, Any], key: str, low: int, high: int, option: str) -> int | None:

@@ -14,6 +14,7 @@ import click
 from . import __version__, _core, grammar
 from .console import Console, LiveSession
 from .errors import EXIT_RUNTIME, EXIT_USAGE, PcapdumpError, UsageError
+from .shapes import TimeFormat
 
 HELP_WIDTH = 78
 # Where the second column of the help starts.
@@ -118,7 +119,11 @@ def run_read(req: grammar.Request) -> None:
             )
         return
     sys.stdout.flush()
-    _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json)
+    _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json, **_times(opts))
+
+
+def _times(opts: grammar.Options) -> TimeFormat:
+    return Console.time_format(utc=opts.utc, date=opts.date)
 
 
 def _is_stdout(path: str) -> bool:
@@ -170,6 +175,7 @@ def run_start(req: grammar.Request) -> None:
         ring=opts.ring,
         live=live,
         json=opts.json,
+        times=_times(opts),
         size_token=req.typed.get("size_kb", "-size"),
     )
     started = reply.started if isinstance(reply, LiveSession) else reply
@@ -294,7 +300,7 @@ def run_status(req: grammar.Request) -> None:
 
 
 def run_show(req: grammar.Request) -> None:
-    sections = Console().show(req.arg("iface"), req.options.json)
+    sections = Console().show(req.arg("iface"), req.options.json, _times(req.options))
     if not sections and not req.options.json:
         click.echo("no packets stored")
     for sec in sections:

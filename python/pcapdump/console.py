@@ -29,6 +29,7 @@ from .errors import (
 )
 from .home import Home, process_alive
 from .protocol import BadMessage, Connection, reply_error
+from .shapes import TimeFormat
 
 # The agent must take a request within this long, or the command reports a hung agent (and the agent,
 # should it wake up later, drops the request: its deadline has passed).
@@ -253,6 +254,12 @@ class Console:
 
     # --- verbs -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def time_format(utc: bool = False, date: bool = False) -> TimeFormat:
+        """This process's time zone (its ``TZ``), or UTC; with the date or not: for ``start(live=...)`` and
+        ``show``, whose lines the agent writes."""
+        return {"tz": os.environ.get("TZ"), "utc": utc, "date": date}
+
     def start(
         self,
         iface: str | None = None,
@@ -265,12 +272,14 @@ class Console:
         ring: bool = False,
         live: str | None = None,
         json: bool = False,
+        times: TimeFormat | None = None,
         size_token: str = "-size",
     ) -> dict[str, Any] | LiveSession:
         """Start capturing on ``iface`` (every interface that is up if ``None``) in the agent.
 
         ``live="o"`` or ``"ou"`` returns a ``LiveSession`` whose iteration yields brief lines as packets
-        are captured; otherwise the agent's answer (``started``, ``failed``, ``buffer``).
+        are captured, times as ``times`` says (default: this process's zone, ``time_format()``); otherwise
+        the agent's answer (``started``, ``failed``, ``buffer``).
         """
         if live not in (None, "o", "ou"):
             raise UsageError(f"live={live!r}: expected None, 'o' or 'ou'")
@@ -290,6 +299,7 @@ class Console:
             "ring": ring,
             "live": live,
             "json": json,
+            "time": times or self.time_format(),
         }
         if live is None:
             reply = self._request(message)
@@ -333,11 +343,15 @@ class Console:
         except AgentNotRunningError:
             return {"agent": None, "buffer": None, "captures": [], "files": self.home.store_summary()}
 
-    def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
-        """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""
+    def show(
+        self, iface: str | None = None, json: bool = False, times: TimeFormat | None = None
+    ) -> list[dict[str, Any]]:
+        """One section per interface: ``iface``, ``packets`` and ``lines`` (text), times as ``times``
+        say (default: this process's zone, ``time_format()``)."""
         try:
             with self._conversation() as conn:
-                sections = list(self._ask(conn, {"op": "show", "iface": iface, "json": json})["sections"])
+                request = {"op": "show", "iface": iface, "json": json, "time": times or self.time_format()}
+                sections = list(self._ask(conn, request)["sections"])
                 for sec in sections:
                     sec["lines"] = conn.receive_exact(sec.pop("size")).decode()
         except AgentNotRunningError:

@@ -30,6 +30,8 @@ class Options:
     promisc: bool = False
     ring: bool = False
     json: bool = False
+    utc: bool = False
+    date: bool = False
     output: str | None = None
     filename: str | None = None
 
@@ -123,6 +125,7 @@ class _Option:
 
 
 _OUTPUT = ("start", "stop", "status", "show", "write", "read")
+_BRIEF = ("start", "show", "read")  # the commands that print brief lines
 OPTIONS: dict[str, _Option] = {
     "size": _Option(
         "size_kb",
@@ -153,6 +156,8 @@ OPTIONS: dict[str, _Option] = {
     "p": _Option("promisc", None, ("start",), "promiscuous mode for this capture"),
     "ring": _Option("ring", None, ("start",), "when the buffer is full, overwrite the oldest packets"),
     "json": _Option("json", None, _OUTPUT, "JSON output, one object per line"),
+    "utc": _Option("utc", None, _BRIEF, "brief lines in UTC (default: your local time)"),
+    "date": _Option("date", None, _BRIEF, "brief lines with the date: 2026-11-27 08:22:47.955144"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
     "filename": _Option(
         "filename", _text, ("write", "read"), "the file, as -write int -filename=capture.cap", "<file>"

@@ -56,6 +56,16 @@ class BufferInterface(TypedDict):
     overwritten: int
 
 
+class TimeFormat(TypedDict):
+    """How brief lines write times: in the zone a ``TZ`` value names (``None``: ``TZ`` unset, the system's
+    zone), or in UTC; with the date or not. The console sends its own, so the agent writes the caller's
+    time, not its own."""
+
+    tz: str | None
+    utc: bool
+    date: bool
+
+
 class ReadSummary(TypedDict):
     """What ``read`` did: records read, records that matched, bytes of packet data kept."""
 
@@ -64,4 +74,4 @@ class ReadSummary(TypedDict):
     bytes: int
 
 
-__all__ = ["BufferInterface", "CaptureSettings", "CaptureStats", "ReadSummary"]
+__all__ = ["BufferInterface", "CaptureSettings", "CaptureStats", "ReadSummary", "TimeFormat"]

@@ -104,18 +104,23 @@ impl PyCaptureBuffer {
         Ok(list)
     }
 
-    /// The brief lines (or JSON lines) of the packets of ``iface`` held now, numbered from 1, as UTF-8.
-    #[pyo3(signature = (iface, json = false))]
+    /// The brief lines (or JSON lines) of the packets of ``iface`` held now, numbered from 1, as UTF-8;
+    /// times in the zone ``tz`` names (a ``TZ`` value; ``None``: the system's), or UTC, with the date.
+    #[pyo3(signature = (iface, json = false, tz = None, utc = false, date = false))]
     fn lines<'py>(
         &self,
         py: Python<'py>,
         iface: &str,
         json: bool,
+        tz: Option<&str>,
+        utc: bool,
+        date: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let id = self.iface(py, iface)?;
         let buffer = &self.inner;
         let mut out = Vec::new();
-        py.detach(|| show_lines(buffer, id, json, &mut out))
+        let clock = crate::clock::clock(tz, utc, date);
+        py.detach(|| show_lines(buffer, id, json, clock, &mut out))
             // The lines go into memory, which only fails by running out of it.
             .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
@@ -169,10 +174,10 @@ pub struct PyLiveLines {
 #[pymethods]
 impl PyLiveLines {
     #[new]
-    #[pyo3(signature = (capacity = 65536, json = false))]
-    fn new(capacity: usize, json: bool) -> Self {
+    #[pyo3(signature = (capacity = 65536, json = false, tz = None, utc = false, date = false))]
+    fn new(capacity: usize, json: bool, tz: Option<&str>, utc: bool, date: bool) -> Self {
         PyLiveLines {
-            inner: LiveLines::new(capacity, json),
+            inner: LiveLines::new(capacity, json, crate::clock::clock(tz, utc, date)),
             finished: false,
         }
     }

@@ -73,7 +73,8 @@ impl PyFileReader {
 
 /// Print brief lines (or JSON lines) of a file's matching packets on standard output.
 #[pyfunction]
-#[pyo3(signature = (path, filter = None, snaplen = None, count = None, json = false))]
+#[pyo3(signature = (path, filter = None, snaplen = None, count = None, json = false, tz = None, utc = false, date = false))]
+#[allow(clippy::too_many_arguments)]
 pub fn read_lines<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -81,8 +82,12 @@ pub fn read_lines<'py>(
     snaplen: Option<u32>,
     count: Option<u64>,
     json: bool,
+    tz: Option<&str>,
+    utc: bool,
+    date: bool,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let file = open(py, &path)?;
+    let clock = crate::clock::clock(tz, utc, date);
     let filter = filter.map(|f| f.inner.clone());
     let result = py.detach(|| {
         let stdout = std::io::stdout();
@@ -91,6 +96,7 @@ pub fn read_lines<'py>(
             &file,
             &Selection::new(filter.as_ref(), snaplen, count),
             json,
+            clock,
             &mut out,
         )
     });

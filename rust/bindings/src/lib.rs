@@ -1,6 +1,7 @@
 //! `pcapdump._core`: thin wrappers around pcapdump-core. Work that takes time runs with the GIL released.
 
 mod capture;
+mod clock;
 mod errors;
 mod files;
 mod filter;

@@ -2,13 +2,12 @@
 //!
 //! `12 03:12:45.123456 int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0`
 
+use crate::clock::Clock;
 use crate::packet::{
     decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport,
 };
 use crate::pcap::Record;
-use crate::textfmt::{
-    push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64, LocalClock,
-};
+use crate::textfmt::{push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64};
 
 /// What a brief line says about a packet besides its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -57,13 +56,21 @@ struct Summary {
 /// Formats brief lines into a caller's buffer; keeps a clock cache and a scratch buffer between lines.
 #[derive(Default)]
 pub struct BriefFormatter {
-    clock: LocalClock,
+    clock: Clock,
     info: Vec<u8>,
 }
 
 impl BriefFormatter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Times written by `clock` (a zone, with or without the date) instead of this process's zone.
+    pub fn with_clock(clock: Clock) -> Self {
+        BriefFormatter {
+            clock,
+            info: Vec::new(),
+        }
     }
 
     /// Append the text line, newline included.

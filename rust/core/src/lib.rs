@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod brief;
 pub mod bytes;
 pub mod capture;
+pub mod clock;
 pub mod error;
 pub mod filter;
 pub mod limits;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use crate::brief::{BriefFormatter, PacketMeta};
+use crate::clock::Clock;
 use crate::filter::Filter;
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
@@ -155,14 +156,15 @@ pub enum OfflineError {
     OutputClosed,
 }
 
-/// Print brief lines (or JSON lines) of the selected records to `out`.
+/// Print brief lines (or JSON lines) of the selected records to `out`, times written by `clock`.
 pub fn print_lines(
     file: &CaptureFile,
     sel: &Selection,
     json: bool,
+    clock: Clock,
     out: &mut dyn Write,
 ) -> Result<Summary, OfflineError> {
-    let mut fmt = BriefFormatter::new();
+    let mut fmt = BriefFormatter::with_clock(clock);
     let mut buf = Vec::with_capacity(LINE_CHUNK + 4096);
     let mut sum = Summary::default();
     let flush = |buf: &mut Vec<u8>, out: &mut dyn Write| -> Result<(), OfflineError> {

@@ -1,4 +1,4 @@
-//! Fast text formatting into a byte buffer: integers, addresses, local time, JSON strings.
+//! Fast text formatting into a byte buffer: integers, addresses, JSON strings.
 //! Brief lines are printed by the million, so nothing here goes through `format!`.
 
 const DIGITS2: &[u8; 200] = b"0001020304050607080910111213141516171819\
@@ -129,51 +129,6 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
         }
     }
     out.push(b'"');
-}
-
-/// Local wall-clock time of day with microseconds. The UTC offset is looked up once per hour of
-/// timestamps, not once per packet.
-#[derive(Default)]
-pub struct LocalClock {
-    cached_hour: Option<i64>,
-    offset_secs: i64,
-}
-
-impl LocalClock {
-    pub fn push_time(&mut self, out: &mut Vec<u8>, ts_ns: u64) {
-        let secs = (ts_ns / 1_000_000_000) as i64;
-        let hour = secs.div_euclid(3600);
-        if self.cached_hour != Some(hour) {
-            self.offset_secs = utc_offset(secs);
-            self.cached_hour = Some(hour);
-        }
-        let day_secs = (secs + self.offset_secs).rem_euclid(86_400) as u32;
-        push_padded(out, day_secs / 3600, 2);
-        out.push(b':');
-        push_padded(out, day_secs / 60 % 60, 2);
-        out.push(b':');
-        push_padded(out, day_secs % 60, 2);
-        out.push(b'.');
-        push_padded(out, ((ts_ns % 1_000_000_000) / 1_000) as u32, 6);
-    }
-}
-
-#[cfg(unix)]
-fn utc_offset(secs: i64) -> i64 {
-    let t = secs as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`, which we own; a zeroed tm is a valid initial value.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
-    if ok {
-        tm.tm_gmtoff
-    } else {
-        0
-    }
-}
-
-#[cfg(not(unix))]
-fn utc_offset(_secs: i64) -> i64 {
-    0
 }
 
 #[cfg(test)]

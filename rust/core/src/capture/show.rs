@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::buffer::{IfaceId, SharedBuffer};
 use super::session::{LiveQueue, Received};
 use crate::brief::{BriefFormatter, PacketMeta};
+use crate::clock::Clock;
 use crate::packet::Direction;
 
 struct Held {
@@ -17,11 +18,13 @@ struct Held {
     end: usize,
 }
 
-/// Write one line per packet of `iface` held now, numbered from 1; returns how many.
+/// Write one line per packet of `iface` held now, numbered from 1, times written by `clock`; returns how
+/// many.
 pub fn show_lines(
     buffer: &SharedBuffer,
     iface: IfaceId,
     json: bool,
+    clock: Clock,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
     let (name, link) = {
@@ -29,7 +32,7 @@ pub fn show_lines(
         let f = b.iface(iface);
         (f.name.clone(), f.link)
     };
-    let mut fmt = BriefFormatter::new();
+    let mut fmt = BriefFormatter::with_clock(clock);
     let mut lines = Vec::new();
     let mut index = 0u64;
     // Packets are copied out under the lock and formatted after it is released.
@@ -96,11 +99,11 @@ pub struct LiveLines {
 
 impl LiveLines {
     /// Lines of a queue holding at most `capacity` packets not yet formatted (a reader that falls
-    /// further behind loses packets, counted in `dropped`).
-    pub fn new(capacity: usize, json: bool) -> LiveLines {
+    /// further behind loses packets, counted in `dropped`); times written by `clock`.
+    pub fn new(capacity: usize, json: bool, clock: Clock) -> LiveLines {
         LiveLines {
             queue: Arc::new(LiveQueue::new(capacity)),
-            fmt: BriefFormatter::new(),
+            fmt: BriefFormatter::with_clock(clock),
             json,
             index: 0,
         }
