@@ -10,6 +10,7 @@ from pathlib import Path
 import pcapdump
 import pytest
 from conftest import run_pcapdump
+from pcapdump import grammar
 from scapy.all import IP, TCP, Ether  # type: ignore[import-untyped]
 
 pytestmark = pytest.mark.portable
@@ -105,6 +106,52 @@ def test_version_and_help():
     assert "Filter words" in helped.stdout and "Examples" in helped.stdout
     assert helped.stdout.count("Usage:") == 1 and "--version" in helped.stdout
     assert "\b" not in helped.stdout
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ("help", "start"),
+        ("start", "--help"),
+        ("-h", "start"),
+        ("ipsrc", "198.18.0.1", "-start=int", "--help"),
+    ],
+)
+def test_one_commands_help(words):
+    done = run_pcapdump(*words)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Usage: pcapdump [options] [filter words] start [<if>]"
+    assert done.stdout.count("Usage:") == 1
+    assert "  -size <KB>" in done.stdout and "  -w <out>" not in done.stdout  # start's options only
+    assert lines[-2:] == ["Example:", "  pcapdump -size 1024 ipsrc 198.18.0.1 tcp not port 22 start int"]
+
+
+@pytest.mark.parametrize("name", [n for n in grammar.COMMANDS if n != "help"])
+def test_every_command_has_help_with_an_example_that_parses(name):
+    done = run_pcapdump("help", name)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: pcapdump")
+    example = done.stdout.splitlines()[-1].split()
+    assert example[0] == "pcapdump"
+    grammar.parse(example[1:])
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        (("start", "int", "ext"), "'ext': start takes at most one interface (usage: start [<if>])"),
+        (("status", "extra"), "'extra': status takes no argument (usage: status)"),
+        (
+            ("write", "int", "a.cap", "b"),
+            "'b': write takes one interface and one file (usage: write <if> <file>)",
+        ),
+        (("help", "bogus"), "'bogus': not a command (expected one of "),
+    ],
+)
+def test_an_extra_argument_says_what_the_command_takes(words, message):
+    done = run_pcapdump(*words)
+    assert done.returncode == 2 and done.stderr.startswith(f"pcapdump: {message}")
+    assert len(done.stderr.splitlines()) == 1
 
 
 def test_filter_errors_carry_message_and_token_as_the_readme_says():

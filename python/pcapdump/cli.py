@@ -95,6 +95,44 @@ def manual() -> str:
     )
 
 
+def command_help(name: str) -> str:
+    """One command's usage, what it does, the options that apply to it and an example."""
+    spec = grammar.COMMANDS[name]
+    if spec.alias_of:
+        name, spec = spec.alias_of, grammar.COMMANDS[spec.alias_of]
+    words = " [filter words]" if spec.filters else ""
+    options = [
+        (f"-{opt_name} {opt.metavar}".rstrip(), opt.describe())
+        for opt_name, opt in grammar.OPTIONS.items()
+        if name in opt.commands
+    ]
+    lines = [
+        f"Usage: pcapdump{' [options]' if options else ''}{words} {spec.usage(name)}",
+        "",
+        spec.summary + ".",
+    ]
+    if options:
+        lines += ["", "Options:", *_help_rows(options)]
+    if spec.filters:
+        lines += ["", "Filter words: see `pcapdump help` (all must match; `not <word> <value>` excludes)."]
+    lines += ["", "Example:", f"  {spec.example}"]
+    return "\n".join(lines)
+
+
+def _help_for(words: Sequence[str]) -> str:
+    """`--help` anywhere: the help of the command given with it, else the manual."""
+    for word in words:
+        name = word.lstrip("-").partition("=")[0].lower()
+        if name in grammar.COMMANDS and name != "help":
+            return command_help(name)
+    return "\n".join(line for line in manual().splitlines() if line != "\b")
+
+
+def run_help(req: grammar.Request) -> None:
+    name = req.arg("command")
+    click.echo(command_help(name) if name else _help_for([]))
+
+
 def fail(message: str, code: int) -> None:
     click.echo(f"pcapdump: {message}", err=True)
     sys.exit(code)
@@ -357,6 +395,7 @@ HANDLERS = {
     "cleanup": run_cleanup,
     "agent": run_agent,
     "demo": run_demo,
+    "help": run_help,
 }
 
 
@@ -387,9 +426,9 @@ def dispatch(argv: Sequence[str]) -> None:
 )
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 def main(words: tuple[str, ...]) -> None:
-    if not words or words[0] in ("--help", "-h", "help"):
-        # The manual alone: it has its own usage line (click would add one of its own).
-        click.echo("\n".join(line for line in manual().splitlines() if line != "\b"))
+    if not words or any(w in ("--help", "-h") for w in words):
+        # The manual (or a command's help) alone: it has its own usage line (click would add one too).
+        click.echo(_help_for(words))
         return
     if words[0] == "--version":
         click.echo(f"pcapdump {__version__} (engine {_core.__version__})")

@@ -58,25 +58,65 @@ class _Command:
     optional: tuple[str, ...] = ()  # at most one, after the required ones
     filters: bool = False  # takes filter words
     alias_of: str | None = None
+    example: str = ""  # a whole command line, for `help <command>`
 
     def usage(self, name: str) -> str:
         """``write <if> <file>``, ``start [<if>]``."""
-        shown = {"iface": "<if>", "file": "<file>"}
-        return " ".join([name, *(shown[a] for a in self.args), *(f"[{shown[a]}]" for a in self.optional)])
+        return " ".join([name, *(_SHOWN[a] for a in self.args), *(f"[{_SHOWN[a]}]" for a in self.optional)])
+
+    def takes(self) -> str:
+        """What the command's positional arguments are, in words: ``one interface and one file``."""
+        if not self.args and not self.optional:
+            return "no argument"
+        named = [f"one {_SAID[a]}" for a in self.args]
+        if self.optional:
+            named.append(f"at most one {_SAID[self.optional[0]]}")
+        return " and ".join(named)
+
+
+_SHOWN = {"iface": "<if>", "file": "<file>", "command": "<command>"}
+_SAID = {"iface": "interface", "file": "file", "command": "command"}
 
 
 COMMANDS: dict[str, _Command] = {
-    "start": _Command((), "start capturing (every interface that is up if none given)", ("iface",), True),
-    "stop": _Command((), "stop capturing; packets stay in the buffer", ("iface",)),
-    "status": _Command((), "captures, counters, buffer use and stored files"),
-    "show": _Command((), "brief lines of the stored packets", ("iface",)),
-    "write": _Command(("iface", "file"), "write an interface's packets to the capture store"),
-    "wipe": _Command((), "drop all stored packets"),
-    "cleanup": _Command((), "stop everything, free the buffer, stop the agent, delete what write made"),
+    "start": _Command(
+        (),
+        "start capturing (every interface that is up if none given)",
+        ("iface",),
+        True,
+        example="pcapdump -size 1024 ipsrc 198.18.0.1 tcp not port 22 start int",
+    ),
+    "stop": _Command(
+        (), "stop capturing; packets stay in the buffer", ("iface",), example="pcapdump stop int"
+    ),
+    "status": _Command(
+        (), "captures, counters, buffer use and stored files", example="pcapdump status -json"
+    ),
+    "show": _Command((), "brief lines of the stored packets", ("iface",), example="pcapdump show int -date"),
+    "write": _Command(
+        ("iface", "file"),
+        "write an interface's packets to the capture store",
+        example="pcapdump write int capture.cap",
+    ),
+    "wipe": _Command((), "drop all stored packets", example="pcapdump wipe"),
+    "cleanup": _Command(
+        (),
+        "stop everything, free the buffer, stop the agent, delete what write made",
+        example="pcapdump cleanup",
+    ),
     "clean": _Command((), "same as cleanup", alias_of="cleanup"),
-    "read": _Command(("file",), "print or filter the packets of a pcap/pcapng file", (), True),
-    "demo": _Command((), "a guided tour in a private network namespace (needs root)"),
-    "agent": _Command((), "run the agent in the foreground (for systemd)"),
+    "read": _Command(
+        ("file",),
+        "print or filter the packets of a pcap/pcapng file",
+        (),
+        True,
+        example="pcapdump read capture.cap port 80 port 443 -c 20 -w web.pcap",
+    ),
+    "help": _Command((), "this manual, or one command's usage", ("command",), example="pcapdump help start"),
+    "demo": _Command(
+        (), "a guided tour in a private network namespace (needs root)", example="pcapdump demo"
+    ),
+    "agent": _Command((), "run the agent in the foreground (for systemd)", example="pcapdump agent"),
 }
 
 
@@ -252,8 +292,15 @@ def parse(argv: Sequence[str]) -> Request:
         elif optional > 0 and wanted == 0 and not _is_word(token):
             args.append(token)
             optional -= 1
+        elif command == "help" and name in COMMANDS and not args:
+            args.append(name)  # `help start`: the command to explain
         elif name in COMMANDS:
             raise UsageError(f"'{token}': a second command (after '{command}'); give one command", token)
+        elif command is not None and not dashed:
+            spec = COMMANDS[command]
+            raise UsageError(
+                f"'{token}': {command} takes {spec.takes()} (usage: {spec.usage(command)})", token
+            )
         else:
             raise UsageError(
                 f"'{token}': unknown word (expected an option, a filter word or a command: "
@@ -301,5 +348,7 @@ def _check_args(command: str, args: list[str]) -> None:
             raise UsageError(
                 f"'{value}': not an interface name (1…15 characters, no '/', ':' or spaces)", value
             )
+        if name == "command" and value not in COMMANDS:
+            raise UsageError(f"'{value}': not a command (expected one of {', '.join(COMMANDS)})", value)
         if name == "file" and command == "write" and not STORE_NAME.fullmatch(value):
             raise UsageError(f"'{value}': not a capture store name ({STORE_NAME_RULE})", value)
