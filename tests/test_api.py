@@ -139,7 +139,10 @@ def test_every_command_has_help_with_an_example_that_parses(name):
 @pytest.mark.parametrize(
     "words, message",
     [
-        (("start", "int", "ext"), "'ext': start takes at most one interface (usage: start [<if>])"),
+        (
+            ("start", "int", "ext"),
+            "'ext': not a filter word, and start takes at most one interface (usage: start [<if>])",
+        ),
         (("status", "extra"), "'extra': status takes no argument (usage: status)"),
         (
             ("write", "int", "a.cap", "b"),

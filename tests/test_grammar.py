@@ -66,7 +66,7 @@ def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
         ("-size 1024 status", "-size 1024", "applies to start"),
         ("-w out.cap start int", "-w out.cap", "applies to read"),
         ("start a/b", "a/b", "not an interface name"),
-        ("start int extra", "extra", "start takes at most one interface"),
+        ("start int extra", "extra", "not a filter word, and start takes at most one interface"),
         ("start stop", "stop", "a second command"),
         ("-json", "", "missing command"),
         ("ipsrc 300.1.1.1 start", "ipsrc 300.1.1.1", "not an IPv4 or IPv6 address"),

@@ -34,7 +34,7 @@ USAGE = [
     (["proto", "bogus"], "'proto bogus': not an IP protocol"),
     (["vlan", "4096"], "'vlan 4096': not a VLAN id (expected 0…4095)"),
     (["-tcp=1"], "'-tcp=1': tcp takes no value"),
-    (["bogus"], "'bogus': unknown word"),
+    (["bogus"], "'bogus': not a filter word, and read takes one file"),
     (["-s", "0"], "'-s 0': the snap length must be 1…262144"),
     (["-s=300000"], "'-s=300000': the snap length must be 1…262144"),
     (["-c", "x"], "'-c x': the packet count must be a whole number at least 1"),

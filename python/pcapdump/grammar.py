@@ -298,8 +298,9 @@ def parse(argv: Sequence[str]) -> Request:
             raise UsageError(f"'{token}': a second command (after '{command}'); give one command", token)
         elif command is not None and not dashed:
             spec = COMMANDS[command]
+            words = "not a filter word, and " if spec.filters else ""
             raise UsageError(
-                f"'{token}': {command} takes {spec.takes()} (usage: {spec.usage(command)})", token
+                f"'{token}': {words}{command} takes {spec.takes()} (usage: {spec.usage(command)})", token
             )
         else:
             raise UsageError(
