@@ -45,6 +45,8 @@ MAX_CONNECTIONS = 64
 REQUEST_S = 5.0
 REPLY_S = 30.0
 LISTEN_BACKLOG = 128
+# How often the agent looks whether its socket file is still its own (a deleted home ends it).
+SOCKET_CHECK_S = 0.5
 
 
 class Abandoned(Exception):
@@ -90,6 +92,8 @@ class Agent:
         self.buffer: _core.CaptureBuffer | None = None
         self.captures: dict[str, _core.Capture] = {}
         self.done = threading.Event()
+        # Written to when the agent is to end, so that the accept loop wakes at once, not at its next poll.
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         # One write of a store name at a time; the manifest is read and rewritten by one writer at a time.
         self.writing: dict[str, threading.Lock] = {}
@@ -116,7 +120,7 @@ class Agent:
             listener, inode = self._listen()
             self.home.write_private(self.home.pidfile, f"{os.getpid()}\n")
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, lambda *_: self.done.set())
+                signal.signal(sig, lambda *_: self.finish())
             log.info("agent %d listening on %s", os.getpid(), self.home.socket)
             if ready is not None:
                 ready()
@@ -130,17 +134,32 @@ class Agent:
                         path.unlink()
                 log.info("agent %d stopped", os.getpid())
 
+    def finish(self) -> None:
+        """End serving (safe from a signal handler): the accept loop wakes now."""
+        self.done.set()
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"x")
+
     def _accept(self, listener: socket.socket, inode: int) -> None:
-        listener.settimeout(0.5)
+        listener.setblocking(False)
         while not self.done.is_set():
             try:
-                conn, _ = listener.accept()
-            except TimeoutError:
+                ready, _, _ = select.select([listener, self._wake_read], [], [], SOCKET_CHECK_S)
+            except InterruptedError:
+                continue
+            if not ready:
                 # Nobody can reach an agent whose socket was removed (its home deleted): it ends.
                 if not self._socket_is_ours(inode):
                     log.warning("%s is gone; stopping", self.home.socket)
                     return
                 continue
+            if listener not in ready:
+                continue
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue  # another waiter's client gave up between select and accept
+            conn.setblocking(True)
             threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
 
     def _socket_is_ours(self, inode: int) -> bool:
@@ -515,7 +534,7 @@ class Agent:
             with self.manifest:
                 deleted = self.home.empty_store()
         conn.send({"ok": True, "stopped": stopped, "freed": size, "deleted": deleted})
-        self.done.set()
+        self.finish()
 
 
 def _text(request: dict[str, Any], key: str, optional: bool = False) -> str:
