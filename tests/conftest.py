@@ -102,3 +102,20 @@ def pd(testnet, tmp_path):
     session("cleanup", ok=False)
     if pid and alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def unrelated_agent(tmp_path_factory):
+    """An agent the suite did not make its own: another user's, with another PCAPDUMP_HOME, running
+    throughout. No test may touch it; it must be alive and its home intact at the end."""
+    home = tmp_path_factory.mktemp("unrelated") / "home"
+    env = {**os.environ, "PCAPDUMP_HOME": str(home)}
+    agent = subprocess.Popen([pcapdump_exe(), "agent"], env=env, stderr=subprocess.DEVNULL)
+    wait_until(lambda: (home / "agent.sock").exists(), seconds=10)
+    yield agent
+    try:
+        assert agent.poll() is None, "a test ended an agent it did not make"
+        assert (home / "agent.sock").exists(), "a test removed another agent's socket"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

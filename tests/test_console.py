@@ -441,7 +441,6 @@ def test_the_spec_example_values_are_accepted_as_filters(pd):
 
 
 def test_demo_runs_the_session_and_removes_what_it_made(testnet, tmp_path):
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     done = subprocess.run(
         [pcapdump_exe(), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
     )
@@ -459,8 +458,35 @@ def test_demo_runs_the_session_and_removes_what_it_made(testnet, tmp_path):
     assert "== int: 15 packets ==" in done.stdout  # 3 connections, 5 TCP packets each from the client
     kept = tmp_path / "pcapdump-demo.cap"
     assert len(list(pcapdump.read(kept))) == 15
+    made = set(re.findall(r"namespace (pcapdump-demo-\S+)", done.stdout))
+    assert len(made) == 2
     after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "pcapdump-demo" not in after and after.count("\n") == before.count("\n")
+    assert not made & {line.split()[0] for line in after.splitlines()}
+
+
+def test_demo_keep_leaves_the_network_and_the_agent_and_says_how_to_go_on(testnet, tmp_path):
+    done = subprocess.run(
+        [pcapdump_exe(), "demo", "-keep"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    go_on = next(line for line in lines if line.startswith("ip netns exec") and line.endswith(" status"))
+    remove = lines[lines.index("When done, remove everything:") + 1]
+    made = set(re.findall(r"namespace (pcapdump-demo-\S+)", done.stdout))
+    try:
+        status = subprocess.run(go_on, shell=True, capture_output=True, text=True, timeout=60, check=False)
+        assert status.returncode == 0 and "agent: pid " in status.stdout, status.stderr
+        assert re.search(r"^int\s+stopped\s", status.stdout, re.M)
+    finally:
+        removed = subprocess.run(remove, shell=True, capture_output=True, text=True, timeout=60, check=False)
+    assert removed.returncode == 0, removed.stderr
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert len(made) == 2 and not made & {line.split()[0] for line in after.splitlines()}
 
 
 def test_demo_without_root_says_so(tmp_path):
@@ -491,9 +517,9 @@ def test_demo_interrupted_removes_what_it_made(testnet, tmp_path):
     proc.send_signal(signal.SIGINT)  # a second Ctrl-C does not cut the clean-up short
     out, _ = proc.communicate(timeout=60)
     assert "Removed the namespaces, the agent and its folder." in out
-    assert (
-        "pcapdump-demo" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    )
+    made = set(re.findall(r"namespace (pcapdump-demo-\S+)", out))
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not made & {line.split()[0] for line in after.splitlines()}
     # An agent still starting when the demo cleaned up finds its home gone and ends.
     agents_gone = wait_until(lambda: agents_under(tmp_path) == [])
     assert agents_gone, "an agent outlived the demo"

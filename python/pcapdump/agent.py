@@ -144,7 +144,7 @@ class Agent:
         listener.setblocking(False)
         while not self.done.is_set():
             try:
-                ready, _, _ = select.select([listener, self._wake_read], [], [], SOCKET_CHECK_S)
+                ready, _, _ = select.select([listener.fileno(), self._wake_read], [], [], SOCKET_CHECK_S)
             except InterruptedError:
                 continue
             if not ready:
@@ -153,7 +153,7 @@ class Agent:
                     log.warning("%s is gone; stopping", self.home.socket)
                     return
                 continue
-            if listener not in ready:
+            if listener.fileno() not in ready:
                 continue
             try:
                 conn, _ = listener.accept()

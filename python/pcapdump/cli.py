@@ -381,7 +381,7 @@ def run_agent(req: grammar.Request) -> None:
 def run_demo(req: grammar.Request) -> None:
     from .demo import run
 
-    run()
+    run(keep=req.options.keep)
 
 
 HANDLERS = {

@@ -99,7 +99,21 @@ def _traffic(net: netns.NetnsPair, connections: int) -> None:
             server.kill()
 
 
-def run() -> None:
+def _kept(net: netns.NetnsPair, home: Path) -> None:
+    """What to type to go on where the tour stopped, and to remove it all afterwards."""
+    command = shutil.which("pcapdump") or f"{sys.executable} -m pcapdump"
+    go = f"ip netns exec {net.cap_ns} env PCAPDUMP_HOME={home} {command}"
+    _say(
+        "\nThe network and the agent are still there (-keep). Go on by hand, for instance:\n"
+        f"  {go} -o udp start int\n"
+        f"  ip netns exec {net.snd_ns} ping -c 3 {netns.CAP_V4}      # and more traffic: ICMP here\n"
+        f"  {go} status\n"
+        "When done, remove everything:\n"
+        f"  {go} cleanup; ip netns del {net.cap_ns}; ip netns del {net.snd_ns}; rm -r {home}"
+    )
+
+
+def run(keep: bool = False) -> None:
     if os.geteuid() != 0:
         raise CaptureError("pcapdump demo needs root: it makes network namespaces (sudo pcapdump demo)")
     if shutil.which("ip") is None:
@@ -109,6 +123,7 @@ def run() -> None:
     if not os.access(Path.cwd(), os.W_OK):
         kept = Path(tempfile.gettempdir()) / "pcapdump-demo.cap"
     net: netns.NetnsPair | None = None
+    handed_over = False  # -keep: the user has the network and the agent now
     try:
         # Made inside the `try`: a Ctrl-C at any moment leaves nothing behind.
         net = netns.create("pcapdump-demo")
@@ -130,22 +145,30 @@ def run() -> None:
             f"Open it with `wireshark {kept}` or `tcpdump -nr {kept}`.\n"
             "From a gateway you would fetch it with `fwctl --filedownload capture.cap local.cap site:gw1`."
         )
+        if keep:
+            _kept(net, home)
+            handed_over = True
     finally:
         # Cleaning up must not be cut short by another Ctrl-C: ignore it here, and run the cleanup
         # commands in their own session, out of reach of the terminal's signals.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            if net is not None:
-                subprocess.run(
-                    ["ip", "netns", "exec", net.cap_ns, sys.executable, "-m", "pcapdump", "cleanup"],
-                    env={**os.environ, "PCAPDUMP_HOME": str(home)},
-                    capture_output=True,
-                    timeout=30,
-                    check=False,
-                    start_new_session=True,
-                )
-                netns.destroy(net)
-            shutil.rmtree(home, ignore_errors=True)
-            click.secho("Removed the namespaces, the agent and its folder.", fg="cyan")
+            if not handed_over:
+                _remove(net, home)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def _remove(net: netns.NetnsPair | None, home: Path) -> None:
+    if net is not None:
+        subprocess.run(
+            ["ip", "netns", "exec", net.cap_ns, sys.executable, "-m", "pcapdump", "cleanup"],
+            env={**os.environ, "PCAPDUMP_HOME": str(home)},
+            capture_output=True,
+            timeout=30,
+            check=False,
+            start_new_session=True,
+        )
+        netns.destroy(net)
+    shutil.rmtree(home, ignore_errors=True)
+    click.secho("Removed the namespaces, the agent and its folder.", fg="cyan")

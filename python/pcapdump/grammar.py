@@ -32,6 +32,7 @@ class Options:
     json: bool = False
     utc: bool = False
     date: bool = False
+    keep: bool = False
     output: str | None = None
     filename: str | None = None
 
@@ -198,6 +199,7 @@ OPTIONS: dict[str, _Option] = {
     "json": _Option("json", None, _OUTPUT, "JSON output, one object per line"),
     "utc": _Option("utc", None, _BRIEF, "brief lines in UTC (default: your local time)"),
     "date": _Option("date", None, _BRIEF, "brief lines with the date: 2026-11-27 08:22:47.955144"),
+    "keep": _Option("keep", None, ("demo",), "leave the demo's network and agent running, to go on by hand"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
     "filename": _Option(
         "filename", _text, ("write", "read"), "the file, as -write int -filename=capture.cap", "<file>"
