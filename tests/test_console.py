@@ -70,6 +70,7 @@ def test_count_snaplen_and_status_json(pd):
         "iface": "int",
         "state": "stopped",
         "stop_reason": "count reached",
+        "link": None,
         "filter": "udp destport 9000",
         "snaplen": 64,
         "count": 5,
@@ -132,6 +133,25 @@ def test_lines_are_in_the_callers_time_zone_not_the_agents(pd):
     (line,) = out.splitlines()
     shown = run("show", "-utc", tz="JST-9").splitlines()[-1]
     assert line.split()[1] == shown.split()[1]  # -o wrote UTC, as asked, though the caller is in JST
+
+
+def test_a_running_capture_on_a_link_that_went_down_says_so(pd):
+    pd("start", "int")
+    cap_ip = ["ip", "-n", pd.net.cap_ns, "link", "set", "int"]
+    snd_ip = ["ip", "-n", pd.net.snd_ns, "link", "set", "ext"]
+    try:
+        subprocess.run([*cap_ip, "down"], check=True)
+        assert (pd.capture()["state"], pd.capture()["link"]) == ("running", "down")
+        assert re.search(r"^int\s+running \(link down\)\s", pd("status").stdout, re.M)
+        subprocess.run([*cap_ip, "up"], check=True)
+        subprocess.run([*snd_ip, "down"], check=True)  # the veth's other end: no carrier on `int`
+        assert pd.capture()["link"] == "no carrier"
+        assert re.search(r"^int\s+running \(link no carrier\)\s", pd("status").stdout, re.M)
+    finally:
+        subprocess.run([*cap_ip, "up"], check=True)
+        subprocess.run([*snd_ip, "up"], check=True)
+    assert wait_until(lambda: pd.capture()["link"] == "up", seconds=5)
+    assert re.search(r"^int\s+running\s", pd("status").stdout, re.M)
 
 
 def test_promiscuous_flag_set_then_restored(pd):

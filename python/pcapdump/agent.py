@@ -33,6 +33,7 @@ log = logging.getLogger("pcapdump.agent")
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
+IFF_RUNNING = 0x40
 # How often a live stream looks whether its reader went away while no packet comes.
 LIVE_POLL_S = 0.2
 # Longer than any zone name or POSIX TZ rule.
@@ -53,20 +54,31 @@ class Abandoned(Exception):
     """The client of a request has gone (it gave up and reported a failure): do not carry it out."""
 
 
+def _flags(sock: socket.socket, name: str) -> int | None:
+    """An interface's flags (IFF_*) in this network namespace; None if there is no such interface."""
+    req = struct.pack("16sH14x", name.encode(), 0)
+    try:
+        return int(struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, req))[1])
+    except OSError:
+        return None
+
+
 def up_interfaces() -> list[str]:
     """Interfaces of this network namespace whose IFF_UP flag is set, in index order."""
-    names = [name for _, name in socket.if_nameindex()]
-    up = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for name in names:
-            req = struct.pack("16sH14x", name.encode(), 0)
-            try:
-                flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-            except OSError:
-                continue
-            if flags & IFF_UP:
-                up.append(name)
-    return up
+        return [name for _, name in socket.if_nameindex() if (_flags(s, name) or 0) & IFF_UP]
+
+
+def link_state(name: str) -> str:
+    """``up``; ``down`` (administratively: `ip link set down`); ``no carrier`` (up, but the cable, the
+    peer of a veth or the radio is gone); ``gone`` (no such interface any more)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = _flags(s, name)
+    if flags is None:
+        return "gone"
+    if not flags & IFF_UP:
+        return "down"
+    return "up" if flags & IFF_RUNNING else "no carrier"
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -284,6 +296,8 @@ class Agent:
             "iface": name,
             "state": stats["state"],
             "stop_reason": stats["stop_reason"],
+            # A running capture on a link that went down captures nothing until it comes back.
+            "link": link_state(name) if stats["state"] == "running" else None,
             "filter": settings["filter"],
             "snaplen": settings["snaplen"],
             "count": settings["count"],

@@ -188,7 +188,7 @@ def _counters(c: dict[str, Any]) -> str:
 def _state(c: dict[str, Any]) -> str:
     """`running`, `stopped`, or `stopped (<why>)` when it stopped by itself."""
     if c["state"] == "running":
-        return "running"
+        return "running" if c.get("link") in (None, "up") else f"running (link {c['link']})"
     return "stopped" if c["stop_reason"] in (None, "stopped") else f"stopped ({c['stop_reason']})"
 
 
