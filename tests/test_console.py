@@ -7,13 +7,14 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
 
 import pcapdump
 import pytest
-from conftest import pcapdump_exe, wait_until
+from conftest import need_tool, pcapdump_exe, wait_until
 from netns import CAP_V4, SND_V4
 from session import agents_under, alive, one_line_error
 
@@ -193,6 +194,33 @@ def test_a_restarted_capture_keeps_and_counts_the_packets_stored_before(pd):
     c = pd.capture()
     assert (c["captured"], c["packets"]) == (2, 5)
     assert pd("show", "int").stdout.splitlines()[0] == "== int: 5 packets =="
+
+
+def test_a_file_of_captures_with_two_snap_lengths_keeps_every_byte(pd):
+    """Packets kept from a `-s 200` capture, then a `-s 64` one: the header says 200, so readers cut none."""
+    pd("-s", "200", "udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 3, size=500)
+    wait_until(lambda: pd.capture()["packets"] == 3, seconds=10)
+    pd("stop")
+    pd("-s", "64", "udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 3, size=500)
+    wait_until(lambda: pd.capture()["packets"] == 6, seconds=10)
+    pd("stop")
+    pd("write", "int", "two.cap")
+    path = pd.home / "store" / "two.cap"
+    fields = subprocess.run(
+        [need_tool("tshark"), "-r", str(path), "-T", "fields", "-e", "frame.cap_len"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert fields.stdout.split() == ["200"] * 3 + ["64"] * 3, fields.stderr
+    assert struct.unpack_from("<I", path.read_bytes(), 16)[0] == 200  # the header's snap length
+    # libpcap cuts a record longer than the header's snap length: tcpdump must see all 200 bytes.
+    dumped = subprocess.run(
+        [need_tool("tcpdump"), "-r", str(path), "-c", "1", "-x"], capture_output=True, text=True, check=True
+    ).stdout
+    assert len(re.findall(r"\b[0-9a-f]{4}\b", dumped.split("\n", 1)[1])) >= 200 // 2 - 8
 
 
 def test_an_interface_that_changed_link_type_is_refused_until_wipe(pd):

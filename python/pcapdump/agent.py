@@ -103,6 +103,9 @@ class Agent:
         self.lock = threading.RLock()
         self.buffer: _core.CaptureBuffer | None = None
         self.captures: dict[str, _core.Capture] = {}
+        # The largest snap length among the captures whose packets an interface may hold: a file's
+        # header must not claim less than its longest record (readers would cut it).
+        self.snaplens: dict[str, int] = {}
         self.done = threading.Event()
         # Written to when the agent is to end, so that the accept loop wakes at once, not at its next poll.
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -280,6 +283,7 @@ class Agent:
         size_kb = size_kb or (current.size // 1024 if current else _core.DEFAULT_BUFFER_KB)
         # A new buffer: captures of the old one have nothing left to show.
         self.captures.clear()
+        self.snaplens.clear()
         self.buffer = None
         self.buffer = _core.CaptureBuffer(size_kb, ring)
         log.info("capture buffer: %d KB %s", size_kb, mode)
@@ -364,6 +368,8 @@ class Agent:
                         failed.append({"iface": name, "error": e.kind, "message": e.message})
                         continue
                     self.captures[name] = cap
+                    earlier = self.snaplens.get(name, 0) if kept.get(name) else 0
+                    self.snaplens[name] = max(earlier, cap.settings()["snaplen"])
                     started.append({**self._capture_status(name, cap), "kept": kept.get(name, 0)})
                     log.info("started %s: filter '%s'", name, flt)
                 if not started:
@@ -510,10 +516,9 @@ class Agent:
         with self.lock:
             buffer = self.buffer
             known = {f["name"] for f in self._held_interfaces()}
-            cap = self.captures.get(name)
+            snaplen = self.snaplens.get(name, _core.MAX_SNAPLEN)
         if buffer is None or name not in known:
             raise CaptureError(f"'{name}': no packets were captured on it", name)
-        snaplen = cap.settings()["snaplen"] if cap is not None else _core.MAX_SNAPLEN
         self.home.create()
         path = self.home.store / file
         with self.lock:
@@ -535,6 +540,8 @@ class Agent:
             held = self.buffer.held if self.buffer else 0
             if self.buffer is not None:
                 self.buffer.wipe()
+            # Nothing is held now: only the running captures' packets will be.
+            self.snaplens = {n: self.captures[n].settings()["snaplen"] for n in self._running()}
         conn.send({"ok": True, "wiped": held})
 
     def op_cleanup(self, request: dict[str, Any], conn: Connection) -> None:
