@@ -79,12 +79,16 @@ fn zone_file_path(name: &str) -> Option<String> {
         .find(|path| std::path::Path::new(path).is_file())
 }
 
-/// A zone file's rules: a regular file (a named pipe or device there would block or never end), of a
-/// zone file's size, that parses.
+/// A zone file's rules: a regular file (a named pipe or device there would block, never end, or act on
+/// being opened, as a tape drive rewinds), of a zone file's size, that parses. Looked at before it is
+/// opened, and again once open.
 fn read_zone_file(path: &str) -> Option<tz::TimeZone> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
