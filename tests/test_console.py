@@ -137,22 +137,26 @@ def test_lines_are_in_the_callers_time_zone_not_the_agents(pd):
 
 
 def test_a_running_capture_on_a_link_that_went_down_says_so(pd):
-    pd("start", "int")
-    cap_ip = ["ip", "-n", pd.net.cap_ns, "link", "set", "int"]
-    snd_ip = ["ip", "-n", pd.net.snd_ns, "link", "set", "ext"]
+    """On a veth pair of its own (`int` keeps its IPv6 addresses only while up: the other tests need it)."""
+    in_ns = ["ip", "-n", pd.net.cap_ns, "link"]
+    subprocess.run([*in_ns, "add", "ld0", "type", "veth", "peer", "name", "ld1"], check=True)
     try:
-        subprocess.run([*cap_ip, "down"], check=True)
-        assert (pd.capture()["state"], pd.capture()["link"]) == ("running", "down")
-        assert re.search(r"^int\s+running \(link down\)\s", pd("status").stdout, re.M)
-        subprocess.run([*cap_ip, "up"], check=True)
-        subprocess.run([*snd_ip, "down"], check=True)  # the veth's other end: no carrier on `int`
-        assert pd.capture()["link"] == "no carrier"
-        assert re.search(r"^int\s+running \(link no carrier\)\s", pd("status").stdout, re.M)
+        for end in ("ld0", "ld1"):
+            subprocess.run([*in_ns, "set", end, "up"], check=True)
+        pd("start", "ld0")
+        subprocess.run([*in_ns, "set", "ld0", "down"], check=True)
+        assert (pd.capture("ld0")["state"], pd.capture("ld0")["link"]) == ("running", "down")
+        assert re.search(r"^ld0\s+running \(link down\)\s", pd("status").stdout, re.M)
+        subprocess.run([*in_ns, "set", "ld0", "up"], check=True)
+        subprocess.run([*in_ns, "set", "ld1", "down"], check=True)  # the other end: no carrier on ld0
+        assert pd.capture("ld0")["link"] == "no carrier"
+        assert re.search(r"^ld0\s+running \(link no carrier\)\s", pd("status").stdout, re.M)
+        subprocess.run([*in_ns, "set", "ld1", "up"], check=True)
+        assert wait_until(lambda: pd.capture("ld0")["link"] == "up", seconds=5)
+        assert re.search(r"^ld0\s+running\s", pd("status").stdout, re.M)
     finally:
-        subprocess.run([*cap_ip, "up"], check=True)
-        subprocess.run([*snd_ip, "up"], check=True)
-    assert wait_until(lambda: pd.capture()["link"] == "up", seconds=5)
-    assert re.search(r"^int\s+running\s", pd("status").stdout, re.M)
+        pd("stop", ok=False)
+        subprocess.run([*in_ns, "del", "ld0"], check=False)
 
 
 def test_promiscuous_flag_set_then_restored(pd):
