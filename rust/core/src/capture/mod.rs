@@ -1,6 +1,7 @@
 //! Live capture: AF_PACKET rings (Linux), the capture buffer, and capture sessions that join the two.
 
 pub mod buffer;
+pub(crate) mod link;
 mod session;
 mod show;
 mod stored;
@@ -20,6 +21,7 @@ use crate::packet::Direction;
 pub use buffer::{
     BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket, Written,
 };
+pub use link::link_of;
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
