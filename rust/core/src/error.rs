@@ -114,6 +114,7 @@ impl CaptureError {
             | CaptureError::Program(_)
             | CaptureError::Ring(_)
             | CaptureError::Buffer { .. }
+            | CaptureError::ListInterfaces(_)
             | CaptureError::Os { .. } => ErrorKind::Capture,
         }
     }
@@ -128,7 +129,8 @@ impl CaptureError {
             CaptureError::Unsupported(_)
             | CaptureError::Program(_)
             | CaptureError::Ring(_)
-            | CaptureError::Buffer { .. } => None,
+            | CaptureError::Buffer { .. }
+            | CaptureError::ListInterfaces(_) => None,
         }
     }
 }

@@ -151,6 +151,8 @@ pub enum CaptureError {
     NothingCaptured(String),
     #[error("cannot allocate a capture buffer of {kb} KB: {source}")]
     Buffer { kb: u64, source: io::Error },
+    #[error("cannot list the interfaces: {0}")]
+    ListInterfaces(io::Error),
     #[error("'{iface}': {what}: {source}")]
     Os {
         iface: String,
