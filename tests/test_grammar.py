@@ -86,3 +86,13 @@ def test_usage_errors_name_the_token(argv, token, expected):
 def test_the_spec_example_values_parse():
     req = grammar.parse(["ipsrc", "192.168.0.1", "ipdest", "10.0.0.1", "proto", "103", "start", "int"])
     assert str(req.filter) == "ipsrc 192.168.0.1 ipdest 10.0.0.1 proto 103"
+
+
+@pytest.mark.parametrize("argv", ["interfaces -json", "-json interfaces", "-interfaces -json"])
+def test_interfaces_takes_json_and_nothing_else(argv):
+    req = grammar.parse(argv.split())
+    assert (req.command, req.args, req.options.json) == ("interfaces", (), True)
+    for wrong, token in (["interfaces", "int"], "'int'"), (["-size", "1024", "interfaces"], "'-size 1024'"):
+        with pytest.raises(UsageError) as e:
+            grammar.parse(wrong)
+        assert e.value.message.startswith(token)

@@ -44,7 +44,7 @@ from .errors import (
     UnsupportedError,
     UsageError,
 )
-from .shapes import CaptureSettings, CaptureStats
+from .shapes import CaptureSettings, CaptureStats, Interface
 
 # The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
 # asking importlib.metadata instead would cost every command a tenth of a second.
@@ -71,6 +71,7 @@ __all__ = [
     "FilterError",
     "HomeError",
     "HostKeyError",
+    "Interface",
     "InventoryError",
     "NoSuchInterfaceError",
     "Packet",
@@ -82,6 +83,7 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "capture",
+    "interfaces",
     "read",
     "write",
 ]
@@ -134,6 +136,13 @@ def capture(
     _check_range("count", count, 1, 2**63 - 1)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
     return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
+
+
+def interfaces() -> list[Interface]:
+    """The interfaces this thread can capture on (its network namespace), in index order: name, state,
+    MTU, MAC, addresses with their prefix lengths, and the link type a capture would store.
+    ``Console().interfaces()`` asks the agent instead."""
+    return _core.interfaces()
 
 
 def read(

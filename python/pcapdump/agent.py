@@ -10,7 +10,6 @@ never carried out (docs/architecture.md#the-agent-protocol).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import select
@@ -26,13 +25,12 @@ from typing import Any
 from . import _core
 from .errors import AgentError, CaptureError, PcapdumpError, PrivilegeError, UsageError
 from .home import STORE_NAME, Home
+from .ifaces import network_namespace, up_names
 from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
 from .shapes import BufferInterface
 
 log = logging.getLogger("pcapdump.agent")
 
-SIOCGIFFLAGS = 0x8913
-IFF_UP = 0x1
 # How often a live stream looks whether its reader went away while no packet comes.
 LIVE_POLL_S = 0.2
 # While a request is worked on, a progress message this often tells the client the agent is alive.
@@ -47,22 +45,6 @@ LISTEN_BACKLOG = 128
 
 class Abandoned(Exception):
     """The client of a request has gone (it gave up and reported a failure): do not carry it out."""
-
-
-def up_interfaces() -> list[str]:
-    """Interfaces of this network namespace whose IFF_UP flag is set, in index order."""
-    names = [name for _, name in socket.if_nameindex()]
-    up = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for name in names:
-            req = struct.pack("16sH14x", name.encode(), 0)
-            try:
-                flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-            except OSError:
-                continue
-            if flags & IFF_UP:
-                up.append(name)
-    return up
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -292,7 +274,7 @@ class Agent:
         flt = _core.Filter(str(request.get("filter") or ""))
         with self.lock:
             self._still_wanted(conn, "start")
-            names = [request["iface"]] if request.get("iface") else up_interfaces()
+            names = [request["iface"]] if request.get("iface") else up_names()
             if not names:
                 raise CaptureError("no interface is up")
             for name in names:
@@ -409,6 +391,16 @@ class Agent:
                 log.info("stopped %s", n)
             stopped = [self._capture_status(n, self.captures[n]) for n in names]
         conn.send({"ok": True, "stopped": stopped})
+
+    def op_interfaces(self, request: dict[str, Any], conn: Connection) -> None:
+        conn.send(
+            {
+                "ok": True,
+                "pid": os.getpid(),
+                "netns": network_namespace(),
+                "interfaces": _core.interfaces(),
+            }
+        )
 
     def op_status(self, request: dict[str, Any], conn: Connection) -> None:
         with self.lock:
@@ -570,4 +562,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Agent", "run_foreground", "up_interfaces"]
+__all__ = ["Agent", "run_foreground"]

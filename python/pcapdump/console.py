@@ -28,7 +28,9 @@ from .errors import (
     UsageError,
 )
 from .home import Home, process_alive
+from .ifaces import network_namespace
 from .protocol import BadMessage, Connection, reply_error
+from .shapes import InterfaceListing
 
 # The agent must take a request within this long, or the command reports a hung agent (and the agent,
 # should it wake up later, drops the request: its deadline has passed).
@@ -331,6 +333,22 @@ class Console:
             return dict(self._request({"op": "status"})["status"])
         except AgentNotRunningError:
             return {"buffer": None, "captures": [], "files": self.home.store_summary()}
+
+    def interfaces(self) -> InterfaceListing:
+        """The interfaces the agent can capture on: those of its network namespace, ``agent`` being its
+        pid. Without an agent, those of the caller's namespace (``agent`` is ``None``): none is launched
+        to ask."""
+        own = network_namespace()
+        try:
+            reply = self._request({"op": "interfaces"})
+        except AgentNotRunningError:
+            return {"agent": None, "netns": own, "own_netns": own, "interfaces": _core.interfaces()}
+        return {
+            "agent": int(reply["pid"]),
+            "netns": reply["netns"],
+            "own_netns": own,
+            "interfaces": reply["interfaces"],
+        }
 
     def show(self, iface: str | None = None, json: bool = False) -> list[dict[str, Any]]:
         """One section per interface: ``iface``, ``packets`` and ``lines`` (text)."""

@@ -73,6 +73,7 @@ COMMANDS: dict[str, _Command] = {
     "cleanup": _Command((), "stop everything, free the buffer, stop the agent, delete what write made"),
     "clean": _Command((), "same as cleanup", alias_of="cleanup"),
     "read": _Command(("file",), "print or filter the packets of a pcap/pcapng file", (), True),
+    "interfaces": _Command((), "the interfaces the agent can capture on: state, addresses, link type"),
     "demo": _Command((), "a guided tour in a private network namespace (needs root)"),
     "agent": _Command((), "run the agent in the foreground (for systemd)"),
 }
@@ -122,7 +123,7 @@ class _Option:
         return self.help + (f" ({'; '.join(bounds)})" if bounds else "")
 
 
-_OUTPUT = ("start", "stop", "status", "show", "write", "read")
+_OUTPUT = ("start", "stop", "status", "show", "write", "read", "interfaces")
 OPTIONS: dict[str, _Option] = {
     "size": _Option(
         "size_kb",

@@ -4,6 +4,7 @@ mod capture;
 mod errors;
 mod files;
 mod filter;
+mod interfaces;
 mod packet;
 
 use pyo3::prelude::*;
@@ -16,6 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ring_blocks_each, m)?)?;
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
+    m.add_function(wrap_pyfunction!(interfaces::interfaces, m)?)?;
     m.add_class::<packet::PyPacket>()?;
     m.add_class::<capture::PyCapture>()?;
     m.add_class::<capture::PyCaptureBuffer>()?;
