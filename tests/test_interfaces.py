@@ -1,5 +1,6 @@
 """Finding interfaces: `pcapdump interfaces` (the agent's, or without one the caller's own), checked
-against iproute2."""
+against iproute2; and an unknown interface named with the names it is close to and, when the agent lives
+in another network namespace, both namespaces."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pcapdump
 import pytest
 from conftest import IN_CI, pcapdump_exe, run_pcapdump
 from netns import CAP_V4, CAP_V6, mac_of
+from pcapdump.ifaces import close_names, no_such_interface
 from session import Session, one_line_error
 
 HEADER = ["index", "iface", "state", "link", "type", "mtu", "mac", "addresses"]
@@ -46,6 +48,42 @@ def rows(table: str) -> dict[str, list[str]]:
 
 def json_lines(out: str) -> dict[str, dict]:
     return {obj["name"]: obj for obj in map(json.loads, out.splitlines())}
+
+
+# --- close names (no system needed) ----------------------------------------------------------------
+
+
+@pytest.mark.portable
+@pytest.mark.parametrize(
+    ("typed", "known", "offered"),
+    [
+        ("eht0", ["lo", "eth0", "eth1"], ["eth0"]),  # two letters swapped
+        ("eth", ["lo", "eth0", "eth1"], ["eth0", "eth1"]),  # a prefix of two: both
+        ("ETH0", ["lo", "eth0"], ["eth0"]),  # case
+        ("ens3", ["lo", "ens33"], ["ens33"]),
+        ("enp0s31f7", ["enp0s31f6", "wlp2s0"], ["enp0s31f6"]),
+        ("itn", ["lo", "int"], ["int"]),
+        ("ext", ["lo", "int"], []),  # two edits for a short name: not a slip
+        ("nosuch0", ["lo", "int", "eth0"], []),
+        ("int", ["int", "int0"], ["int0"]),  # the name itself is not offered
+        ("e", ["eth0"], []),  # one letter is a prefix of too much to mean anything
+    ],
+)
+def test_close_names_are_slips_of_the_typed_name(typed, known, offered):
+    assert close_names(typed, known) == offered
+
+
+@pytest.mark.portable
+def test_the_error_names_the_interface_the_close_names_and_both_namespaces():
+    e = no_such_interface("itn", ["lo", "int"], "net:[1]", "net:[2]")
+    assert isinstance(e, pcapdump.NoSuchInterfaceError) and e.exit_code == 1
+    assert (e.iface, e.suggestions, e.netns) == ("itn", ["int"], "net:[1]")
+    assert str(e) == (
+        "no such interface 'itn' (did you mean 'int'?) "
+        "(the agent runs in another network namespace: net:[1]; yours is net:[2])"
+    )
+    # One namespace: nothing to say about it.
+    assert str(no_such_interface("nosuch0", ["lo"], "net:[1]", "net:[1]")) == "no such interface 'nosuch0'"
 
 
 # --- pcapdump interfaces -----------------------------------------------------------------------------
@@ -191,3 +229,51 @@ def test_interfaces_json_agrees_with_iproute2(busy_ns):
 @pytest.mark.live
 def test_interfaces_takes_no_argument(pd):
     one_line_error(pd("interfaces", "int", ok=False), 2, "'int'")
+
+
+# --- an unknown interface ---------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_an_unknown_interface_is_named_with_the_names_it_is_close_to(pd):
+    one_line_error(pd("start", "itn", ok=False), 1, "no such interface 'itn' (did you mean 'int'?)")
+    pd("udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    for words in (["stop", "imt"], ["show", "in"], ["write", "Int", "x.cap"]):
+        err = one_line_error(
+            pd(*words, ok=False), 1, f"no such interface '{words[1]}'", "(did you mean 'int'?)"
+        )
+        assert "network namespace" not in err
+    # Nothing close: the interface alone. An interface that exists but does not capture: as before.
+    assert one_line_error(pd("stop", "nosuch0", ok=False), 1) == "pcapdump: no such interface 'nosuch0'"
+    one_line_error(pd("stop", "lo", ok=False), 1, "'lo' is not capturing")
+    one_line_error(pd("show", "lo", ok=False), 1, "'lo': no packets were captured on it")
+
+
+@pytest.mark.live
+def test_an_unknown_interface_names_both_network_namespaces(pd):
+    pd("start", "int")
+    agent_ns, sender_ns = netns_of(pd.net.cap_ns), netns_of(pd.net.snd_ns)
+    note = f"(the agent runs in another network namespace: {agent_ns}; yours is {sender_ns})"
+    # `ext` is the sender namespace's interface: the command run there reaches the agent in the other.
+    for words in (["start", "ext"], ["stop", "ext"], ["show", "ext"], ["write", "ext", "x.cap"]):
+        done = subprocess.run(
+            ["ip", "netns", "exec", pd.net.snd_ns, *pd.argv(*words)[4:]],
+            capture_output=True,
+            text=True,
+            env=pd.env,
+            timeout=60,
+            check=False,
+        )
+        err = one_line_error(done, 1, "no such interface 'ext'", note)
+        assert "did you mean" not in err
+
+
+@pytest.mark.live
+def test_the_python_api_names_the_interfaces_close_to_an_unknown_one(testnet):
+    with testnet.on_capture_side():
+        assert [i["name"] for i in pcapdump.interfaces()] == ["lo", "int"]
+        with pytest.raises(pcapdump.NoSuchInterfaceError) as no_such:
+            pcapdump.capture("itn")
+    assert no_such.value.suggestions == ["int"]
+    assert str(no_such.value) == "no such interface 'itn' (did you mean 'int'?)"

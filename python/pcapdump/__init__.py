@@ -44,6 +44,7 @@ from .errors import (
     UnsupportedError,
     UsageError,
 )
+from .ifaces import no_such_interface
 from .shapes import CaptureSettings, CaptureStats, Interface
 
 # The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
@@ -135,7 +136,10 @@ def capture(
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     _check_range("count", count, 1, 2**63 - 1)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
-    return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
+    try:
+        return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
+    except NoSuchInterfaceError:
+        raise no_such_interface(iface, (i["name"] for i in _core.interfaces())) from None
 
 
 def interfaces() -> list[Interface]:

@@ -23,9 +23,16 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _core
-from .errors import AgentError, CaptureError, PcapdumpError, PrivilegeError, UsageError
+from .errors import (
+    AgentError,
+    CaptureError,
+    NoSuchInterfaceError,
+    PcapdumpError,
+    PrivilegeError,
+    UsageError,
+)
 from .home import STORE_NAME, Home
-from .ifaces import network_namespace, up_names
+from .ifaces import network_namespace, no_such_interface, up_names
 from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
 from .shapes import BufferInterface
 
@@ -253,6 +260,24 @@ class Agent:
             "live_dropped": stats["live_dropped"],
         }
 
+    def _unknown(self, name: str, request: dict[str, Any]) -> NoSuchInterfaceError:
+        """The error for an interface this agent has never heard of: the names it is close to (of this
+        namespace, or held in the buffer), and both namespaces when the client is in another one."""
+        with self.lock:
+            known = [*self.captures, *(f["name"] for f in self._held_interfaces())]
+        caller = request.get("netns")
+        return no_such_interface(
+            name,
+            [*(i["name"] for i in _core.interfaces()), *known],
+            network_namespace(),
+            caller if isinstance(caller, str) else None,
+        )
+
+    @staticmethod
+    def _exists(name: str) -> bool:
+        """Whether an interface of that name is in the agent's network namespace now."""
+        return any(i["name"] == name for i in _core.interfaces())
+
     def _stop_all(self) -> None:
         with self.lock:
             for cap in self.captures.values():
@@ -347,6 +372,8 @@ class Agent:
                 "`pcapdump cleanup`, then start again as root",
                 name,
             ) from e
+        except NoSuchInterfaceError:
+            raise self._unknown(name, request) from None
 
     def _stream(self, live: _core.LiveLines, names: list[str], live_only: bool, conn: Connection) -> None:
         # A reader may pause (a terminal on hold): lines it misses meanwhile are counted, nothing waits.
@@ -381,6 +408,8 @@ class Agent:
             if name:
                 # A capture that already stopped by itself (count reached) reports its final counters.
                 if name not in self.captures:
+                    if not self._exists(name):
+                        raise self._unknown(name, request)
                     raise CaptureError(f"'{name}' is not capturing", name)
                 names = [name]
             else:
@@ -424,6 +453,8 @@ class Agent:
             buffer = self.buffer
             known = {f["name"]: f for f in self._held_interfaces()}
         if name and name not in known:
+            if not self._exists(name):
+                raise self._unknown(name, request)
             raise CaptureError(f"'{name}': no packets were captured on it", name)
         # The lines of a buffer take more memory than the buffer: one `show` at a time.
         with self.showing:
@@ -455,6 +486,8 @@ class Agent:
             known = {f["name"] for f in self._held_interfaces()}
             cap = self.captures.get(name)
         if buffer is None or name not in known:
+            if not self._exists(name):
+                raise self._unknown(name, request)
             raise CaptureError(f"'{name}': no packets were captured on it", name)
         snaplen = cap.settings()["snaplen"] if cap is not None else _core.MAX_SNAPLEN
         self.home.create()

@@ -189,8 +189,10 @@ class Console:
     @staticmethod
     def _ask(conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         """Send a request with its deadline and wait for the answer: the agent must take it by the
-        deadline (else it never will), then says it is at work every second until it answers."""
-        conn.send({**message, "deadline": time.time() + ANSWER_TIMEOUT_S})
+        deadline (else it never will), then says it is at work every second until it answers. The
+        request also says which network namespace we are in, so that an error about an interface can
+        say that the agent's is another one."""
+        conn.send({**message, "deadline": time.time() + ANSWER_TIMEOUT_S, "netns": network_namespace()})
         conn.sock.settimeout(ANSWER_TIMEOUT_S + GRACE_S)
         while True:
             reply = conn.receive()
