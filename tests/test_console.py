@@ -371,7 +371,7 @@ def test_refusals(pd):
     assert pd.status()["buffer"]["size"] == 2048 * 1024
     one_line_error(pd("-size", "8", "start", "int", ok=False), 2, "'-size 8'", "16…4194304")
     one_line_error(pd("-o", "-ou", "start", "int", ok=False), 2, "-ou")
-    one_line_error(pd("stop", "eth7", ok=False), 1, "'eth7' is not capturing")
+    one_line_error(pd("stop", "lo", ok=False), 1, "'lo' is not capturing")
     pd("stop")
     pd("wipe")
     pd("-ring", "start", "int")

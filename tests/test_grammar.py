@@ -117,3 +117,13 @@ def test_not_without_a_word_after_it_is_a_usage_error(argv, token):
         grammar.parse(argv.split())
     assert e.value.token == token
     assert str(e.value).startswith(f"'{token}': ")
+
+
+@pytest.mark.parametrize("argv", ["interfaces -json", "-json interfaces", "-interfaces -json"])
+def test_interfaces_takes_json_and_nothing_else(argv):
+    req = grammar.parse(argv.split())
+    assert (req.command, req.args, req.options.json) == ("interfaces", (), True)
+    for wrong, token in (["interfaces", "int"], "'int'"), (["-size", "1024", "interfaces"], "'-size 1024'"):
+        with pytest.raises(UsageError) as e:
+            grammar.parse(wrong)
+        assert e.value.message.startswith(token)

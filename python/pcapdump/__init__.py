@@ -47,7 +47,8 @@ from .errors import (
     UnsupportedError,
     UsageError,
 )
-from .shapes import CaptureSettings, CaptureStats
+from .ifaces import no_such_interface
+from .shapes import CaptureSettings, CaptureStats, Interface
 
 # The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
 # asking importlib.metadata instead would cost every command a tenth of a second.
@@ -76,6 +77,7 @@ __all__ = [
     "FilterError",
     "HomeError",
     "HostKeyError",
+    "Interface",
     "InventoryError",
     "NoSuchInterfaceError",
     "Packet",
@@ -88,6 +90,7 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "capture",
+    "interfaces",
     "read",
     "write",
 ]
@@ -139,7 +142,17 @@ def capture(
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     _check_range("count", count, 1, 2**63 - 1)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
-    return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
+    try:
+        return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
+    except NoSuchInterfaceError:
+        raise no_such_interface(iface, (i["name"] for i in _core.interfaces())) from None
+
+
+def interfaces() -> list[Interface]:
+    """The interfaces this thread can capture on (its network namespace), in index order: name, state,
+    MTU, MAC, addresses with their prefix lengths, and the link type a capture would store.
+    ``Console().interfaces()`` asks the agent instead."""
+    return _core.interfaces()
 
 
 def read(

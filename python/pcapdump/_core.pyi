@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, final
 
-from pcapdump.shapes import BufferInterface, CaptureSettings, CaptureStats, ReadSummary
+from pcapdump.shapes import BufferInterface, CaptureSettings, CaptureStats, Interface, ReadSummary
 
 __all__ = [
     "DEFAULT_BUFFER_KB",
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "error_kinds",
     "filter_words",
+    "interfaces",
     "read_lines",
     "read_to_pcap",
     "ring_blocks_each",
@@ -56,6 +57,7 @@ class Filter:
     __hash__: None  # type: ignore[assignment]
 
 def filter_words() -> list[tuple[str, str | None]]: ...
+def interfaces() -> list[Interface]: ...
 
 FILTER_NEGATION: str
 

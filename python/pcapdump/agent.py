@@ -10,7 +10,6 @@ never carried out (docs/architecture.md#the-agent-protocol).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import select
@@ -24,16 +23,21 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _core
-from .errors import AgentError, CaptureError, PcapdumpError, PrivilegeError, UsageError
+from .errors import (
+    AgentError,
+    CaptureError,
+    NoSuchInterfaceError,
+    PcapdumpError,
+    PrivilegeError,
+    UsageError,
+)
 from .home import STORE_NAME, Home
+from .ifaces import link_state, network_namespace, no_such_interface, up_names
 from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
 from .shapes import BufferInterface, TimeFormat
 
 log = logging.getLogger("pcapdump.agent")
 
-SIOCGIFFLAGS = 0x8913
-IFF_UP = 0x1
-IFF_RUNNING = 0x40
 # How often a live stream looks whether its reader went away while no packet comes.
 LIVE_POLL_S = 0.2
 # Longer than any zone name or POSIX TZ rule.
@@ -52,33 +56,6 @@ SOCKET_CHECK_S = 0.5
 
 class Abandoned(Exception):
     """The client of a request has gone (it gave up and reported a failure): do not carry it out."""
-
-
-def _flags(sock: socket.socket, name: str) -> int | None:
-    """An interface's flags (IFF_*) in this network namespace; None if there is no such interface."""
-    req = struct.pack("16sH14x", name.encode(), 0)
-    try:
-        return int(struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, req))[1])
-    except OSError:
-        return None
-
-
-def up_interfaces() -> list[str]:
-    """Interfaces of this network namespace whose IFF_UP flag is set, in index order."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        return [name for _, name in socket.if_nameindex() if (_flags(s, name) or 0) & IFF_UP]
-
-
-def link_state(name: str) -> str:
-    """``up``; ``down`` (administratively: `ip link set down`); ``no carrier`` (up, but the cable, the
-    peer of a veth or the radio is gone); ``gone`` (no such interface any more)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        flags = _flags(s, name)
-    if flags is None:
-        return "gone"
-    if not flags & IFF_UP:
-        return "down"
-    return "up" if flags & IFF_RUNNING else "no carrier"
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -316,6 +293,24 @@ class Agent:
             "live_dropped": stats["live_dropped"],
         }
 
+    def _unknown(self, name: str, request: dict[str, Any]) -> NoSuchInterfaceError:
+        """The error for an interface this agent has never heard of: the names it is close to (of this
+        namespace, or held in the buffer), and both namespaces when the client is in another one."""
+        with self.lock:
+            known = [*self.captures, *(f["name"] for f in self._held_interfaces())]
+        caller = request.get("netns")
+        return no_such_interface(
+            name,
+            [*(i["name"] for i in _core.interfaces()), *known],
+            network_namespace(),
+            caller if isinstance(caller, str) else None,
+        )
+
+    @staticmethod
+    def _exists(name: str) -> bool:
+        """Whether an interface of that name is in the agent's network namespace now."""
+        return any(i["name"] == name for i in _core.interfaces())
+
     def _stop_all(self) -> None:
         with self.lock:
             for cap in self.captures.values():
@@ -337,7 +332,7 @@ class Agent:
         flt = _core.Filter(str(request.get("filter") or ""))
         with self.lock:
             self._still_wanted(conn, "start")
-            names = [request["iface"]] if request.get("iface") else up_interfaces()
+            names = [request["iface"]] if request.get("iface") else up_names()
             if not names:
                 raise CaptureError("no interface is up")
             for name in names:
@@ -418,6 +413,8 @@ class Agent:
                 "`pcapdump cleanup`, then start again as root",
                 name,
             ) from e
+        except NoSuchInterfaceError:
+            raise self._unknown(name, request) from None
 
     def _stream(self, live: _core.LiveLines, names: list[str], live_only: bool, conn: Connection) -> None:
         # A reader may pause (a terminal on hold): lines it misses meanwhile are counted, nothing waits.
@@ -452,6 +449,8 @@ class Agent:
             if name:
                 # A capture that already stopped by itself (count reached) reports its final counters.
                 if name not in self.captures:
+                    if not self._exists(name):
+                        raise self._unknown(name, request)
                     raise CaptureError(f"'{name}' is not capturing", name)
                 names = [name]
             else:
@@ -462,6 +461,16 @@ class Agent:
                 log.info("stopped %s", n)
             stopped = [self._capture_status(n, self.captures[n]) for n in names]
         conn.send({"ok": True, "stopped": stopped})
+
+    def op_interfaces(self, request: dict[str, Any], conn: Connection) -> None:
+        conn.send(
+            {
+                "ok": True,
+                "pid": os.getpid(),
+                "netns": network_namespace(),
+                "interfaces": _core.interfaces(),
+            }
+        )
 
     def op_status(self, request: dict[str, Any], conn: Connection) -> None:
         with self.lock:
@@ -486,6 +495,8 @@ class Agent:
             buffer = self.buffer
             known = {f["name"]: f for f in self._held_interfaces()}
         if name and name not in known:
+            if not self._exists(name):
+                raise self._unknown(name, request)
             raise CaptureError(f"'{name}': no packets were captured on it", name)
         # The lines of a buffer take more memory than the buffer: one `show` at a time.
         with self.showing:
@@ -518,6 +529,8 @@ class Agent:
             known = {f["name"] for f in self._held_interfaces()}
             snaplen = self.snaplens.get(name, _core.MAX_SNAPLEN)
         if buffer is None or name not in known:
+            if not self._exists(name):
+                raise self._unknown(name, request)
             raise CaptureError(f"'{name}': no packets were captured on it", name)
         self.home.create()
         path = self.home.store / file
@@ -642,4 +655,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Agent", "run_foreground", "up_interfaces"]
+__all__ = ["Agent", "run_foreground"]

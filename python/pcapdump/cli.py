@@ -14,7 +14,7 @@ import click
 from . import __version__, _core, grammar
 from .console import Console, LiveSession
 from .errors import EXIT_RUNTIME, EXIT_USAGE, PcapdumpError, UsageError
-from .shapes import TimeFormat
+from .shapes import Interface, InterfaceListing, TimeFormat
 
 HELP_WIDTH = 78
 # Where the second column of the help starts.
@@ -86,6 +86,7 @@ def manual() -> str:
             "  pcapdump -start int -size=1024 -ipsrc=198.18.0.1 -tcp",
             "  pcapdump -write int -filename=capture.cap",
             "  pcapdump read capture.cap port 80 port 443 -c 20",
+            "  pcapdump interfaces",
             "",
             "\b",
             "Files go to $PCAPDUMP_HOME/store (root: /var/lib/pcapdump/store); fetch",
@@ -337,6 +338,55 @@ def run_status(req: grammar.Request) -> None:
         click.echo(f"  {f['name']:<12} {f['size']} bytes")
 
 
+def _iface_state(iface: Interface) -> str:
+    """`up`, `up, no carrier` (up but not running, as `ip link` says NO-CARRIER), `down`; `, loopback`."""
+    words = ["down"] if not iface["up"] else ["up"] if iface["running"] else ["up", "no carrier"]
+    return ", ".join(words + (["loopback"] if iface["loopback"] else []))
+
+
+def _link_type(iface: Interface) -> str:
+    """`EN10MB (1)`; `LINUX_SLL2 (276), no filters` where filter words cannot be used."""
+    shown = f"{iface['linktype_name'] or 'link type'} ({iface['linktype']})"
+    return shown if iface["filters"] else f"{shown}, no filters"
+
+
+def _whose(listing: InterfaceListing) -> str:
+    """Whose interfaces these are: the agent's (and in which network namespace), or the caller's."""
+    netns = listing["netns"] or "unknown"
+    if listing["agent"] is None:
+        return f"no agent running: the interfaces of this network namespace, {netns}"
+    whose = f"the interfaces of the agent (pid {listing['agent']}), network namespace {netns}"
+    if listing["own_netns"] and listing["netns"] != listing["own_netns"]:
+        whose += f", not yours ({listing['own_netns']})"
+    return whose
+
+
+def run_interfaces(req: grammar.Request) -> None:
+    listing = Console().interfaces()
+    if req.options.json:
+        for iface in listing["interfaces"]:
+            _echo_json(
+                {**iface, "state": _iface_state(iface), "netns": listing["netns"], "agent": listing["agent"]}
+            )
+        return
+    click.echo(_whose(listing))
+    rows = [["index", "iface", "state", "link type", "mtu", "mac", "addresses"]]
+    for iface in listing["interfaces"]:
+        rows.append(
+            [
+                str(iface["index"]),
+                iface["name"],
+                _iface_state(iface),
+                _link_type(iface),
+                str(iface["mtu"]),
+                iface["mac"] or "-",
+                " ".join(iface["addresses"]) or "-",
+            ]
+        )
+    for line in _table(rows):
+        click.echo(line)
+
+
 def run_show(req: grammar.Request) -> None:
     sections = Console().show(req.arg("iface"), req.options.json, _times(req.options))
     if not sections and not req.options.json:
@@ -390,6 +440,7 @@ HANDLERS = {
     "stop": run_stop,
     "status": run_status,
     "show": run_show,
+    "interfaces": run_interfaces,
     "write": run_write,
     "wipe": run_wipe,
     "cleanup": run_cleanup,

@@ -28,8 +28,9 @@ from .errors import (
     UsageError,
 )
 from .home import Home, process_alive
+from .ifaces import network_namespace
 from .protocol import BadMessage, Connection, reply_error
-from .shapes import TimeFormat
+from .shapes import InterfaceListing, TimeFormat
 
 # The agent must take a request within this long, or the command reports a hung agent (and the agent,
 # should it wake up later, drops the request: its deadline has passed).
@@ -188,8 +189,10 @@ class Console:
     @staticmethod
     def _ask(conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         """Send a request with its deadline and wait for the answer: the agent must take it by the
-        deadline (else it never will), then says it is at work every second until it answers."""
-        conn.send({**message, "deadline": time.time() + ANSWER_TIMEOUT_S})
+        deadline (else it never will), then says it is at work every second until it answers. The
+        request also says which network namespace we are in, so that an error about an interface can
+        say that the agent's is another one."""
+        conn.send({**message, "deadline": time.time() + ANSWER_TIMEOUT_S, "netns": network_namespace()})
         conn.sock.settimeout(ANSWER_TIMEOUT_S + GRACE_S)
         while True:
             reply = conn.receive()
@@ -342,6 +345,22 @@ class Console:
             return dict(self._request({"op": "status"})["status"])
         except AgentNotRunningError:
             return {"agent": None, "buffer": None, "captures": [], "files": self.home.store_summary()}
+
+    def interfaces(self) -> InterfaceListing:
+        """The interfaces the agent can capture on: those of its network namespace, ``agent`` being its
+        pid. Without an agent, those of the caller's namespace (``agent`` is ``None``): none is launched
+        to ask."""
+        own = network_namespace()
+        try:
+            reply = self._request({"op": "interfaces"})
+        except AgentNotRunningError:
+            return {"agent": None, "netns": own, "own_netns": own, "interfaces": _core.interfaces()}
+        return {
+            "agent": int(reply["pid"]),
+            "netns": reply["netns"],
+            "own_netns": own,
+            "interfaces": reply["interfaces"],
+        }
 
     def show(
         self, iface: str | None = None, json: bool = False, times: TimeFormat | None = None

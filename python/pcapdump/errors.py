@@ -74,7 +74,7 @@ class CaptureError(PcapdumpError):
     """A live capture cannot start or go on; ``iface`` names the interface when one is concerned."""
 
     kind = "capture"
-    detail_names = ("iface",)
+    detail_names: ClassVar[tuple[str, ...]] = ("iface",)
 
     def __init__(self, message: str, iface: str | None = None) -> None:
         super().__init__(message)
@@ -82,9 +82,23 @@ class CaptureError(PcapdumpError):
 
 
 class NoSuchInterfaceError(CaptureError):
-    """The interface does not exist (in the network namespace of whoever captures)."""
+    """The interface does not exist (in the network namespace of whoever captures). ``suggestions``: the
+    existing names it is close to; ``netns``: the network namespace it was looked for in
+    (``net:[4026531840]``), when known."""
 
     kind = "no_such_interface"
+    detail_names = ("iface", "suggestions", "netns")
+
+    def __init__(
+        self,
+        message: str,
+        iface: str | None = None,
+        suggestions: list[str] | None = None,
+        netns: str | None = None,
+    ) -> None:
+        super().__init__(message, iface)
+        self.suggestions = list(suggestions or [])
+        self.netns = netns
 
 
 class PrivilegeError(CaptureError):

@@ -113,6 +113,11 @@ COMMANDS: dict[str, _Command] = {
         True,
         example="pcapdump read capture.cap port 80 port 443 -c 20 -w web.pcap",
     ),
+    "interfaces": _Command(
+        (),
+        "the interfaces the agent can capture on: state, addresses, link type",
+        example="pcapdump interfaces -json",
+    ),
     "help": _Command((), "this manual, or one command's usage", ("command",), example="pcapdump help start"),
     "demo": _Command(
         (), "a guided tour in a private network namespace (needs root)", example="pcapdump demo"
@@ -165,7 +170,7 @@ class _Option:
         return self.help + (f" ({'; '.join(bounds)})" if bounds else "")
 
 
-_OUTPUT = ("start", "stop", "status", "show", "write", "read")
+_OUTPUT = ("start", "stop", "status", "show", "write", "read", "interfaces")
 _BRIEF = ("start", "show", "read")  # the commands that print brief lines
 OPTIONS: dict[str, _Option] = {
     "size": _Option(

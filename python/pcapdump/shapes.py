@@ -74,4 +74,50 @@ class ReadSummary(TypedDict):
     bytes: int
 
 
-__all__ = ["BufferInterface", "CaptureSettings", "CaptureStats", "ReadSummary", "TimeFormat"]
+class Interface(TypedDict):
+    """``_core.interfaces()``: one network interface, as a capture on it would see it."""
+
+    index: int
+    name: str
+    #: IFF_UP: switched on. ``running`` (IFF_RUNNING) false while up: no carrier.
+    up: bool
+    running: bool
+    #: IFF_LOWER_UP: the driver sees a carrier.
+    lower_up: bool
+    loopback: bool
+    #: ``up``, ``down``, ``unknown`` (loopback, tun), ``lowerlayerdown``, ``dormant``, ...
+    operstate: str
+    mtu: int
+    #: ``aa:bb:cc:dd:ee:ff``, or ``None`` for a link without one (tun, IP tunnels).
+    mac: str | None
+    #: Every address with its prefix length (``198.18.0.2/24``, ``2001:db8::2/64``): IPv4 first.
+    addresses: list[str]
+    #: The ARPHRD_* hardware type.
+    hatype: int
+    #: The link type a capture stores its packets as, by number and libpcap name (``1``, ``EN10MB``).
+    linktype: int
+    linktype_name: str | None
+    #: Whether filter words can be used on it.
+    filters: bool
+
+
+class InterfaceListing(TypedDict):
+    """``Console.interfaces()``: the interfaces of the agent's network namespace, or without an agent
+    (``agent`` is ``None``) those of the caller's."""
+
+    agent: int | None
+    #: The network namespace listed, and the caller's (``net:[4026531840]``).
+    netns: str | None
+    own_netns: str | None
+    interfaces: list[Interface]
+
+
+__all__ = [
+    "BufferInterface",
+    "CaptureSettings",
+    "CaptureStats",
+    "Interface",
+    "InterfaceListing",
+    "ReadSummary",
+    "TimeFormat",
+]

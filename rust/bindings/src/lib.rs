@@ -5,6 +5,7 @@ mod clock;
 mod errors;
 mod files;
 mod filter;
+mod interfaces;
 mod packet;
 
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
     m.add("FILTER_NEGATION", pcapdump_core::filter::NEGATION)?;
+    m.add_function(wrap_pyfunction!(interfaces::interfaces, m)?)?;
     m.add_class::<packet::PyPacket>()?;
     m.add_class::<capture::PyCapture>()?;
     m.add_class::<capture::PyCaptureBuffer>()?;

@@ -115,6 +115,7 @@ impl CaptureError {
             | CaptureError::Program(_)
             | CaptureError::Ring(_)
             | CaptureError::Buffer { .. }
+            | CaptureError::ListInterfaces(_)
             | CaptureError::Os { .. } => ErrorKind::Capture,
         }
     }
@@ -130,7 +131,8 @@ impl CaptureError {
             CaptureError::Unsupported(_)
             | CaptureError::Program(_)
             | CaptureError::Ring(_)
-            | CaptureError::Buffer { .. } => None,
+            | CaptureError::Buffer { .. }
+            | CaptureError::ListInterfaces(_) => None,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! pcapdump's engine. Pure Rust, no Python: the filter language and its BPF compiler, header decoding,
-//! brief lines, pcap files, and (on Linux) live capture from AF_PACKET rings.
+//! brief lines, pcap files, and (on Linux) live capture from AF_PACKET rings and the interfaces to capture on.
 
 pub mod bpf;
 pub mod brief;
@@ -8,6 +8,7 @@ pub mod capture;
 pub mod clock;
 pub mod error;
 pub mod filter;
+pub mod interfaces;
 pub mod limits;
 pub mod offline;
 pub mod packet;

@@ -10,17 +10,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::backend::{RingBackend, RingWaker};
+use super::link::{link_of, ARPHRD_LOOPBACK};
 use super::{CaptureError, KernelStats, Options, RingConfig, RingFrame, Waited};
 use crate::bpf::Insn;
 use crate::filter::{Filter, LinkHeader};
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::{Direction, LinkType};
-
-const ARPHRD_ETHER: u16 = 1;
-const ARPHRD_LOOPBACK: u16 = 772;
-/// Hardware types whose packets start with their network header: PPP, RAWIP, IPIP, IP6IP6, SIT, GRE,
-/// IP6GRE, and NONE (tun, WireGuard).
-const NO_LINK_HEADER: [u16; 8] = [512, 519, 768, 769, 776, 778, 823, 0xfffe];
 
 /// The frame size the kernel checks a TPACKET_V3 request against; frames themselves vary in size.
 const RING_FRAME_SIZE: u32 = 2048;
@@ -183,16 +178,6 @@ fn interface_of(fd: RawFd, iface: &str) -> Result<(u32, u16), CaptureError> {
     Ok((index, hatype))
 }
 
-/// The link type packets are stored with, and the link header filters see (`None`: one they do not
-/// understand).
-fn choose_link_type(hatype: u16) -> (LinkType, Option<LinkHeader>) {
-    match hatype {
-        ARPHRD_ETHER | ARPHRD_LOOPBACK => (LinkType::Ethernet, Some(LinkHeader::Ethernet)),
-        h if NO_LINK_HEADER.contains(&h) => (LinkType::LinuxSll2, Some(LinkHeader::None)),
-        _ => (LinkType::LinuxSll2, None),
-    }
-}
-
 fn compile_filter(
     opts: &Options,
     hatype: u16,
@@ -332,7 +317,7 @@ impl RingBackend for PacketRing {
         let fd = open_socket(iface)?;
         let raw = fd.as_raw_fd();
         let (ifindex, hatype) = interface_of(raw, iface)?;
-        let (link, header) = choose_link_type(hatype);
+        let (link, header) = link_of(hatype);
         let program = compile_filter(opts, hatype, header)?;
         set_tpacket_v3(raw, iface)?;
         create_ring(raw, opts.ring, iface)?;

@@ -1,6 +1,7 @@
 //! Live capture: AF_PACKET rings (Linux), the capture buffer, and capture sessions that join the two.
 
 pub mod buffer;
+pub(crate) mod link;
 mod session;
 mod show;
 mod stored;
@@ -20,6 +21,7 @@ use crate::packet::Direction;
 pub use buffer::{
     BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket, Written,
 };
+pub use link::link_of;
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
@@ -156,6 +158,8 @@ pub enum CaptureError {
     },
     #[error("cannot allocate a capture buffer of {kb} KB: {source}")]
     Buffer { kb: u64, source: io::Error },
+    #[error("cannot list the interfaces: {0}")]
+    ListInterfaces(io::Error),
     #[error("'{iface}': {what}: {source}")]
     Os {
         iface: String,

@@ -54,6 +54,22 @@ impl LinkType {
             LinkType::Other(n) => n,
         }
     }
+
+    /// The name libpcap gives the link type (`DLT_EN10MB` without its `DLT_`, as `tcpdump -L` prints
+    /// it); `None` for one we do not decode.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            LinkType::Ethernet => "EN10MB",
+            LinkType::LinuxSll => "LINUX_SLL",
+            LinkType::LinuxSll2 => "LINUX_SLL2",
+            LinkType::Raw => "RAW",
+            LinkType::Ipv4 => "IPV4",
+            LinkType::Ipv6 => "IPV6",
+            LinkType::Null => "NULL",
+            LinkType::Loop => "LOOP",
+            LinkType::Other(_) => return None,
+        })
+    }
 }
 
 /// Which way a packet crossed the interface, as far as the capture knows.
@@ -120,4 +136,28 @@ pub(crate) fn byte(p: &[u8], at: usize) -> Option<u8> {
 #[inline]
 pub(crate) fn array<const N: usize>(p: &[u8], at: usize) -> Option<[u8; N]> {
     p.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_decoded_link_type_has_its_libpcap_name_and_number() {
+        let named = [
+            (1, "EN10MB"),
+            (113, "LINUX_SLL"),
+            (276, "LINUX_SLL2"),
+            (101, "RAW"),
+            (228, "IPV4"),
+            (229, "IPV6"),
+            (0, "NULL"),
+            (108, "LOOP"),
+        ];
+        for (number, name) in named {
+            let link = LinkType::from_number(number);
+            assert_eq!((link.number(), link.name()), (number, Some(name)));
+        }
+        assert_eq!(LinkType::from_number(127).name(), None);
+    }
 }
