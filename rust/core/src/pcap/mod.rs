@@ -1,11 +1,15 @@
-//! Capture files: the classic pcap writer and a memory-mapped reader for pcap and pcapng.
+//! Capture files: the classic pcap and the pcapng writers, and a memory-mapped reader for pcap and pcapng.
 
 mod atomic;
 mod guard;
+mod pcapng;
 mod reader;
 mod writer;
 
 pub use atomic::{AtomicFile, TEMP_SUFFIX};
+pub use pcapng::{
+    encode_packet_into, packet_block_len, InterfaceBlock, InterfaceStats, PcapngWriter, Section,
+};
 pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Records};
 pub use writer::{encode_record, encode_record_into, PcapWriter};
 
