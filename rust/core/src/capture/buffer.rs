@@ -17,7 +17,10 @@ use memmap2::{MmapMut, MmapOptions};
 
 use super::CaptureError;
 use crate::bytes::copy_short;
-use crate::pcap::{encode_record_into, AtomicFile, PcapWriter, MAX_RECORD};
+use crate::pcap::{
+    encode_packet_into, encode_record_into, packet_block_len, AtomicFile, InterfaceBlock,
+    PcapWriter, PcapngWriter, Section, MAX_RECORD,
+};
 
 /// ts_ns u64, wirelen u32, caplen u32, interface u16, direction u8, then padding to 8-byte alignment.
 const HEADER: usize = 24;
@@ -392,6 +395,34 @@ impl CaptureBuffer {
         None
     }
 
+    /// Move `lane` to the next packet of `iface` stored before `end`, or end it (`None`).
+    fn settle(&self, lane: &mut Option<Cursor>, iface: IfaceId, end: u64, missed: &mut u64) {
+        while let Some(cursor) = lane {
+            let mut ahead = *cursor;
+            match self.next(&mut ahead, missed) {
+                Some(p) if p.seq < end && p.iface == iface => {
+                    // `next` may have moved the cursor past overwritten packets: stand at this one.
+                    *cursor = Cursor {
+                        seq: p.seq,
+                        at: ahead.at - record_size(p.data.len()) as u64,
+                    };
+                    return;
+                }
+                Some(p) if p.seq < end => *cursor = ahead,
+                _ => *lane = None,
+            }
+        }
+    }
+
+    /// The sequence number and timestamp of the packet at a settled cursor.
+    fn peek(&self, cursor: &Cursor) -> (u64, u64) {
+        let mut ahead = *cursor;
+        let p = self
+            .next(&mut ahead, &mut 0)
+            .expect("a settled cursor stands at a packet");
+        (p.seq, p.ts_ns)
+    }
+
     /// The header at `at`, or `None` where the rest of the array is skipped.
     fn read_header(&self, at: usize) -> Option<Header> {
         if self.mem.len() - at < HEADER {
@@ -534,6 +565,105 @@ impl SharedBuffer {
         }
     }
 
+    /// Walk the packets of several interfaces held now as one timeline: a k-way merge by timestamp
+    /// (ties in arrival order) of one cursor per interface over the buffer itself, nothing copied but
+    /// what `copy` keeps. `copy` gets the packet's place in `ifaces`; otherwise as `walk`.
+    pub fn walk_merged<S>(
+        &self,
+        ifaces: &[IfaceId],
+        state: &mut S,
+        mut copy: impl FnMut(&mut S, usize, &StoredPacket) -> usize,
+        mut flush: impl FnMut(&mut S) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let (start, end) = {
+            let b = self.lock();
+            (b.cursor(), b.next_seq())
+        };
+        // Each lane's cursor stands at its interface's next packet; `None` once it has none left.
+        let mut lanes: Vec<Option<Cursor>> = vec![Some(start); ifaces.len()];
+        let mut missed = 0;
+        loop {
+            {
+                let b = self.lock();
+                for (lane, &iface) in lanes.iter_mut().zip(ifaces) {
+                    b.settle(lane, iface, end, &mut missed);
+                }
+                let mut kept = 0;
+                while kept < COPY_CHUNK {
+                    let mut first: Option<(usize, u64, u64)> = None;
+                    for (i, lane) in lanes.iter().enumerate() {
+                        let Some(cursor) = lane else { continue };
+                        let (seq, ts) = b.peek(cursor);
+                        if first.is_none_or(|(_, fs, ft)| (ts, seq) < (ft, fs)) {
+                            first = Some((i, seq, ts));
+                        }
+                    }
+                    let Some((i, _, _)) = first else { break };
+                    let cursor = lanes[i].as_mut().expect("a lane with a packet");
+                    let p = b
+                        .next(cursor, &mut missed)
+                        .expect("a settled lane has a packet");
+                    kept += copy(state, i, &p);
+                    b.settle(&mut lanes[i], ifaces[i], end, &mut missed);
+                }
+            }
+            flush(state)?;
+            if lanes.iter().all(Option::is_none) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Write the packets of `ifaces` held now, merged in time order, as a pcapng section into `out`:
+    /// one interface block each, from `blocks` (in the same order). Returns what was written of each
+    /// interface and the writer, to add statistics blocks and commit (or drop, which leaves nothing).
+    pub fn write_pcapng(
+        &self,
+        ifaces: &[IfaceId],
+        blocks: &[InterfaceBlock],
+        section: &Section,
+        out: AtomicFile,
+    ) -> io::Result<(Vec<Written>, PcapngWriter<AtomicFile>)> {
+        let mut writer = PcapngWriter::new(out, section)?;
+        for block in blocks {
+            writer.add_interface(block)?;
+        }
+        let snaplens: Vec<u32> = blocks.iter().map(|b| b.snaplen).collect();
+        let chunk = vec![0u8; COPY_CHUNK + packet_block_len(MAX_RECORD as usize)];
+        let mut state = (
+            writer,
+            chunk,
+            0usize,
+            vec![Written::default(); ifaces.len()],
+        );
+        self.walk_merged(
+            ifaces,
+            &mut state,
+            |(_, chunk, filled, written), i, p| {
+                let data = &p.data[..p.data.len().min(snaplens[i] as usize)];
+                let n = encode_packet_into(
+                    &mut chunk[*filled..],
+                    i as u32,
+                    p.ts_ns,
+                    data,
+                    p.wirelen,
+                    Some(p.direction),
+                );
+                *filled += n;
+                written[i].packets += 1;
+                written[i].bytes += data.len() as u64;
+                n
+            },
+            |(writer, chunk, filled, _)| {
+                writer.get_mut().write_direct(&chunk[..*filled])?;
+                *filled = 0;
+                Ok(())
+            },
+        )?;
+        let (writer, _, _, written) = state;
+        Ok((written, writer))
+    }
+
     /// Write the packets of `iface` held now as a pcap file into `out`, and hand `out` back to be
     /// committed (or dropped, which leaves nothing) by the caller.
     pub fn write_pcap(
@@ -623,6 +753,152 @@ mod tests {
         assert_eq!(held(&b), vec![(0, 0, 100), (1, 1, 100), (2, 2, 100)]);
         let c = b.iface(i).counts;
         assert_eq!((c.packets, c.buffer_full_drops, c.overwritten), (3, 3, 0));
+    }
+
+    /// Two interfaces whose packets reach the buffer in batches, out of time order between them.
+    fn two_interfaces(mode: BufferMode, capacity: usize) -> (SharedBuffer, IfaceId, IfaceId) {
+        let mut b = CaptureBuffer::new(capacity, mode).unwrap();
+        let int = b.interface("int", LinkType::Ethernet).unwrap();
+        let ext = b.interface("ext", LinkType::Ethernet).unwrap();
+        // int's batch (times 10, 30, 50), then ext's (20, 40, 60), then int's (70), then ext's (65).
+        for (iface, ts, dir) in [
+            (int, 10, Direction::In),
+            (int, 30, Direction::In),
+            (int, 50, Direction::In),
+            (ext, 20, Direction::Out),
+            (ext, 40, Direction::Out),
+            (ext, 60, Direction::Out),
+            (int, 70, Direction::In),
+            (ext, 65, Direction::Out),
+        ] {
+            b.push(iface, ts, 100, dir, &[&frame(ts as u8, 100)]);
+        }
+        (SharedBuffer::new(b), int, ext)
+    }
+
+    fn merged(shared: &SharedBuffer, ifaces: &[IfaceId]) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        shared
+            .walk_merged(
+                ifaces,
+                &mut out,
+                |out, i, p| {
+                    out.push((i, p.ts_ns));
+                    p.data.len()
+                },
+                |_| Ok(()),
+            )
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_merged_walk_is_one_timeline_of_the_chosen_interfaces() {
+        let (shared, int, ext) = two_interfaces(BufferMode::Linear, 64 * 1024);
+        assert_eq!(
+            merged(&shared, &[int, ext]),
+            vec![
+                (0, 10),
+                (1, 20),
+                (0, 30),
+                (1, 40),
+                (0, 50),
+                (1, 60),
+                (1, 65),
+                (0, 70)
+            ]
+        );
+        assert_eq!(
+            merged(&shared, &[ext]),
+            vec![(0, 20), (0, 40), (0, 60), (0, 65)]
+        );
+        assert_eq!(merged(&shared, &[]), vec![]);
+    }
+
+    #[test]
+    fn a_merged_walk_of_a_ring_starts_at_the_oldest_packet_kept() {
+        // Room for five records: the oldest are overwritten.
+        let (shared, int, ext) = two_interfaces(BufferMode::Ring, 5 * record_size(100) + 8);
+        let mut kept: Vec<(usize, u64, u64)> = Vec::new();
+        {
+            let b = shared.lock();
+            let (mut c, mut missed) = (b.cursor(), 0);
+            while let Some(p) = b.next(&mut c, &mut missed) {
+                kept.push((usize::from(p.iface == int), p.ts_ns, p.seq));
+            }
+        }
+        assert!(kept.len() < 8 && kept.len() >= 4, "{kept:?}");
+        kept.sort_by_key(|&(_, ts, seq)| (ts, seq));
+        let expected: Vec<(usize, u64)> = kept.iter().map(|&(i, ts, _)| (1 - i, ts)).collect();
+        assert_eq!(merged(&shared, &[int, ext]), expected);
+    }
+
+    #[test]
+    fn pcapng_of_two_interfaces_reads_back_merged_with_names_and_directions() {
+        let (shared, int, ext) = two_interfaces(BufferMode::Linear, 64 * 1024);
+        let dest = std::env::temp_dir().join(format!("merged-{}.pcapng", std::process::id()));
+        let blocks = [("ext", 64), ("int", 262144)].map(|(name, snaplen)| InterfaceBlock {
+            name,
+            link: LinkType::Ethernet,
+            snaplen,
+            filter: None,
+        });
+        let section = Section {
+            application: "test",
+            os: "",
+            hardware: "",
+        };
+        let (written, writer) = shared
+            .write_pcapng(
+                &[ext, int],
+                &blocks,
+                &section,
+                AtomicFile::create(&dest).unwrap(),
+            )
+            .unwrap();
+        writer.into_inner().commit().unwrap();
+        assert_eq!(
+            written,
+            vec![
+                Written {
+                    packets: 4,
+                    bytes: 4 * 64
+                },
+                Written {
+                    packets: 4,
+                    bytes: 4 * 100
+                }
+            ]
+        );
+        let file = crate::pcap::CaptureFile::open(&dest).unwrap();
+        let got: Vec<_> = file
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r.iface.unwrap().to_owned(),
+                    r.direction.unwrap(),
+                    r.ts_ns,
+                    r.data.len(),
+                )
+            })
+            .collect();
+        std::fs::remove_file(&dest).unwrap();
+        let int_ = |ts| ("int".to_owned(), Direction::In, ts, 100);
+        let ext_ = |ts| ("ext".to_owned(), Direction::Out, ts, 64);
+        assert_eq!(
+            got,
+            vec![
+                int_(10),
+                ext_(20),
+                int_(30),
+                ext_(40),
+                int_(50),
+                ext_(60),
+                ext_(65),
+                int_(70)
+            ]
+        );
     }
 
     #[test]
