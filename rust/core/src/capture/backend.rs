@@ -7,6 +7,7 @@
 use std::io;
 
 use super::{CaptureError, KernelStats, Options, RingFrame, Waited};
+use crate::bpf::Insn;
 use crate::packet::LinkType;
 
 /// A packet socket bound to one interface, and the ring it fills.
@@ -20,6 +21,9 @@ pub(crate) trait RingBackend: Sized + Send {
 
     /// The link type of the frames `drain_block` hands over.
     fn link(&self) -> LinkType;
+
+    /// The filter program attached to the socket, if any.
+    fn program(&self) -> Option<&[Insn]>;
 
     /// Whether the next block is ours to read.
     fn ready(&self) -> bool;

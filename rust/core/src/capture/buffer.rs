@@ -843,11 +843,7 @@ mod tests {
             snaplen,
             filter: None,
         });
-        let section = Section {
-            application: "test",
-            os: "",
-            hardware: "",
-        };
+        let section = Section::here();
         let (written, writer) = shared
             .write_pcapng(
                 &[ext, int],

@@ -60,6 +60,7 @@ pub struct PacketRing {
     totals: KernelStats,
     /// The kernel reported the interface down; it has not been seen up again since.
     interface_down: bool,
+    program: Option<Vec<Insn>>,
 }
 
 /// The ring's blocks, mapped from the kernel, one after the other.
@@ -333,9 +334,10 @@ impl RingBackend for PacketRing {
             skip_outgoing: hatype == ARPHRD_LOOPBACK,
             totals: KernelStats::default(),
             interface_down: false,
+            program,
         };
-        if let Some(program) = program {
-            attach_filter(raw, &program, iface)?;
+        if let Some(program) = &ring.program {
+            attach_filter(raw, program, iface)?;
         }
         if ring.skip_outgoing {
             ignore_outgoing(raw);
@@ -350,6 +352,10 @@ impl RingBackend for PacketRing {
 
     fn link(&self) -> LinkType {
         self.link
+    }
+
+    fn program(&self) -> Option<&[Insn]> {
+        self.program.as_deref()
     }
 
     fn ready(&self) -> bool {

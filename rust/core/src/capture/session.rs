@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::backend::{RingBackend, RingWaker};
 use super::buffer::{IfaceId, Pushed, SharedBuffer};
 use super::{CaptureError, Options, PacketRing, RingConfig, RingFrame, Waited, Waker};
+use crate::bpf::Insn;
 use crate::filter::Filter;
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::{Direction, LinkType};
@@ -169,6 +170,8 @@ impl LiveQueue {
 struct Shared {
     stop_requested: AtomicBool,
     state: Mutex<State>,
+    /// Wall-clock time (ns since the epoch) the capture stopped; 0 while it runs.
+    stopped_ns: AtomicU64,
     packets: AtomicU64,
     bytes: AtomicU64,
     kernel_drops: AtomicU64,
@@ -181,6 +184,10 @@ pub struct Capture {
     config: CaptureConfig,
     iface: IfaceId,
     link: LinkType,
+    /// The filter program the kernel runs for this capture.
+    program: Option<Vec<Insn>>,
+    /// Wall-clock time (ns since the epoch) the capture started.
+    started_ns: u64,
     buffer: Arc<SharedBuffer>,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
@@ -204,6 +211,8 @@ impl Capture {
             ring: config.ring,
         })?;
         let link = ring.link();
+        let program = ring.program().map(<[Insn]>::to_vec);
+        let started_ns = wall_clock_ns();
         let iface = buffer.lock().interface(&config.iface, link)?;
         let waker = Arc::new(Waker::new().map_err(|source| CaptureError::Os {
             iface: config.iface.clone(),
@@ -213,6 +222,7 @@ impl Capture {
         let shared = Arc::new(Shared {
             stop_requested: AtomicBool::new(false),
             state: Mutex::new(State::Running),
+            stopped_ns: AtomicU64::new(0),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             kernel_drops: AtomicU64::new(0),
@@ -250,6 +260,8 @@ impl Capture {
             config,
             iface,
             link,
+            program,
+            started_ns,
             buffer,
             shared,
             waker,
@@ -272,6 +284,17 @@ impl Capture {
 
     pub fn link(&self) -> LinkType {
         self.link
+    }
+
+    /// The filter program the kernel runs for this capture (`None`: it has none).
+    pub fn program(&self) -> Option<&[Insn]> {
+        self.program.as_deref()
+    }
+
+    /// When the capture started and, once stopped, when it stopped (ns since the epoch).
+    pub fn times(&self) -> (u64, Option<u64>) {
+        let stopped = self.shared.stopped_ns.load(Ordering::Acquire);
+        (self.started_ns, (stopped != 0).then_some(stopped))
     }
 
     pub fn state(&self) -> State {
@@ -380,6 +403,9 @@ impl Worker {
                 interface_gone = true;
             }
         };
+        self.shared
+            .stopped_ns
+            .store(wall_clock_ns(), Ordering::Release);
         *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Stopped(reason);
         if let Some(q) = &self.shared.live {
             q.producer_done();
@@ -489,6 +515,13 @@ fn cooked_header(h: &mut [u8; SLL2_HEADER], f: &RingFrame) {
     h[10] = sll[10];
     h[11] = sll[11].min(8);
     h[12..20].copy_from_slice(&sll[12..20]);
+}
+
+/// Now, as nanoseconds since the epoch (the kernel's packet timestamps count the same way).
+fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

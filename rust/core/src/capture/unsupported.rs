@@ -4,6 +4,7 @@ use std::io;
 
 use super::backend::{RingBackend, RingWaker};
 use super::{CaptureError, KernelStats, Options, RingFrame, Waited};
+use crate::bpf::Insn;
 use crate::packet::LinkType;
 
 /// No value of it exists: `open` always fails.
@@ -17,6 +18,10 @@ impl RingBackend for PacketRing {
     }
 
     fn link(&self) -> LinkType {
+        match *self {}
+    }
+
+    fn program(&self) -> Option<&[Insn]> {
         match *self {}
     }
 

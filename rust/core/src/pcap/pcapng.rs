@@ -46,11 +46,56 @@ const MAX_OPTION: usize = u16::MAX as usize & !3;
 const EPB_FIXED: usize = 8 + 20 + 4;
 
 /// Who wrote the file, on what: the section header's options.
-#[derive(Clone, Copy, Debug)]
-pub struct Section<'a> {
-    pub application: &'a str,
-    pub os: &'a str,
-    pub hardware: &'a str,
+#[derive(Clone, Debug, Default)]
+pub struct Section {
+    pub application: String,
+    pub os: String,
+    pub hardware: String,
+}
+
+impl Section {
+    /// This program on this machine: `pcapdump <version>`, the kernel (`Linux 6.1.0-18-amd64`) and the
+    /// machine (`x86_64`), as `uname` tells them.
+    pub fn here() -> Section {
+        let (os, hardware) = uname();
+        Section {
+            application: format!("pcapdump {}", crate::VERSION),
+            os,
+            hardware,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn uname() -> (String, String) {
+    // SAFETY: uname fills the struct we own; a zeroed utsname is a valid value to start from.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return (
+            std::env::consts::OS.to_owned(),
+            std::env::consts::ARCH.to_owned(),
+        );
+    }
+    let text = |field: &[libc::c_char]| {
+        let bytes: Vec<u8> = field
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (
+        format!("{} {}", text(&u.sysname), text(&u.release)),
+        text(&u.machine),
+    )
+}
+
+#[cfg(not(unix))]
+fn uname() -> (String, String) {
+    (
+        std::env::consts::OS.to_owned(),
+        std::env::consts::ARCH.to_owned(),
+    )
 }
 
 /// One interface of the file.
@@ -242,9 +287,9 @@ impl<W: Write> PcapngWriter<W> {
         let mut b = Block::begin(&mut w.block, SHB);
         b.u32(BYTE_ORDER_MAGIC).u16(1).u16(0);
         b.u32(u32::MAX).u32(u32::MAX); // section length: not given (-1)
-        b.text_option(opt::SHB_HARDWARE, section.hardware)
-            .text_option(opt::SHB_OS, section.os)
-            .text_option(opt::SHB_USERAPPL, section.application)
+        b.text_option(opt::SHB_HARDWARE, &section.hardware)
+            .text_option(opt::SHB_OS, &section.os)
+            .text_option(opt::SHB_USERAPPL, &section.application)
             .finish(true);
         w.emit()?;
         Ok(w)
@@ -358,19 +403,13 @@ mod tests {
     use super::*;
     use crate::pcap::CaptureFile;
 
-    const SECTION: Section = Section {
-        application: "pcapdump test",
-        os: "Linux",
-        hardware: "x86_64",
-    };
-
     fn u32_at(b: &[u8], at: usize) -> u32 {
         u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
     }
 
     #[test]
     fn every_block_is_whole_and_four_aligned() {
-        let mut w = PcapngWriter::new(Vec::new(), &SECTION).unwrap();
+        let mut w = PcapngWriter::new(Vec::new(), &Section::here()).unwrap();
         let filter = [Insn::new(0x06, 0, 0, 262144)];
         w.add_interface(&InterfaceBlock {
             name: "int",
@@ -407,7 +446,7 @@ mod tests {
 
     #[test]
     fn our_reader_reads_interfaces_directions_and_nanoseconds_back() {
-        let mut w = PcapngWriter::new(Vec::new(), &SECTION).unwrap();
+        let mut w = PcapngWriter::new(Vec::new(), &Section::here()).unwrap();
         for name in ["int", "ext"] {
             w.add_interface(&InterfaceBlock {
                 name,
