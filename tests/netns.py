@@ -61,3 +61,60 @@ class TestNet(base.NetnsPair):
 
 def create() -> TestNet:
     return base.create("pdt", TestNet)
+
+
+class Gateway:
+    """Three namespaces: a host inside (198.18.1.2), a routed gateway with `int` (198.18.1.1) and `ext`
+    (198.18.2.1), and a host outside (198.18.2.2). Neighbours are static (no ARP in the counts), the
+    outside host answers every datagram to a closed port with an ICMP error (no rate limit)."""
+
+    INSIDE, GW_INT, GW_EXT, OUTSIDE = "198.18.1.2", "198.18.1.1", "198.18.2.1", "198.18.2.2"
+
+    def __init__(self) -> None:
+        import uuid
+
+        tag = uuid.uuid4().hex[:6]
+        self.inside_ns, self.gw_ns, self.outside_ns = (f"pdt-{n}-{tag}" for n in ("in", "gw", "out"))
+
+    def create(self) -> Gateway:
+        try:
+            for ns in (self.inside_ns, self.gw_ns, self.outside_ns):
+                run("ip", "netns", "add", ns)
+                run("ip", "-n", ns, "link", "set", "lo", "up")
+                run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            for gw_end, host_ns, gw_addr, host_addr in (
+                ("int", self.inside_ns, self.GW_INT, self.INSIDE),
+                ("ext", self.outside_ns, self.GW_EXT, self.OUTSIDE),
+            ):
+                run("ip", "link", "add", gw_end, "netns", self.gw_ns, "type", "veth", "peer", "name", "eth0",
+                    "netns", host_ns)  # fmt: skip
+                run("ip", "-n", self.gw_ns, "addr", "add", f"{gw_addr}/24", "dev", gw_end)
+                run("ip", "-n", host_ns, "addr", "add", f"{host_addr}/24", "dev", "eth0")
+                run("ip", "-n", self.gw_ns, "link", "set", gw_end, "up")
+                run("ip", "-n", host_ns, "link", "set", "eth0", "up")
+                run("ip", "-n", host_ns, "route", "add", "default", "via", gw_addr)
+                gw_mac, host_mac = mac_of(self.gw_ns, gw_end), mac_of(host_ns, "eth0")
+                run("ip", "-n", host_ns, "neigh", "replace", gw_addr, "lladdr", gw_mac, "dev", "eth0",
+                    "nud", "permanent")  # fmt: skip
+                run("ip", "-n", self.gw_ns, "neigh", "replace", host_addr, "lladdr", host_mac, "dev", gw_end,
+                    "nud", "permanent")  # fmt: skip
+            run("ip", "netns", "exec", self.gw_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            for key in ("net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=100000",
+                        "net.ipv4.icmp_msgs_burst=100000"):  # fmt: skip
+                run("ip", "netns", "exec", self.outside_ns, "sysctl", "-qw", key)
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def destroy(self) -> None:
+        import subprocess
+
+        for ns in (self.inside_ns, self.gw_ns, self.outside_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False, timeout=30)
+
+    def send_udp_outwards(self, port: int, count: int) -> None:
+        """`count` datagrams from the inside host to `port` on the outside host, one at a time."""
+        sender = base.SENDER
+        run("ip", "netns", "exec", self.inside_ns, sys.executable, "-c", sender, "4", self.OUTSIDE, str(port),
+            str(count), "64", "1")  # fmt: skip

@@ -146,7 +146,8 @@ def test_every_command_has_help_with_an_example_that_parses(name):
         (("status", "extra"), "'extra': status takes no argument (usage: status)"),
         (
             ("write", "int", "a.cap", "b"),
-            "'b': write takes one interface and one file (usage: write <if> <file>)",
+            "'b': write takes one interface list (int, int,ext or all) and one file "
+            "(usage: write <if>[,<if>…]|all <file>)",
         ),
         (("help", "bogus"), "'bogus': not a command (expected one of "),
     ],

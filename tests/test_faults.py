@@ -563,9 +563,13 @@ def test_a_home_link_planted_by_another_user_is_refused(testnet, tmp_path):
 def test_requests_with_fields_of_the_wrong_type_are_usage_errors(pd):
     capture_some(pd)
     for request in (
-        {"op": "write", "iface": "int"},
-        {"op": "write", "iface": "int", "file": None},
-        {"op": "write", "iface": 5, "file": "x.cap"},
+        {"op": "write", "ifaces": ["int"]},
+        {"op": "write", "ifaces": ["int"], "file": None},
+        {"op": "write", "ifaces": 5, "file": "x.cap"},
+        {"op": "write", "ifaces": [5], "file": "x.cap"},
+        {"op": "write", "ifaces": [], "file": "x.cap"},
+        {"op": "write", "ifaces": "int", "file": "x.cap"},
+        {"op": "write", "ifaces": ["int", "int"], "file": "x.cap"},
         {"op": "stop", "iface": ["int"]},
     ):
         reply = ask_raw(pd, json.dumps(request).encode() + b"\n")

@@ -61,7 +61,7 @@ def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
         ("write int toolongname.cap", "toolongname.cap", "8 characters"),
         ("write int x.cappp", "x.cappp", "8 characters"),
         ("write int", "write", "missing file"),
-        ("write capture.cap", "write", "missing file (usage: write <if> <file>)"),
+        ("write capture.cap", "write", "missing file (usage: write <if>[,<if>…]|all <file>)"),
         ("show tcp", "tcp", "filter words apply to start and read"),
         ("-size 1024 status", "-size 1024", "applies to start"),
         ("-w out.cap start int", "-w out.cap", "applies to read"),

@@ -176,6 +176,14 @@ class CaptureBuffer:
     def write(
         self, iface: str, path: str, snaplen: int = ..., still_wanted: Callable[[], object] | None = None
     ) -> tuple[int, int] | None: ...
+    def write_pcapng(
+        self,
+        ifaces: list[str],
+        path: str,
+        snaplens: list[int],
+        captures: list[Capture | None],
+        still_wanted: Callable[[], object] | None = None,
+    ) -> list[tuple[int, int]] | None: ...
     def wipe(self) -> None: ...
 
 @final

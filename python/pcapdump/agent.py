@@ -520,32 +520,72 @@ class Agent:
         for _, text in texts:
             conn.send_bytes(text)
 
+    def _write_targets(self, request: dict[str, Any]) -> list[str]:
+        """The interfaces a `write` names: a list of names, each once, each with a capture or packets,
+        or ``"all"``: every interface the buffer holds packets of or has a capture on."""
+        wanted = request.get("ifaces")
+        with self.lock:
+            known = [f["name"] for f in self._held_interfaces()]
+        if wanted == "all":
+            return known
+        if not isinstance(wanted, list) or not wanted or not all(isinstance(n, str) and n for n in wanted):
+            expected = 'expected "all" or a list of interface names'
+            raise UsageError(f"ifaces={wanted!r:.60}: {expected}", "ifaces")
+        for at, name in enumerate(wanted):
+            if name in wanted[:at]:
+                raise UsageError(f"'{name}': named twice (give each interface once)", name)
+            if name not in known:
+                if not self._exists(name):
+                    raise self._unknown(name, request)
+                raise CaptureError(f"'{name}': no packets were captured on it", name)
+        return list(wanted)
+
     def op_write(self, request: dict[str, Any], conn: Connection) -> None:
-        name, file = _text(request, "iface"), _text(request, "file")
+        file = _text(request, "file")
         if not STORE_NAME.fullmatch(file):
             raise UsageError(f"'{file}': not a capture store name", file)
+        names = self._write_targets(request)
+        # Several interfaces (or `all`) need pcapng: classic pcap has no interface per packet.
+        pcapng = bool(request.get("pcapng")) or request.get("ifaces") == "all" or len(names) > 1
         with self.lock:
             buffer = self.buffer
-            known = {f["name"] for f in self._held_interfaces()}
-            snaplen = self.snaplens.get(name, _core.MAX_SNAPLEN)
-        if buffer is None or name not in known:
-            if not self._exists(name):
-                raise self._unknown(name, request)
-            raise CaptureError(f"'{name}': no packets were captured on it", name)
+            snaplens = [self.snaplens.get(n, _core.MAX_SNAPLEN) for n in names]
+            captures = [self.captures.get(n) for n in names]
+        if buffer is None:
+            raise CaptureError("nothing was captured: no capture buffer")
         self.home.create()
         path = self.home.store / file
         with self.lock:
             one_writer = self.writing.setdefault(file, threading.Lock())
+
+        def still_wanted() -> bool:
+            return not peer_closed(conn.sock)
+
         # A second write of the same name waits for the first: each leaves a whole file, the last wins.
         with one_writer:
-            written = buffer.write(name, str(path), snaplen, still_wanted=lambda: not peer_closed(conn.sock))
-            if written is None:
+            if pcapng:
+                each = buffer.write_pcapng(names, str(path), snaplens, captures, still_wanted=still_wanted)
+            else:
+                one = buffer.write(names[0], str(path), snaplens[0], still_wanted=still_wanted)
+                each = None if one is None else [one]
+            if each is None:
                 raise Abandoned(f"write {file}: its client has gone; the file was not put in place")
             with self.manifest:
                 self.home.record_written(file)
-        packets, size = written
-        log.info("wrote %s: %d packets", path, packets)
-        conn.send({"ok": True, "path": str(path), "packets": packets, "bytes": size})
+        packets, size = sum(p for p, _ in each), sum(b for _, b in each)
+        log.info("wrote %s: %d packets of %s", path, packets, ", ".join(names) or "no interface")
+        conn.send(
+            {
+                "ok": True,
+                "path": str(path),
+                "format": "pcapng" if pcapng else "pcap",
+                "packets": packets,
+                "bytes": size,
+                "interfaces": [
+                    {"iface": n, "packets": p, "bytes": b} for n, (p, b) in zip(names, each, strict=True)
+                ],
+            }
+        )
 
     def op_wipe(self, request: dict[str, Any], conn: Connection) -> None:
         with self.lock:

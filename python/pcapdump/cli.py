@@ -399,12 +399,16 @@ def run_show(req: grammar.Request) -> None:
 
 
 def run_write(req: grammar.Request) -> None:
-    iface, name = req.args
-    reply = Console().write(iface, name)
+    ifaces, name = req.args
+    reply = Console().write(ifaces, name, pcapng=req.options.pcapng)
     if req.options.json:
-        _echo_json({k: reply[k] for k in ("path", "packets", "bytes")})
-    else:
-        click.echo(f"{reply['path']}: {reply['packets']} packets, {reply['bytes']} bytes")
+        _echo_json({k: reply[k] for k in ("path", "format", "packets", "bytes", "interfaces")})
+        return
+    line = f"{reply['path']}: {reply['packets']} packets, {reply['bytes']} bytes"
+    if reply["format"] == "pcapng":
+        each = ", ".join(f"{i['iface']} {i['packets']}" for i in reply["interfaces"])
+        line += f" (pcapng: {each or 'no interface has a capture or packets'})"
+    click.echo(line)
 
 
 def run_wipe(req: grammar.Request) -> None:

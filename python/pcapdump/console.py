@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _core
@@ -379,9 +379,16 @@ class Console:
             raise
         return sections
 
-    def write(self, iface: str, name: str) -> dict[str, Any]:
-        """Write ``iface``'s packets to ``name`` in the capture store: ``path``, ``packets``, ``bytes``."""
-        return self._request({"op": "write", "iface": iface, "file": name})
+    def write(self, ifaces: str | Sequence[str], name: str, *, pcapng: bool = False) -> dict[str, Any]:
+        """Write the packets of ``ifaces`` to ``name`` in the capture store: one interface (``"int"``),
+        several (``["int", "ext"]`` or ``"int,ext"``) merged in time order, or ``"all"``. Several, or
+        ``pcapng=True``, make pcapng; one makes classic pcap. Returns ``path``, ``format``, ``packets``,
+        ``bytes`` and ``interfaces`` (each one's ``iface``, ``packets``, ``bytes``)."""
+        if isinstance(ifaces, str):
+            chosen: str | list[str] = ifaces if ifaces == "all" else ifaces.split(",")
+        else:
+            chosen = list(ifaces)
+        return self._request({"op": "write", "ifaces": chosen, "file": name, "pcapng": pcapng})
 
     def wipe(self) -> int:
         """Drop all stored packets; returns how many."""

@@ -33,6 +33,8 @@ class Options:
     utc: bool = False
     date: bool = False
     keep: bool = False
+    pcapng: bool = False
+    merge: bool = False
     output: str | None = None
     filename: str | None = None
 
@@ -75,8 +77,13 @@ class _Command:
         return " and ".join(named)
 
 
-_SHOWN = {"iface": "<if>", "file": "<file>", "command": "<command>"}
-_SAID = {"iface": "interface", "file": "file", "command": "command"}
+_SHOWN = {"iface": "<if>", "ifaces": "<if>[,<if>…]|all", "file": "<file>", "command": "<command>"}
+_SAID = {
+    "iface": "interface",
+    "ifaces": "interface list (int, int,ext or all)",
+    "file": "file",
+    "command": "command",
+}
 
 
 COMMANDS: dict[str, _Command] = {
@@ -95,9 +102,9 @@ COMMANDS: dict[str, _Command] = {
     ),
     "show": _Command((), "brief lines of the stored packets", ("iface",), example="pcapdump show int -date"),
     "write": _Command(
-        ("iface", "file"),
-        "write an interface's packets to the capture store",
-        example="pcapdump write int capture.cap",
+        ("ifaces", "file"),
+        "write interfaces' packets to the capture store (several or all: one pcapng timeline)",
+        example="pcapdump write int,ext gw.cap",
     ),
     "wipe": _Command((), "drop all stored packets", example="pcapdump wipe"),
     "cleanup": _Command(
@@ -205,6 +212,7 @@ OPTIONS: dict[str, _Option] = {
     "utc": _Option("utc", None, _BRIEF, "brief lines in UTC (default: your local time)"),
     "date": _Option("date", None, _BRIEF, "brief lines with the date: 2026-11-27 08:22:47.955144"),
     "keep": _Option("keep", None, ("demo",), "leave the demo's network and agent running, to go on by hand"),
+    "pcapng": _Option("pcapng", None, ("write",), "pcapng even for one interface (several: always pcapng)"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
     "filename": _Option(
         "filename", _text, ("write", "read"), "the file, as -write int -filename=capture.cap", "<file>"
@@ -324,7 +332,8 @@ def parse(argv: Sequence[str]) -> Request:
     if wanted > 0:
         missing = spec.args[len(args) :]
         raise UsageError(
-            f"'{command}': missing {' and '.join(missing)} (usage: {spec.usage(command)})", command
+            f"'{command}': missing {' and '.join(_SAID[m] for m in missing)} (usage: {spec.usage(command)})",
+            command,
         )
     for attr, token in option_tokens.items():
         opt = next(o for o in OPTIONS.values() if o.attr == attr)
@@ -349,6 +358,21 @@ def _filter(tokens: list[str]) -> _core.Filter:
         raise UsageError(e.message, e.token) from None
 
 
+def _check_iface_list(value: str) -> None:
+    """``int`` or ``int,ext``: names of interfaces, each once."""
+    names = value.split(",")
+    for at, name in enumerate(names):
+        if not IFACE_NAME.fullmatch(name):
+            shown = name or "(empty)"
+            raise UsageError(
+                f"'{value}': {shown} is not an interface name (1…15 characters, no '/', ':' or spaces; "
+                "several are joined with commas, or all)",
+                value,
+            )
+        if name in names[:at]:
+            raise UsageError(f"'{value}': {name} is named twice (give each interface once)", value)
+
+
 def _check_args(command: str, args: list[str]) -> None:
     names = COMMANDS[command].args + COMMANDS[command].optional
     for name, value in zip(names, args, strict=False):
@@ -356,6 +380,8 @@ def _check_args(command: str, args: list[str]) -> None:
             raise UsageError(
                 f"'{value}': not an interface name (1…15 characters, no '/', ':' or spaces)", value
             )
+        if name == "ifaces" and value != "all":
+            _check_iface_list(value)
         if name == "command" and value not in COMMANDS:
             raise UsageError(f"'{value}': not a command (expected one of {', '.join(COMMANDS)})", value)
         if name == "file" and command == "write" and not STORE_NAME.fullmatch(value):

@@ -8,7 +8,7 @@ use pcapdump_core::capture::{
     RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::limits::{DEFAULT_BUFFER_KB, MAX_SNAPLEN};
-use pcapdump_core::pcap::AtomicFile;
+use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, InterfaceStats, Section};
 use pcapdump_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -158,9 +158,96 @@ impl PyCaptureBuffer {
         Ok(Some((written.packets, written.bytes)))
     }
 
+    /// Write the packets of ``ifaces`` held now, merged in time order, to ``path`` as pcapng (complete
+    /// or absent, replacing whatever is there): one interface block per name, with ``snaplens[i]`` and
+    /// the filter program of ``captures[i]`` (the interface's latest capture, or ``None``), and a
+    /// statistics block from that capture's counters. Returns ``(packets, bytes)`` per interface, or
+    /// ``None`` when ``still_wanted`` says no before the file is put in place.
+    #[pyo3(signature = (ifaces, path, snaplens, captures, still_wanted = None))]
+    fn write_pcapng(
+        &self,
+        py: Python<'_>,
+        ifaces: Vec<String>,
+        path: PathBuf,
+        snaplens: Vec<u32>,
+        captures: Vec<Option<PyRef<'_, PyCapture>>>,
+        still_wanted: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Vec<(u64, u64)>>> {
+        if snaplens.len() != ifaces.len() || captures.len() != ifaces.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "ifaces, snaplens and captures must be as long as each other",
+            ));
+        }
+        let ids = ifaces
+            .iter()
+            .map(|name| self.iface(py, name))
+            .collect::<PyResult<Vec<_>>>()?;
+        let links: Vec<_> = {
+            let b = self.inner.lock();
+            ids.iter().map(|&id| b.iface(id).link).collect()
+        };
+        let captures: Vec<Option<&Capture>> = captures
+            .iter()
+            .map(|c| c.as_ref().map(|c| &c.capture))
+            .collect();
+        let blocks: Vec<InterfaceBlock> = (0..ids.len())
+            .map(|i| InterfaceBlock {
+                name: &ifaces[i],
+                link: links[i],
+                snaplen: snaplens[i],
+                filter: captures[i].and_then(Capture::program),
+            })
+            .collect();
+        let buffer = &self.inner;
+        let failed = |e| errors::to_py(py, Error::write(&path, e));
+        let (written, out) = py
+            .detach(|| {
+                let (written, mut writer) = buffer.write_pcapng(
+                    &ids,
+                    &blocks,
+                    &Section::here(),
+                    AtomicFile::create(&path)?,
+                )?;
+                for (i, capture) in captures.iter().enumerate() {
+                    if let Some(capture) = capture {
+                        writer.write_stats(i as u32, &statistics(capture, written[i].packets))?;
+                    }
+                }
+                let mut out = writer.into_inner();
+                out.settle().map(|()| (written, out))
+            })
+            .map_err(failed)?;
+        if let Some(ask) = still_wanted {
+            if !ask.call0()?.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        py.detach(|| out.commit()).map_err(failed)?;
+        Ok(Some(written.iter().map(|w| (w.packets, w.bytes)).collect()))
+    }
+
     /// Drop every packet held; running captures go on.
     fn wipe(&self) {
         self.inner.lock().wipe();
+    }
+}
+
+/// A capture's counters as pcapng states them: what the filter passed (kept, or dropped by the kernel
+/// or for want of room in the buffer), the two kinds of drops, and what the file holds.
+fn statistics(capture: &Capture, delivered: u64) -> InterfaceStats {
+    let s = capture.stats();
+    let (started, stopped) = capture.times();
+    InterfaceStats {
+        start_ns: Some(started),
+        end_ns: stopped.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        }),
+        received: Some(s.packets + s.kernel_drops + s.buffer_full_drops),
+        kernel_drops: Some(s.kernel_drops),
+        buffer_drops: Some(s.buffer_full_drops),
+        delivered: Some(delivered),
     }
 }
 
