@@ -162,3 +162,20 @@ def test_the_statistics_blocks_carry_the_drops_status_shows(gateway):
     assert isb["usrdeliv"] == status["packets"]
     assert isb["ifrecv"] == status["captured"] + status["kernel_drops"] + status["buffer_full_drops"]
     assert status["buffer_full_drops"] > 0
+
+
+def test_show_merge_is_one_timeline_of_the_chosen_interfaces(gateway):
+    gw = gateway
+    gw.pcapdump("udp", "start", "int")
+    gw.pcapdump("udp", "start", "ext")
+    gw.send_udp_outwards(CLOSED_PORT, 5)
+    assert wait_until(lambda: status_of(gw)["ext"]["packets"] == 5, seconds=10)
+    gw.pcapdump("stop")
+    lines = gw.pcapdump("show", "int,ext", "-merge").stdout.splitlines()
+    assert lines[0] == "== int, ext: 10 packets =="
+    assert [line.split()[0] for line in lines[1:]] == [str(n) for n in range(1, 11)]
+    # Each datagram in on int, then out on ext, in time order.
+    assert [tuple(line.split()[2:4]) for line in lines[1:]] == [("int", "in"), ("ext", "out")] * 5
+    sections = gw.pcapdump("show", "int,ext").stdout.splitlines()
+    assert sections[0] == "== int: 5 packets ==" and sections[6] == "== ext: 5 packets =="
+    assert gw.pcapdump("show", "-merge").stdout.splitlines()[0] == "== int, ext: 10 packets =="

@@ -176,6 +176,14 @@ class CaptureBuffer:
     def write(
         self, iface: str, path: str, snaplen: int = ..., still_wanted: Callable[[], object] | None = None
     ) -> tuple[int, int] | None: ...
+    def merged_lines(
+        self,
+        ifaces: list[str],
+        json: bool = False,
+        tz: str | None = None,
+        utc: bool = False,
+        date: bool = False,
+    ) -> bytes: ...
     def write_pcapng(
         self,
         ifaces: list[str],

@@ -490,43 +490,37 @@ class Agent:
         )
 
     def op_show(self, request: dict[str, Any], conn: Connection) -> None:
-        name = _text(request, "iface", optional=True)
+        names = self._chosen_interfaces(request)
         with self.lock:
             buffer = self.buffer
-            known = {f["name"]: f for f in self._held_interfaces()}
-        if name and name not in known:
-            if not self._exists(name):
-                raise self._unknown(name, request)
-            raise CaptureError(f"'{name}': no packets were captured on it", name)
+            held = {f["name"]: f["held"] for f in self._held_interfaces()}
+        json, times = bool(request.get("json")), _time_format(request)
         # The lines of a buffer take more memory than the buffer: one `show` at a time.
         with self.showing:
-            self._show(buffer, [known[name]] if name else list(known.values()), request, conn)
+            if buffer is None or not names:
+                sections: list[tuple[str, int, bytes]] = []
+            elif request.get("merge"):
+                lines = buffer.merged_lines(names, json, **times)
+                sections = [(", ".join(names), sum(held[n] for n in names), lines)]
+            else:
+                sections = [(n, held[n], buffer.lines(n, json, **times)) for n in names]
+            conn.send(
+                {
+                    "ok": True,
+                    "sections": [{"iface": n, "packets": p, "size": len(t)} for n, p, t in sections],
+                }
+            )
+            for _, _, text in sections:
+                conn.send_bytes(text)
 
-    def _show(
-        self,
-        buffer: _core.CaptureBuffer | None,
-        sections: list[BufferInterface],
-        request: dict[str, Any],
-        conn: Connection,
-    ) -> None:
-        json, times = bool(request.get("json")), _time_format(request)
-        texts = [(f, buffer.lines(f["name"], json, **times) if buffer else b"") for f in sections]
-        conn.send(
-            {
-                "ok": True,
-                "sections": [{"iface": f["name"], "packets": f["held"], "size": len(t)} for f, t in texts],
-            }
-        )
-        for _, text in texts:
-            conn.send_bytes(text)
-
-    def _write_targets(self, request: dict[str, Any]) -> list[str]:
-        """The interfaces a `write` names: a list of names, each once, each with a capture or packets,
-        or ``"all"``: every interface the buffer holds packets of or has a capture on."""
+    def _chosen_interfaces(self, request: dict[str, Any]) -> list[str]:
+        """The interfaces a `write` or `show` names (``ifaces``): a list of names, each once, each with a
+        capture or packets; or ``"all"`` (``show``: also none): every interface the buffer holds packets
+        of or has a capture on."""
         wanted = request.get("ifaces")
         with self.lock:
             known = [f["name"] for f in self._held_interfaces()]
-        if wanted == "all":
+        if wanted == "all" or (wanted is None and request.get("op") == "show"):
             return known
         if not isinstance(wanted, list) or not wanted or not all(isinstance(n, str) and n for n in wanted):
             expected = 'expected "all" or a list of interface names'
@@ -544,7 +538,7 @@ class Agent:
         file = _text(request, "file")
         if not STORE_NAME.fullmatch(file):
             raise UsageError(f"'{file}': not a capture store name", file)
-        names = self._write_targets(request)
+        names = self._chosen_interfaces(request)
         # Several interfaces (or `all`) need pcapng: classic pcap has no interface per packet.
         pcapng = bool(request.get("pcapng")) or request.get("ifaces") == "all" or len(names) > 1
         with self.lock:

@@ -388,7 +388,9 @@ def run_interfaces(req: grammar.Request) -> None:
 
 
 def run_show(req: grammar.Request) -> None:
-    sections = Console().show(req.arg("iface"), req.options.json, _times(req.options))
+    sections = Console().show(
+        req.arg("ifaces"), req.options.json, _times(req.options), merge=req.options.merge
+    )
     if not sections and not req.options.json:
         click.echo("no packets stored")
     for sec in sections:

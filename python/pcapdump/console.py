@@ -363,18 +363,30 @@ class Console:
         }
 
     def show(
-        self, iface: str | None = None, json: bool = False, times: TimeFormat | None = None
+        self,
+        ifaces: str | Sequence[str] | None = None,
+        json: bool = False,
+        times: TimeFormat | None = None,
+        *,
+        merge: bool = False,
     ) -> list[dict[str, Any]]:
-        """One section per interface: ``iface``, ``packets`` and ``lines`` (text), times as ``times``
-        say (default: this process's zone, ``time_format()``)."""
+        """One section per interface (``None``: every one; ``"int,ext"`` or a list: those), each with
+        ``iface``, ``packets`` and ``lines`` (text); with ``merge``, one section of them all as one
+        timeline. Times as ``times`` say (default: this process's zone, ``time_format()``)."""
         try:
             with self._conversation() as conn:
-                request = {"op": "show", "iface": iface, "json": json, "time": times or self.time_format()}
+                request = {
+                    "op": "show",
+                    "ifaces": _interface_list(ifaces) if ifaces is not None else None,
+                    "merge": merge,
+                    "json": json,
+                    "time": times or self.time_format(),
+                }
                 sections = list(self._ask(conn, request)["sections"])
                 for sec in sections:
                     sec["lines"] = conn.receive_exact(sec.pop("size")).decode()
         except AgentNotRunningError:
-            if iface is None:
+            if ifaces is None:
                 return []
             raise
         return sections
@@ -384,10 +396,7 @@ class Console:
         several (``["int", "ext"]`` or ``"int,ext"``) merged in time order, or ``"all"``. Several, or
         ``pcapng=True``, make pcapng; one makes classic pcap. Returns ``path``, ``format``, ``packets``,
         ``bytes`` and ``interfaces`` (each one's ``iface``, ``packets``, ``bytes``)."""
-        if isinstance(ifaces, str):
-            chosen: str | list[str] = ifaces if ifaces == "all" else ifaces.split(",")
-        else:
-            chosen = list(ifaces)
+        chosen = _interface_list(ifaces)
         return self._request({"op": "write", "ifaces": chosen, "file": name, "pcapng": pcapng})
 
     def wipe(self) -> int:
@@ -410,3 +419,10 @@ class Console:
             time.sleep(0.01)
         reply["agent"] = True
         return reply
+
+
+def _interface_list(ifaces: str | Sequence[str]) -> str | list[str]:
+    """``"all"``, or the names: ``"int,ext"`` and ``["int", "ext"]`` alike."""
+    if isinstance(ifaces, str):
+        return ifaces if ifaces == "all" else ifaces.split(",")
+    return list(ifaces)

@@ -100,7 +100,9 @@ COMMANDS: dict[str, _Command] = {
     "status": _Command(
         (), "captures, counters, buffer use and stored files", example="pcapdump status -json"
     ),
-    "show": _Command((), "brief lines of the stored packets", ("iface",), example="pcapdump show int -date"),
+    "show": _Command(
+        (), "brief lines of the stored packets", ("ifaces",), example="pcapdump show int,ext -merge -date"
+    ),
     "write": _Command(
         ("ifaces", "file"),
         "write interfaces' packets to the capture store (several or all: one pcapng timeline)",
@@ -213,6 +215,7 @@ OPTIONS: dict[str, _Option] = {
     "date": _Option("date", None, _BRIEF, "brief lines with the date: 2026-11-27 08:22:47.955144"),
     "keep": _Option("keep", None, ("demo",), "leave the demo's network and agent running, to go on by hand"),
     "pcapng": _Option("pcapng", None, ("write",), "pcapng even for one interface (several: always pcapng)"),
+    "merge": _Option("merge", None, ("show",), "the interfaces as one timeline, not a section each"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
     "filename": _Option(
         "filename", _text, ("write", "read"), "the file, as -write int -filename=capture.cap", "<file>"

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pcapdump_core::capture::buffer::Cursor;
 use pcapdump_core::capture::{
-    show_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId, LiveLine, LiveLines,
+    show_lines, show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId, LiveLine, LiveLines,
     RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::limits::{DEFAULT_BUFFER_KB, MAX_SNAPLEN};
@@ -122,6 +122,30 @@ impl PyCaptureBuffer {
         let clock = crate::clock::clock(tz, utc, date);
         py.detach(|| show_lines(buffer, id, json, clock, &mut out))
             // The lines go into memory, which only fails by running out of it.
+            .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// The lines of the packets of ``ifaces`` held now as one timeline (by timestamp), numbered from 1;
+    /// otherwise as ``lines``.
+    #[pyo3(signature = (ifaces, json = false, tz = None, utc = false, date = false))]
+    fn merged_lines<'py>(
+        &self,
+        py: Python<'py>,
+        ifaces: Vec<String>,
+        json: bool,
+        tz: Option<&str>,
+        utc: bool,
+        date: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = ifaces
+            .iter()
+            .map(|name| self.iface(py, name))
+            .collect::<PyResult<Vec<_>>>()?;
+        let buffer = &self.inner;
+        let mut out = Vec::new();
+        let clock = crate::clock::clock(tz, utc, date);
+        py.detach(|| show_merged_lines(buffer, &ids, json, clock, &mut out))
             .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
     }

@@ -575,6 +575,10 @@ impl SharedBuffer {
         mut copy: impl FnMut(&mut S, usize, &StoredPacket) -> usize,
         mut flush: impl FnMut(&mut S) -> io::Result<()>,
     ) -> io::Result<()> {
+        if let [only] = ifaces {
+            // One interface is its own timeline: the plain walk reads each record once.
+            return self.walk(*only, state, |s, p| copy(s, 0, p), flush);
+        }
         let (start, end) = {
             let b = self.lock();
             (b.cursor(), b.next_seq())

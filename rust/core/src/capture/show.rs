@@ -12,6 +12,8 @@ use crate::clock::Clock;
 use crate::packet::Direction;
 
 struct Held {
+    /// Which of the walked interfaces.
+    lane: usize,
     ts_ns: u64,
     wirelen: u32,
     direction: Direction,
@@ -27,22 +29,40 @@ pub fn show_lines(
     clock: Clock,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
-    let (name, link) = {
+    show_merged_lines(buffer, &[iface], json, clock, out)
+}
+
+/// Write one line per packet of `ifaces` held now, as one timeline (by timestamp), numbered from 1,
+/// times written by `clock`; returns how many.
+pub fn show_merged_lines(
+    buffer: &SharedBuffer,
+    ifaces: &[IfaceId],
+    json: bool,
+    clock: Clock,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
+    let lanes: Vec<_> = {
         let b = buffer.lock();
-        let f = b.iface(iface);
-        (f.name.clone(), f.link)
+        ifaces
+            .iter()
+            .map(|&id| {
+                let f = b.iface(id);
+                (f.name.clone(), f.link)
+            })
+            .collect()
     };
     let mut fmt = BriefFormatter::with_clock(clock);
     let mut lines = Vec::new();
     let mut index = 0u64;
     // Packets are copied out under the lock and formatted after it is released.
     let mut state = (Vec::<Held>::new(), Vec::<u8>::new());
-    buffer.walk(
-        iface,
+    buffer.walk_merged(
+        ifaces,
         &mut state,
-        |(held, bytes), p| {
+        |(held, bytes), lane, p| {
             bytes.extend_from_slice(p.data);
             held.push(Held {
+                lane,
                 ts_ns: p.ts_ns,
                 wirelen: p.wirelen,
                 direction: p.direction,
@@ -54,13 +74,14 @@ pub fn show_lines(
             let mut start = 0;
             for h in held.iter() {
                 index += 1;
+                let (name, link) = &lanes[h.lane];
                 let meta = PacketMeta {
                     index,
                     ts_ns: h.ts_ns,
-                    iface: Some(&name),
+                    iface: Some(name),
                     direction: Some(h.direction),
                     wirelen: h.wirelen,
-                    link,
+                    link: *link,
                 };
                 let data = &bytes[start..h.end];
                 if json {
