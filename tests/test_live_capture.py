@@ -393,3 +393,25 @@ def test_an_interface_removed_while_down_ends_the_capture(testnet):
         assert (cap.stats()["stop_reason"], len(list(cap))) == ("interface removed", 3)
     finally:
         cap.stop()
+
+
+def test_a_capture_writes_pcapng_with_its_name_filter_and_statistics(testnet, tmp_path):
+    path = tmp_path / "one.pcapng"
+    with start(testnet, filter="udp dstport 9000") as cap:
+        testnet.send_udp(CAP_V4, 9000, 7)
+        cap.stop()
+        assert cap.write(str(path), format="pcapng") == 7
+    info = subprocess.run(
+        [need_tool("capinfos"), str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Name = int" in info and "Number of stat entries = 1" in info
+    assert f"BPF filter length = {len(pcapdump.Filter('udp dstport 9000').bpf())}" in info
+    rows = subprocess.run(
+        [need_tool("tshark"), "-r", str(path), "-T", "fields", "-e", "frame.packet_flags_direction"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert rows == ["0x00000001"] * 7
+    with pytest.raises(pcapdump.UsageError):
+        cap.write(str(tmp_path / "x"), format="json")

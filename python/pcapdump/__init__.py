@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
 from . import _core
 from ._core import (
@@ -174,7 +175,15 @@ def write(
     packets: Iterable[Packet | tuple[int, bytes]],
     linktype: int = 1,
     snaplen: int = MAX_SNAPLEN,
+    format: Literal["pcap", "pcapng"] = "pcap",
 ) -> int:
-    """Write packets to a classic pcap file, atomically; returns how many were written."""
+    """Write packets to a file, atomically; returns how many were written. ``format="pcap"``: classic
+    pcap of one link type. ``"pcapng"``: one interface block per distinct ``pkt.iface`` (and link type),
+    in order of first appearance, each packet with its direction; ``(ts_ns, bytes)`` pairs belong to an
+    unnamed interface of ``linktype``."""
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
-    return _core.write_pcap(os.fspath(path), packets, linktype, snaplen)
+    if format == "pcap":
+        return _core.write_pcap(os.fspath(path), packets, linktype, snaplen)
+    if format == "pcapng":
+        return _core.write_pcapng(os.fspath(path), packets, linktype, snaplen)
+    raise UsageError(f"format={format!r}: expected 'pcap' or 'pcapng'", "format")

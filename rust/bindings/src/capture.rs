@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use pcapdump_core::capture::buffer::Cursor;
 use pcapdump_core::capture::{
-    show_lines, show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId, LiveLine, LiveLines,
-    RingConfig, SharedBuffer, State,
+    show_lines, show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId,
+    LiveLine, LiveLines, RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::limits::{DEFAULT_BUFFER_KB, MAX_SNAPLEN};
 use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, InterfaceStats, Section};
@@ -458,14 +458,41 @@ impl PyCapture {
         Ok(d)
     }
 
-    /// Write the stored packets to a classic pcap file (complete or absent); returns how many.
-    fn write(&self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
+    /// Write the stored packets to a file (complete or absent): classic pcap, or with
+    /// ``format="pcapng"`` pcapng with the interface's name, filter program, directions and statistics.
+    /// Returns how many.
+    #[pyo3(signature = (path, format = "pcap"))]
+    fn write(&self, py: Python<'_>, path: PathBuf, format: &str) -> PyResult<u64> {
+        let pcapng = match format {
+            "pcap" => false,
+            "pcapng" => true,
+            _ => {
+                let message = format!("format={format:?}: expected 'pcap' or 'pcapng'");
+                return Err(errors::usage(py, message, "format"));
+            }
+        };
         let capture = &self.capture;
         py.detach(|| {
             let out = AtomicFile::create_or_stream(&path)?;
             let snaplen = capture.config().snaplen;
-            let (written, out) = capture.buffer().write_pcap(capture.iface(), out, snaplen)?;
-            out.commit().map(|()| written.packets)
+            if !pcapng {
+                let (written, out) = capture.buffer().write_pcap(capture.iface(), out, snaplen)?;
+                return out.commit().map(|()| written.packets);
+            }
+            let block = InterfaceBlock {
+                name: &capture.config().iface,
+                link: capture.link(),
+                snaplen,
+                filter: capture.program(),
+            };
+            let (written, mut writer) = capture.buffer().write_pcapng(
+                &[capture.iface()],
+                &[block],
+                &Section::here(),
+                out,
+            )?;
+            writer.write_stats(0, &statistics(capture, written[0].packets))?;
+            writer.into_inner().commit().map(|()| written[0].packets)
         })
         .map_err(|e| errors::to_py(py, Error::write(&path, e)))
     }

@@ -30,6 +30,21 @@ pub fn to_py(py: Python<'_>, e: impl Into<Error>) -> PyErr {
     }
 }
 
+/// A `UsageError` for an argument of ours that is wrong (`token` names it).
+pub fn usage(py: Python<'_>, message: String, token: &str) -> PyErr {
+    let made = (|| {
+        let details = PyDict::new(py);
+        details.set_item("token", token)?;
+        py.import("pcapdump.errors")?
+            .getattr("from_kind")?
+            .call(("usage", message), Some(&details))
+    })();
+    match made {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(failed) => failed,
+    }
+}
+
 /// Every kind's name, so the Python side can check that it has a class for each.
 #[pyfunction]
 pub fn error_kinds() -> Vec<&'static str> {

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use pcapdump_core::limits::MAX_SNAPLEN;
 use pcapdump_core::offline::{self, RecordReader, Selection, Summary};
 use pcapdump_core::packet::LinkType;
-use pcapdump_core::pcap::{AtomicFile, CaptureFile, PcapWriter};
+use pcapdump_core::pcap::{
+    AtomicFile, CaptureFile, InterfaceBlock, PcapWriter, PcapngWriter, Section,
+};
 use pcapdump_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -164,6 +166,70 @@ pub fn write_pcap(
                 .write(ts_ns, bytes, bytes.len() as u32)
                 .map_err(io_err)?;
         }
+        n += 1;
+    }
+    writer.into_inner().commit().map_err(io_err)?;
+    Ok(n)
+}
+
+/// Write packets to a pcapng file (atomically, as `write_pcap`): one interface block per distinct
+/// (interface name, link type) of the packets, in order of first appearance, and each packet's
+/// direction. Pairs of (ts_ns, bytes) belong to an unnamed interface of `linktype`.
+#[pyfunction]
+#[pyo3(signature = (path, packets, linktype = 1, snaplen = MAX_SNAPLEN))]
+pub fn write_pcapng(
+    py: Python<'_>,
+    path: PathBuf,
+    packets: &Bound<'_, PyAny>,
+    linktype: u32,
+    snaplen: u32,
+) -> PyResult<u64> {
+    let io_err = |e: std::io::Error| errors::to_py(py, Error::write(&path, e));
+    let out = AtomicFile::create_or_stream(&path).map_err(io_err)?;
+    let mut writer = PcapngWriter::new(out, &Section::here()).map_err(io_err)?;
+    let mut ids: Vec<(Option<String>, u32)> = Vec::new();
+    let mut n = 0u64;
+    for item in packets.try_iter()? {
+        let item = item?;
+        let (key, ts_ns, data, wirelen, direction) = if let Ok(p) = item.cast::<PyPacket>() {
+            let p = p.get();
+            let data = p.data.clone_ref(py).into_bound(py);
+            (
+                (p.iface.clone(), p.linktype),
+                p.ts_ns,
+                data,
+                p.wirelen,
+                p.direction,
+            )
+        } else {
+            let (ts_ns, data): (u64, Bound<'_, PyBytes>) = item.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "packet {n}: expected a Packet or a (ts_ns, bytes) pair"
+                ))
+            })?;
+            let len = data.as_bytes().len() as u32;
+            ((None, linktype), ts_ns, data, len, None)
+        };
+        let id = match ids.iter().position(|k| *k == key) {
+            Some(i) => i as u32,
+            None => {
+                writer
+                    .add_interface(&InterfaceBlock {
+                        name: key.0.as_deref().unwrap_or(""),
+                        link: LinkType::from_number(key.1),
+                        snaplen,
+                        filter: None,
+                    })
+                    .map_err(io_err)?;
+                ids.push(key);
+                (ids.len() - 1) as u32
+            }
+        };
+        let bytes = data.as_bytes();
+        let bytes = &bytes[..bytes.len().min(snaplen as usize)];
+        writer
+            .write_packet(id, ts_ns, bytes, wirelen, direction, None)
+            .map_err(io_err)?;
         n += 1;
     }
     writer.into_inner().commit().map_err(io_err)?;

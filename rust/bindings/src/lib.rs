@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_pcap, m)?)?;
+    m.add_function(wrap_pyfunction!(files::write_pcapng, m)?)?;
     Ok(())
 }
 
