@@ -40,3 +40,4 @@ bench: wheel
 	$(PY) bench/live.py
 	$(PY) bench/console.py
 	$(PY) bench/fwctl.py
+	$(VENV_PATH) $(PY) bench/write.py
