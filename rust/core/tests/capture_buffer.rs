@@ -85,3 +85,50 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// The merged walk of any choice of interfaces is the held packets of those interfaces, ordered by
+    /// timestamp and then by arrival, whatever the interleaving of the interfaces' batches and the
+    /// ring's overwrites.
+    #[test]
+    fn a_merged_walk_is_the_held_packets_in_time_order(
+        capacity in 64usize..6000,
+        ring in any::<bool>(),
+        pushes in prop::collection::vec((0usize..300, 0usize..3, 0u64..50), 0..120),
+        chosen in prop::sample::subsequence(vec![0usize, 1, 2], 0..=3),
+    ) {
+        let mode = if ring { BufferMode::Ring } else { BufferMode::Linear };
+        let mut b = CaptureBuffer::new(capacity, mode).unwrap();
+        let ids: Vec<_> = ["a", "b", "c"].iter().map(|n| b.interface(n, LinkType::Ethernet).unwrap()).collect();
+        // Each interface's packets come in time order (one kernel ring each); interfaces interleave.
+        let mut clocks = [0u64; 3];
+        for (n, &(len, i, step)) in pushes.iter().enumerate() {
+            clocks[i] += step;
+            b.push(ids[i], clocks[i], n as u32, Direction::In, &[&packet(n, len)]);
+        }
+        let mut expected = Vec::new();
+        {
+            let (mut cursor, mut missed) = (b.cursor(), 0);
+            while let Some(p) = b.next(&mut cursor, &mut missed) {
+                if let Some(lane) = chosen.iter().position(|&i| ids[i] == p.iface) {
+                    expected.push((p.ts_ns, p.seq, lane, p.wirelen));
+                }
+            }
+        }
+        expected.sort();
+        let shared = pcapdump_core::capture::SharedBuffer::new(b);
+        let lanes: Vec<_> = chosen.iter().map(|&i| ids[i]).collect();
+        let mut got = Vec::new();
+        let mut intact = true;
+        shared.walk_merged(&lanes, &mut got, |got, lane, p| {
+            got.push((p.ts_ns, p.seq, lane, p.wirelen));
+            // The push numbered n stored packet(n, len) with wirelen n.
+            intact &= p.data == &packet(p.wirelen as usize, p.data.len())[..];
+            p.data.len()
+        }, |_| Ok(())).unwrap();
+        prop_assert!(intact);
+        prop_assert_eq!(got, expected);
+    }
+}

@@ -567,7 +567,8 @@ impl SharedBuffer {
 
     /// Walk the packets of several interfaces held now as one timeline: a k-way merge by timestamp
     /// (ties in arrival order) of one cursor per interface over the buffer itself, nothing copied but
-    /// what `copy` keeps. `copy` gets the packet's place in `ifaces`; otherwise as `walk`.
+    /// what `copy` keeps. Each interface's packets keep their order of arrival, which is its kernel
+    /// ring's, in time. `copy` gets the packet's place in `ifaces`; otherwise as `walk`.
     pub fn walk_merged<S>(
         &self,
         ifaces: &[IfaceId],
