@@ -1,6 +1,7 @@
 """`read` from a pipe reads as packets arrive: lines come out before the writer is done, `-c` returns as
-soon as it has its packets, and memory stays within a record and a read whatever the stream's length.
-pcap and pcapng, both byte orders, across a real pipe."""
+soon as it has its packets, memory stays within a record and a read whatever the stream's length, and a
+stream that ends inside a record keeps (with `-w`) every packet before it. pcap and pcapng, both byte
+orders, across a real pipe."""
 
 from __future__ import annotations
 
@@ -234,6 +235,35 @@ def test_memory_stays_bounded_whatever_the_stream_length(words, tmp_path):
     # The interpreter and the engine take some tens of MiB; the stream, one record and a read. Read
     # whole, it would be the 384 MiB.
     assert peak_kib / 1024 < 64, f"peak {peak_kib / 1024:.0f} MiB for a {megabytes} MiB stream"
+
+
+@pytest.mark.parametrize("kind", ["pcapng-le", "pcap-be"])
+def test_a_stream_cut_inside_a_record_keeps_the_packets_before_it(kind, tmp_path):
+    head, records = capture(kind, FRAMES[:5])
+    cut_at = len(head) + sum(len(r) for r in records[:4])
+    data = head + b"".join(records)[: cut_at - len(head) + 10]
+    out = tmp_path / "kept.cap"
+    done = subprocess.run(
+        [pcapdump_exe(), "udp", "read", "-", "-w", str(out)], input=data, capture_output=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        f"pcapdump: '-': file ends inside record 5 at byte {cut_at}; the capture was cut short; "
+        f"kept 4 of the 4 packets before the cut in '{out}'\n"
+    )
+    assert done.stdout == b""
+    assert [p.data for p in pcapdump.read(out)] == FRAMES[:4]
+    tshark = subprocess.run([need_tool("tshark"), "-r", str(out)], capture_output=True, text=True, check=True)
+    assert len(tshark.stdout.splitlines()) == 4
+    # Printing: the lines before the cut, then the same line about the cut.
+    shown = subprocess.run(
+        [pcapdump_exe(), "read", "-"], input=data, capture_output=True, env=ENV, timeout=60
+    )
+    assert shown.returncode == 1 and len(shown.stdout.splitlines()) == 4
+    assert (
+        shown.stderr.decode()
+        == f"pcapdump: '-': file ends inside record 5 at byte {cut_at}; the capture was cut short\n"
+    )
 
 
 def test_the_python_reader_yields_a_packet_of_a_held_pipe_at_once(tmp_path):

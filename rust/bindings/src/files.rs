@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use pcapdump_core::limits::MAX_SNAPLEN;
-use pcapdump_core::offline::{self, RecordReader, Selection, Summary, Written};
+use pcapdump_core::offline::{self, OfflineError, RecordReader, Selection, Summary, Written};
 use pcapdump_core::packet::LinkType;
 use pcapdump_core::pcap::{AtomicFile, CaptureFile, PcapWriter};
 use pcapdump_core::Error;
@@ -122,7 +122,8 @@ pub fn read_lines<'py>(
     summary_dict(py, result.map_err(|e| errors::to_py(py, e))?)
 }
 
-/// Write a file's matching packets to a pcap file (atomically: complete or absent).
+/// Write a file's matching packets to a pcap file (atomically: complete or absent). Input cut inside a
+/// record: the packets before the cut are written and the file kept, then the cut is raised.
 #[pyfunction]
 #[pyo3(signature = (path, out, filter = None, snaplen = None, count = None))]
 pub fn read_to_pcap<'py>(
@@ -146,11 +147,23 @@ pub fn read_to_pcap<'py>(
     let Written {
         summary,
         file: written,
+        cut,
     } = written.map_err(|e| errors::to_py(py, e))?;
     // Ctrl-C while it was written: the file is dropped, and so not put in place.
     py.check_signals()?;
     py.detach(|| written.commit())
         .map_err(|e| errors::to_py(py, Error::write(&out, e)))?;
+    if let Some(cut) = cut {
+        return Err(errors::to_py(
+            py,
+            OfflineError::CutShort {
+                cut,
+                out: out.display().to_string(),
+                kept: summary.matched,
+                read: summary.read,
+            },
+        ));
+    }
     summary_dict(py, summary)
 }
 

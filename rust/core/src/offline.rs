@@ -178,6 +178,14 @@ pub enum OfflineError {
         record: u64,
         link: u32,
     },
+    /// The input ended inside a record; the packets before it were written, and the file kept.
+    #[error("{cut}; kept {kept} of the {read} packets before the cut in '{out}'")]
+    CutShort {
+        cut: ReadError,
+        out: String,
+        kept: u64,
+        read: u64,
+    },
     /// The reader of our output went away (e.g. `| head`): not an error worth a message.
     #[error("output closed")]
     OutputClosed,
@@ -278,10 +286,14 @@ impl Waiter for Lines<'_> {
 pub struct Written {
     pub summary: Summary,
     pub file: AtomicFile,
+    /// The input ended inside a record: what came before it is in `file`, complete.
+    pub cut: Option<ReadError>,
 }
 
 /// Write the selected records to a pcap file at `dest`, and hand the file back to be committed (or
-/// dropped, which leaves nothing) by the caller: a Ctrl-C during the write must leave no file.
+/// dropped, which leaves nothing) by the caller: a Ctrl-C during the write must leave no file. Input
+/// that ends inside a record is not a reason to lose the packets before it: they are written, and the
+/// cut is handed back beside the file. Any other error leaves nothing.
 ///
 /// Two threads: this one walks the input and runs the filter, a writer thread hands the kept records to
 /// the kernel. A record already laid out as we would write it (classic pcap, µs, little-endian, not cut)
@@ -323,11 +335,21 @@ pub fn write_pcap(
             &shown,
         ),
     };
-    scanned?;
+    let cut = match scanned {
+        Ok(()) => None,
+        Err(OfflineError::Read(e)) if is_cut(&e) => Some(e),
+        Err(e) => return Err(e),
+    };
     Ok(Written {
         summary: sum,
         file: writer.into_inner(),
+        cut,
     })
+}
+
+/// The input ended inside a record (not: another program cut it while we read).
+fn is_cut(e: &ReadError) -> bool {
+    matches!(e.kind, ReadErrorKind::Truncated { .. })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -386,7 +408,12 @@ fn scan(
                 break Err(OfflineError::OutputClosed);
             }
         });
-        if scanned.is_ok() {
+        let keep = match &scanned {
+            Ok(()) => true,
+            Err(OfflineError::Read(e)) => is_cut(e),
+            Err(_) => false,
+        };
+        if keep {
             batches.hand_over();
         }
         drop(batches);
