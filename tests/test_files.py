@@ -39,6 +39,42 @@ def test_read_w_output_is_valid_and_round_trips_through_tcpdump(corpus_file, tmp
     assert filecmp.cmp(out, again, shallow=False)
 
 
+def record_ends(path: Path) -> list[int]:
+    """Where each record of a little-endian classic pcap ends."""
+    data, at, ends = path.read_bytes(), 24, []
+    while at + 16 <= len(data):
+        at += 16 + int.from_bytes(data[at + 8 : at + 12], "little")
+        ends.append(at)
+    return ends
+
+
+def test_read_w_of_a_cut_file_keeps_every_complete_packet(corpus_file, tmp_path):
+    ends = record_ends(corpus_file)
+    n = len(ends) // 2
+    cut = tmp_path / "cut.cap"
+    cut.write_bytes(corpus_file.read_bytes()[: ends[n - 1] + 7])  # 7 bytes into record n + 1
+    for words, kept in (
+        ([], n),
+        (["udp"], sum(1 for p in pcapdump.read(corpus_file, filter="udp") if p.index <= n)),
+    ):
+        out = tmp_path / "out.cap"
+        done = run_pcapdump(*words, "read", str(cut), "-w", str(out))
+        assert done.returncode == 1
+        assert done.stderr == (
+            f"pcapdump: '{cut}': file ends inside record {n + 1} at byte {ends[n - 1]}; "
+            f"the capture was cut short; kept {kept} of the {n} packets before the cut in '{out}'\n"
+        )
+        assert 0 < kept <= n
+        assert "Number of packets:   " + str(kept) in capinfos_ok(out).replace("= ", "")
+        assert tshark_count(out) == kept
+        # The packets kept are those of the whole file, written the same way.
+        whole = tmp_path / "whole.cap"
+        assert (
+            run_pcapdump(*words, "read", str(corpus_file), "-c", str(kept), "-w", str(whole)).returncode == 0
+        )
+        assert filecmp.cmp(out, whole, shallow=False)
+
+
 def test_python_write_is_valid_and_keeps_wire_length(tmp_path, corpus_frames):
     out = tmp_path / "api.cap"
     n = pcapdump.write(out, [(i * 1_000_000, f.data) for i, f in enumerate(corpus_frames)])
@@ -139,7 +175,7 @@ def test_reads_standard_input_and_a_pipe(corpus_file, tmp_path):
     from_stdin = fed("read", "-")
     assert from_stdin.returncode == 0, from_stdin.stderr
     assert from_stdin.stdout.decode() == expected
-    # /dev/stdin on a pipe cannot be mapped: it is read to its end all the same.
+    # /dev/stdin on a pipe cannot be mapped: it is read as a stream, all the same.
     tcp = tmp_path / "tcp.cap"
     from_pipe = fed("tcp", "read", "/dev/stdin", "-w", str(tcp))
     assert from_pipe.returncode == 0, from_pipe.stderr

@@ -88,7 +88,6 @@ RUNTIME = [
     ("missing.cap", None, "no such file"),
     ("text.cap", b"hello, this is not a capture\n", "not a pcap or pcapng file (starts with 0x68656c6c)"),
     ("empty.cap", b"", "empty file (expected a pcap or pcapng capture)"),
-    ("cut.cap", pcap_header() + record(60) + record(60)[:40], "file ends inside record 2 at byte 100"),
     ("head.cap", pcap_header()[:10], "file ends inside record 0"),
     (
         "huge.cap",
@@ -118,6 +117,36 @@ def test_lines_before_the_damage_are_still_printed(tmp_path):
     done = run_pcapdump("read", str(src))
     assert done.returncode == 1
     assert len(done.stdout.splitlines()) == 1
+    assert (
+        done.stderr
+        == f"pcapdump: '{src}': file ends inside record 2 at byte 100; the capture was cut short\n"
+    )
+
+
+def test_w_of_a_cut_file_keeps_the_packets_before_the_cut_and_says_where(tmp_path):
+    # tcpdump -r cut -w out keeps what it could read: so do we, and say so on one line, exit 1.
+    src = write_bytes(tmp_path, "cut.cap", pcap_header() + record(60) + record(61) + record(62)[:40])
+    out = tmp_path / "out.cap"
+    done = run_pcapdump("read", str(src), "-w", str(out))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"pcapdump: '{src}': file ends inside record 3 at byte 177; the capture was cut short; "
+        f"kept 2 of the 2 packets before the cut in '{out}'\n"
+    )
+    assert [len(p.data) for p in pcapdump.read(out)] == [60, 61]
+    # The output was put in place whole: no temporary file beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.cap", "out.cap"]
+    # Cut before any packet was complete: an empty capture, and the same line.
+    src = write_bytes(tmp_path, "cut0.cap", pcap_header() + record(62)[:40])
+    done = run_pcapdump("read", str(src), "-w", str(out))
+    assert done.returncode == 1 and "record 1 at byte 24" in done.stderr and "kept 0 of the 0" in done.stderr
+    assert list(pcapdump.read(out)) == []
+    # Other damage still leaves nothing.
+    out.unlink()
+    huge = write_bytes(tmp_path, "huge.cap", pcap_header() + record(60) + record(300_000, data=b""))
+    assert run_pcapdump("read", str(huge), "-w", str(out)).returncode == 1
+    assert not out.exists()
 
 
 def test_python_api_raises_typed_errors(tmp_path):

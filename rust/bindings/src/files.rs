@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use pcapdump_core::limits::MAX_SNAPLEN;
-use pcapdump_core::offline::{self, RecordReader, Selection, Summary};
+use pcapdump_core::offline::{self, OfflineError, RecordReader, Selection, Summary, Written};
 use pcapdump_core::packet::LinkType;
 use pcapdump_core::pcap::{
     AtomicFile, CaptureFile, InterfaceBlock, PcapWriter, PcapngWriter, Section,
@@ -14,19 +14,31 @@ use crate::errors;
 use crate::filter::PyFilter;
 use crate::packet::PyPacket;
 
-/// Open a capture file with the GIL released; Ctrl-C ends a wait on a silent pipe.
-fn open(py: Python<'_>, path: &std::path::Path) -> PyResult<CaptureFile> {
+/// Run `f` with the GIL released, handing it the question a reader asks while a pipe is silent:
+/// whether to give up. Ctrl-C says yes, and is raised here.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&mut dyn FnMut() -> bool) -> T + Send,
+) -> PyResult<T> {
     let mut signalled: Option<PyErr> = None;
-    let opened = py.detach(|| {
-        CaptureFile::open_interruptible(path, &mut || {
+    let done = py.detach(|| {
+        f(&mut || {
             let checked = Python::attach(|py| py.check_signals());
             checked.map_err(|e| signalled = Some(e)).is_err()
         })
     });
     match signalled {
         Some(e) => Err(e),
-        None => opened.map_err(|e| errors::to_py(py, e)),
+        None => Ok(done),
     }
+}
+
+/// Open a capture file with the GIL released; Ctrl-C ends a wait on a silent pipe.
+fn open(py: Python<'_>, path: &std::path::Path) -> PyResult<CaptureFile> {
+    interruptible(py, |interrupted| {
+        CaptureFile::open_interruptible(path, interrupted)
+    })?
+    .map_err(|e| errors::to_py(py, e))
 }
 
 fn summary_dict(py: Python<'_>, s: Summary) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
@@ -66,8 +78,14 @@ impl PyFileReader {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyPacket>> {
-        self.inner
-            .next_with(|r, data| PyPacket::from_record(py, r, data))
+        let inner = &mut self.inner;
+        let next = if inner.is_stream() {
+            // A pipe may keep us waiting: without the GIL, and Ctrl-C ends the wait.
+            interruptible(py, |interrupted| inner.next_packet(&mut { interrupted }))?
+        } else {
+            inner.next_packet(&mut || false)
+        };
+        next.map(|got| got.map(|(r, data)| PyPacket::from_record(py, &r, data)))
             .transpose()
             .map_err(|e| errors::to_py(py, e))
     }
@@ -91,7 +109,7 @@ pub fn read_lines<'py>(
     let file = open(py, &path)?;
     let clock = crate::clock::clock(tz, utc, date);
     let filter = filter.map(|f| f.inner.clone());
-    let result = py.detach(|| {
+    let result = interruptible(py, |interrupted| {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         offline::print_lines(
@@ -100,12 +118,14 @@ pub fn read_lines<'py>(
             json,
             clock,
             &mut out,
+            interrupted,
         )
-    });
+    })?;
     summary_dict(py, result.map_err(|e| errors::to_py(py, e))?)
 }
 
-/// Write a file's matching packets to a pcap file (atomically: complete or absent).
+/// Write a file's matching packets to a pcap file (atomically: complete or absent). Input cut inside a
+/// record: the packets before the cut are written and the file kept, then the cut is raised.
 #[pyfunction]
 #[pyo3(signature = (path, out, filter = None, snaplen = None, count = None))]
 pub fn read_to_pcap<'py>(
@@ -118,18 +138,34 @@ pub fn read_to_pcap<'py>(
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let file = open(py, &path)?;
     let filter = filter.map(|f| f.inner.clone());
-    let written = py.detach(|| {
+    let written = interruptible(py, |interrupted| {
         offline::write_pcap(
             &file,
             &Selection::new(filter.as_ref(), snaplen, count),
             &out,
+            interrupted,
         )
-    });
-    let (summary, written) = written.map_err(|e| errors::to_py(py, e))?;
+    })?;
+    let Written {
+        summary,
+        file: written,
+        cut,
+    } = written.map_err(|e| errors::to_py(py, e))?;
     // Ctrl-C while it was written: the file is dropped, and so not put in place.
     py.check_signals()?;
     py.detach(|| written.commit())
         .map_err(|e| errors::to_py(py, Error::write(&out, e)))?;
+    if let Some(cut) = cut {
+        return Err(errors::to_py(
+            py,
+            OfflineError::CutShort {
+                cut,
+                out: out.display().to_string(),
+                kept: summary.matched,
+                read: summary.read,
+            },
+        ));
+    }
     summary_dict(py, summary)
 }
 

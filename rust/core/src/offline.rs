@@ -1,5 +1,6 @@
-//! The offline path (`pcapdump read`): one pass over a memory-mapped capture file, the filter evaluated
-//! in place, matching records cut to the snap length and printed as brief lines or written as pcap.
+//! The offline path (`pcapdump read`): one pass over a capture (a memory-mapped file, or a stream read as
+//! it arrives), the filter evaluated in place, matching records cut to the snap length and printed as
+//! brief lines or written as pcap.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -11,7 +12,10 @@ use crate::clock::Clock;
 use crate::filter::Filter;
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
-use crate::pcap::{encode_record, AtomicFile, CaptureFile, Cursor, PcapWriter, ReadError, Record};
+use crate::pcap::{
+    encode_record, AtomicFile, CaptureFile, Cursor, PcapWriter, ReadError, ReadErrorKind, Record,
+    Waiter,
+};
 
 /// Brief lines are gathered into chunks of this size before each write.
 const LINE_CHUNK: usize = 1 << 20;
@@ -74,8 +78,8 @@ pub struct RecordReader {
     cursor: Cursor,
     filter: Option<Filter>,
     snaplen: u32,
-    /// Matching records still to hand out (`count`).
-    remaining: Option<u64>,
+    count: Option<u64>,
+    sum: Summary,
 }
 
 impl RecordReader {
@@ -90,35 +94,58 @@ impl RecordReader {
             file,
             filter,
             snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
-            remaining: count,
+            count,
+            sum: Summary::default(),
         }
     }
 
-    /// The next matching record and its data cut to the snap length, handed to `take`; `None` at the
-    /// end of the file or once `count` records were handed out.
-    pub fn next_with<T>(
+    /// Whether the file is a stream: the next record may keep the caller waiting.
+    pub fn is_stream(&self) -> bool {
+        self.file.is_stream()
+    }
+
+    /// The next matching record and its data cut to the snap length; `None` at the end of the file or
+    /// once `count` records were handed out. `waiter` is asked while a stream is silent.
+    pub fn next_packet(
         &mut self,
-        take: impl FnOnce(&Record, &[u8]) -> T,
-    ) -> Option<Result<T, OfflineError>> {
-        if self.remaining == Some(0) {
-            return None;
+        waiter: &mut dyn Waiter,
+    ) -> Option<Result<(Record<'_>, &[u8]), OfflineError>> {
+        let sel = Selection::new(self.filter.as_ref(), Some(self.snaplen), self.count);
+        next_selected(&self.file, &mut self.cursor, &sel, &mut self.sum, waiter)
+    }
+}
+
+/// The next record `sel` keeps and its data cut to the snap length, counted in `sum`; `None` at the
+/// end of the input, or as soon as `sel.count` records were kept (nothing more is read).
+fn next_selected<'a>(
+    file: &'a CaptureFile,
+    cursor: &'a mut Cursor,
+    sel: &Selection,
+    sum: &mut Summary,
+    waiter: &mut dyn Waiter,
+) -> Option<Result<(Record<'a>, &'a [u8]), OfflineError>> {
+    if sel.count.is_some_and(|n| sum.matched >= n) {
+        return None;
+    }
+    loop {
+        if let Err(e) = file.advance(cursor, waiter)? {
+            return Some(Err(e.into()));
         }
-        let sel = Selection::new(self.filter.as_ref(), Some(self.snaplen), None);
-        loop {
-            let r = match self.file.next_record(&mut self.cursor)? {
-                Ok(r) => r,
-                Err(e) => return Some(Err(e.into())),
-            };
-            match sel.keeps(self.file.path(), &r) {
+        sum.read += 1;
+        if sel.filter.is_some() {
+            match sel.keeps(file.path(), &file.current(cursor)?) {
                 Ok(false) => continue,
                 Ok(true) => {}
                 Err(e) => return Some(Err(e)),
             }
-            if let Some(n) = self.remaining.as_mut() {
-                *n -= 1;
-            }
-            return Some(Ok(take(&r, sel.cut(r.data))));
         }
+        // Borrowed again, for as long as the caller keeps it, once it is known to be handed out.
+        let cursor: &'a Cursor = cursor;
+        let r = file.current(cursor)?;
+        let data = sel.cut(r.data);
+        sum.matched += 1;
+        sum.bytes += data.len() as u64;
+        return Some(Ok((r, data)));
     }
 }
 
@@ -151,79 +178,194 @@ pub enum OfflineError {
         record: u64,
         link: u32,
     },
+    /// The input ended inside a record; the packets before it were written, and the file kept.
+    #[error("{cut}; kept {kept} of the {read} packets before the cut in '{out}'")]
+    CutShort {
+        cut: ReadError,
+        out: String,
+        kept: u64,
+        read: u64,
+    },
     /// The reader of our output went away (e.g. `| head`): not an error worth a message.
     #[error("output closed")]
     OutputClosed,
 }
 
-/// Print brief lines (or JSON lines) of the selected records to `out`, times written by `clock`.
+/// Print brief lines (or JSON lines) of the selected records to `out`, times written by `clock`. From a
+/// stream, the lines gathered are written whenever it falls silent, and `interrupted` is asked while it
+/// is.
 pub fn print_lines(
     file: &CaptureFile,
     sel: &Selection,
     json: bool,
     clock: Clock,
     out: &mut dyn Write,
+    interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Summary, OfflineError> {
     let mut fmt = BriefFormatter::with_clock(clock);
-    let mut buf = Vec::with_capacity(LINE_CHUNK + 4096);
+    let mut lines = Lines {
+        buf: Vec::with_capacity(LINE_CHUNK + 4096),
+        out,
+        interrupted,
+        failed: None,
+    };
     let mut sum = Summary::default();
-    let flush = |buf: &mut Vec<u8>, out: &mut dyn Write| -> Result<(), OfflineError> {
-        out.write_all(buf).map_err(|e| match e.kind() {
+    let mut cursor = file.cursor();
+    let result = with_prefault(file, || loop {
+        let (r, data) = match next_selected(file, &mut cursor, sel, &mut sum, &mut lines) {
+            None => break Ok(()),
+            Some(Ok(selected)) => selected,
+            Some(Err(e)) => break Err(e),
+        };
+        let meta = PacketMeta::from(&r);
+        if json {
+            fmt.json(&mut lines.buf, &meta, data);
+        } else {
+            fmt.text(&mut lines.buf, &meta, data);
+        }
+        if lines.buf.len() >= LINE_CHUNK {
+            if let Err(e) = lines.write() {
+                break Err(e);
+            }
+        }
+    });
+    // A write that failed while the stream was silent stopped the reading: that is what to say.
+    if let Some(e) = lines.failed.take() {
+        return Err(e);
+    }
+    // Lines before a damaged record are still shown, then the error.
+    lines.write()?;
+    result.map(|_| sum)
+}
+
+/// Brief lines on their way to the output.
+struct Lines<'o> {
+    buf: Vec<u8>,
+    out: &'o mut dyn Write,
+    interrupted: &'o mut dyn FnMut() -> bool,
+    /// Why a write while the input was silent failed.
+    failed: Option<OfflineError>,
+}
+
+impl Lines<'_> {
+    /// Write and flush the lines gathered.
+    fn write(&mut self) -> Result<(), OfflineError> {
+        let written = self.out.write_all(&self.buf).and_then(|_| self.out.flush());
+        self.buf.clear();
+        written.map_err(|e| match e.kind() {
             io::ErrorKind::BrokenPipe => OfflineError::OutputClosed,
             _ => OfflineError::Write {
                 path: "standard output".into(),
                 source: e,
             },
-        })?;
-        buf.clear();
-        Ok(())
-    };
-    let result = for_each_selected(file, sel, &mut sum, |r, data| {
-        let meta = PacketMeta::from(r);
-        if json {
-            fmt.json(&mut buf, &meta, data);
-        } else {
-            fmt.text(&mut buf, &meta, data);
-        }
-        if buf.len() >= LINE_CHUNK {
-            flush(&mut buf, out)?;
-        }
-        Ok(())
-    });
-    // Lines before a damaged record are still shown, then the error.
-    flush(&mut buf, out)?;
-    out.flush().map_err(|e| OfflineError::Write {
-        path: "standard output".into(),
-        source: e,
-    })?;
-    result.map(|_| sum)
+        })
+    }
 }
 
-/// Write the selected records to a pcap file at `dest`; on any error nothing is left at `dest`.
-///
-/// Two threads: this one walks the file and runs the filter, a writer thread hands the kept records to
-/// the kernel. A record already laid out as we would write it (classic pcap, µs, little-endian, not cut)
-/// is written straight from the mapped file, with neighbours joined into one piece; others are encoded.
+impl Waiter for Lines<'_> {
+    fn interrupted(&mut self) -> bool {
+        (self.interrupted)()
+    }
+
+    /// The stream is silent: whoever watches sees the lines of the packets that came.
+    fn idle(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return false;
+        }
+        match self.write() {
+            Ok(()) => false,
+            Err(e) => {
+                self.failed = Some(e);
+                true
+            }
+        }
+    }
+}
+
+/// What `write_pcap` wrote, to be committed (or dropped, which leaves nothing) by the caller.
+pub struct Written {
+    pub summary: Summary,
+    pub file: AtomicFile,
+    /// The input ended inside a record: what came before it is in `file`, complete.
+    pub cut: Option<ReadError>,
+}
+
 /// Write the selected records to a pcap file at `dest`, and hand the file back to be committed (or
-/// dropped, which leaves nothing) by the caller: a Ctrl-C during the write must leave no file.
+/// dropped, which leaves nothing) by the caller: a Ctrl-C during the write must leave no file. Input
+/// that ends inside a record is not a reason to lose the packets before it: they are written, and the
+/// cut is handed back beside the file. Any other error leaves nothing.
+///
+/// Two threads: this one walks the input and runs the filter, a writer thread hands the kept records to
+/// the kernel. A record already laid out as we would write it (classic pcap, µs, little-endian, not cut)
+/// is written straight from a mapped file, with neighbours joined into one piece; others are encoded.
+/// From a stream, what was kept is handed to the writer whenever the stream falls silent.
 pub fn write_pcap(
     file: &CaptureFile,
     sel: &Selection,
     dest: &Path,
-) -> Result<(Summary, AtomicFile), OfflineError> {
+    mut interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Written, OfflineError> {
     let shown = dest.display().to_string();
     let write_err = |source| OfflineError::Write {
         path: shown.clone(),
         source,
     };
-    let link = file.link_type().unwrap_or(LinkType::Ethernet);
     let out = AtomicFile::create_or_stream(dest).map_err(write_err)?;
+    let mut cursor = file.cursor();
+    // The link type of the first interface: for pcapng, read as far as its description.
+    let first = file.first_link(&mut cursor, &mut interrupted);
+    let link = first
+        .as_ref()
+        .ok()
+        .copied()
+        .flatten()
+        .unwrap_or(LinkType::Ethernet);
     let mut writer = PcapWriter::new(out, link, sel.snaplen).map_err(write_err)?;
     let mut sum = Summary::default();
+    let scanned = match first {
+        Err(e) => Err(e.into()),
+        Ok(_) => scan(
+            file,
+            &mut cursor,
+            sel,
+            link,
+            &mut sum,
+            writer.get_mut(),
+            interrupted,
+            &shown,
+        ),
+    };
+    let cut = match scanned {
+        Ok(()) => None,
+        Err(OfflineError::Read(e)) if is_cut(&e) => Some(e),
+        Err(e) => return Err(e),
+    };
+    Ok(Written {
+        summary: sum,
+        file: writer.into_inner(),
+        cut,
+    })
+}
+
+/// The input ended inside a record (not: another program cut it while we read).
+fn is_cut(e: &ReadError) -> bool {
+    matches!(e.kind, ReadErrorKind::Truncated { .. })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan(
+    file: &CaptureFile,
+    cursor: &mut Cursor,
+    sel: &Selection,
+    link: LinkType,
+    sum: &mut Summary,
+    out: &mut AtomicFile,
+    interrupted: &mut dyn FnMut() -> bool,
+    shown: &str,
+) -> Result<(), OfflineError> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
-    let scanned = std::thread::scope(|scope| {
-        let out = writer.get_mut();
+    std::thread::scope(|scope| {
         let drain = scope.spawn(move || -> io::Result<()> {
             for mut batch in full_rx {
                 batch.write_to(out)?;
@@ -233,51 +375,94 @@ pub fn write_pcap(
             }
             Ok(())
         });
-        let mut batch = Batch::default();
-        let scanned = for_each_selected(file, sel, &mut sum, |r, data| {
+        let mut batches = Batches {
+            batch: Batch::default(),
+            full_tx,
+            empty_rx,
+            interrupted,
+        };
+        let scanned = with_prefault(file, || loop {
+            let (r, data) = match next_selected(file, cursor, sel, sum, &mut batches) {
+                None => break Ok(()),
+                Some(Ok(selected)) => selected,
+                Some(Err(e)) => break Err(e),
+            };
             if r.link != link {
-                return Err(OfflineError::MixedLinkTypes {
+                break Err(OfflineError::MixedLinkTypes {
                     path: file.path().into(),
                     record: r.number,
                     first: link.number(),
                     found: r.link.number(),
                 });
             }
-            match file.stored_pcap_record(r) {
+            match file.stored_pcap_record(&r) {
                 Some(raw) if data.len() == r.data.len() && r.wirelen as usize >= data.len() => {
-                    batch.push_mapped(raw)
+                    batches.batch.push_mapped(raw)
                 }
-                _ => batch.push_encoded(r.ts_ns, data, r.wirelen, sel.snaplen),
+                _ => batches
+                    .batch
+                    .push_encoded(r.ts_ns, data, r.wirelen, sel.snaplen),
             }
-            if batch.bytes >= BATCH_BYTES {
-                let next = empty_rx.try_recv().unwrap_or_default();
-                if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                    // The writer stopped on an error, which is reported below.
-                    return Err(OfflineError::OutputClosed);
-                }
+            // A writer that stopped on an error says why below.
+            if batches.batch.bytes >= BATCH_BYTES && !batches.hand_over() {
+                break Err(OfflineError::OutputClosed);
             }
-            Ok(())
         });
-        if scanned.is_ok() {
-            let _ = full_tx.send(batch);
+        let keep = match &scanned {
+            Ok(()) => true,
+            Err(OfflineError::Read(e)) => is_cut(e),
+            Err(_) => false,
+        };
+        if keep {
+            batches.hand_over();
         }
-        drop(full_tx);
+        drop(batches);
         let drained = drain.join().expect("the writer thread does not panic");
         match (scanned, drained) {
             // Pages of the input past its new end: the kernel's copy for writev faults (EFAULT), and
             // the write fails because the input was cut, which is what to say.
             (_, Err(_)) if file.was_cut() => Err(OfflineError::Read(ReadError {
                 path: file.path().into(),
-                kind: crate::pcap::ReadErrorKind::CutWhileReading,
+                kind: ReadErrorKind::CutWhileReading,
             })),
             // A write error stops the scan too: report the write error, not its echo.
-            (_, Err(e)) => Err(write_err(e)),
-            (Err(e), Ok(())) => Err(e),
-            (Ok(()), Ok(())) => Ok(()),
+            (_, Err(source)) => Err(OfflineError::Write {
+                path: shown.into(),
+                source,
+            }),
+            (scanned, Ok(())) => scanned,
         }
-    });
-    scanned?;
-    Ok((sum, writer.into_inner()))
+    })
+}
+
+/// The batch being filled, and the way to the writer thread.
+struct Batches<'f, 'i> {
+    batch: Batch<'f>,
+    full_tx: mpsc::SyncSender<Batch<'f>>,
+    empty_rx: mpsc::Receiver<Batch<'f>>,
+    interrupted: &'i mut dyn FnMut() -> bool,
+}
+
+impl Batches<'_, '_> {
+    /// Hand the batch to the writer thread, and start another (one it wrote already, if any); false
+    /// when the writer has stopped.
+    fn hand_over(&mut self) -> bool {
+        let next = self.empty_rx.try_recv().unwrap_or_default();
+        self.full_tx
+            .send(std::mem::replace(&mut self.batch, next))
+            .is_ok()
+    }
+}
+
+impl Waiter for Batches<'_, '_> {
+    fn interrupted(&mut self) -> bool {
+        (self.interrupted)()
+    }
+
+    /// The stream is silent: what was kept goes on to the output now (a pipe's reader sees it).
+    fn idle(&mut self) -> bool {
+        self.batch.bytes > 0 && !self.hand_over()
+    }
 }
 
 /// Kept records are handed to the writer thread in batches of about this many bytes.
@@ -344,44 +529,17 @@ impl<'f> Batch<'f> {
     }
 }
 
-fn for_each_selected<'f>(
-    file: &'f CaptureFile,
-    sel: &Selection,
-    sum: &mut Summary,
-    mut each: impl FnMut(&Record<'f>, &'f [u8]) -> Result<(), OfflineError>,
-) -> Result<(), OfflineError> {
-    if sel.count == Some(0) {
-        return Ok(());
+/// Run `walk` over `file` while, for a mapped file, a helper maps its pages ahead of us, so that this
+/// thread spends its time on records.
+fn with_prefault<T>(file: &CaptureFile, walk: impl FnOnce() -> T) -> T {
+    if file.is_stream() {
+        return walk();
     }
-    // A helper maps the file's pages ahead of us, so this thread spends its time on records.
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| file.prefault(&done));
-        let walked = walk_selected(file, sel, sum, &mut each);
+        let walked = walk();
         done.store(true, Ordering::Relaxed);
         walked
     })
-}
-
-fn walk_selected<'f>(
-    file: &'f CaptureFile,
-    sel: &Selection,
-    sum: &mut Summary,
-    each: &mut impl FnMut(&Record<'f>, &'f [u8]) -> Result<(), OfflineError>,
-) -> Result<(), OfflineError> {
-    for r in file.records() {
-        let r = r?;
-        sum.read += 1;
-        if !sel.keeps(file.path(), &r)? {
-            continue;
-        }
-        let data = sel.cut(r.data);
-        each(&r, data)?;
-        sum.matched += 1;
-        sum.bytes += data.len() as u64;
-        if sel.count == Some(sum.matched) {
-            break;
-        }
-    }
-    Ok(())
 }

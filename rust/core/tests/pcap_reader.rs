@@ -30,18 +30,16 @@ fn read_all(bytes: &[u8]) -> (usize, bool) {
     if let Ok(file) = CaptureFile::open(&path) {
         let mut fmt = BriefFormatter::new();
         let mut out = Vec::new();
-        for r in file.records() {
-            match r {
-                Ok(r) => {
-                    assert!(r.data.len() <= 262_144);
-                    let meta = PacketMeta::from(&r);
-                    fmt.text(&mut out, &meta, r.data);
-                    fmt.json(&mut out, &meta, r.data);
-                    n += 1;
-                }
-                Err(_) => failed = true,
+        file.for_each_record(|r| match r {
+            Ok(r) => {
+                assert!(r.data.len() <= 262_144);
+                let meta = PacketMeta::from(&r);
+                fmt.text(&mut out, &meta, r.data);
+                fmt.json(&mut out, &meta, r.data);
+                n += 1;
             }
-        }
+            Err(_) => failed = true,
+        });
     } else {
         failed = true;
     }

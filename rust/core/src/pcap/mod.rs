@@ -1,4 +1,5 @@
-//! Capture files: the classic pcap and the pcapng writers, and a memory-mapped reader for pcap and pcapng.
+//! Capture files: the classic pcap and the pcapng writers, and a reader for pcap and pcapng
+//! (memory-mapped files, and streams read as they arrive).
 
 mod atomic;
 mod guard;
@@ -10,7 +11,7 @@ pub use atomic::{AtomicFile, TEMP_SUFFIX};
 pub use pcapng::{
     encode_packet_into, packet_block_len, InterfaceBlock, InterfaceStats, PcapngWriter, Section,
 };
-pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Records};
+pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Waiter, MAX_BLOCK};
 pub use writer::{encode_record, encode_record_into, PcapWriter};
 
 /// The largest record we accept when reading, and the largest snap length when capturing (256 KiB).

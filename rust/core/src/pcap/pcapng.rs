@@ -465,19 +465,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pcapng-test-{}", std::process::id()));
         std::fs::write(&dir, w.into_inner()).unwrap();
         let file = CaptureFile::open(&dir).unwrap();
-        let got: Vec<_> = file
-            .records()
-            .map(|r| {
-                let r = r.unwrap();
-                (
-                    r.iface.map(str::to_owned),
-                    r.direction,
-                    r.ts_ns,
-                    r.data.to_vec(),
-                    r.wirelen,
-                )
-            })
-            .collect();
+        let mut got = Vec::new();
+        file.for_each_record(|r| {
+            let r = r.unwrap();
+            got.push((
+                r.iface.map(str::to_owned),
+                r.direction,
+                r.ts_ns,
+                r.data.to_vec(),
+                r.wirelen,
+            ));
+        });
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(
             got,

@@ -1,9 +1,16 @@
 //! Read pcap (microsecond or nanosecond, either byte order) and pcapng (SHB, IDB, EPB, SPB, OPB, either
-//! byte order) from a memory map: records are slices of the file, nothing is copied. Pipes and devices,
-//! which cannot be mapped, are read to their end first.
+//! byte order). A regular file is memory-mapped: records are slices of the map, nothing is copied. A pipe,
+//! a FIFO, a device or standard input cannot be mapped; it is read through a window instead: more is read
+//! only when the next record is not complete in it, and what was handed out before is dropped, so a
+//! record comes out as soon as it has arrived and memory stays within one record and one read, whatever
+//! the length of the stream. Both go through one parser, which works on a view of the input at absolute
+//! offsets and says when the view ends too early.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
@@ -39,6 +46,14 @@ pub enum ReadErrorKind {
         len: u32,
         max: u32,
     },
+    /// A pcapng block from a stream larger than a stream's window holds (a packet block's data is
+    /// limited by `Oversized`; this is about its options, or an interface or section block).
+    #[error("pcapng block at byte {offset} claims {len} bytes, more than the {max} bytes a stream may hold at once; save it to a file and read that")]
+    BlockTooLarge {
+        offset: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("malformed pcapng block at byte {offset}: {reason}")]
     BadBlock { offset: usize, reason: &'static str },
     #[error("record {record} names interface {id}, which the file never described")]
@@ -47,15 +62,15 @@ pub enum ReadErrorKind {
     CutWhileReading,
     #[error("interrupted")]
     Interrupted,
-    #[error("more than {limit} bytes through a pipe, more than can be held in memory; save it to a file and read that")]
-    TooLargeToHold { limit: usize },
 }
 
-/// One captured packet, borrowed from the file.
+/// One captured packet, borrowed from the file's map or from a stream's window.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
     /// 1-based position in the file: Wireshark's frame number.
     pub number: u64,
+    /// Where the record (its header, or its pcapng block) starts in the input.
+    pub offset: usize,
     pub ts_ns: u64,
     pub data: &'a [u8],
     pub wirelen: u32,
@@ -64,6 +79,27 @@ pub struct Record<'a> {
     pub direction: Option<Direction>,
 }
 
+/// What a reader of a stream asks and tells its caller while it waits for input. A closure
+/// `FnMut() -> bool` is a waiter that only answers `interrupted`.
+pub trait Waiter {
+    /// Whether to give up (Ctrl-C): asked every 100 ms while a stream is silent, and every 100 ms
+    /// while it flows.
+    fn interrupted(&mut self) -> bool;
+
+    /// The stream has nothing more for now, and the reader is about to wait for it: the moment to hand
+    /// on what was gathered (lines, packets to write). `true` stops the reading, as an interruption.
+    fn idle(&mut self) -> bool {
+        false
+    }
+}
+
+impl<F: FnMut() -> bool> Waiter for F {
+    fn interrupted(&mut self) -> bool {
+        self()
+    }
+}
+
+#[derive(Clone, Copy)]
 enum Format {
     Pcap {
         big_endian: bool,
@@ -74,144 +110,267 @@ enum Format {
 }
 
 pub struct CaptureFile {
-    bytes: Bytes,
+    input: Input,
     format: Format,
     path: String,
 }
 
 /// A regular file is mapped; a pipe or a device (`-`, `/dev/stdin`, `<(zcat x.pcap.gz)`) cannot be, and
-/// is read to its end into memory instead.
-enum Bytes {
+/// is read through a window as its bytes arrive.
+enum Input {
     /// The guard is dropped before the map: the fields drop in order. The file is kept to ask its size.
     Mapped(MapGuard, Mmap, File),
-    Read(Vec<u8>),
+    Stream(Stream),
 }
 
-impl Bytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(_, map, _) => map,
-            Bytes::Read(bytes) => bytes,
-        }
-    }
-
-    fn was_cut(&self) -> bool {
-        matches!(self, Bytes::Mapped(guard, ..) if guard.was_cut())
-    }
-
+impl Input {
     /// Whether the file now ends at or before `offset`: the zeros the map shows past a new end, within
     /// the last page the file still has, raise no fault. Asked only where a header is all zeros.
     fn cut_before(&self, offset: usize) -> bool {
         match self {
-            Bytes::Mapped(_, _, file) => file.metadata().is_ok_and(|m| m.len() <= offset as u64),
-            Bytes::Read(_) => false,
+            Input::Mapped(_, _, file) => file.metadata().is_ok_and(|m| m.len() <= offset as u64),
+            Input::Stream(_) => false,
         }
     }
 }
 
-/// How long one wait for a pipe lasts before `interrupted` is asked again.
+/// Where the bytes of a stream come from.
+struct Stream {
+    from: Mutex<Box<dyn Read + Send>>,
+    /// The descriptor `from` reads, to wait on it interruptibly (`None`: reads block).
+    fd: Option<i32>,
+    /// The bytes read while opening (the magic, and pcap's file header): the window the stream's one
+    /// cursor starts with.
+    head: Mutex<Option<Window>>,
+}
+
+/// How long one wait for a stream lasts before `interrupted` is asked again.
 const STREAM_WAIT_MS: i32 = 100;
 /// A capture's first four bytes: enough to refuse what is not one (`/dev/zero`, `/dev/urandom`) before
 /// reading any further.
 const MAGIC_LEN: usize = 4;
+/// What one read of a stream asks for (a pipe gives what it holds, at most its buffer: 64 KiB).
+const READ_CHUNK: usize = 256 << 10;
+/// The longest block held from a stream: a packet of the largest size, with room for its options.
+pub const MAX_BLOCK: usize = MAX_RECORD as usize + (64 << 10);
 
-/// Read a pipe or device to its end, asking `interrupted` while it is silent; the first bytes must be a
-/// capture's magic number.
-fn read_stream(
-    from: &mut dyn std::io::Read,
-    fd: Option<i32>,
-    interrupted: &mut dyn FnMut() -> bool,
-) -> Result<Bytes, ReadErrorKind> {
-    let mut bytes = Vec::new();
-    let mut chunk = vec![0u8; 1 << 16];
-    let mut asked = std::time::Instant::now();
-    let most = stream_limit();
-    loop {
-        if let Some(fd) = fd {
-            wait_readable(fd, interrupted)?;
-        }
-        // A pipe that never pauses is asked about Ctrl-C all the same.
-        if asked.elapsed() >= std::time::Duration::from_millis(STREAM_WAIT_MS as u64) {
-            if interrupted() {
-                return Err(ReadErrorKind::Interrupted);
+impl Stream {
+    /// Read at most `want` bytes at the end of `into`'s filled part (`into.buf[into.end..]`); 0 at the
+    /// end of the stream. Before waiting for a silent stream, `waiter.idle()`; while waiting, and
+    /// every 100 ms of a stream that never pauses, `waiter.interrupted()`.
+    fn read_into(
+        &self,
+        into: &mut Window,
+        want: usize,
+        waiter: &mut dyn Waiter,
+    ) -> Result<usize, ReadErrorKind> {
+        into.make_room(want);
+        loop {
+            if let Some(fd) = self.fd {
+                if !poll_fd(fd, 0) {
+                    if waiter.idle() {
+                        return Err(ReadErrorKind::Interrupted);
+                    }
+                    wait_readable(fd, waiter)?;
+                }
             }
-            asked = std::time::Instant::now();
-        }
-        // Before the magic is in, ask for no more than it: a device that never ends is refused at once.
-        let want = if bytes.len() < MAGIC_LEN {
-            MAGIC_LEN - bytes.len()
-        } else {
-            chunk.len()
-        };
-        let n = match from.read(&mut chunk[..want]) {
-            Ok(n) => n,
-            // A pipe opened without waiting for its writer: nothing yet, wait again.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
-                continue
+            // A stream that never pauses is asked about Ctrl-C all the same.
+            if into.asked.elapsed() >= Duration::from_millis(STREAM_WAIT_MS as u64) {
+                if waiter.interrupted() {
+                    return Err(ReadErrorKind::Interrupted);
+                }
+                into.asked = Instant::now();
             }
-            Err(e) => return Err(ReadErrorKind::Io(e)),
-        };
-        if n == 0 {
-            return Ok(Bytes::Read(bytes));
-        }
-        if bytes.len() + n > most || bytes.try_reserve(n).is_err() {
-            return Err(ReadErrorKind::TooLargeToHold { limit: most });
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-        if bytes.len() == MAGIC_LEN && bytes.len() - n < MAGIC_LEN {
-            detect_magic(&bytes)?;
+            let mut from = self
+                .from
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match from.read(&mut into.buf[into.end..into.end + want]) {
+                Ok(n) => {
+                    into.end += n;
+                    return Ok(n);
+                }
+                // A pipe opened without waiting for its writer: nothing yet, wait again.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) => {}
+                Err(e) => return Err(ReadErrorKind::Io(e)),
+            }
         }
     }
 }
 
-/// What a pipe may bring before reading stops: half the machine's memory (a pipe is held whole, it
-/// cannot be mapped).
-fn stream_limit() -> usize {
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf has no preconditions.
-        let (pages, size) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PHYS_PAGES),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        if pages > 0 && size > 0 {
-            return (pages as usize).saturating_mul(size as usize) / 2;
-        }
-    }
-    usize::MAX / 2
+/// The part of a stream held in memory: `buf[start..end]` are the stream's bytes from offset `base`.
+/// Bytes before the cursor's record are dropped when more room is needed.
+struct Window {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    base: usize,
+    /// The stream has ended: no more bytes will come.
+    ended: bool,
+    /// When `interrupted` was last asked.
+    asked: Instant,
 }
 
-/// Wait until `fd` has something to read (or its end), asking `interrupted` every so often.
+impl Window {
+    fn new() -> Window {
+        Window {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            base: 0,
+            ended: false,
+            asked: Instant::now(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            bytes: self.bytes(),
+            base: self.base,
+            ended: self.ended,
+            mapped: false,
+        }
+    }
+
+    /// The offset just past the bytes held.
+    fn limit(&self) -> usize {
+        self.base + (self.end - self.start)
+    }
+
+    /// Drop the bytes before offset `from` (the cursor has moved past them).
+    fn consume_to(&mut self, from: usize) {
+        let n = from.saturating_sub(self.base).min(self.end - self.start);
+        self.start += n;
+        self.base += n;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Room for `want` more bytes after `end`: the bytes held move to the front first, and the buffer
+    /// grows only when what is held and `want` do not fit.
+    fn make_room(&mut self, want: usize) {
+        if self.buf.len() - self.end >= want {
+            return;
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
+        if self.buf.len() - self.end < want {
+            // Exactly what is needed: the window's size is what bounds memory.
+            self.buf.reserve_exact(self.end + want - self.buf.len());
+            self.buf.resize(self.end + want, 0);
+        }
+    }
+
+    /// Read until the bytes up to offset `until` are held, or the stream ends. `greedy`: read as much
+    /// as a read gives (else exactly what is missing, for the magic number).
+    fn fill(
+        &mut self,
+        stream: &Stream,
+        until: usize,
+        greedy: bool,
+        waiter: &mut dyn Waiter,
+    ) -> Result<(), ReadErrorKind> {
+        while self.limit() < until && !self.ended {
+            let missing = until - self.limit();
+            let want = if greedy {
+                missing.max(READ_CHUNK)
+            } else {
+                missing
+            };
+            if stream.read_into(self, want, waiter)? == 0 {
+                self.ended = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read and drop the stream's bytes up to offset `until`; whether it went that far.
+    fn skip_to(
+        &mut self,
+        stream: &Stream,
+        until: usize,
+        waiter: &mut dyn Waiter,
+    ) -> Result<bool, ReadErrorKind> {
+        loop {
+            self.consume_to(until);
+            if self.base == until {
+                return Ok(true);
+            }
+            if self.ended {
+                return Ok(false);
+            }
+            if stream.read_into(self, READ_CHUNK, waiter)? == 0 {
+                self.ended = true;
+            }
+        }
+    }
+
+    /// Bring in what `short` asks for (the cursor's record starts at `from`).
+    fn provide(
+        &mut self,
+        stream: &Stream,
+        from: usize,
+        short: &Short,
+        waiter: &mut dyn Waiter,
+    ) -> Result<(), ReadErrorKind> {
+        if short.skip {
+            if !self.skip_to(stream, short.until, waiter)? {
+                return Err(ReadErrorKind::Truncated {
+                    record: short.record,
+                    offset: short.offset,
+                });
+            }
+            return Ok(());
+        }
+        if short.until - short.offset > MAX_BLOCK {
+            return Err(ReadErrorKind::BlockTooLarge {
+                offset: short.offset,
+                len: short.until - short.offset,
+                max: MAX_BLOCK,
+            });
+        }
+        self.consume_to(from);
+        self.fill(stream, short.until, true, waiter)
+    }
+}
+
+/// Whether `fd` has something to read (or its end, or an error the read will report) within
+/// `timeout_ms`.
 #[cfg(unix)]
-fn wait_readable(fd: i32, interrupted: &mut dyn FnMut() -> bool) -> Result<(), ReadErrorKind> {
-    loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, STREAM_WAIT_MS) };
-        let signalled =
-            n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
-        if n != 0 && !signalled {
-            return Ok(()); // readable, at its end, or an error the read will report
-        }
-        if interrupted() {
-            return Err(ReadErrorKind::Interrupted);
-        }
-    }
+fn poll_fd(fd: i32, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    let signalled =
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+    n != 0 && !signalled
 }
 
 #[cfg(not(unix))]
-fn wait_readable(_: i32, _: &mut dyn FnMut() -> bool) -> Result<(), ReadErrorKind> {
+fn poll_fd(_: i32, _: i32) -> bool {
+    true
+}
+
+/// Wait until `fd` has something to read (or its end), asking `interrupted` every so often.
+fn wait_readable(fd: i32, waiter: &mut dyn Waiter) -> Result<(), ReadErrorKind> {
+    while !poll_fd(fd, STREAM_WAIT_MS) {
+        if waiter.interrupted() {
+            return Err(ReadErrorKind::Interrupted);
+        }
+    }
     Ok(())
 }
 
@@ -237,39 +396,72 @@ impl CaptureFile {
             path: shown.clone(),
             kind,
         };
-        let bytes = if path == Path::new("-") {
-            read_stream(&mut std::io::stdin().lock(), stdin_fd(), interrupted).map_err(err)?
-        } else {
-            let file = open_without_waiting(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => err(ReadErrorKind::NotFound),
-                _ => err(ReadErrorKind::Io(e)),
-            })?;
-            let meta = file.metadata().map_err(|e| err(ReadErrorKind::Io(e)))?;
-            if meta.is_dir() {
-                return Err(err(ReadErrorKind::Folder));
-            }
-            // An empty file cannot be mapped; read, it is empty all the same, and said so below.
-            if meta.is_file() && meta.len() > 0 {
-                // SAFETY: the map is read-only; a file truncated under us by another process would
-                // raise SIGBUS on the pages past its new end, which the guard turns into zeros and a
-                // mark that the reader checks.
-                let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
-                #[cfg(unix)]
-                let _ = map.advise(memmap2::Advice::Sequential);
-                Bytes::Mapped(MapGuard::register(map.as_ptr(), map.len()), map, file)
-            } else {
-                let fd = raw_fd(&file);
-                read_stream(&mut { file }, fd, interrupted).map_err(err)?
-            }
-        };
-        if bytes.as_slice().is_empty() {
-            return Err(err(ReadErrorKind::Empty));
+        if path == Path::new("-") {
+            let (from, fd) = stdin().map_err(|e| err(ReadErrorKind::Io(e)))?;
+            return CaptureFile::from_stream(shown.clone(), from, fd, interrupted);
         }
-        let format = detect(bytes.as_slice()).map_err(err)?;
+        let file = open_without_waiting(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => err(ReadErrorKind::NotFound),
+            _ => err(ReadErrorKind::Io(e)),
+        })?;
+        let meta = file.metadata().map_err(|e| err(ReadErrorKind::Io(e)))?;
+        if meta.is_dir() {
+            return Err(err(ReadErrorKind::Folder));
+        }
+        // What cannot be mapped (a FIFO, a device, an empty file) is read as a stream.
+        if !(meta.is_file() && meta.len() > 0) {
+            let fd = raw_fd(&file);
+            return CaptureFile::from_stream(shown.clone(), Box::new(file), fd, interrupted);
+        }
+        // SAFETY: the map is read-only; a file truncated under us by another process would raise
+        // SIGBUS on the pages past its new end, which the guard turns into zeros and a mark that the
+        // reader checks.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let format = detect(&map).map_err(err)?;
         Ok(CaptureFile {
-            bytes,
+            input: Input::Mapped(MapGuard::register(map.as_ptr(), map.len()), map, file),
             format,
             path: shown,
+        })
+    }
+
+    /// A capture read from `from` as it arrives, named `path` in messages. Only its start is read
+    /// here: its first four bytes must be a capture's magic number before more is read.
+    fn from_stream(
+        path: String,
+        from: Box<dyn Read + Send>,
+        fd: Option<i32>,
+        mut interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<CaptureFile, ReadError> {
+        let stream = Stream {
+            from: Mutex::new(from),
+            fd,
+            head: Mutex::new(None),
+        };
+        let mut head = Window::new();
+        let format = (|| {
+            // Before the magic is in, ask for no more than it: a device that never ends is refused at
+            // once.
+            head.fill(&stream, MAGIC_LEN, false, &mut interrupted)?;
+            if head.bytes().is_empty() {
+                return Err(ReadErrorKind::Empty);
+            }
+            if let Magic::Pcap { .. } = detect_magic(head.bytes())? {
+                head.fill(&stream, PCAP_HEADER_LEN, true, &mut interrupted)?;
+            }
+            detect(head.bytes())
+        })()
+        .map_err(|kind| ReadError {
+            path: path.clone(),
+            kind,
+        })?;
+        *stream.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(head);
+        Ok(CaptureFile {
+            input: Input::Stream(stream),
+            format,
+            path,
         })
     }
 
@@ -277,22 +469,29 @@ impl CaptureFile {
         &self.path
     }
 
+    /// Whether the input is a stream (read as it arrives) rather than a mapped file.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.input, Input::Stream(_))
+    }
+
     /// Whether another program cut the file while it was mapped: a page past the new end was touched,
     /// or the file is now shorter than its map.
     pub fn was_cut(&self) -> bool {
-        self.bytes.was_cut() || self.bytes.cut_before(self.bytes().len().saturating_sub(1))
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.bytes.as_slice()
+        match &self.input {
+            Input::Mapped(guard, map, _) => {
+                guard.was_cut() || self.input.cut_before(map.len().saturating_sub(1))
+            }
+            Input::Stream(_) => false,
+        }
     }
 
     /// Map the file's pages into our page tables ahead of the reader, a chunk at a time, until done or
     /// `stop` is set. Run on another thread, it takes the page faults off the reader's path; the pages
-    /// themselves are already in the page cache (or are read in now). A no-op where unsupported.
+    /// themselves are already in the page cache (or are read in now). A no-op where unsupported, and for
+    /// a stream.
     pub fn prefault(&self, stop: &std::sync::atomic::AtomicBool) {
         #[cfg(target_os = "linux")]
-        if let Bytes::Mapped(_, map, _) = &self.bytes {
+        if let Input::Mapped(_, map, _) = &self.input {
             const CHUNK: usize = 32 << 20;
             let mut at = 0;
             while at < map.len() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -310,8 +509,9 @@ impl CaptureFile {
         let _ = stop;
     }
 
-    /// The whole record (16-byte header and data) of `record`, as stored in the file, when it is laid out
-    /// exactly as our pcap writer would write it: classic pcap, microseconds, little-endian.
+    /// The whole record (16-byte header and data) of `record`, as stored in a mapped file, when it is
+    /// laid out exactly as our pcap writer would write it: classic pcap, microseconds, little-endian.
+    /// It lives as long as the file, not only as the cursor's record.
     pub fn stored_pcap_record(&self, record: &Record) -> Option<&[u8]> {
         let Format::Pcap {
             big_endian: false,
@@ -321,37 +521,208 @@ impl CaptureFile {
         else {
             return None;
         };
-        let base = self.bytes().as_ptr() as usize;
-        let start = (record.data.as_ptr() as usize)
-            .checked_sub(base)?
-            .checked_sub(16)?;
-        self.bytes().get(start..start + 16 + record.data.len())
+        let Input::Mapped(_, map, _) = &self.input else {
+            return None;
+        };
+        map.get(record.offset..record.offset + 16 + record.data.len())
     }
 
-    /// The link type of a pcap file, or of the first interface of a pcapng file.
-    pub fn link_type(&self) -> Option<LinkType> {
-        match self.format {
-            Format::Pcap { link, .. } => Some(link),
-            Format::Pcapng => {
-                let mut cursor = self.cursor();
-                while cursor.ifaces.is_empty()
-                    && self.next_record(&mut cursor).is_some_and(|r| r.is_ok())
-                {}
-                cursor.ifaces.first().map(|i| i.link)
+    /// The link type of a pcap file, or of the first interface of a pcapng file (`None`: it describes
+    /// none). For pcapng, `cursor` is moved up to that interface's description, before any packet.
+    pub fn first_link(
+        &self,
+        cursor: &mut Cursor,
+        waiter: &mut dyn Waiter,
+    ) -> Result<Option<LinkType>, ReadError> {
+        if let Format::Pcap { link, .. } = self.format {
+            return Ok(Some(link));
+        }
+        if cursor.state.first_link.is_none() && !cursor.state.done {
+            if let Parsed::Failed(kind) = self.step(cursor, waiter, true) {
+                return Err(self.error(kind));
+            }
+        }
+        Ok(cursor.state.first_link)
+    }
+
+    /// A cursor at the first record. A stream has one cursor: only the first one made reads it.
+    pub fn cursor(&self) -> Cursor {
+        let (offset, big_endian) = match self.format {
+            Format::Pcap { big_endian, .. } => (PCAP_HEADER_LEN, big_endian),
+            Format::Pcapng => (0, false),
+        };
+        let window = match &self.input {
+            Input::Mapped(..) => None,
+            Input::Stream(stream) => {
+                let head = stream.head.lock().unwrap_or_else(|e| e.into_inner()).take();
+                debug_assert!(head.is_some(), "a stream has one cursor");
+                head
+            }
+        };
+        Cursor {
+            state: State {
+                offset,
+                prefetched: offset,
+                big_endian,
+                number: 0,
+                ifaces: Vec::new(),
+                first_link: None,
+                // A stream read already: this cursor finds nothing.
+                done: self.is_stream() && window.is_none(),
+                current: None,
+            },
+            window,
+        }
+    }
+
+    fn error(&self, kind: ReadErrorKind) -> ReadError {
+        ReadError {
+            path: self.path.clone(),
+            kind,
+        }
+    }
+
+    /// Move `cursor` to the next record: `None` at the end of the input or after an error. The record
+    /// is then `current(cursor)`.
+    #[inline]
+    pub fn advance(
+        &self,
+        cursor: &mut Cursor,
+        waiter: &mut dyn Waiter,
+    ) -> Option<Result<(), ReadError>> {
+        if cursor.state.done {
+            cursor.state.current = None;
+            return None;
+        }
+        let parsed = self.step(cursor, waiter, false);
+        if let Parsed::Packet = parsed {
+            return Some(Ok(()));
+        }
+        cursor.state.current = None;
+        match parsed {
+            Parsed::Packet | Parsed::End => None,
+            Parsed::Failed(kind) => Some(Err(self.error(kind))),
+            // A view at the end of the input is never short, and a stream's is filled until it is not.
+            Parsed::Short(short) => Some(Err(self.error(ReadErrorKind::Truncated {
+                record: short.record,
+                offset: short.offset,
+            }))),
+        }
+    }
+
+    /// The record `advance` moved `cursor` to.
+    #[inline]
+    pub fn current<'a>(&'a self, cursor: &'a Cursor) -> Option<Record<'a>> {
+        let raw = cursor.state.current.as_ref()?;
+        let (bytes, base) = match (&self.input, &cursor.window) {
+            (Input::Mapped(_, map, _), _) => (&map[..], 0),
+            (Input::Stream(_), Some(w)) => (w.bytes(), w.base),
+            (Input::Stream(_), None) => return None,
+        };
+        let data = raw.offset + raw.head as usize - base;
+        Some(Record {
+            number: cursor.state.number,
+            offset: raw.offset,
+            ts_ns: raw.ts_ns,
+            data: &bytes[data..data + raw.len as usize],
+            wirelen: raw.wirelen,
+            link: raw.link,
+            iface: cursor
+                .state
+                .ifaces
+                .get(raw.iface as usize)
+                .and_then(|i| i.name.as_deref()),
+            direction: raw.direction,
+        })
+    }
+
+    /// The next record: `advance`, then `current`.
+    pub fn next_record<'a>(
+        &'a self,
+        cursor: &'a mut Cursor,
+        waiter: &mut dyn Waiter,
+    ) -> Option<Result<Record<'a>, ReadError>> {
+        match self.advance(cursor, waiter)? {
+            Ok(()) => self.current(cursor).map(Ok),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Every record (or error) in turn, to `each`, from a new cursor.
+    pub fn for_each_record(&self, mut each: impl FnMut(Result<Record<'_>, ReadError>)) {
+        let mut cursor = self.cursor();
+        while let Some(r) = self.next_record(&mut cursor, &mut || false) {
+            each(r);
+        }
+    }
+
+    /// Parse at the cursor; a stream's window is filled (or skipped through) until the parser has what
+    /// it needs. `peek`: stop at the first interface description, or before a packet.
+    #[inline(always)]
+    fn step(&self, cursor: &mut Cursor, waiter: &mut dyn Waiter, peek: bool) -> Parsed {
+        match &self.input {
+            Input::Mapped(guard, map, _) => {
+                // Checked before each record is trusted, and so also after the last one was read.
+                if guard.was_cut() {
+                    cursor.state.done = true;
+                    return Parsed::Failed(ReadErrorKind::CutWhileReading);
+                }
+                let view = View {
+                    bytes: map,
+                    base: 0,
+                    ended: true,
+                    mapped: true,
+                };
+                self.parse(view, &mut cursor.state, peek)
+            }
+            Input::Stream(stream) => self.step_stream(stream, cursor, waiter, peek),
+        }
+    }
+
+    #[inline(never)]
+    fn step_stream(
+        &self,
+        stream: &Stream,
+        cursor: &mut Cursor,
+        waiter: &mut dyn Waiter,
+        peek: bool,
+    ) -> Parsed {
+        let Some(window) = &mut cursor.window else {
+            return Parsed::End;
+        };
+        loop {
+            let short = match self.parse(window.view(), &mut cursor.state, peek) {
+                Parsed::Short(short) => short,
+                parsed => return parsed,
+            };
+            match window.provide(stream, cursor.state.offset, &short, waiter) {
+                Ok(()) if short.skip => cursor.state.offset = short.until,
+                Ok(()) => {}
+                Err(kind) => {
+                    cursor.state.done = true;
+                    return Parsed::Failed(kind);
+                }
             }
         }
     }
 
-    pub fn records(&self) -> Records<'_> {
-        Records {
-            file: self,
-            cursor: self.cursor(),
+    #[inline(always)]
+    fn parse(&self, view: View<'_>, state: &mut State, peek: bool) -> Parsed {
+        let mut step = Step {
+            view,
+            s: state,
+            input: &self.input,
+        };
+        match self.format {
+            Format::Pcap { nanos, link, .. } => step.next_pcap(nanos, link),
+            Format::Pcapng => step.next_block(peek),
         }
     }
 }
 
 /// Open for reading without blocking in `open` itself: a FIFO with no writer yet would hold the call
-/// there, out of reach of Ctrl-C. The wait happens in `read_stream` instead, which is interruptible.
+/// there, out of reach of Ctrl-C. The wait happens when the stream is read instead, which is
+/// interruptible.
 fn open_without_waiting(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
@@ -374,8 +745,20 @@ fn raw_fd(_: &File) -> Option<i32> {
     None
 }
 
-fn stdin_fd() -> Option<i32> {
-    cfg!(unix).then_some(0)
+/// Standard input, read straight from its descriptor (a copy of it): no buffer of our own that a wait
+/// on the descriptor would not see.
+#[cfg(unix)]
+fn stdin() -> std::io::Result<(Box<dyn Read + Send>, Option<i32>)> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let file = File::from(fd);
+    let raw = file.as_raw_fd();
+    Ok((Box::new(file), Some(raw)))
+}
+
+#[cfg(not(unix))]
+fn stdin() -> std::io::Result<(Box<dyn Read + Send>, Option<i32>)> {
+    Ok((Box::new(std::io::stdin()), None))
 }
 
 /// What the first four bytes say: pcapng, or pcap in which byte order and time resolution.
@@ -383,6 +766,9 @@ enum Magic {
     Pcapng,
     Pcap { big_endian: bool, nanos: bool },
 }
+
+/// Classic pcap's file header.
+const PCAP_HEADER_LEN: usize = 24;
 
 fn detect_magic(b: &[u8]) -> Result<Magic, ReadErrorKind> {
     let first = u32::from_le_bytes(
@@ -421,7 +807,7 @@ fn detect(b: &[u8]) -> Result<Format, ReadErrorKind> {
         Magic::Pcapng => return Ok(Format::Pcapng),
         Magic::Pcap { big_endian, nanos } => (big_endian, nanos),
     };
-    if b.len() < 24 {
+    if b.len() < PCAP_HEADER_LEN {
         return Err(ReadErrorKind::Truncated {
             record: 0,
             offset: b.len(),
@@ -463,8 +849,8 @@ struct Iface {
     resolution: u8,
     binary: bool,
     offset_secs: i64,
-    /// Byte range of the interface name in the file.
-    name: Option<(usize, usize)>,
+    /// The interface's name (`if_name`), when it is text.
+    name: Option<Box<str>>,
 }
 
 impl Iface {
@@ -480,222 +866,269 @@ impl Iface {
     }
 }
 
-/// Where a reader is in a file: owns no borrow, so it can live beside the file (e.g. in a Python object).
-#[derive(Clone, Debug)]
+/// Where a reader is in a capture: owns no borrow, so it can live beside the file (e.g. in a Python
+/// object). For a stream it holds the window of bytes read and not yet consumed.
 pub struct Cursor {
+    state: State,
+    /// A stream's window (`None` for a mapped file).
+    window: Option<Window>,
+}
+
+/// What the parser knows between two records.
+struct State {
+    /// The offset of the next record or block.
     offset: usize,
     /// Bytes before this offset have been asked of the cache already (see `prefetch_ahead`).
     prefetched: usize,
     big_endian: bool,
     number: u64,
     ifaces: Vec<Iface>,
+    /// The link type of the first interface described, in any section.
+    first_link: Option<LinkType>,
     done: bool,
+    /// The record last found (numbered `number`).
+    current: Option<Raw>,
 }
 
-pub struct Records<'a> {
-    file: &'a CaptureFile,
-    cursor: Cursor,
+/// The bytes the parser may look at: `bytes[i]` is the input's byte at offset `base + i`.
+#[derive(Clone, Copy)]
+struct View<'v> {
+    bytes: &'v [u8],
+    base: usize,
+    /// Nothing follows `bytes`: a record that does not fit was cut.
+    ended: bool,
+    /// The view is a mapped file (its bytes are worth prefetching).
+    mapped: bool,
 }
 
-impl CaptureFile {
-    pub fn cursor(&self) -> Cursor {
-        let (offset, big_endian) = match self.format {
-            Format::Pcap { big_endian, .. } => (24, big_endian),
-            Format::Pcapng => (0, false),
-        };
-        Cursor {
+/// A record the parser found, by offsets: `current` turns it into a `Record` borrowing the bytes. Kept
+/// small: it is written for every record.
+#[derive(Clone, Copy, Debug)]
+struct Raw {
+    /// Where the record starts.
+    offset: usize,
+    ts_ns: u64,
+    /// Where its packet data starts, from `offset`.
+    head: u32,
+    len: u32,
+    wirelen: u32,
+    /// Index of the interface in the cursor's list (`u32::MAX`: none).
+    iface: u32,
+    link: LinkType,
+    direction: Option<Direction>,
+}
+
+/// The view ends before the bytes up to `until`, which the next record (`record`, starting at
+/// `offset`) needs; `skip`: a block the parser ignores, whose bytes need only be read past.
+#[derive(Clone, Copy, Debug)]
+struct Short {
+    until: usize,
+    record: u64,
+    offset: usize,
+    skip: bool,
+}
+
+/// What the parser made of the bytes at the cursor. A packet is the cursor's record (`State::current`).
+enum Parsed {
+    Packet,
+    End,
+    Failed(ReadErrorKind),
+    Short(Short),
+}
+
+struct Step<'v, 's> {
+    view: View<'v>,
+    s: &'s mut State,
+    input: &'v Input,
+}
+
+impl Step<'_, '_> {
+    fn fail(&mut self, kind: ReadErrorKind) -> Parsed {
+        self.s.done = true;
+        Parsed::Failed(kind)
+    }
+
+    /// The next record needs the bytes up to `until`: more of the stream, or at the end of the input,
+    /// the record was cut.
+    fn short(&mut self, until: usize, record: u64, offset: usize, skip: bool) -> Parsed {
+        if self.view.ended {
+            return self.fail(ReadErrorKind::Truncated { record, offset });
+        }
+        Parsed::Short(Short {
+            until,
+            record,
             offset,
-            prefetched: offset,
-            big_endian,
-            number: 0,
-            ifaces: Vec::new(),
-            done: false,
-        }
+            skip,
+        })
     }
 
-    /// The record at `cursor`, which moves past it; `None` at the end of the file or after an error.
-    pub fn next_record(&self, cursor: &mut Cursor) -> Option<Result<Record<'_>, ReadError>> {
-        if cursor.done {
-            return None;
-        }
-        let mut step = Step {
-            file: self,
-            bytes: self.bytes(),
-            c: cursor,
-        };
-        // Checked before each record is trusted, and so also after the last one was read.
-        if self.bytes.was_cut() {
-            return step.fail(ReadErrorKind::CutWhileReading);
-        }
-        match self.format {
-            Format::Pcap { .. } => step.next_pcap(),
-            Format::Pcapng => step.next_block(),
-        }
-    }
-}
-
-struct Step<'a, 'c> {
-    file: &'a CaptureFile,
-    bytes: &'a [u8],
-    c: &'c mut Cursor,
-}
-
-impl<'a> Step<'a, '_> {
-    fn fail(&mut self, kind: ReadErrorKind) -> Option<Result<Record<'a>, ReadError>> {
-        self.c.done = true;
-        Some(Err(ReadError {
-            path: self.file.path.clone(),
-            kind,
-        }))
+    /// Where the cursor is in the view; the view never starts after it.
+    #[inline]
+    fn at(&self) -> usize {
+        self.s.offset - self.view.base
     }
 
-    fn name(&self, iface: &Iface) -> Option<&'a str> {
-        let (at, len) = iface.name?;
-        std::str::from_utf8(&self.bytes[at..at + len])
-            .ok()
-            .map(|s| s.trim_end_matches('\0'))
-    }
-
-    fn next_pcap(&mut self) -> Option<Result<Record<'a>, ReadError>> {
-        let Format::Pcap { nanos, link, .. } = self.file.format else {
-            unreachable!()
-        };
-        let b = self.bytes;
-        let at = self.c.offset;
-        if at == b.len() {
-            return None;
+    #[inline]
+    fn next_pcap(&mut self, nanos: bool, link: LinkType) -> Parsed {
+        let b = self.view.bytes;
+        let (at, offset) = (self.at(), self.s.offset);
+        if at == b.len() && self.view.ended {
+            return Parsed::End;
         }
-        prefetch_ahead(b, at, &mut self.c.prefetched);
-        self.c.number += 1;
+        if self.view.mapped {
+            prefetch_ahead(b, at, &mut self.s.prefetched);
+        }
+        let number = self.s.number + 1;
         if b.len() - at < 16 {
-            return self.fail(ReadErrorKind::Truncated {
-                record: self.c.number,
-                offset: at,
-            });
+            return self.short(offset + 16, number, offset, false);
         }
-        let be = self.c.big_endian;
+        let be = self.s.big_endian;
         let caplen = read_u32(b, at + 8, be);
-        if caplen == 0 && b[at..at + 16] == [0; 16] && self.file.bytes.cut_before(at) {
+        if caplen == 0 && b[at..at + 16] == [0; 16] && self.input.cut_before(offset) {
             return self.fail(ReadErrorKind::CutWhileReading);
         }
         if caplen > MAX_RECORD {
             return self.fail(ReadErrorKind::Oversized {
-                record: self.c.number,
-                offset: at,
+                record: number,
+                offset,
                 len: caplen,
                 max: MAX_RECORD,
             });
         }
         let end = at + 16 + caplen as usize;
         if end > b.len() {
-            return self.fail(ReadErrorKind::Truncated {
-                record: self.c.number,
-                offset: at,
-            });
+            return self.short(offset + 16 + caplen as usize, number, offset, false);
         }
         let secs = read_u32(b, at, be) as u64;
         let frac = read_u32(b, at + 4, be) as u64;
         let ts_ns = secs * 1_000_000_000 + if nanos { frac } else { frac * 1_000 };
-        let data = &b[at + 16..end];
-        self.c.offset = end;
-        Some(Ok(Record {
-            number: self.c.number,
+        self.s.number = number;
+        self.s.offset = offset + 16 + caplen as usize;
+        self.s.current = Some(Raw {
+            offset,
             ts_ns,
-            data,
+            head: 16,
+            len: caplen,
             wirelen: read_u32(b, at + 12, be),
+            iface: u32::MAX,
             link,
-            iface: None,
-            direction: cooked_direction(data, link),
-        }))
+            direction: cooked_direction(&b[at + 16..end], link),
+        });
+        Parsed::Packet
     }
 
-    /// Walk pcapng blocks until the next packet; `Ok(None)` at the end of the file.
-    fn next_block(&mut self) -> Option<Result<Record<'a>, ReadError>> {
+    /// Walk pcapng blocks until the next packet. `peek`: stop, without reading it, before a packet
+    /// block, and after the first interface description.
+    fn next_block(&mut self, peek: bool) -> Parsed {
         loop {
-            let b = self.bytes;
-            let at = self.c.offset;
-            if at == b.len() {
-                return None;
+            let b = self.view.bytes;
+            let (at, offset) = (self.at(), self.s.offset);
+            if at == b.len() && self.view.ended {
+                return Parsed::End;
             }
             if b.len() - at < 12 {
-                return self.fail(ReadErrorKind::Truncated {
-                    record: self.c.number + 1,
-                    offset: at,
-                });
+                return self.short(offset + 12, self.s.number + 1, offset, false);
             }
             let raw_type = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-            if b[at..at + 8] == [0; 8] && self.file.bytes.cut_before(at) {
+            if b[at..at + 8] == [0; 8] && self.input.cut_before(offset) {
                 return self.fail(ReadErrorKind::CutWhileReading);
             }
-            if raw_type == PCAPNG_SHB {
+            let section = raw_type == PCAPNG_SHB;
+            let be = if section {
                 let bom = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap());
-                self.c.big_endian = match bom {
+                match bom {
                     PCAPNG_BOM => false,
                     b if b.swap_bytes() == PCAPNG_BOM => true,
                     _ => {
                         return self.fail(ReadErrorKind::BadBlock {
-                            offset: at,
+                            offset,
                             reason: "bad byte-order magic",
                         })
                     }
-                };
-                self.c.ifaces.clear();
-            }
-            let be = self.c.big_endian;
+                }
+            } else {
+                self.s.big_endian
+            };
             let block_type = read_u32(b, at, be);
             let total = read_u32(b, at + 4, be) as usize;
             if total < 12 || total % 4 != 0 {
                 return self.fail(ReadErrorKind::BadBlock {
-                    offset: at,
+                    offset,
                     reason: "block length is not a multiple of 4 of at least 12",
                 });
             }
+            let packet = matches!(block_type, 2 | 3 | 6);
+            if packet && peek {
+                return Parsed::End;
+            }
             if total > b.len() - at {
-                let record = self.c.number
-                    + if matches!(block_type, 2 | 3 | 6) {
-                        1
-                    } else {
-                        0
-                    };
-                return self.fail(ReadErrorKind::Truncated { record, offset: at });
+                // A packet too long is said as such once its length is in view, whether or not the
+                // rest ever comes.
+                if matches!(block_type, 2 | 6) && b.len() - at >= 28 {
+                    let caplen = read_u32(b, at + 20, be);
+                    if caplen > MAX_RECORD {
+                        return self.fail(ReadErrorKind::Oversized {
+                            record: self.s.number + 1,
+                            offset,
+                            len: caplen,
+                            max: MAX_RECORD,
+                        });
+                    }
+                }
+                let skip = !section && !packet && block_type != 1;
+                let record = self.s.number + packet as u64;
+                return self.short(offset + total, record, offset, skip);
+            }
+            if section {
+                self.s.big_endian = be;
+                self.s.ifaces.clear();
             }
             let body = &b[at + 8..at + total - 4];
-            self.c.offset = at + total;
+            self.s.offset = offset + total;
             match block_type {
-                1 => match parse_idb(body, at + 8, be) {
-                    Some(iface) => self.c.ifaces.push(iface),
+                1 => match parse_idb(body, be) {
+                    Some(iface) => {
+                        self.s.first_link.get_or_insert(iface.link);
+                        self.s.ifaces.push(iface);
+                        if peek {
+                            return Parsed::End;
+                        }
+                    }
                     None => {
                         return self.fail(ReadErrorKind::BadBlock {
-                            offset: at,
+                            offset,
                             reason: "interface description too short",
                         })
                     }
                 },
                 2 | 3 | 6 => {
-                    self.c.number += 1;
-                    return Some(self.packet_block(block_type, body, at));
+                    self.s.number += 1;
+                    return self.packet_block(block_type, body, offset);
                 }
                 _ => {}
             }
         }
     }
 
-    fn packet_block(
-        &mut self,
-        kind: u32,
-        body: &'a [u8],
-        at: usize,
-    ) -> Result<Record<'a>, ReadError> {
-        let be = self.c.big_endian;
-        let err = |kind| ReadError {
-            path: self.file.path.clone(),
-            kind,
-        };
-        let bad = |reason| err(ReadErrorKind::BadBlock { offset: at, reason });
+    /// A packet block whose `body` (the block less its type, length and trailing length) is in view;
+    /// the block starts at `offset`. An error ends the reading, as everywhere.
+    fn packet_block(&mut self, kind: u32, body: &[u8], offset: usize) -> Parsed {
+        match self.packet(kind, body, offset) {
+            Ok(raw) => {
+                self.s.current = Some(raw);
+                Parsed::Packet
+            }
+            Err(kind) => self.fail(kind),
+        }
+    }
+
+    fn packet(&self, kind: u32, body: &[u8], offset: usize) -> Result<Raw, ReadErrorKind> {
+        let be = self.s.big_endian;
+        let bad = |reason| Err(ReadErrorKind::BadBlock { offset, reason });
         let (iface_id, ticks, caplen, wirelen, data_at) = match kind {
             6 | 2 => {
                 if body.len() < 20 {
-                    return Err(bad("packet block too short"));
+                    return bad("packet block too short");
                 }
                 let id = if kind == 6 {
                     read_u32(body, 0, be)
@@ -713,10 +1146,10 @@ impl<'a> Step<'a, '_> {
             }
             _ => {
                 if body.len() < 4 {
-                    return Err(bad("simple packet block too short"));
+                    return bad("simple packet block too short");
                 }
                 let wirelen = read_u32(body, 0, be);
-                let snap = self.c.ifaces.first().map_or(0, |i| i.snaplen);
+                let snap = self.s.ifaces.first().map_or(0, |i| i.snaplen);
                 let mut caplen = wirelen.min((body.len() - 4) as u32);
                 if snap != 0 {
                     caplen = caplen.min(snap);
@@ -724,23 +1157,24 @@ impl<'a> Step<'a, '_> {
                 (0, 0, caplen, wirelen, 4)
             }
         };
+        let number = self.s.number;
         if caplen > MAX_RECORD {
-            return Err(err(ReadErrorKind::Oversized {
-                record: self.c.number,
-                offset: at,
+            return Err(ReadErrorKind::Oversized {
+                record: number,
+                offset,
                 len: caplen,
                 max: MAX_RECORD,
-            }));
+            });
         }
-        let Some(iface) = self.c.ifaces.get(iface_id as usize) else {
-            return Err(err(ReadErrorKind::UnknownInterface {
-                record: self.c.number,
+        let Some(iface) = self.s.ifaces.get(iface_id as usize) else {
+            return Err(ReadErrorKind::UnknownInterface {
+                record: number,
                 id: iface_id,
-            }));
+            });
         };
-        let data = body
-            .get(data_at..data_at + caplen as usize)
-            .ok_or_else(|| bad("packet data runs past the block"))?;
+        let Some(data) = body.get(data_at..data_at + caplen as usize) else {
+            return bad("packet data runs past the block");
+        };
         let options = body
             .get(data_at + (caplen as usize).next_multiple_of(4)..)
             .unwrap_or(&[]);
@@ -755,24 +1189,16 @@ impl<'a> Step<'a, '_> {
         } else {
             None
         };
-        Ok(Record {
-            number: self.c.number,
+        Ok(Raw {
+            offset,
             ts_ns: iface.to_ns(ticks),
-            data,
+            head: 8 + data_at as u32,
+            len: caplen,
             wirelen,
+            iface: iface_id,
             link: iface.link,
-            iface: self.name(iface),
             direction: direction.or_else(|| cooked_direction(data, iface.link)),
         })
-    }
-}
-
-impl<'a> Iterator for Records<'a> {
-    type Item = Result<Record<'a>, ReadError>;
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        self.file.next_record(&mut self.cursor)
     }
 }
 
@@ -810,8 +1236,7 @@ fn cooked_direction(data: &[u8], link: LinkType) -> Option<Direction> {
     })
 }
 
-/// `body_at`: where the body starts in the file, to record the name as a range of it.
-fn parse_idb(body: &[u8], body_at: usize, be: bool) -> Option<Iface> {
+fn parse_idb(body: &[u8], be: bool) -> Option<Iface> {
     if body.len() < 8 {
         return None;
     }
@@ -822,12 +1247,9 @@ fn parse_idb(body: &[u8], body_at: usize, be: bool) -> Option<Iface> {
         resolution: 6,
         binary: false,
         offset_secs: 0,
-        name: option(options, be, 2).map(|v| {
-            (
-                v.as_ptr() as usize - body.as_ptr() as usize + body_at,
-                v.len(),
-            )
-        }),
+        name: option(options, be, 2)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|s| s.trim_end_matches('\0').into()),
     };
     if let Some(&r) = option(options, be, 9).and_then(|v| v.first()) {
         iface.binary = r & 0x80 != 0;
@@ -858,4 +1280,369 @@ fn option(mut options: &[u8], be: bool, code: u16) -> Option<&[u8]> {
         options = options.get(4 + len.next_multiple_of(4)..)?;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcap::PcapWriter;
+    use proptest::prelude::*;
+
+    /// Gives its bytes in pieces of the sizes given, in turn; past the end, `then` (end or failure).
+    struct Pieces {
+        bytes: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        turn: usize,
+        /// Reading past `stop` is a test failure (a reader that should not have asked for more).
+        stop: usize,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            assert!(
+                self.at < self.stop || self.at == self.bytes.len(),
+                "read too far"
+            );
+            let size = self.sizes[self.turn % self.sizes.len()].max(1);
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn stream(bytes: &[u8], sizes: &[usize]) -> Result<CaptureFile, ReadError> {
+        let from = Pieces {
+            bytes: bytes.to_vec(),
+            at: 0,
+            sizes: sizes.to_vec(),
+            turn: 0,
+            stop: usize::MAX,
+        };
+        CaptureFile::from_stream("-".into(), Box::new(from), None, &mut || false)
+    }
+
+    fn mapped(bytes: &[u8]) -> Result<CaptureFile, ReadError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pcapdump-window-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        let file = CaptureFile::open(&path);
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    /// Everything a reader says about its input: each record as text, then how it ended.
+    fn outcome(file: Result<CaptureFile, ReadError>) -> Vec<String> {
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => return vec![format!("open: {:?}", e.kind)],
+        };
+        let mut said = Vec::new();
+        file.for_each_record(|r| {
+            said.push(match r {
+                Ok(r) => format!(
+                    "{} @{} {} {:?} {} {:?} {:?} {:?}",
+                    r.number, r.offset, r.ts_ns, r.data, r.wirelen, r.link, r.iface, r.direction
+                ),
+                Err(e) => format!("error: {}", e.kind),
+            })
+        });
+        said
+    }
+
+    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut w = PcapWriter::new(Vec::new(), LinkType::LinuxSll, 262_144).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            w.write(i as u64 * 1_000_123, f, f.len() as u32 + 3)
+                .unwrap();
+        }
+        w.into_inner()
+    }
+
+    /// The same frames as pcap in the other byte order, in nanoseconds.
+    fn pcap_big_endian(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in [PCAP_NANOS, 0x0004_0002, 0, 0, 262_144, 1] {
+            out.extend(v.to_be_bytes());
+        }
+        out.truncate(PCAP_HEADER_LEN);
+        for (i, f) in frames.iter().enumerate() {
+            for v in [i as u32, 999_999_999, f.len() as u32, f.len() as u32] {
+                out.extend(v.to_be_bytes());
+            }
+            out.extend(f);
+        }
+        out
+    }
+
+    fn block(be: bool, kind: u32, body: &[u8]) -> Vec<u8> {
+        let u32b = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut body = body.to_vec();
+        body.resize(body.len().next_multiple_of(4), 0);
+        let n = (12 + body.len()) as u32;
+        [&u32b(kind)[..], &u32b(n), &body, &u32b(n)].concat()
+    }
+
+    /// pcapng in either byte order: two named interfaces, EPBs on both (one with a direction option),
+    /// an SPB, and blocks the reader ignores; `filler` bytes in one of those.
+    fn pcapng(be: bool, frames: &[Vec<u8>], filler: usize) -> Vec<u8> {
+        let u16b = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let u32b = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let opt = |code: u16, value: &[u8]| {
+            let mut o = [&u16b(code)[..], &u16b(value.len() as u16), value].concat();
+            o.resize(o.len().next_multiple_of(4), 0);
+            o
+        };
+        let mut out = block(
+            be,
+            PCAPNG_SHB,
+            &[&u32b(PCAPNG_BOM)[..], &u16b(1), &u16b(0), &[0xff; 8]].concat(),
+        );
+        for (link, name) in [(1u16, "eth0"), (113, "any")] {
+            let body = [
+                &u16b(link)[..],
+                &[0, 0],
+                &u32b(0),
+                &opt(2, name.as_bytes()),
+                &opt(9, &[3]),
+                &opt(0, &[]),
+            ]
+            .concat();
+            out.extend(block(be, 1, &body));
+        }
+        out.extend(block(be, 0x0bad, &vec![7; filler]));
+        for (i, f) in frames.iter().enumerate() {
+            let len = u32b(f.len() as u32);
+            let mut body = [
+                &u32b(i as u32 % 2)[..],
+                &u32b(0),
+                &u32b(i as u32 * 7),
+                &len,
+                &len,
+                f,
+            ]
+            .concat();
+            body.resize(body.len().next_multiple_of(4), 0);
+            if i % 3 == 0 {
+                body.extend(opt(2, &u32b(2)));
+                body.extend(opt(0, &[]));
+            }
+            out.extend(block(be, 6, &body));
+            if i % 4 == 1 {
+                out.extend(block(be, 3, &[&u32b(f.len() as u32)[..], f].concat()));
+                out.extend(block(be, 5, &[0; 12]));
+            }
+        }
+        out
+    }
+
+    fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..90), 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Read through a window, in pieces of any size, a capture says what it says mapped: the same
+        /// records, then the same end (the same error where it is damaged or cut).
+        #[test]
+        fn a_stream_in_any_pieces_reads_as_the_mapped_file(
+            frames in frames(),
+            kind in 0..4u8,
+            filler in 0..40usize,
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+            whole in any::<bool>(),
+            sizes in prop::collection::vec(1..70usize, 1..5),
+        ) {
+            let mut bytes = match kind {
+                0 => pcap(&frames),
+                1 => pcap_big_endian(&frames),
+                2 => pcapng(false, &frames, filler),
+                _ => pcapng(true, &frames, filler),
+            };
+            if !whole {
+                for (at, value) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = value;
+                }
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            let from_map = if bytes.is_empty() {
+                vec![format!("open: {:?}", ReadErrorKind::Empty)]
+            } else {
+                outcome(mapped(&bytes))
+            };
+            let from_stream = outcome(stream(&bytes, &sizes));
+            // A stream does not hold a block longer than its window; a file has it whole, or is cut.
+            if from_stream.last().is_some_and(|l| l.contains("a stream may hold")) {
+                prop_assert!(from_map.last().is_some_and(|l| l.starts_with("error")));
+                prop_assert_eq!(&from_map[..from_map.len() - 1], &from_stream[..from_stream.len() - 1]);
+            } else {
+                prop_assert_eq!(&from_map, &from_stream);
+            }
+            if whole {
+                prop_assert_eq!(from_stream.len(), frames.len() + if kind >= 2 { (frames.len() + 2) / 4 } else { 0 });
+                prop_assert!(from_stream.iter().all(|l| !l.starts_with("error")));
+            }
+        }
+
+        /// Arbitrary bytes never panic through a window either.
+        #[test]
+        fn arbitrary_bytes_in_pieces_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..400),
+            sizes in prop::collection::vec(1..50usize, 1..4),
+        ) {
+            outcome(stream(&bytes, &sizes));
+        }
+    }
+
+    #[test]
+    fn big_endian_pcapng_names_and_directions_come_through_a_stream() {
+        let said = outcome(stream(&pcapng(true, &[vec![1; 20], vec![2; 20]], 0), &[5]));
+        assert!(said[0].contains("Some(\"eth0\") Some(Out)"), "{said:?}");
+        assert!(said[1].contains("Some(\"any\")"), "{said:?}");
+    }
+
+    #[test]
+    fn a_record_is_handed_out_as_soon_as_it_is_complete() {
+        let bytes = pcap(&[vec![1; 100], vec![2; 100]]);
+        let first_end = PCAP_HEADER_LEN + 16 + 100;
+        let from = Pieces {
+            bytes,
+            at: 0,
+            sizes: vec![first_end],
+            turn: 0,
+            // The second record is not there yet: asking for it would wait.
+            stop: first_end,
+        };
+        let file =
+            CaptureFile::from_stream("-".into(), Box::new(from), None, &mut || false).unwrap();
+        let mut cursor = file.cursor();
+        let r = file
+            .next_record(&mut cursor, &mut || false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.number, r.data), (1, &[1u8; 100][..]));
+    }
+
+    /// Memory held for a stream stays within a record and a read, however long the stream.
+    #[test]
+    fn a_long_stream_is_read_in_a_bounded_window() {
+        let frames: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 1000]).collect();
+        for bytes in [pcap(&frames), pcapng(false, &frames, 0)] {
+            let file = stream(&bytes, &[65536, 1000, 7]).unwrap();
+            let mut cursor = file.cursor();
+            let (mut n, mut most) = (0, 0);
+            while let Some(r) = file.next_record(&mut cursor, &mut || false) {
+                r.unwrap();
+                n += 1;
+                most = most.max(cursor.window.as_ref().unwrap().buf.capacity());
+            }
+            assert!(n >= 20_000);
+            assert!(most <= 2 * READ_CHUNK, "{most} bytes held");
+        }
+    }
+
+    /// A block the reader ignores is read past, not held, however long; one it needs is refused past
+    /// the window's size.
+    #[test]
+    fn long_ignored_blocks_are_skipped_and_long_needed_ones_refused() {
+        let frames = vec![vec![9; 60]; 3];
+        let bytes = pcapng(false, &frames, 5 << 20);
+        let file = stream(&bytes, &[100_000]).unwrap();
+        let mut cursor = file.cursor();
+        let mut n = 0;
+        while let Some(r) = file.next_record(&mut cursor, &mut || false) {
+            assert_eq!(r.unwrap().data, &[9; 60][..]);
+            n += 1;
+        }
+        assert_eq!(n, 4); // three EPBs and an SPB
+        assert!(cursor.window.as_ref().unwrap().buf.capacity() <= 2 * READ_CHUNK);
+        // The same filler cut short: the block that was being skipped is where the input ends.
+        let cut = &bytes[..bytes.len() / 2];
+        let said = outcome(stream(cut, &[100_000]));
+        assert_eq!(said, outcome(mapped(cut)));
+        assert!(
+            said[0].contains("file ends inside record 0 at byte"),
+            "{said:?}"
+        );
+        // An interface description longer than a stream's window.
+        let mut big = block(
+            false,
+            PCAPNG_SHB,
+            &[&PCAPNG_BOM.to_le_bytes()[..], &[1, 0, 0, 0], &[0xff; 8]].concat(),
+        );
+        big.extend(block(
+            false,
+            1,
+            &[&[1, 0, 0, 0, 0, 0, 0, 0][..], &vec![0; MAX_BLOCK]].concat(),
+        ));
+        let said = outcome(stream(&big, &[100_000]));
+        assert_eq!(said.len(), 1);
+        assert!(
+            said[0].contains("more than the") && said[0].contains("save it to a file"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn the_first_link_is_found_before_any_packet_is_read() {
+        let bytes = pcapng(false, &[vec![1; 10], vec![2; 10]], 0);
+        for file in [stream(&bytes, &[3]).unwrap(), mapped(&bytes).unwrap()] {
+            let mut cursor = file.cursor();
+            let link = file.first_link(&mut cursor, &mut || false).unwrap();
+            assert_eq!(link, Some(LinkType::Ethernet));
+            let r = file
+                .next_record(&mut cursor, &mut || false)
+                .unwrap()
+                .unwrap();
+            assert_eq!((r.number, r.data), (1, &[1u8; 10][..]));
+        }
+    }
+
+    #[test]
+    fn a_silent_stream_is_asked_about_ctrl_c_and_idle_before_it_waits() {
+        // A pipe whose writer holds it open and says nothing after one record.
+        let (read, mut write) = std::io::pipe().unwrap();
+        use std::io::Write;
+        write.write_all(&pcap(&[vec![1; 10]])).unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = read.as_raw_fd();
+        let file =
+            CaptureFile::from_stream("-".into(), Box::new(read), Some(fd), &mut || false).unwrap();
+        struct Watch {
+            idle: u32,
+            asked: u32,
+        }
+        impl Waiter for Watch {
+            fn interrupted(&mut self) -> bool {
+                self.asked += 1;
+                self.asked >= 2
+            }
+            fn idle(&mut self) -> bool {
+                self.idle += 1;
+                false
+            }
+        }
+        let mut watch = Watch { idle: 0, asked: 0 };
+        let mut cursor = file.cursor();
+        assert!(file.next_record(&mut cursor, &mut watch).unwrap().is_ok());
+        let started = Instant::now();
+        let e = file
+            .next_record(&mut cursor, &mut watch)
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(e.kind, ReadErrorKind::Interrupted));
+        assert_eq!((watch.idle, watch.asked), (1, 2));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(write);
+    }
 }
