@@ -395,8 +395,15 @@ impl CaptureBuffer {
         None
     }
 
-    /// Move `lane` to the next packet of `iface` stored before `end`, or end it (`None`).
-    fn settle(&self, lane: &mut Option<Cursor>, iface: IfaceId, end: u64, missed: &mut u64) {
+    /// Move `lane` to the next packet of `iface` stored before `end`, or end it (`None`). Returns that
+    /// packet's (timestamp, sequence number), or `(u64::MAX, u64::MAX)` for an ended lane.
+    fn settle(
+        &self,
+        lane: &mut Option<Cursor>,
+        iface: IfaceId,
+        end: u64,
+        missed: &mut u64,
+    ) -> (u64, u64) {
         while let Some(cursor) = lane {
             let mut ahead = *cursor;
             match self.next(&mut ahead, missed) {
@@ -406,21 +413,13 @@ impl CaptureBuffer {
                         seq: p.seq,
                         at: ahead.at - record_size(p.data.len()) as u64,
                     };
-                    return;
+                    return (p.ts_ns, p.seq);
                 }
                 Some(p) if p.seq < end => *cursor = ahead,
                 _ => *lane = None,
             }
         }
-    }
-
-    /// The sequence number and timestamp of the packet at a settled cursor.
-    fn peek(&self, cursor: &Cursor) -> (u64, u64) {
-        let mut ahead = *cursor;
-        let p = self
-            .next(&mut ahead, &mut 0)
-            .expect("a settled cursor stands at a packet");
-        (p.seq, p.ts_ns)
+        (u64::MAX, u64::MAX)
     }
 
     /// The header at `at`, or `None` where the rest of the array is skipped.
@@ -584,32 +583,32 @@ impl SharedBuffer {
             let b = self.lock();
             (b.cursor(), b.next_seq())
         };
-        // Each lane's cursor stands at its interface's next packet; `None` once it has none left.
+        // Each lane's cursor stands at its interface's next packet; `None` once it has none left. Its
+        // head (timestamp, sequence number) is kept beside it: choosing the next packet reads nothing.
         let mut lanes: Vec<Option<Cursor>> = vec![Some(start); ifaces.len()];
+        let mut heads: Vec<(u64, u64)> = vec![(u64::MAX, u64::MAX); ifaces.len()];
         let mut missed = 0;
         loop {
             {
                 let b = self.lock();
-                for (lane, &iface) in lanes.iter_mut().zip(ifaces) {
-                    b.settle(lane, iface, end, &mut missed);
+                // Between chunks a ring may have overwritten what a lane stood at: settle each again.
+                for i in 0..ifaces.len() {
+                    heads[i] = b.settle(&mut lanes[i], ifaces[i], end, &mut missed);
                 }
                 let mut kept = 0;
                 while kept < COPY_CHUNK {
-                    let mut first: Option<(usize, u64, u64)> = None;
-                    for (i, lane) in lanes.iter().enumerate() {
-                        let Some(cursor) = lane else { continue };
-                        let (seq, ts) = b.peek(cursor);
-                        if first.is_none_or(|(_, fs, ft)| (ts, seq) < (ft, fs)) {
-                            first = Some((i, seq, ts));
-                        }
-                    }
-                    let Some((i, _, _)) = first else { break };
-                    let cursor = lanes[i].as_mut().expect("a lane with a packet");
+                    let Some((i, _)) = heads.iter().enumerate().min_by_key(|&(_, head)| *head)
+                    else {
+                        break; // no interface at all
+                    };
+                    let Some(cursor) = lanes[i].as_mut() else {
+                        break; // the smallest head is an ended lane's: every lane has ended
+                    };
                     let p = b
                         .next(cursor, &mut missed)
                         .expect("a settled lane has a packet");
                     kept += copy(state, i, &p);
-                    b.settle(&mut lanes[i], ifaces[i], end, &mut missed);
+                    heads[i] = b.settle(&mut lanes[i], ifaces[i], end, &mut missed);
                 }
             }
             flush(state)?;
