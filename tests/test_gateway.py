@@ -98,6 +98,14 @@ def test_a_datagram_crosses_the_gateway_and_its_icmp_error_comes_back(gateway):
     total = len(tshark_fields(path, "frame", "frame.number"))
     tcpdump = subprocess.run([need_tool("tcpdump"), "-nr", str(path)], capture_output=True, text=True)
     assert tcpdump.returncode == 0 and len(tcpdump.stdout.splitlines()) == total, tcpdump.stderr
+    # `read -w -pcapng` keeps packets, interfaces and directions (lo had none: it gets no block there).
+    again = gw.store.parent / "again.pcapng"
+    done = subprocess.run(
+        [pcapdump_exe(), "read", str(path), "-w", str(again), "-pcapng"], capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    for flt in (f"udp.dstport == {CLOSED_PORT} && !icmp", "icmp.type == 3"):
+        assert tshark_fields(again, flt, *fields) == tshark_fields(path, flt, *fields)
 
 
 def test_write_names_each_interface_once_and_only_known_ones(gateway):

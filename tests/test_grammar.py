@@ -127,3 +127,10 @@ def test_interfaces_takes_json_and_nothing_else(argv):
         with pytest.raises(UsageError) as e:
             grammar.parse(wrong)
         assert e.value.message.startswith(token)
+
+
+def test_read_writes_pcapng_only_with_an_output():
+    assert grammar.parse(["read", "in.cap", "-w", "out", "-pcapng"]).options.pcapng
+    with pytest.raises(UsageError) as e:
+        grammar.parse(["read", "in.cap", "-pcapng"])
+    assert e.value.message == "'-pcapng': read writes pcapng only with -w <out>"

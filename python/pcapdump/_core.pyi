@@ -116,7 +116,12 @@ def read_lines(
     date: bool = False,
 ) -> ReadSummary: ...
 def read_to_pcap(
-    path: str, out: str, filter: Filter | None = None, snaplen: int | None = None, count: int | None = None
+    path: str,
+    out: str,
+    filter: Filter | None = None,
+    snaplen: int | None = None,
+    count: int | None = None,
+    pcapng: bool = False,
 ) -> ReadSummary: ...
 def write_pcap(path: str, packets: Iterable[Any], linktype: int = 1, snaplen: int = ...) -> int: ...
 def write_pcapng(path: str, packets: Iterable[Any], linktype: int = 1, snaplen: int = ...) -> int: ...

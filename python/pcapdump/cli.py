@@ -146,7 +146,7 @@ def run_read(req: grammar.Request) -> None:
     if opts.output is not None:
         # `-w -` is standard output, as with tcpdump; the summary then goes to standard error.
         out = "/dev/stdout" if opts.output == "-" else opts.output
-        summary = _core.read_to_pcap(path, out, flt, opts.snaplen, opts.count)
+        summary = _core.read_to_pcap(path, out, flt, opts.snaplen, opts.count, opts.pcapng)
         to_stderr = _is_stdout(out)
         if opts.json:
             click.echo(json.dumps({"file": opts.output, **summary}), err=to_stderr)

@@ -214,7 +214,9 @@ OPTIONS: dict[str, _Option] = {
     "utc": _Option("utc", None, _BRIEF, "brief lines in UTC (default: your local time)"),
     "date": _Option("date", None, _BRIEF, "brief lines with the date: 2026-11-27 08:22:47.955144"),
     "keep": _Option("keep", None, ("demo",), "leave the demo's network and agent running, to go on by hand"),
-    "pcapng": _Option("pcapng", None, ("write",), "pcapng even for one interface (several: always pcapng)"),
+    "pcapng": _Option(
+        "pcapng", None, ("write", "read"), "pcapng even for one interface (write of several: always pcapng)"
+    ),
     "merge": _Option("merge", None, ("show",), "the interfaces as one timeline, not a section each"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
     "filename": _Option(
@@ -346,6 +348,8 @@ def parse(argv: Sequence[str]) -> Request:
         raise UsageError(
             f"'{filter_tokens[0]}': filter words apply to start and read, not {command}", filter_tokens[0]
         )
+    if command == "read" and options.get("pcapng") and "output" not in options:
+        raise UsageError(f"'{option_tokens['pcapng']}': read writes pcapng only with -w <out>", "-pcapng")
     if options.get("live") and options.get("live_only"):
         raise UsageError(f"'{option_tokens['live_only']}': cannot be combined with -o", "-ou")
     _check_args(command, args)

@@ -124,10 +124,11 @@ pub fn read_lines<'py>(
     summary_dict(py, result.map_err(|e| errors::to_py(py, e))?)
 }
 
-/// Write a file's matching packets to a pcap file (atomically: complete or absent). Input cut inside a
-/// record: the packets before the cut are written and the file kept, then the cut is raised.
+/// Write a file's matching packets to a pcap file (atomically: complete or absent), or with ``pcapng``
+/// to a pcapng file that keeps the input's interfaces and directions. Input cut inside a record: the
+/// packets before the cut are written and the file kept, then the cut is raised.
 #[pyfunction]
-#[pyo3(signature = (path, out, filter = None, snaplen = None, count = None))]
+#[pyo3(signature = (path, out, filter = None, snaplen = None, count = None, pcapng = false))]
 pub fn read_to_pcap<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -135,16 +136,17 @@ pub fn read_to_pcap<'py>(
     filter: Option<PyRef<'_, PyFilter>>,
     snaplen: Option<u32>,
     count: Option<u64>,
+    pcapng: bool,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let file = open(py, &path)?;
     let filter = filter.map(|f| f.inner.clone());
     let written = interruptible(py, |interrupted| {
-        offline::write_pcap(
-            &file,
-            &Selection::new(filter.as_ref(), snaplen, count),
-            &out,
-            interrupted,
-        )
+        let sel = Selection::new(filter.as_ref(), snaplen, count);
+        if pcapng {
+            offline::write_pcapng(&file, &sel, &out, interrupted)
+        } else {
+            offline::write_pcap(&file, &sel, &out, interrupted)
+        }
     })?;
     let Written {
         summary,

@@ -13,8 +13,8 @@ use crate::filter::Filter;
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
 use crate::pcap::{
-    encode_record, AtomicFile, CaptureFile, Cursor, PcapWriter, ReadError, ReadErrorKind, Record,
-    Waiter,
+    encode_record, AtomicFile, CaptureFile, Cursor, InterfaceBlock, PcapWriter, PcapngWriter,
+    ReadError, ReadErrorKind, Record, Section, Waiter,
 };
 
 /// Brief lines are gathered into chunks of this size before each write.
@@ -165,7 +165,7 @@ pub enum OfflineError {
     Read(#[from] ReadError),
     #[error("'{path}': cannot write: {source}")]
     Write { path: String, source: io::Error },
-    #[error("'{path}': record {record} has link type {found}, but a pcap file holds one link type ({first}); split the capture by interface first")]
+    #[error("'{path}': record {record} has link type {found}, but a pcap file holds one link type ({first}); write pcapng (-pcapng), which keeps each interface's")]
     MixedLinkTypes {
         path: String,
         record: u64,
@@ -348,6 +348,108 @@ pub fn write_pcap(
 }
 
 /// The input ended inside a record (not: another program cut it while we read).
+/// Write the selected records as pcapng at `dest`, keeping the input's interfaces (one interface block
+/// for each name and link type, in the order they first appear; a classic pcap input is one unnamed
+/// interface) and each packet's direction; otherwise as `write_pcap`, cut input included. Into a pipe
+/// the packets are handed on whenever the input falls silent.
+pub fn write_pcapng(
+    file: &CaptureFile,
+    sel: &Selection,
+    dest: &Path,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Written, OfflineError> {
+    let shown = dest.display().to_string();
+    let write_err = |source| OfflineError::Write {
+        path: shown.clone(),
+        source,
+    };
+    let out = AtomicFile::create_or_stream(dest).map_err(write_err)?;
+    let buffered = io::BufWriter::with_capacity(BATCH_BYTES, out);
+    let mut waiter = Flushing {
+        writer: PcapngWriter::new(buffered, &Section::here()).map_err(write_err)?,
+        interrupted,
+        failed: None,
+    };
+    let mut ifaces: Vec<(Option<String>, LinkType)> = Vec::new();
+    let mut cursor = file.cursor();
+    let mut sum = Summary::default();
+    let scanned = loop {
+        let (r, data) = match next_selected(file, &mut cursor, sel, &mut sum, &mut waiter) {
+            None => break Ok(()),
+            Some(Ok(selected)) => selected,
+            Some(Err(e)) => break Err(e),
+        };
+        let known = ifaces
+            .iter()
+            .position(|(name, link)| name.as_deref() == r.iface && *link == r.link);
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let block = InterfaceBlock {
+                    name: r.iface.unwrap_or(""),
+                    link: r.link,
+                    snaplen: sel.snaplen,
+                    filter: None,
+                };
+                if let Err(e) = waiter.writer.add_interface(&block) {
+                    break Err(write_err(e));
+                }
+                ifaces.push((r.iface.map(str::to_owned), r.link));
+                ifaces.len() - 1
+            }
+        };
+        let written =
+            waiter
+                .writer
+                .write_packet(id as u32, r.ts_ns, data, r.wirelen, r.direction, None);
+        if let Err(e) = written {
+            break Err(write_err(e));
+        }
+    };
+    if let Some(e) = waiter.failed.take() {
+        return Err(write_err(e));
+    }
+    let cut = match scanned {
+        Ok(()) => None,
+        Err(OfflineError::Read(e)) if is_cut(&e) => Some(e),
+        Err(e) => return Err(e),
+    };
+    let file = waiter
+        .writer
+        .into_inner()
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
+    Ok(Written {
+        summary: sum,
+        file,
+        cut,
+    })
+}
+
+/// Asks about Ctrl-C, and hands what was written on when the input falls silent (a pipe's reader sees
+/// each packet then, not when a buffer fills).
+struct Flushing<'i, W: Write> {
+    writer: PcapngWriter<W>,
+    interrupted: &'i mut dyn FnMut() -> bool,
+    failed: Option<io::Error>,
+}
+
+impl<W: Write> Waiter for Flushing<'_, W> {
+    fn interrupted(&mut self) -> bool {
+        (self.interrupted)()
+    }
+
+    fn idle(&mut self) -> bool {
+        match self.writer.flush() {
+            Ok(()) => false,
+            Err(e) => {
+                self.failed = Some(e);
+                true
+            }
+        }
+    }
+}
+
 fn is_cut(e: &ReadError) -> bool {
     matches!(e.kind, ReadErrorKind::Truncated { .. })
 }
