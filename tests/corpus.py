@@ -59,6 +59,10 @@ class Frame:
     def truncated(self) -> bool:
         return self.truncated_at is not None
 
+    @property
+    def is_ipv6(self) -> bool:
+        return self.data[self.l3 - 2 : self.l3] == b"\x86\xdd"
+
 
 def _l3_payloads(rng: random.Random) -> list[tuple[object, bool]]:
     """(network-layer packet, has IPv6 extension headers)."""

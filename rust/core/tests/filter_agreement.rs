@@ -66,6 +66,21 @@ fn plain_filter_word() -> impl Strategy<Value = String> {
         ])
         .prop_map(String::from),
         prop::sample::select(VLANS.to_vec()).prop_map(|v| format!("vlan {v}")),
+        prop::sample::select(vec![
+            "syn", "S", "ack", ".", "fin", "rst", "psh", "urg", "ece", "cwr", "W"
+        ])
+        .prop_map(|f| format!("tcpflags {f}")),
+        prop::sample::select(vec![
+            "echo",
+            "echoreply",
+            "unreach",
+            "timxceed",
+            "0",
+            "3",
+            "128",
+            "200"
+        ])
+        .prop_map(|t| format!("icmptype {t}")),
     ]
 }
 
@@ -91,9 +106,14 @@ fn frame() -> impl Strategy<Value = (Vec<u8>, Option<u16>)> {
         0..3u8,       // fragment: none, first, later
         any::<u16>(), // cut point
         stripped,
+        // TCP flags byte; ICMP / ICMPv6 type
+        (
+            any::<u8>(),
+            prop::sample::select(vec![0u8, 3, 8, 11, 1, 128, 129, 200]),
+        ),
     )
         .prop_map(
-            |((sm, dm, tags), net, l4, a, b, sp, dp, opts, frag, cut, stripped)| {
+            |((sm, dm, tags), net, l4, a, b, sp, dp, opts, frag, cut, stripped, (flags, icmp))| {
                 let mut f = Vec::new();
                 f.extend_from_slice(&MACS[dm]);
                 f.extend_from_slice(&MACS[sm]);
@@ -106,6 +126,10 @@ fn frame() -> impl Strategy<Value = (Vec<u8>, Option<u16>)> {
                 transport.extend_from_slice(&sp.to_be_bytes());
                 transport.extend_from_slice(&dp.to_be_bytes());
                 transport.extend_from_slice(&[0u8; 16]);
+                transport[13] = flags;
+                if matches!(proto, 1 | 58) {
+                    transport[0] = icmp;
+                }
                 match net {
                     0 | 1 => {
                         f.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -266,6 +290,48 @@ fn an_excluded_word_rejects_what_it_matches_and_keeps_the_rest() {
         ("tcp not port 22 not port 80", &tcp80, false),
         ("not arp", &arp, false),
         ("not ipsrc 198.18.0.1", &tcp80, false),
+    ] {
+        let f = Filter::parse_str(text).unwrap();
+        let by_program = interp::run(
+            &f.compile(96, LinkHeader::Ethernet).unwrap(),
+            frame,
+            &Ancillary::default(),
+        );
+        assert_eq!(f.matches_stripped(frame, None), kept, "{text}");
+        assert_eq!(by_program != 0, kept, "{text}");
+    }
+}
+
+#[test]
+fn tcp_flags_and_icmp_types_match_over_ipv4_and_ipv6_alike() {
+    // An IPv4 TCP SYN-ACK, an IPv6 ICMPv6 echo request behind a hop-by-hop header, a later IPv4 fragment.
+    let mut syn_ack = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+    syn_ack.extend_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ]);
+    syn_ack.extend_from_slice(&[
+        0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x12, 0, 0, 0, 0, 0, 0,
+    ]);
+    let mut later = syn_ack.clone();
+    later[20..22].copy_from_slice(&185u16.to_be_bytes());
+    let mut echo6 = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    echo6.extend_from_slice(&[0x60, 0, 0, 0, 0, 16, 0, 64]);
+    echo6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    echo6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    echo6.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]); // hop-by-hop, next header ICMPv6
+    echo6.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
+    for (text, frame, kept) in [
+        ("tcpflags syn", &syn_ack, true),
+        ("tcpflags ack", &syn_ack, true),
+        ("tcpflags rst", &syn_ack, false),
+        ("tcpflags rst tcpflags S", &syn_ack, true),
+        ("tcpflags syn", &later, false),
+        ("icmptype echo", &echo6, true),
+        ("icmptype 128", &echo6, true),
+        ("icmptype 8", &echo6, false),
+        ("icmptype echoreply", &echo6, false),
+        ("not icmptype echo", &echo6, false),
+        ("icmptype echo", &syn_ack, false),
     ] {
         let f = Filter::parse_str(text).unwrap();
         let by_program = interp::run(

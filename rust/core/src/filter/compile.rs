@@ -9,7 +9,9 @@
 //! `eval.rs` states the same semantics directly; property tests hold the two together.
 
 use super::eval::Needs;
-use super::expr::{mask128, mask32, Expr, Group, IpNet, Mac, PortRange, Proto, Side};
+use super::expr::{
+    mask128, mask32, Expr, Group, IcmpType, IpNet, Mac, PortRange, Proto, Side, TcpFlag,
+};
 use crate::bpf::asm::{Asm, AsmError, Label};
 use crate::bpf::{ancillary, op, Insn};
 use crate::packet::{ethertype, ipproto, MAX_EXT_HEADERS, MAX_INBAND_TAGS};
@@ -69,6 +71,8 @@ pub fn compile(expr: &Expr, snaplen: u32, header: LinkHeader) -> Result<Vec<Insn
             Group::Proto(protos) => c.proto(protos, yes),
             Group::Ip(side, nets) => c.ip(*side, nets, yes, no),
             Group::Port(side, ranges) => c.port(*side, ranges, yes, no),
+            Group::TcpFlags(flags) => c.tcp_flags(flags, yes, no),
+            Group::IcmpType(types) => c.icmp_type(types, yes, no),
         }
         c.asm.goto(no);
         c.asm.place(next);
@@ -406,6 +410,54 @@ impl Compiler {
             }
         }
         self.asm.place(next);
+    }
+
+    /// The transport header of a first fragment of protocol `proto` (X = its offset), or `unmatched`.
+    fn first_fragment_of(&mut self, proto: u8, unmatched: Label) {
+        let (this, first) = (self.asm.label(), self.asm.label());
+        self.asm.ld_mem(slot::PROTO);
+        self.asm.jump(op::JEQ, proto as u32, this, unmatched);
+        self.asm.place(this);
+        self.asm.ld_mem(slot::FIRST_FRAGMENT);
+        self.asm.jump(op::JEQ, 0, unmatched, first);
+        self.asm.place(first);
+        self.asm.ldx_mem(slot::L4);
+    }
+
+    fn tcp_flags(&mut self, flags: &[TcpFlag], matched: Label, unmatched: Label) {
+        self.first_fragment_of(ipproto::TCP, unmatched);
+        let a = &mut self.asm;
+        a.ld_ind(op::B, 13);
+        a.alu_k(op::AND, Group::tcp_flag_mask(flags) as u32);
+        a.jump(op::JEQ, 0, unmatched, matched);
+    }
+
+    fn icmp_type(&mut self, types: &[IcmpType], matched: Label, unmatched: Label) {
+        let v6 = self.asm.label();
+        for (proto, wanted, next) in [
+            (
+                ipproto::ICMP,
+                types.iter().filter_map(|t| t.v4).collect::<Vec<_>>(),
+                v6,
+            ),
+            (
+                ipproto::ICMPV6,
+                types.iter().filter_map(|t| t.v6).collect(),
+                unmatched,
+            ),
+        ] {
+            self.first_fragment_of(proto, next);
+            if !wanted.is_empty() {
+                self.asm.ld_ind(op::B, 0);
+                for t in wanted {
+                    self.jump_if(op::JEQ, t as u32, matched);
+                }
+            }
+            self.asm.goto(unmatched);
+            if next == v6 {
+                self.asm.place(v6);
+            }
+        }
     }
 
     fn port(&mut self, side: Side, ranges: &[PortRange], matched: Label, unmatched: Label) {

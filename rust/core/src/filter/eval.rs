@@ -29,7 +29,7 @@ impl Needs {
                     n.vlan_ids = true;
                 }
                 Group::Ip(..) => n.link_layer = true,
-                Group::Proto(_) | Group::Port(..) => {
+                Group::Proto(_) | Group::Port(..) | Group::TcpFlags(_) | Group::IcmpType(_) => {
                     n.link_layer = true;
                     n.transport |= reads_transport(g);
                 }
@@ -98,7 +98,7 @@ pub fn matches(
 
 fn reads_transport(g: &Group) -> bool {
     match g {
-        Group::Port(..) => true,
+        Group::Port(..) | Group::TcpFlags(_) | Group::IcmpType(_) => true,
         Group::Proto(ps) => ps.iter().any(|p| matches!(p, Proto::Ip(_))),
         Group::Eth(..) | Group::Vlan(_) | Group::Ip(..) => false,
     }
@@ -145,6 +145,31 @@ impl Frame<'_> {
                 }))
             }
             Group::Ip(side, nets) => self.ip_group(*side, nets),
+            Group::TcpFlags(flags) => {
+                let Some(t) = self.transport.filter(|t| t.proto == ipproto::TCP) else {
+                    return Ok(false);
+                };
+                if !t.is_first_fragment() {
+                    return Ok(false);
+                }
+                let [bits] = self.field::<1>(t.l4 + 13)?;
+                Ok(bits & Group::tcp_flag_mask(flags) != 0)
+            }
+            Group::IcmpType(types) => {
+                let Some(t) = self.transport else {
+                    return Ok(false);
+                };
+                let of = |ty: &super::expr::IcmpType| match t.proto {
+                    ipproto::ICMP => ty.v4,
+                    ipproto::ICMPV6 => ty.v6,
+                    _ => None,
+                };
+                if !types.iter().any(|ty| of(ty).is_some()) || !t.is_first_fragment() {
+                    return Ok(false);
+                }
+                let [kind] = self.field::<1>(t.l4)?;
+                Ok(types.iter().any(|ty| of(ty) == Some(kind)))
+            }
             Group::Port(side, ranges) => {
                 let Some(t) = self.transport else {
                     return Ok(false);

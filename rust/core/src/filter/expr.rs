@@ -80,6 +80,18 @@ pub enum Proto {
     Arp,
 }
 
+/// A TCP flag, as its bit in the flags byte (offset 13 of the TCP header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpFlag(pub u8);
+
+/// An ICMP message type: the ICMPv4 and the ICMPv6 type it means (a number means itself in both; a name
+/// may mean different numbers, or exist in one only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IcmpType {
+    pub v4: Option<u8>,
+    pub v6: Option<u8>,
+}
+
 /// One filter word, repeated: its values are alternatives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Group {
@@ -88,6 +100,17 @@ pub enum Group {
     Port(Side, Vec<PortRange>),
     Proto(Vec<Proto>),
     Vlan(Vec<u16>),
+    /// Any of these flags set (TCP only, first fragments only).
+    TcpFlags(Vec<TcpFlag>),
+    /// ICMP or ICMPv6 messages of any of these types (first fragments only).
+    IcmpType(Vec<IcmpType>),
+}
+
+impl Group {
+    /// The flags byte mask of a `TcpFlags` group.
+    pub fn tcp_flag_mask(flags: &[TcpFlag]) -> u8 {
+        flags.iter().fold(0, |m, f| m | f.0)
+    }
 }
 
 /// Every group in `groups` must match and no group in `excluded` may (`not port 22`). An empty
@@ -184,6 +207,17 @@ impl Words<'_, '_, '_> {
             Group::Ip(s, v) => self.each(side_word("ip", *s), v),
             Group::Port(s, v) => self.each(side_word("port", *s), v),
             Group::Vlan(v) => self.each("vlan", v),
+            Group::TcpFlags(v) => v.iter().try_for_each(|f| {
+                let name = super::words::tcp_flag_name(*f);
+                self.one(format_args!("tcpflags {name}"))
+            }),
+            Group::IcmpType(v) => {
+                v.iter()
+                    .try_for_each(|t| match super::words::icmp_type_name(*t) {
+                        Some(name) => self.one(format_args!("icmptype {name}")),
+                        None => self.one(format_args!("icmptype {}", t.v4.or(t.v6).unwrap_or(0))),
+                    })
+            }
             Group::Proto(v) => v.iter().try_for_each(|p| match p {
                 Proto::Arp => self.one(format_args!("arp")),
                 Proto::Ip(n) => match super::words::proto_alias(*n) {

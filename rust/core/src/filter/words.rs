@@ -2,7 +2,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::expr::{mask128, mask32, Expr, Group, IpNet, Mac, PortRange, Proto, Side};
+use super::expr::{
+    mask128, mask32, Expr, Group, IcmpType, IpNet, Mac, PortRange, Proto, Side, TcpFlag,
+};
 
 /// A word the user typed that is not a filter: which token, and what was expected instead.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +22,8 @@ enum Word {
     Proto,
     Flag(Proto),
     Vlan,
+    TcpFlags,
+    IcmpType,
 }
 
 /// Every word, its meaning; the first spelling of each meaning is the canonical one.
@@ -44,7 +48,46 @@ const WORDS: &[(&str, Word)] = &[
     ("sctp", Word::Flag(Proto::Ip(132))),
     ("arp", Word::Flag(Proto::Arp)),
     ("vlan", Word::Vlan),
+    ("tcpflags", Word::TcpFlags),
+    ("icmptype", Word::IcmpType),
 ];
+
+/// TCP flags by name and by tcpdump's letter, with their bit; the name is the canonical spelling.
+const TCP_FLAGS: &[(&str, char, u8)] = &[
+    ("fin", 'F', 0x01),
+    ("syn", 'S', 0x02),
+    ("rst", 'R', 0x04),
+    ("psh", 'P', 0x08),
+    ("ack", '.', 0x10),
+    ("urg", 'U', 0x20),
+    ("ece", 'E', 0x40),
+    ("cwr", 'W', 0x80),
+];
+
+/// ICMP message types by name: the ICMPv4 type and the ICMPv6 type of that meaning.
+const ICMP_TYPES: &[(&str, u8, u8)] = &[
+    ("echoreply", 0, 129),
+    ("unreach", 3, 1),
+    ("redirect", 5, 137),
+    ("echo", 8, 128),
+    ("timxceed", 11, 3),
+    ("paramprob", 12, 4),
+];
+
+pub fn tcp_flag_name(f: TcpFlag) -> &'static str {
+    TCP_FLAGS
+        .iter()
+        .find(|(_, _, bit)| *bit == f.0)
+        .map_or("?", |(name, _, _)| *name)
+}
+
+/// The name of a named ICMP type; `None` for a type given as a number.
+pub fn icmp_type_name(t: IcmpType) -> Option<&'static str> {
+    ICMP_TYPES
+        .iter()
+        .find(|(_, v4, v6)| t.v4 == Some(*v4) && t.v6 == Some(*v6))
+        .map(|(name, _, _)| *name)
+}
 
 /// Names of IP protocols accepted by `proto` and as words of their own.
 const PROTO_ALIASES: &[(&str, u8)] = &[
@@ -80,6 +123,8 @@ fn value_syntax(word: Word) -> Option<&'static str> {
         Word::Port(_) => Some("<n>[-<m>]"),
         Word::Proto => Some("<n>|<name>"),
         Word::Vlan => Some("<id>"),
+        Word::TcpFlags => Some("<flag>"),
+        Word::IcmpType => Some("<n>|<name>"),
         Word::Flag(_) => None,
     }
 }
@@ -100,6 +145,10 @@ fn expected_value(word: Word) -> &'static str {
         Word::Port(_) => "a port 0…65535 or a range such as 8000-8100",
         Word::Proto => "an IP protocol number 0…255 or tcp, udp, icmp, icmp6, sctp",
         Word::Vlan => "a VLAN id 0…4095",
+        Word::TcpFlags => "a TCP flag: syn fin rst psh ack urg ece cwr, or S F R P . U E W",
+        Word::IcmpType => {
+            "an ICMP type 0…255 or echo, echoreply, unreach, timxceed, redirect, paramprob"
+        }
         Word::Flag(_) => "no value",
     }
 }
@@ -198,6 +247,8 @@ fn add(groups: &mut Vec<Group>, new: Group) {
             (Group::Port(s, v), Group::Port(t, w)) if s == t => extend_unique(v, w),
             (Group::Proto(v), Group::Proto(w)) => extend_unique(v, w),
             (Group::Vlan(v), Group::Vlan(w)) => extend_unique(v, w),
+            (Group::TcpFlags(v), Group::TcpFlags(w)) => extend_unique(v, w),
+            (Group::IcmpType(v), Group::IcmpType(w)) => extend_unique(v, w),
             _ => continue,
         }
         return;
@@ -225,7 +276,39 @@ fn parse_value(word: Word, v: &str) -> Result<Group, String> {
             let id = parse_decimal(v).filter(|n| *n <= 4095).ok_or("not a VLAN id (expected 0…4095)")?;
             Group::Vlan(vec![id as u16])
         }
+        Word::TcpFlags => Group::TcpFlags(vec![parse_tcp_flag(v).ok_or(
+            "not a TCP flag (expected syn fin rst psh ack urg ece cwr, or S F R P . U E W)",
+        )?]),
+        Word::IcmpType => Group::IcmpType(vec![parse_icmp_type(v).ok_or(
+            "not an ICMP type (expected 0…255 or echo, echoreply, unreach, timxceed, redirect, paramprob)",
+        )?]),
         Word::Flag(p) => Group::Proto(vec![p]),
+    })
+}
+
+fn parse_tcp_flag(s: &str) -> Option<TcpFlag> {
+    let letter =
+        |c: char| s.len() == 1 && s.chars().next().is_some_and(|x| x.eq_ignore_ascii_case(&c));
+    TCP_FLAGS
+        .iter()
+        .find(|(name, l, _)| name.eq_ignore_ascii_case(s) || letter(*l))
+        .map(|(_, _, bit)| TcpFlag(*bit))
+}
+
+fn parse_icmp_type(s: &str) -> Option<IcmpType> {
+    if let Some(&(_, v4, v6)) = ICMP_TYPES
+        .iter()
+        .find(|(name, _, _)| name.eq_ignore_ascii_case(s))
+    {
+        return Some(IcmpType {
+            v4: Some(v4),
+            v6: Some(v6),
+        });
+    }
+    let n = parse_decimal(s).filter(|n| *n <= 255)? as u8;
+    Some(IcmpType {
+        v4: Some(n),
+        v6: Some(n),
     })
 }
 
@@ -430,6 +513,34 @@ mod tests {
             Some("'not port 99999'")
         );
         assert_eq!(err("not -tcp=1"), "'not -tcp=1': tcp takes no value");
+    }
+
+    #[test]
+    fn tcp_flags_and_icmp_types_by_name_letter_and_number() {
+        assert_eq!(
+            canon("tcpflags S -tcpflags=ack tcpflags . tcpflags W icmptype echo icmptype 3"),
+            "tcpflags syn tcpflags ack tcpflags cwr icmptype echo icmptype 3"
+        );
+        let e = parse(&["tcpflags", "fin", "tcpflags", "RST"]).unwrap();
+        assert_eq!(
+            Group::tcp_flag_mask(match &e.groups[0] {
+                Group::TcpFlags(f) => f,
+                g => panic!("{g:?}"),
+            }),
+            0x05
+        );
+        assert_eq!(
+            parse(&["icmptype", "unreach"]).unwrap().groups,
+            vec![Group::IcmpType(vec![IcmpType {
+                v4: Some(3),
+                v6: Some(1)
+            }])]
+        );
+        assert!(err("tcpflags X").starts_with("'tcpflags X': not a TCP flag (expected syn fin"));
+        assert!(err("tcpflags").starts_with("'tcpflags': missing value, expected a TCP flag"));
+        assert!(err("icmptype 256").starts_with("'icmptype 256': not an ICMP type"));
+        assert!(err("icmptype pong").starts_with("'icmptype pong': not an ICMP type"));
+        assert_eq!(canon("not tcpflags rst"), "not tcpflags rst");
     }
 
     #[test]
