@@ -159,6 +159,15 @@ def test_a_running_capture_on_a_link_that_went_down_says_so(pd):
         subprocess.run([*in_ns, "del", "ld0"], check=False)
 
 
+def test_a_duration_stops_the_capture_and_status_says_why(pd):
+    assert "for 1 s" in pd("-duration", "1", "udp", "start", "int").stdout
+    assert wait_until(lambda: pd.capture()["state"] == "stopped", seconds=5)
+    assert pd.capture()["stop_reason"] == "duration" and pd.capture()["duration"] == 1.0
+    assert re.search(r"^int\s+stopped \(duration\)\s", pd("status").stdout, re.M)
+    for bad in ("0", "31536001", "x"):
+        one_line_error(pd("-duration", bad, "start", "int", ok=False), 2, "-duration", "1…31536000")
+
+
 def test_promiscuous_flag_set_then_restored(pd):
     def promiscuity() -> int:
         return int(re.search(r"promiscuity (\d+)", pd.net.link_details()).group(1))

@@ -415,3 +415,15 @@ def test_a_capture_writes_pcapng_with_its_name_filter_and_statistics(testnet, tm
     assert rows == ["0x00000001"] * 7
     with pytest.raises(pcapdump.UsageError):
         cap.write(str(tmp_path / "x"), format="json")
+
+
+def test_a_capture_with_a_duration_stops_by_itself(testnet):
+    began = time.monotonic()
+    with start(testnet, filter="udp", duration=1) as cap:
+        assert cap.settings()["duration"] == 1.0
+        assert wait_until(lambda: cap.stats()["state"] == "stopped", seconds=5)
+        took = time.monotonic() - began
+        assert cap.stats()["stop_reason"] == "duration"
+    assert 1.0 <= took < 2.5, took
+    with pytest.raises(pcapdump.UsageError):
+        start(testnet, duration=0)

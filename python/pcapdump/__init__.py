@@ -129,13 +129,15 @@ def capture(
     buffer_kb: int = DEFAULT_BUFFER_KB,
     promisc: bool = False,
     ring: bool = False,
+    duration: float | None = None,
 ) -> Capture:
     """Start capturing on ``iface`` (needs root or CAP_NET_RAW); use it as a context manager.
 
     Iterating yields each stored packet once, in order, waiting for more while the capture runs; the
     packets stay in the buffer for ``write(path)``. ``snaplen`` is applied by the kernel, ``count`` stops
     the capture by itself, ``buffer_kb`` sizes the capture buffer, ``ring`` makes it overwrite the oldest
-    packets when full instead of dropping new ones, ``promisc`` enters promiscuous mode for this capture.
+    packets when full instead of dropping new ones, ``promisc`` enters promiscuous mode for this capture,
+    ``duration`` (seconds) stops it by itself after that long.
     ``stats()`` gives the counters (``CaptureStats``: ``packets``, ``kernel_drops``, ...).
     Raises ``NoSuchInterfaceError``, ``PrivilegeError``, ``UnsupportedError`` (all ``CaptureError``) or
     ``FilterError``; a value out of range raises ``ValueError``.
@@ -144,7 +146,7 @@ def capture(
     _check_range("count", count, 1, 2**63 - 1)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
     try:
-        return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring)
+        return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring, duration=duration)
     except NoSuchInterfaceError:
         raise no_such_interface(iface, (i["name"] for i in _core.interfaces())) from None
 

@@ -10,8 +10,10 @@ __all__ = [
     "DEFAULT_BUFFER_KB",
     "FILTER_NEGATION",
     "MAX_BUFFER_KB",
+    "MAX_DURATION_S",
     "MAX_SNAPLEN",
     "MIN_BUFFER_KB",
+    "MIN_DURATION_S",
     "MIN_RING_BLOCKS",
     "RING_BLOCKS",
     "SHARED_RING_BLOCKS",
@@ -35,6 +37,8 @@ __all__ = [
 
 __version__: str
 MAX_SNAPLEN: int
+MIN_DURATION_S: int
+MAX_DURATION_S: int
 MIN_BUFFER_KB: int
 MAX_BUFFER_KB: int
 DEFAULT_BUFFER_KB: int
@@ -140,6 +144,7 @@ class Capture:
         promisc: bool = False,
         ring: bool = False,
         *,
+        duration: float | None = None,
         buffer: CaptureBuffer | None = None,
         store: bool = True,
         live: LiveLines | None = None,

@@ -282,6 +282,7 @@ class Agent:
             "filter": settings["filter"],
             "snaplen": settings["snaplen"],
             "count": settings["count"],
+            "duration": settings["duration"],
             "promisc": settings["promisc"],
             "store": settings["store"],
             "captured": stats["packets"],
@@ -329,6 +330,7 @@ class Agent:
         size_kb = _number(request, "size_kb", _core.MIN_BUFFER_KB, _core.MAX_BUFFER_KB, "-size")
         snaplen = _number(request, "snaplen", 1, _core.MAX_SNAPLEN, "-s")
         count = _number(request, "count", 1, 2**63 - 1, "-c")
+        _number(request, "duration", _core.MIN_DURATION_S, _core.MAX_DURATION_S, "-duration")
         flt = _core.Filter(str(request.get("filter") or ""))
         with self.lock:
             self._still_wanted(conn, "start")
@@ -402,6 +404,7 @@ class Agent:
                 snaplen or _core.MAX_SNAPLEN,
                 count,
                 promisc=bool(request.get("promisc")),
+                duration=request.get("duration"),
                 buffer=buffer,
                 store=request.get("live") != "ou",
                 live=live,

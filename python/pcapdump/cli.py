@@ -210,6 +210,7 @@ def run_start(req: grammar.Request) -> None:
         size_kb=opts.size_kb,
         snaplen=opts.snaplen,
         count=opts.count,
+        duration=opts.duration,
         promisc=opts.promisc,
         ring=opts.ring,
         live=live,
@@ -232,6 +233,7 @@ def run_start(req: grammar.Request) -> None:
                 [
                     f", snaplen {c['snaplen']}" if c["snaplen"] < _core.MAX_SNAPLEN else "",
                     f", count {c['count']}" if c["count"] else "",
+                    f", for {c['duration']:g} s" if c.get("duration") else "",
                     ", promiscuous" if c["promisc"] else "",
                     ", not stored" if not c["store"] else "",
                 ]

@@ -25,6 +25,7 @@ class Options:
     size_kb: int | None = None
     snaplen: int | None = None
     count: int | None = None
+    duration: int | None = None
     live: bool = False  # -o
     live_only: bool = False  # -ou
     promisc: bool = False
@@ -204,6 +205,14 @@ OPTIONS: dict[str, _Option] = {
         ("start", "read"),
         "stop after this many stored (read: matching) packets",
         "<count>",
+        "no limit",
+    ),
+    "duration": _Option(
+        "duration",
+        BoundedInt(_core.MIN_DURATION_S, _core.MAX_DURATION_S, "the duration in seconds"),
+        ("start",),
+        "stop by itself after this many seconds",
+        "<s>",
         "no limit",
     ),
     "o": _Option("live", None, ("start",), "also print each packet as it is captured"),

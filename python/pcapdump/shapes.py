@@ -38,6 +38,8 @@ class CaptureSettings(TypedDict):
     filter: str
     snaplen: int
     count: int | None
+    #: Seconds after which it stops by itself, or ``None``.
+    duration: float | None
     promisc: bool
     #: False for a capture that only feeds live lines (``-ou``).
     store: bool

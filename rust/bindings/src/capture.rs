@@ -256,6 +256,24 @@ impl PyCaptureBuffer {
     }
 }
 
+/// Seconds as given to Python (a number from `MIN_DURATION_S` to `MAX_DURATION_S`) as a duration.
+fn duration_of(py: Python<'_>, seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    use pcapdump_core::limits::{MAX_DURATION_S, MIN_DURATION_S};
+    match seconds {
+        None => Ok(None),
+        Some(s)
+            if s.is_finite() && (MIN_DURATION_S as f64..=MAX_DURATION_S as f64).contains(&s) =>
+        {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        Some(s) => Err(errors::usage(
+            py,
+            format!("duration={s}: expected {MIN_DURATION_S}…{MAX_DURATION_S} seconds"),
+            "duration",
+        )),
+    }
+}
+
 /// A capture's counters as pcapng states them: what the filter passed (kept, or dropped by the kernel
 /// or for want of room in the buffer), the two kinds of drops, and what the file holds.
 fn statistics(capture: &Capture, delivered: u64) -> InterfaceStats {
@@ -347,8 +365,8 @@ pub struct PyCapture {
 impl PyCapture {
     #[new]
     #[pyo3(signature = (iface, filter = None, snaplen = None, count = None, buffer_kb = DEFAULT_BUFFER_KB,
-                        promisc = false, ring = false, *, buffer = None, store = true, live = None,
-                        ring_block_kb = None, ring_blocks = None, ring_timeout_ms = None))]
+                        promisc = false, ring = false, *, duration = None, buffer = None, store = true,
+                        live = None, ring_block_kb = None, ring_blocks = None, ring_timeout_ms = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -359,6 +377,7 @@ impl PyCapture {
         buffer_kb: u64,
         promisc: bool,
         ring: bool,
+        duration: Option<f64>,
         buffer: Option<PyRef<'_, PyCaptureBuffer>>,
         store: bool,
         live: Option<PyRef<'_, PyLiveLines>>,
@@ -371,6 +390,7 @@ impl PyCapture {
             filter: filter.map(|f| f.inner.clone()),
             snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
             count,
+            duration: duration_of(py, duration)?,
             promisc,
             store,
             ring: RingConfig::with(ring_block_kb, ring_blocks, ring_timeout_ms),
@@ -513,6 +533,7 @@ impl PyCapture {
         )?;
         d.set_item("snaplen", c.snaplen)?;
         d.set_item("count", c.count)?;
+        d.set_item("duration", c.duration.map(|d| d.as_secs_f64()))?;
         d.set_item("promisc", c.promisc)?;
         d.set_item("store", c.store)?;
         Ok(d)

@@ -36,6 +36,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     use pcapdump_core::limits::*;
     m.add("MAX_SNAPLEN", MAX_SNAPLEN)?;
+    m.add("MIN_DURATION_S", MIN_DURATION_S)?;
+    m.add("MAX_DURATION_S", MAX_DURATION_S)?;
     m.add("MIN_BUFFER_KB", MIN_BUFFER_KB)?;
     m.add("MAX_BUFFER_KB", MAX_BUFFER_KB)?;
     m.add("DEFAULT_BUFFER_KB", DEFAULT_BUFFER_KB)?;

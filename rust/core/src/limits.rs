@@ -9,6 +9,10 @@ pub const MIN_BUFFER_KB: u64 = 16;
 pub const MAX_BUFFER_KB: u64 = 4_194_304;
 pub const DEFAULT_BUFFER_KB: u64 = 512;
 
+/// A capture that stops by itself after a time (`-duration`, `duration`), in seconds: a year at most.
+pub const MIN_DURATION_S: u64 = 1;
+pub const MAX_DURATION_S: u64 = 31_536_000;
+
 /// The kernel ring of one capture: blocks of this size…
 pub const RING_BLOCK_SIZE: u32 = 1 << 20;
 /// …this many of them: 8 MiB holds about 65,000 60-byte frames (about 128 bytes each in the ring), a

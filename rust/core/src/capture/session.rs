@@ -28,6 +28,8 @@ pub struct CaptureConfig {
     pub snaplen: u32,
     /// Stop after keeping this many packets.
     pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
     pub promisc: bool,
     /// False for a live-only capture (`-ou`): packets go to subscribers and nothing is stored.
     pub store: bool,
@@ -41,6 +43,7 @@ impl CaptureConfig {
             filter: None,
             snaplen: MAX_SNAPLEN,
             count: None,
+            duration: None,
             promisc: false,
             store: true,
             ring: RingConfig::default(),
@@ -52,6 +55,7 @@ impl CaptureConfig {
 pub enum StopReason {
     Requested,
     CountReached,
+    DurationReached,
     InterfaceGone,
 }
 
@@ -60,6 +64,7 @@ impl StopReason {
         match self {
             StopReason::Requested => "stopped",
             StopReason::CountReached => "count reached",
+            StopReason::DurationReached => "duration",
             StopReason::InterfaceGone => "interface removed",
         }
     }
@@ -360,6 +365,7 @@ impl Worker {
         // After a stop request, wait for the block being filled to be handed over, but not forever.
         let grace = tov * 10 + Duration::from_millis(200);
         let mut stop_by: Option<Instant> = None;
+        let deadline = self.config.duration.map(|d| Instant::now() + d);
         let mut kept = 0u64;
         // Frames the kernel handed over, to compare with what it says it passed.
         let mut delivered = 0u64;
@@ -381,8 +387,9 @@ impl Worker {
                 break StopReason::CountReached;
             }
             let requested = self.shared.stop_requested.load(Ordering::SeqCst);
-            // Either way, what the kernel already passed is still delivered first.
-            let timeout = if requested || interface_gone {
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            // Whatever the reason, what the kernel already passed is still delivered first.
+            let timeout = if requested || expired || interface_gone {
                 let until = *stop_by.get_or_insert_with(|| {
                     self.waker.clear();
                     Instant::now() + grace
@@ -391,13 +398,19 @@ impl Worker {
                 if delivered >= ks.packets - ks.drops || now >= until {
                     break if requested {
                         StopReason::Requested
+                    } else if expired {
+                        StopReason::DurationReached
                     } else {
                         StopReason::InterfaceGone
                     };
                 }
                 (until - now).min(tov).as_millis() as i32 + 1
             } else {
-                -1
+                // Wake at the deadline, if there is one.
+                deadline.map_or(-1, |d| {
+                    let left = d.saturating_duration_since(Instant::now()).as_millis();
+                    left.min(i32::MAX as u128 - 1) as i32 + 1
+                })
             };
             if self.ring.wait(&self.waker, timeout) == Waited::InterfaceGone {
                 interface_gone = true;
