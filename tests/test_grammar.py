@@ -134,3 +134,13 @@ def test_read_writes_pcapng_only_with_an_output():
     with pytest.raises(UsageError) as e:
         grammar.parse(["read", "in.cap", "-pcapng"])
     assert e.value.message == "'-pcapng': read writes pcapng only with -w <out>"
+
+
+@pytest.mark.parametrize(
+    "argv, token",
+    [("port read capture.cap", "port"), ("vlan start int", "vlan"), ("-ipdest read f", "-ipdest")],
+)
+def test_a_filter_word_before_the_command_does_not_take_the_command_as_its_value(argv, token):
+    with pytest.raises(UsageError) as e:
+        grammar.parse(argv.split())
+    assert e.value.token == token and "missing value" in e.value.message

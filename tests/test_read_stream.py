@@ -174,7 +174,7 @@ def test_c_1_returns_while_the_writer_still_holds_the_pipe(kind, tmp_path):
         assert took < 10
         if "-w" in words:
             assert [p.data for p in pcapdump.read(out)] == [FRAMES[0]]
-            assert done.stdout.startswith(f"{out}: 1 packets".encode())
+            assert done.stdout.startswith(f"{out}: 1 packet,".encode())
         else:
             (line,) = done.stdout.decode().splitlines()
             assert line.startswith("2 " if "srcport" in words else "1 ")

@@ -152,7 +152,7 @@ def run_read(req: grammar.Request) -> None:
             click.echo(json.dumps({"file": opts.output, **summary}), err=to_stderr)
         else:
             click.echo(
-                f"{opts.output}: {summary['matched']} packets, {summary['bytes']} bytes "
+                f"{opts.output}: {_packets(summary['matched'])}, {summary['bytes']} bytes "
                 f"(of {summary['read']} read)",
                 err=to_stderr,
             )
@@ -172,6 +172,10 @@ def _is_stdout(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def _packets(n: int) -> str:
+    return f"{n} packet" if n == 1 else f"{n} packets"
 
 
 def _kb(n: int) -> str:
@@ -238,7 +242,11 @@ def run_start(req: grammar.Request) -> None:
                     ", not stored" if not c["store"] else "",
                 ]
             )
-            kept = f"; {c['kept']} packets stored before are kept" if c["kept"] else ""
+            kept = (
+                f"; {_packets(c['kept'])} stored before {'are' if c['kept'] > 1 else 'is'} kept"
+                if c["kept"]
+                else ""
+            )
             where = f"buffer {_kb(buffer['size'])} {buffer['mode']}{kept}"
             click.echo(f"{c['iface']}: capturing {shown}{extra} ({where})", err=bool(live))
     if isinstance(reply, LiveSession):
@@ -397,7 +405,7 @@ def run_show(req: grammar.Request) -> None:
         click.echo("no packets stored")
     for sec in sections:
         if not req.options.json:
-            click.echo(f"== {sec['iface']}: {sec['packets']} packets ==")
+            click.echo(f"== {sec['iface']}: {_packets(sec['packets'])} ==")
         sys.stdout.write(sec["lines"])
     sys.stdout.flush()
 
@@ -408,7 +416,7 @@ def run_write(req: grammar.Request) -> None:
     if req.options.json:
         _echo_json({k: reply[k] for k in ("path", "format", "packets", "bytes", "interfaces")})
         return
-    line = f"{reply['path']}: {reply['packets']} packets, {reply['bytes']} bytes"
+    line = f"{reply['path']}: {_packets(reply['packets'])}, {reply['bytes']} bytes"
     if reply["format"] == "pcapng":
         each = ", ".join(f"{i['iface']} {i['packets']}" for i in reply["interfaces"])
         line += f" (pcapng: {each or 'no interface has a capture or packets'})"
@@ -416,7 +424,7 @@ def run_write(req: grammar.Request) -> None:
 
 
 def run_wipe(req: grammar.Request) -> None:
-    click.echo(f"wiped {Console().wipe()} packets")
+    click.echo(f"wiped {_packets(Console().wipe())}")
 
 
 def run_cleanup(req: grammar.Request) -> None:

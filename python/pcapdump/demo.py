@@ -103,11 +103,14 @@ def _kept(net: netns.NetnsPair, home: Path) -> None:
     """What to type to go on where the tour stopped, and to remove it all afterwards."""
     command = shutil.which("pcapdump") or f"{sys.executable} -m pcapdump"
     go = f"ip netns exec {net.cap_ns} env PCAPDUMP_HOME={home} {command}"
+    send = f"for i in 1 2 3; do echo hello > /dev/udp/{netns.CAP_V4}/53; done"
     _say(
         "\nThe network and the agent are still there (-keep). Go on by hand, for instance:\n"
-        f"  {go} -o udp start int\n"
-        f"  ip netns exec {net.snd_ns} ping -c 3 {netns.CAP_V4}      # and more traffic: ICMP here\n"
-        f"  {go} status\n"
+        f"  {go} wipe\n"
+        f"  {go} udp start int\n"
+        f"  ip netns exec {net.snd_ns} bash -c '{send}'    # 3 datagrams from {netns.SND_V4}\n"
+        f"  {go} stop\n"
+        f"  {go} show\n"
         "When done, remove everything:\n"
         f"  {go} cleanup; ip netns del {net.cap_ns}; ip netns del {net.snd_ns}; rm -r {home}"
     )

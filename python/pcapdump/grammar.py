@@ -229,7 +229,11 @@ OPTIONS: dict[str, _Option] = {
     "merge": _Option("merge", None, ("show",), "the interfaces as one timeline, not a section each"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
     "filename": _Option(
-        "filename", _text, ("write", "read"), "the file, as -write int -filename=capture.cap", "<file>"
+        "filename",
+        _text,
+        ("write", "read"),
+        "the file argument as an option: -filename=capture.cap",
+        "<file>",
     ),
 }
 
@@ -310,9 +314,15 @@ def parse(argv: Sequence[str]) -> Request:
                 _filter([token])
         elif (name in FILTER_WORDS and wanted == 0) or (dashed and name in FILTER_WORDS):
             filter_tokens.append(token)
-            # No value starts with a dash: `ipdest -w out` lacks the address, it does not mean "-w"
-            # (the filter parser then says what the word was missing).
-            if FILTER_WORDS[name] and inline is None and i < len(argv) and not argv[i].startswith("-"):
+            # No value starts with a dash (`ipdest -w out` lacks the address, it does not mean "-w"), and
+            # none is a command (`port read f` lacks the port): the filter parser says what is missing.
+            if (
+                FILTER_WORDS[name]
+                and inline is None
+                and i < len(argv)
+                and not argv[i].startswith("-")
+                and not (command is None and argv[i].lower() in COMMANDS)
+            ):
                 filter_tokens.append(argv[i])
                 i += 1
         elif wanted > 0 and not dashed:
