@@ -604,3 +604,8 @@ def test_loading_fwctl_runs_no_compiler():
     programs, find_library_home = out.rsplit(" ", 1)
     assert "gcc" not in programs and "'ld'" not in programs, programs
     assert find_library_home.strip() == "ctypes.util"  # find_library itself is left as it was
+
+
+def test_fwctl_help_has_one_usage_line():
+    done = subprocess.run([FWCTL_EXE, "--help"], capture_output=True, text=True, check=True)
+    assert done.stdout.count("Usage:") == 1 and "--filedownload" in done.stdout.splitlines()[0]

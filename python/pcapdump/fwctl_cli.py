@@ -21,7 +21,7 @@ MANUAL = """\
 Fetch capture files from the capture stores of gateways, over SSH.
 
 \b
-Usage:
+Forms:
   fwctl --filedownload <source_file> <destination_file> <datasource:gateway>
   fwctl --filedownload <source_file> <destination_dir> <datasource:*>
   fwctl --filelist <datasource:gateway>
@@ -152,7 +152,16 @@ def run_filelist(target: str, timeout: float) -> None:
         sys.exit(1)
 
 
-@click.command(help=MANUAL, context_settings={"help_option_names": ["--help", "-h"]})
+class _Command(click.Command):
+    """The help's one usage line names the two verbs; the forms follow in the manual."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(
+            "fwctl", "--filedownload <source> <destination> <target> | --filelist <target> [options]"
+        )
+
+
+@click.command(cls=_Command, help=MANUAL, context_settings={"help_option_names": ["--help", "-h"]})
 @click.option("--filedownload", nargs=3, metavar="SOURCE DESTINATION TARGET", help="fetch a file")
 @click.option("--filelist", metavar="TARGET", help="list the capture files of a store")
 @click.option("--force", is_flag=True, help="replace an existing destination")
