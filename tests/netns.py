@@ -115,6 +115,8 @@ class Gateway:
 
     def send_udp_outwards(self, port: int, count: int) -> None:
         """`count` datagrams from the inside host to `port` on the outside host, one at a time."""
-        sender = base.SENDER
-        run("ip", "netns", "exec", self.inside_ns, sys.executable, "-c", sender, "4", self.OUTSIDE, str(port),
+        self.send_udp_from_inside(self.OUTSIDE, port, count)
+
+    def send_udp_from_inside(self, dst: str, port: int, count: int) -> None:
+        run("ip", "netns", "exec", self.inside_ns, sys.executable, "-c", base.SENDER, "4", dst, str(port),
             str(count), "64", "1")  # fmt: skip

@@ -187,3 +187,49 @@ def test_show_merge_is_one_timeline_of_the_chosen_interfaces(gateway):
     sections = gw.pcapdump("show", "int,ext").stdout.splitlines()
     assert sections[0] == "== int: 5 packets ==" and sections[6] == "== ext: 5 packets =="
     assert gw.pcapdump("show", "-merge").stdout.splitlines()[0] == "== int, ext: 10 packets =="
+
+
+def test_a_trigger_freezes_the_flight_recorder_just_after_the_fault(gateway):
+    """A small ring, traffic that overwrites it, one datagram to the gateway itself (seen on `int` only)
+    fires the trigger: `int` keeps exactly 5 more, then both captures of the start stop."""
+    gw = gateway
+    started = gw.pcapdump(
+        "-ring", "-size", "16", "-trigger", "udp destport 7777", "-after", "5", "udp", "start"
+    )
+    assert "trigger 'udp destport 7777' then 5 more" in started.stdout
+    gw.send_udp_outwards(9000, 300)  # about twice what 16 KB holds, on each interface
+    gw.send_udp_from_inside(gw.GW_INT, 7777, 1)
+    gw.send_udp_outwards(9000, 50)
+    assert wait_until(lambda: all(c["state"] == "stopped" for c in status_of(gw).values()), seconds=10)
+    captures = status_of(gw)
+    assert {n: c["stop_reason"] for n, c in captures.items() if n in ("int", "ext")} == {
+        "int": "triggered",
+        "ext": "triggered",
+    }
+    hit = captures["int"]["trigger"]
+    assert hit["iface"] == "int" and ":7777" in hit["brief"] and hit["index"] is not None
+    assert captures["int"]["overwritten"] > 0  # the ring kept the newest, not the first
+    lines = gw.pcapdump("show", "int").stdout.splitlines()[1:]
+    marked = [i for i, line in enumerate(lines) if line.endswith("[trigger]")]
+    assert len(marked) == 1 and ":7777" in lines[marked[0]]
+    assert int(lines[marked[0]].split()[0]) == hit["index"]
+    assert len(lines) - marked[0] - 1 == 5  # exactly -after packets follow it
+    assert "trigger: fired on int, packet" in gw.pcapdump("status").stdout
+    gw.pcapdump("write", "all", "fault.cap")
+    comments = tshark_fields(gw.store / "fault.cap", "frame.comment", "frame.comment", "udp.dstport")
+    assert len(comments) == 1 and comments[0][1] == "7777" and "trigger fired" in comments[0][0]
+
+
+def test_trigger_mistakes_are_usage_errors_and_start_nothing(gateway):
+    gw = gateway
+    for words, needle in (
+        (["-after", "5", "start", "int"], "-after applies with -trigger"),
+        (["-trigger", "", "start", "int"], "expected filter words"),
+        (["-trigger", "udp bogus", "start", "int"], "'bogus': unknown filter word"),
+        (["-trigger", "udp", "-after", "-1", "start", "int"], "-after"),
+    ):
+        done = gw.pcapdump(*words, ok=False)
+        assert done.returncode == 2 and needle in done.stderr and len(done.stderr.splitlines()) == 1, (
+            done.stderr
+        )
+    assert gw.pcapdump("status", "-json").stdout.count('"iface"') == 0

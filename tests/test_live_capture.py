@@ -427,3 +427,22 @@ def test_a_capture_with_a_duration_stops_by_itself(testnet):
     assert 1.0 <= took < 2.5, took
     with pytest.raises(pcapdump.UsageError):
         start(testnet, duration=0)
+
+
+def test_a_trigger_in_the_python_api_stops_the_capture_after_its_post_roll(testnet):
+    with start(testnet, filter="udp", trigger="udp dstport 9001", after=3) as cap:
+        assert cap.settings()["trigger"] == "udp destport 9001" and cap.settings()["after"] == 3
+        testnet.send_udp(CAP_V4, 9000, 10)
+        assert cap.stats()["trigger"] is None
+        testnet.send_udp(CAP_V4, 9001, 1)
+        testnet.send_udp(CAP_V4, 9000, 10)
+        assert wait_until(lambda: cap.stats()["state"] == "stopped", seconds=5)
+        stats = cap.stats()
+        got = list(cap)
+    assert stats["stop_reason"] == "triggered"
+    assert stats["trigger"]["index"] == 11 and stats["trigger"]["iface"] == "int"
+    assert f"> {CAP_V4}:9001" in stats["trigger"]["brief"]
+    assert len(got) == 10 + 1 + 3
+    assert numbers(got[11:]) == [0, 1, 2]
+    with pytest.raises(pcapdump.UsageError):
+        start(testnet, trigger="udp", after=10_000_001)

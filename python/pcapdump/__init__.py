@@ -130,6 +130,8 @@ def capture(
     promisc: bool = False,
     ring: bool = False,
     duration: float | None = None,
+    trigger: FilterLike = None,
+    after: int = _core.DEFAULT_AFTER,
 ) -> Capture:
     """Start capturing on ``iface`` (needs root or CAP_NET_RAW); use it as a context manager.
 
@@ -137,7 +139,9 @@ def capture(
     packets stay in the buffer for ``write(path)``. ``snaplen`` is applied by the kernel, ``count`` stops
     the capture by itself, ``buffer_kb`` sizes the capture buffer, ``ring`` makes it overwrite the oldest
     packets when full instead of dropping new ones, ``promisc`` enters promiscuous mode for this capture,
-    ``duration`` (seconds) stops it by itself after that long.
+    ``duration`` (seconds) stops it by itself after that long. ``trigger`` (filter words) is tested on
+    each kept packet: the first that matches fires it, ``after`` more packets are kept, then the capture
+    stops (``stop_reason`` ``"triggered"``, ``stats()["trigger"]`` names the packet).
     ``stats()`` gives the counters (``CaptureStats``: ``packets``, ``kernel_drops``, ...).
     Raises ``NoSuchInterfaceError``, ``PrivilegeError``, ``UnsupportedError`` (all ``CaptureError``) or
     ``FilterError``; a value out of range raises ``ValueError``.
@@ -146,7 +150,18 @@ def capture(
     _check_range("count", count, 1, 2**63 - 1)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
     try:
-        return Capture(iface, as_filter(filter), snaplen, count, buffer_kb, promisc, ring, duration=duration)
+        return Capture(
+            iface,
+            as_filter(filter),
+            snaplen,
+            count,
+            buffer_kb,
+            promisc,
+            ring,
+            duration=duration,
+            trigger=as_filter(trigger),
+            after=after,
+        )
     except NoSuchInterfaceError:
         raise no_such_interface(iface, (i["name"] for i in _core.interfaces())) from None
 

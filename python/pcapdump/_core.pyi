@@ -4,11 +4,20 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, final
 
-from pcapdump.shapes import BufferInterface, CaptureSettings, CaptureStats, Interface, ReadSummary
+from pcapdump.shapes import (
+    BufferInterface,
+    CaptureSettings,
+    CaptureStats,
+    Interface,
+    ReadSummary,
+    TriggerInfo,
+)
 
 __all__ = [
+    "DEFAULT_AFTER",
     "DEFAULT_BUFFER_KB",
     "FILTER_NEGATION",
+    "MAX_AFTER",
     "MAX_BUFFER_KB",
     "MAX_DURATION_S",
     "MAX_SNAPLEN",
@@ -24,6 +33,7 @@ __all__ = [
     "Filter",
     "LiveLines",
     "Packet",
+    "TriggerGroup",
     "__version__",
     "error_kinds",
     "filter_words",
@@ -39,6 +49,8 @@ __version__: str
 MAX_SNAPLEN: int
 MIN_DURATION_S: int
 MAX_DURATION_S: int
+MAX_AFTER: int
+DEFAULT_AFTER: int
 MIN_BUFFER_KB: int
 MAX_BUFFER_KB: int
 DEFAULT_BUFFER_KB: int
@@ -145,6 +157,9 @@ class Capture:
         ring: bool = False,
         *,
         duration: float | None = None,
+        trigger: Filter | None = None,
+        after: int = ...,
+        group: TriggerGroup | None = None,
         buffer: CaptureBuffer | None = None,
         store: bool = True,
         live: LiveLines | None = None,
@@ -163,6 +178,7 @@ class Capture:
     def stats(self) -> CaptureStats: ...
     def settings(self) -> CaptureSettings: ...
     def write(self, path: str, format: str = "pcap") -> int: ...
+    def trigger(self, tz: str | None = None, utc: bool = False, date: bool = False) -> TriggerInfo | None: ...
     @property
     def iface(self) -> str: ...
     @property
@@ -183,7 +199,13 @@ class CaptureBuffer:
     def held(self) -> int: ...
     def interfaces(self) -> list[BufferInterface]: ...
     def lines(
-        self, iface: str, json: bool = False, tz: str | None = None, utc: bool = False, date: bool = False
+        self,
+        iface: str,
+        json: bool = False,
+        tz: str | None = None,
+        utc: bool = False,
+        date: bool = False,
+        mark: int | None = None,
     ) -> bytes: ...
     def write(
         self, iface: str, path: str, snaplen: int = ..., still_wanted: Callable[[], object] | None = None
@@ -195,6 +217,7 @@ class CaptureBuffer:
         tz: str | None = None,
         utc: bool = False,
         date: bool = False,
+        mark: int | None = None,
     ) -> bytes: ...
     def write_pcapng(
         self,
@@ -203,8 +226,15 @@ class CaptureBuffer:
         snaplens: list[int],
         captures: list[Capture | None],
         still_wanted: Callable[[], object] | None = None,
+        comment: tuple[int, str] | None = None,
     ) -> list[tuple[int, int]] | None: ...
     def wipe(self) -> None: ...
+
+@final
+class TriggerGroup:
+    """Captures that one trigger stops together."""
+
+    def __new__(cls) -> TriggerGroup: ...
 
 @final
 class LiveLines:

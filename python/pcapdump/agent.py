@@ -266,10 +266,12 @@ class Agent:
         log.info("capture buffer: %d KB %s", size_kb, mode)
         return self.buffer
 
-    def _capture_status(self, name: str, cap: _core.Capture) -> dict[str, Any]:
+    def _capture_status(
+        self, name: str, cap: _core.Capture, times: TimeFormat | None = None
+    ) -> dict[str, Any]:
         """What a capture did and what of it is stored now: `packets`/`bytes` are what the buffer holds
         for the interface (0 after `wipe`, `None` for an `-ou` capture), `captured` what the capture
-        took in since it started."""
+        took in since it started; the packet its trigger fired on, its brief line in `times`."""
         stats, settings = cap.stats(), cap.settings()
         held = next((f for f in self.buffer.interfaces() if f["name"] == name), None) if self.buffer else None
         stored = settings["store"] or (held is not None and held["held"] > 0)
@@ -283,6 +285,9 @@ class Agent:
             "snaplen": settings["snaplen"],
             "count": settings["count"],
             "duration": settings["duration"],
+            "trigger_words": settings["trigger"],
+            "after": settings["after"],
+            "trigger": cap.trigger(**(times or {"tz": None, "utc": False, "date": False})),
             "promisc": settings["promisc"],
             "store": settings["store"],
             "captured": stats["packets"],
@@ -331,7 +336,11 @@ class Agent:
         snaplen = _number(request, "snaplen", 1, _core.MAX_SNAPLEN, "-s")
         count = _number(request, "count", 1, 2**63 - 1, "-c")
         _number(request, "duration", _core.MIN_DURATION_S, _core.MAX_DURATION_S, "-duration")
+        _number(request, "after", 0, _core.MAX_AFTER, "-after")
         flt = _core.Filter(str(request.get("filter") or ""))
+        trigger = _core.Filter(str(request["trigger"])) if request.get("trigger") else None
+        # One trigger for every capture of this start: the first match stops them all.
+        group = _core.TriggerGroup() if trigger is not None else None
         with self.lock:
             self._still_wanted(conn, "start")
             names = [request["iface"]] if request.get("iface") else up_names()
@@ -358,7 +367,9 @@ class Agent:
                 self._still_wanted(conn, "start")
                 for name in names:
                     try:
-                        cap = self._open_capture(name, flt, snaplen, count, request, buffer, live, len(names))
+                        cap = self._open_capture(
+                            name, flt, snaplen, count, request, buffer, live, len(names), (trigger, group)
+                        )
                     except PcapdumpError as e:
                         if request.get("iface"):
                             raise
@@ -396,6 +407,7 @@ class Agent:
         buffer: _core.CaptureBuffer,
         live: _core.LiveLines | None,
         together: int,
+        trigger: tuple[_core.Filter | None, _core.TriggerGroup | None],
     ) -> _core.Capture:
         try:
             return _core.Capture(
@@ -405,6 +417,9 @@ class Agent:
                 count,
                 promisc=bool(request.get("promisc")),
                 duration=request.get("duration"),
+                trigger=trigger[0],
+                after=_core.DEFAULT_AFTER if request.get("after") is None else int(request["after"]),
+                group=trigger[1],
                 buffer=buffer,
                 store=request.get("live") != "ou",
                 live=live,
@@ -481,7 +496,9 @@ class Agent:
             status = {
                 "agent": {"pid": os.getpid()},
                 "buffer": None if b is None else {"size": b.size, "used": b.used, "mode": b.mode},
-                "captures": [self._capture_status(n, c) for n, c in self.captures.items()],
+                "captures": [
+                    self._capture_status(n, c, _time_format(request)) for n, c in self.captures.items()
+                ],
             }
         conn.send({"ok": True, "status": {**status, "files": self.home.store_summary()}})
 
@@ -498,15 +515,17 @@ class Agent:
             buffer = self.buffer
             held = {f["name"]: f["held"] for f in self._held_interfaces()}
         json, times = bool(request.get("json")), _time_format(request)
+        marked = self._trigger_mark()
+        mark = marked[0] if marked else None
         # The lines of a buffer take more memory than the buffer: one `show` at a time.
         with self.showing:
             if buffer is None or not names:
                 sections: list[tuple[str, int, bytes]] = []
             elif request.get("merge"):
-                lines = buffer.merged_lines(names, json, **times)
+                lines = buffer.merged_lines(names, json, **times, mark=mark)
                 sections = [(", ".join(names), sum(held[n] for n in names), lines)]
             else:
-                sections = [(n, held[n], buffer.lines(n, json, **times)) for n in names]
+                sections = [(n, held[n], buffer.lines(n, json, **times, mark=mark)) for n in names]
             conn.send(
                 {
                     "ok": True,
@@ -515,6 +534,17 @@ class Agent:
             )
             for _, _, text in sections:
                 conn.send_bytes(text)
+
+    def _trigger_mark(self) -> tuple[int, str] | None:
+        """The buffer sequence number of the packet a trigger fired on, and the comment it carries in a
+        pcapng file; `None` when no trigger has fired."""
+        with self.lock:
+            for cap in self.captures.values():
+                hit = cap.trigger()
+                if hit is not None and hit["seq"] is not None:
+                    words = cap.settings()["trigger"]
+                    return hit["seq"], f"pcapdump: trigger fired on this packet ({words})"
+        return None
 
     def _chosen_interfaces(self, request: dict[str, Any]) -> list[str]:
         """The interfaces a `write` or `show` names (``ifaces``): a list of names, each once, each with a
@@ -561,7 +591,14 @@ class Agent:
         # A second write of the same name waits for the first: each leaves a whole file, the last wins.
         with one_writer:
             if pcapng:
-                each = buffer.write_pcapng(names, str(path), snaplens, captures, still_wanted=still_wanted)
+                each = buffer.write_pcapng(
+                    names,
+                    str(path),
+                    snaplens,
+                    captures,
+                    still_wanted=still_wanted,
+                    comment=self._trigger_mark(),
+                )
             else:
                 one = buffer.write(names[0], str(path), snaplens[0], still_wanted=still_wanted)
                 each = None if one is None else [one]

@@ -215,6 +215,8 @@ def run_start(req: grammar.Request) -> None:
         snaplen=opts.snaplen,
         count=opts.count,
         duration=opts.duration,
+        trigger=opts.trigger,
+        after=opts.after,
         promisc=opts.promisc,
         ring=opts.ring,
         live=live,
@@ -238,6 +240,9 @@ def run_start(req: grammar.Request) -> None:
                     f", snaplen {c['snaplen']}" if c["snaplen"] < _core.MAX_SNAPLEN else "",
                     f", count {c['count']}" if c["count"] else "",
                     f", for {c['duration']:g} s" if c.get("duration") else "",
+                    f", trigger '{c['trigger_words']}' then {c['after']} more"
+                    if c.get("trigger_words")
+                    else "",
                     ", promiscuous" if c["promisc"] else "",
                     ", not stored" if not c["store"] else "",
                 ]
@@ -341,6 +346,11 @@ def run_status(req: grammar.Request) -> None:
             )
         for line in _table(rows):
             click.echo(line)
+        # One trigger per start: the captures of that start name the same packet.
+        fired = {(h["iface"], h["ts_ns"]): h for c in status["captures"] if (h := c.get("trigger"))}
+        for hit in fired.values():
+            where = f"packet {hit['index']}" if hit["index"] is not None else "no longer in the buffer"
+            click.echo(f"trigger: fired on {hit['iface']}, {where}: {hit['brief']}")
     else:
         click.echo("captures: none")
     click.echo(f"store: {console.home.store}")

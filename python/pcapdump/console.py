@@ -272,6 +272,8 @@ class Console:
         snaplen: int | None = None,
         count: int | None = None,
         duration: int | None = None,
+        trigger: str | None = None,
+        after: int | None = None,
         promisc: bool = False,
         ring: bool = False,
         live: str | None = None,
@@ -290,6 +292,8 @@ class Console:
         if not has_capture_privilege():
             raise PrivilegeError(PRIVILEGE_MESSAGE)
         _core.Filter(str(filter))  # a FilterError before any agent is launched
+        if trigger is not None:
+            _core.Filter(str(trigger))
         notes = self._ensure_agent()
         message = {
             "op": "start",
@@ -300,6 +304,8 @@ class Console:
             "snaplen": snaplen,
             "count": count,
             "duration": duration,
+            "trigger": trigger,
+            "after": after,
             "promisc": promisc,
             "ring": ring,
             "live": live,
@@ -344,7 +350,7 @@ class Console:
         """``{"agent": {"pid": ...} | None, "buffer": {...} | None, "captures": [...], "files": [...]}``
         (docs/commands.md#status-output)."""
         try:
-            return dict(self._request({"op": "status"})["status"])
+            return dict(self._request({"op": "status", "time": self.time_format()})["status"])
         except AgentNotRunningError:
             return {"agent": None, "buffer": None, "captures": [], "files": self.home.store_summary()}
 

@@ -26,6 +26,8 @@ class Options:
     snaplen: int | None = None
     count: int | None = None
     duration: int | None = None
+    trigger: str | None = None
+    after: int | None = None
     live: bool = False  # -o
     live_only: bool = False  # -ou
     promisc: bool = False
@@ -163,6 +165,16 @@ def _text(value: str, token: str) -> str:
     return value
 
 
+def _trigger_words(value: str, token: str) -> str:
+    """The words of `-trigger`, checked now: the bad one is named inside the option as typed."""
+    if not value.split():
+        raise UsageError(f"'{token}': expected filter words, such as -trigger 'tcpflags rst'", token)
+    try:
+        return str(_core.Filter(value))
+    except FilterError as e:
+        raise UsageError(f"'{token}': {e.message}", token) from None
+
+
 @dataclass(frozen=True)
 class _Option:
     attr: str
@@ -214,6 +226,21 @@ OPTIONS: dict[str, _Option] = {
         "stop by itself after this many seconds",
         "<s>",
         "no limit",
+    ),
+    "trigger": _Option(
+        "trigger",
+        _trigger_words,
+        ("start",),
+        "one argument of filter words: when a kept packet matches, keep -after more, then stop",
+        "<words>",
+    ),
+    "after": _Option(
+        "after",
+        BoundedInt(0, _core.MAX_AFTER, "the packets after the trigger"),
+        ("start",),
+        "packets kept after the trigger, per interface",
+        "<n>",
+        str(_core.DEFAULT_AFTER),
     ),
     "o": _Option("live", None, ("start",), "also print each packet as it is captured"),
     "ou": _Option("live_only", None, ("start",), "print packets as captured, store nothing"),
@@ -367,6 +394,8 @@ def parse(argv: Sequence[str]) -> Request:
         raise UsageError(
             f"'{filter_tokens[0]}': filter words apply to start and read, not {command}", filter_tokens[0]
         )
+    if "after" in options and "trigger" not in options:
+        raise UsageError(f"'{option_tokens['after']}': -after applies with -trigger <words>", "-after")
     if command == "read" and options.get("pcapng") and "output" not in options:
         raise UsageError(f"'{option_tokens['pcapng']}': read writes pcapng only with -w <out>", "-pcapng")
     if options.get("live") and options.get("live_only"):

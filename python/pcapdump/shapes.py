@@ -9,6 +9,18 @@ from __future__ import annotations
 from typing import Literal, TypedDict
 
 
+class TriggerInfo(TypedDict):
+    """The packet a trigger fired on."""
+
+    iface: str
+    #: Its number in ``show`` (from 1 per interface), or ``None`` once the buffer no longer holds it.
+    index: int | None
+    #: Its sequence number in the capture buffer (``None`` for a capture that stores nothing).
+    seq: int | None
+    ts_ns: int
+    brief: str
+
+
 class CaptureStats(TypedDict):
     """``Capture.stats()``: the counters of one capture and of the buffer it stores into."""
 
@@ -29,6 +41,8 @@ class CaptureStats(TypedDict):
     live_dropped: int
     buffer_size: int
     buffer_used: int
+    #: The packet the trigger fired on, once it has (``None`` before, or without a trigger).
+    trigger: TriggerInfo | None
 
 
 class CaptureSettings(TypedDict):
@@ -40,6 +54,9 @@ class CaptureSettings(TypedDict):
     count: int | None
     #: Seconds after which it stops by itself, or ``None``.
     duration: float | None
+    #: The trigger's filter words, and the packets kept after it fires (``None`` without a trigger).
+    trigger: str | None
+    after: int | None
     promisc: bool
     #: False for a capture that only feeds live lines (``-ou``).
     store: bool
@@ -122,4 +139,5 @@ __all__ = [
     "InterfaceListing",
     "ReadSummary",
     "TimeFormat",
+    "TriggerInfo",
 ]

@@ -2,12 +2,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pcapdump_core::brief::{BriefFormatter, PacketMeta};
 use pcapdump_core::capture::buffer::Cursor;
+use pcapdump_core::capture::trigger::{Trigger, TriggerGroup};
 use pcapdump_core::capture::{
     show_lines, show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId,
     LiveLine, LiveLines, RingConfig, SharedBuffer, State,
 };
-use pcapdump_core::limits::{DEFAULT_BUFFER_KB, MAX_SNAPLEN};
+use pcapdump_core::limits::{DEFAULT_AFTER, DEFAULT_BUFFER_KB, MAX_SNAPLEN};
 use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, InterfaceStats, Section};
 use pcapdump_core::Error;
 use pyo3::prelude::*;
@@ -106,7 +108,8 @@ impl PyCaptureBuffer {
 
     /// The brief lines (or JSON lines) of the packets of ``iface`` held now, numbered from 1, as UTF-8;
     /// times in the zone ``tz`` names (a ``TZ`` value; ``None``: the system's), or UTC, with the date.
-    #[pyo3(signature = (iface, json = false, tz = None, utc = false, date = false))]
+    #[pyo3(signature = (iface, json = false, tz = None, utc = false, date = false, mark = None))]
+    #[allow(clippy::too_many_arguments)]
     fn lines<'py>(
         &self,
         py: Python<'py>,
@@ -115,12 +118,13 @@ impl PyCaptureBuffer {
         tz: Option<&str>,
         utc: bool,
         date: bool,
+        mark: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let id = self.iface(py, iface)?;
         let buffer = &self.inner;
         let mut out = Vec::new();
         let clock = crate::clock::clock(tz, utc, date);
-        py.detach(|| show_lines(buffer, id, json, clock, &mut out))
+        py.detach(|| show_lines(buffer, id, json, clock, mark, &mut out))
             // The lines go into memory, which only fails by running out of it.
             .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
@@ -128,7 +132,8 @@ impl PyCaptureBuffer {
 
     /// The lines of the packets of ``ifaces`` held now as one timeline (by timestamp), numbered from 1;
     /// otherwise as ``lines``.
-    #[pyo3(signature = (ifaces, json = false, tz = None, utc = false, date = false))]
+    #[pyo3(signature = (ifaces, json = false, tz = None, utc = false, date = false, mark = None))]
+    #[allow(clippy::too_many_arguments)]
     fn merged_lines<'py>(
         &self,
         py: Python<'py>,
@@ -137,6 +142,7 @@ impl PyCaptureBuffer {
         tz: Option<&str>,
         utc: bool,
         date: bool,
+        mark: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let ids = ifaces
             .iter()
@@ -145,7 +151,7 @@ impl PyCaptureBuffer {
         let buffer = &self.inner;
         let mut out = Vec::new();
         let clock = crate::clock::clock(tz, utc, date);
-        py.detach(|| show_merged_lines(buffer, &ids, json, clock, &mut out))
+        py.detach(|| show_merged_lines(buffer, &ids, json, clock, mark, &mut out))
             .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
     }
@@ -187,7 +193,8 @@ impl PyCaptureBuffer {
     /// the filter program of ``captures[i]`` (the interface's latest capture, or ``None``), and a
     /// statistics block from that capture's counters. Returns ``(packets, bytes)`` per interface, or
     /// ``None`` when ``still_wanted`` says no before the file is put in place.
-    #[pyo3(signature = (ifaces, path, snaplens, captures, still_wanted = None))]
+    #[pyo3(signature = (ifaces, path, snaplens, captures, still_wanted = None, comment = None))]
+    #[allow(clippy::too_many_arguments)]
     fn write_pcapng(
         &self,
         py: Python<'_>,
@@ -196,6 +203,7 @@ impl PyCaptureBuffer {
         snaplens: Vec<u32>,
         captures: Vec<Option<PyRef<'_, PyCapture>>>,
         still_wanted: Option<Bound<'_, PyAny>>,
+        comment: Option<(u64, String)>,
     ) -> PyResult<Option<Vec<(u64, u64)>>> {
         if snaplens.len() != ifaces.len() || captures.len() != ifaces.len() {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -230,6 +238,7 @@ impl PyCaptureBuffer {
                     &ids,
                     &blocks,
                     &Section::here(),
+                    comment.as_ref().map(|(seq, text)| (*seq, text.as_str())),
                     AtomicFile::create(&path)?,
                 )?;
                 for (i, capture) in captures.iter().enumerate() {
@@ -254,6 +263,83 @@ impl PyCaptureBuffer {
     fn wipe(&self) {
         self.inner.lock().wipe();
     }
+}
+
+/// Captures that one trigger stops together (those of one ``start``).
+#[pyclass(name = "TriggerGroup", module = "pcapdump._core", frozen)]
+pub struct PyTriggerGroup {
+    inner: Arc<TriggerGroup>,
+}
+
+#[pymethods]
+impl PyTriggerGroup {
+    #[new]
+    fn new() -> Self {
+        PyTriggerGroup {
+            inner: TriggerGroup::new(),
+        }
+    }
+}
+
+fn trigger_of(
+    py: Python<'_>,
+    words: Option<PyRef<'_, PyFilter>>,
+    after: u64,
+    group: Option<PyRef<'_, PyTriggerGroup>>,
+) -> PyResult<Option<Trigger>> {
+    use pcapdump_core::limits::MAX_AFTER;
+    if after > MAX_AFTER {
+        let message = format!("after={after}: expected 0…{MAX_AFTER} packets");
+        return Err(errors::usage(py, message, "after"));
+    }
+    Ok(words.map(|w| Trigger {
+        words: w.inner.clone(),
+        after,
+        group: group.map_or_else(TriggerGroup::new, |g| g.inner.clone()),
+    }))
+}
+
+/// The comment a pcapng file carries on the packet a capture's trigger fired on.
+fn trigger_comment(capture: &Capture) -> Option<(u64, String)> {
+    let hit = capture.trigger_hit()?;
+    let words = &capture.config().trigger.as_ref()?.words;
+    Some((
+        hit.seq?,
+        format!("pcapdump: trigger fired on this packet ({words})"),
+    ))
+}
+
+fn trigger_dict<'py>(
+    py: Python<'py>,
+    capture: &Capture,
+    clock: pcapdump_core::clock::Clock,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(hit) = capture.trigger_hit() else {
+        return Ok(None);
+    };
+    let index = {
+        let b = capture.buffer().lock();
+        match (hit.seq, b.find_interface(&hit.iface)) {
+            (Some(seq), Some(id)) => b.held_index(id, seq),
+            _ => None,
+        }
+    };
+    let meta = PacketMeta {
+        index: index.unwrap_or(0),
+        ts_ns: hit.ts_ns,
+        iface: Some(&hit.iface),
+        direction: Some(hit.direction),
+        wirelen: hit.wirelen,
+        link: hit.link,
+    };
+    let brief = BriefFormatter::with_clock(clock).line(&meta, &hit.data, false);
+    let d = PyDict::new(py);
+    d.set_item("iface", &*hit.iface)?;
+    d.set_item("index", index)?;
+    d.set_item("seq", hit.seq)?;
+    d.set_item("ts_ns", hit.ts_ns)?;
+    d.set_item("brief", brief.trim_end())?;
+    Ok(Some(d))
 }
 
 /// Seconds as given to Python (a number from `MIN_DURATION_S` to `MAX_DURATION_S`) as a duration.
@@ -365,8 +451,9 @@ pub struct PyCapture {
 impl PyCapture {
     #[new]
     #[pyo3(signature = (iface, filter = None, snaplen = None, count = None, buffer_kb = DEFAULT_BUFFER_KB,
-                        promisc = false, ring = false, *, duration = None, buffer = None, store = true,
-                        live = None, ring_block_kb = None, ring_blocks = None, ring_timeout_ms = None))]
+                        promisc = false, ring = false, *, duration = None, trigger = None, after = DEFAULT_AFTER,
+                        group = None, buffer = None, store = true, live = None, ring_block_kb = None,
+                        ring_blocks = None, ring_timeout_ms = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -378,6 +465,9 @@ impl PyCapture {
         promisc: bool,
         ring: bool,
         duration: Option<f64>,
+        trigger: Option<PyRef<'_, PyFilter>>,
+        after: u64,
+        group: Option<PyRef<'_, PyTriggerGroup>>,
         buffer: Option<PyRef<'_, PyCaptureBuffer>>,
         store: bool,
         live: Option<PyRef<'_, PyLiveLines>>,
@@ -391,6 +481,7 @@ impl PyCapture {
             snaplen: snaplen.unwrap_or(MAX_SNAPLEN),
             count,
             duration: duration_of(py, duration)?,
+            trigger: trigger_of(py, trigger, after, group)?,
             promisc,
             store,
             ring: RingConfig::with(ring_block_kb, ring_blocks, ring_timeout_ms),
@@ -475,6 +566,8 @@ impl PyCapture {
         d.set_item("live_dropped", s.live_dropped)?;
         d.set_item("buffer_size", size)?;
         d.set_item("buffer_used", used)?;
+        let clock = pcapdump_core::clock::Clock::default();
+        d.set_item("trigger", trigger_dict(py, &self.capture, clock)?)?;
         Ok(d)
     }
 
@@ -505,10 +598,12 @@ impl PyCapture {
                 snaplen,
                 filter: capture.program(),
             };
+            let comment = trigger_comment(capture);
             let (written, mut writer) = capture.buffer().write_pcapng(
                 &[capture.iface()],
                 &[block],
                 &Section::here(),
+                comment.as_ref().map(|(seq, text)| (*seq, text.as_str())),
                 out,
             )?;
             writer.write_stats(0, &statistics(capture, written[0].packets))?;
@@ -520,6 +615,20 @@ impl PyCapture {
     #[getter]
     fn iface(&self) -> &str {
         &self.capture.config().iface
+    }
+
+    /// The packet the trigger fired on (``None`` before it fires, or without a trigger): ``iface``,
+    /// ``index`` (its number in ``show``, ``None`` once the buffer no longer holds it), ``ts_ns`` and its
+    /// ``brief`` line, times in the zone ``tz`` names (``None``: the system's), or UTC, with the date.
+    #[pyo3(signature = (tz = None, utc = false, date = false))]
+    fn trigger<'py>(
+        &self,
+        py: Python<'py>,
+        tz: Option<&str>,
+        utc: bool,
+        date: bool,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        trigger_dict(py, &self.capture, crate::clock::clock(tz, utc, date))
     }
 
     /// The settings of this capture (``CaptureSettings``): the filter in canonical form, ``snaplen``,
@@ -534,6 +643,8 @@ impl PyCapture {
         d.set_item("snaplen", c.snaplen)?;
         d.set_item("count", c.count)?;
         d.set_item("duration", c.duration.map(|d| d.as_secs_f64()))?;
+        d.set_item("trigger", c.trigger.as_ref().map(|t| t.words.to_string()))?;
+        d.set_item("after", c.trigger.as_ref().map(|t| t.after))?;
         d.set_item("promisc", c.promisc)?;
         d.set_item("store", c.store)?;
         Ok(d)

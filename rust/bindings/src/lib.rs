@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<capture::PyCapture>()?;
     m.add_class::<capture::PyCaptureBuffer>()?;
     m.add_class::<capture::PyLiveLines>()?;
+    m.add_class::<capture::PyTriggerGroup>()?;
     m.add_class::<files::PyFileReader>()?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;
@@ -37,6 +38,8 @@ fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     use pcapdump_core::limits::*;
     m.add("MAX_SNAPLEN", MAX_SNAPLEN)?;
     m.add("MIN_DURATION_S", MIN_DURATION_S)?;
+    m.add("MAX_AFTER", MAX_AFTER)?;
+    m.add("DEFAULT_AFTER", DEFAULT_AFTER)?;
     m.add("MAX_DURATION_S", MAX_DURATION_S)?;
     m.add("MIN_BUFFER_KB", MIN_BUFFER_KB)?;
     m.add("MAX_BUFFER_KB", MAX_BUFFER_KB)?;

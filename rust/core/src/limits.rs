@@ -13,6 +13,10 @@ pub const DEFAULT_BUFFER_KB: u64 = 512;
 pub const MIN_DURATION_S: u64 = 1;
 pub const MAX_DURATION_S: u64 = 31_536_000;
 
+/// Packets kept after a trigger fires (`-after`, `after`).
+pub const MAX_AFTER: u64 = 10_000_000;
+pub const DEFAULT_AFTER: u64 = 100;
+
 /// The kernel ring of one capture: blocks of this size…
 pub const RING_BLOCK_SIZE: u32 = 1 << 20;
 /// …this many of them: 8 MiB holds about 65,000 60-byte frames (about 128 bytes each in the ring), a

@@ -18,8 +18,8 @@ use memmap2::{MmapMut, MmapOptions};
 use super::CaptureError;
 use crate::bytes::copy_short;
 use crate::pcap::{
-    encode_packet_into, encode_record_into, packet_block_len, AtomicFile, InterfaceBlock,
-    PcapWriter, PcapngWriter, Section, MAX_RECORD,
+    encode_commented_packet, encode_packet_into, encode_record_into, packet_block_len, AtomicFile,
+    InterfaceBlock, PcapWriter, PcapngWriter, Section, MAX_RECORD,
 };
 
 /// ts_ns u64, wirelen u32, caplen u32, interface u16, direction u8, then padding to 8-byte alignment.
@@ -395,6 +395,24 @@ impl CaptureBuffer {
         None
     }
 
+    /// The position (from 1, as `show` numbers them) among the held packets of `iface` of the packet
+    /// with sequence number `seq`; `None` once it is no longer held.
+    pub fn held_index(&self, iface: IfaceId, seq: u64) -> Option<u64> {
+        if seq < self.first_seq || seq >= self.next_seq {
+            return None;
+        }
+        let (mut cursor, mut missed, mut index) = (self.cursor(), 0, 0);
+        while let Some(p) = self.next(&mut cursor, &mut missed) {
+            if p.iface == iface {
+                index += 1;
+            }
+            if p.seq == seq {
+                return (p.iface == iface).then_some(index);
+            }
+        }
+        None
+    }
+
     /// Move `lane` to the next packet of `iface` stored before `end`, or end it (`None`). Returns that
     /// packet's (timestamp, sequence number), or `(u64::MAX, u64::MAX)` for an ended lane.
     fn settle(
@@ -621,11 +639,13 @@ impl SharedBuffer {
     /// Write the packets of `ifaces` held now, merged in time order, as a pcapng section into `out`:
     /// one interface block each, from `blocks` (in the same order). Returns what was written of each
     /// interface and the writer, to add statistics blocks and commit (or drop, which leaves nothing).
+    /// `comment` goes on the packet of that sequence number (the one a trigger fired on).
     pub fn write_pcapng(
         &self,
         ifaces: &[IfaceId],
         blocks: &[InterfaceBlock],
         section: &Section,
+        comment: Option<(u64, &str)>,
         out: AtomicFile,
     ) -> io::Result<(Vec<Written>, PcapngWriter<AtomicFile>)> {
         let mut writer = PcapngWriter::new(out, section)?;
@@ -633,7 +653,9 @@ impl SharedBuffer {
             writer.add_interface(block)?;
         }
         let snaplens: Vec<u32> = blocks.iter().map(|b| b.snaplen).collect();
-        let chunk = vec![0u8; COPY_CHUNK + packet_block_len(MAX_RECORD as usize)];
+        let room = comment.map_or(0, |(_, text)| text.len() + 16);
+        let chunk = vec![0u8; COPY_CHUNK + packet_block_len(MAX_RECORD as usize) + room];
+        let mut commented = Vec::new();
         let mut state = (
             writer,
             chunk,
@@ -645,14 +667,31 @@ impl SharedBuffer {
             &mut state,
             |(_, chunk, filled, written), i, p| {
                 let data = &p.data[..p.data.len().min(snaplens[i] as usize)];
-                let n = encode_packet_into(
-                    &mut chunk[*filled..],
-                    i as u32,
-                    p.ts_ns,
-                    data,
-                    p.wirelen,
-                    Some(p.direction),
-                );
+                let n = match comment {
+                    Some((seq, text)) if seq == p.seq => {
+                        commented.clear();
+                        let dir = Some(p.direction);
+                        encode_commented_packet(
+                            &mut commented,
+                            i as u32,
+                            p.ts_ns,
+                            data,
+                            p.wirelen,
+                            dir,
+                            text,
+                        );
+                        chunk[*filled..*filled + commented.len()].copy_from_slice(&commented);
+                        commented.len()
+                    }
+                    _ => encode_packet_into(
+                        &mut chunk[*filled..],
+                        i as u32,
+                        p.ts_ns,
+                        data,
+                        p.wirelen,
+                        Some(p.direction),
+                    ),
+                };
                 *filled += n;
                 written[i].packets += 1;
                 written[i].bytes += data.len() as u64;
@@ -853,6 +892,7 @@ mod tests {
                 &[ext, int],
                 &blocks,
                 &section,
+                None,
                 AtomicFile::create(&dest).unwrap(),
             )
             .unwrap();

@@ -5,6 +5,7 @@ pub(crate) mod link;
 mod session;
 mod show;
 mod stored;
+pub mod trigger;
 
 mod backend;
 #[cfg(target_os = "linux")]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::{RingBackend, RingWaker};
 use super::buffer::{IfaceId, Pushed, SharedBuffer};
+use super::trigger::{Trigger, TriggerHit, TriggerState};
 use super::{CaptureError, Options, PacketRing, RingConfig, RingFrame, Waited, Waker};
 use crate::bpf::Insn;
 use crate::filter::Filter;
@@ -30,6 +31,8 @@ pub struct CaptureConfig {
     pub count: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Stop every capture of a group shortly after a packet matches.
+    pub trigger: Option<Trigger>,
     pub promisc: bool,
     /// False for a live-only capture (`-ou`): packets go to subscribers and nothing is stored.
     pub store: bool,
@@ -44,6 +47,7 @@ impl CaptureConfig {
             snaplen: MAX_SNAPLEN,
             count: None,
             duration: None,
+            trigger: None,
             promisc: false,
             store: true,
             ring: RingConfig::default(),
@@ -56,6 +60,7 @@ pub enum StopReason {
     Requested,
     CountReached,
     DurationReached,
+    Triggered,
     InterfaceGone,
 }
 
@@ -65,6 +70,7 @@ impl StopReason {
             StopReason::Requested => "stopped",
             StopReason::CountReached => "count reached",
             StopReason::DurationReached => "duration",
+            StopReason::Triggered => "triggered",
             StopReason::InterfaceGone => "interface removed",
         }
     }
@@ -238,7 +244,11 @@ impl Capture {
         if let Some(q) = &shared.live {
             q.producers.fetch_add(1, Ordering::AcqRel);
         }
+        if let Some(t) = &config.trigger {
+            t.group.join(waker.clone());
+        }
         let worker = Worker {
+            trigger: config.trigger.clone().map(TriggerState::new),
             ring,
             config: config.clone(),
             iface,
@@ -289,6 +299,11 @@ impl Capture {
 
     pub fn link(&self) -> LinkType {
         self.link
+    }
+
+    /// The packet this capture's trigger (or another capture's of its group) fired on.
+    pub fn trigger_hit(&self) -> Option<TriggerHit> {
+        self.config.trigger.as_ref().and_then(|t| t.group.hit())
     }
 
     /// The filter program the kernel runs for this capture (`None`: it has none).
@@ -349,6 +364,7 @@ impl Drop for Capture {
 
 /// The capture thread's side.
 struct Worker {
+    trigger: Option<TriggerState>,
     ring: PacketRing,
     config: CaptureConfig,
     iface: IfaceId,
@@ -388,8 +404,9 @@ impl Worker {
             }
             let requested = self.shared.stop_requested.load(Ordering::SeqCst);
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            let triggered = self.trigger.as_ref().is_some_and(|t| t.group().is_done());
             // Whatever the reason, what the kernel already passed is still delivered first.
-            let timeout = if requested || expired || interface_gone {
+            let timeout = if requested || expired || triggered || interface_gone {
                 let until = *stop_by.get_or_insert_with(|| {
                     self.waker.clear();
                     Instant::now() + grace
@@ -398,6 +415,8 @@ impl Worker {
                 if delivered >= ks.packets - ks.drops || now >= until {
                     break if requested {
                         StopReason::Requested
+                    } else if triggered {
+                        StopReason::Triggered
                     } else if expired {
                         StopReason::DurationReached
                     } else {
@@ -441,10 +460,12 @@ impl Worker {
         let mut buffer = store.then(|| self.buffer.lock());
         let (mut packets, mut bytes, mut full) = (0u64, 0u64, 0u64);
         let as_they_come = link == LinkType::Ethernet && shared.live.is_none();
+        let trigger = &mut self.trigger;
         let frames = self.ring.drain_block(|f: &RingFrame| {
-            if *kept >= limit {
+            if *kept >= limit || trigger.as_ref().is_some_and(|t| !t.wants_more()) {
                 return;
             }
+            let seq = buffer.as_ref().map(|b| b.next_seq());
             // Most packets: an untagged Ethernet frame, stored as it came (the kernel already cut it).
             if as_they_come && f.stripped_tag.is_none() {
                 let data = &f.data[..f.data.len().min(snaplen)];
@@ -457,6 +478,17 @@ impl Worker {
                 *kept += 1;
                 packets += 1;
                 bytes += data.len() as u64;
+                if let Some(t) = trigger.as_mut() {
+                    t.kept(data, link, None, || TriggerHit {
+                        iface: iface_name.clone(),
+                        seq,
+                        ts_ns: f.ts_ns,
+                        wirelen: f.wirelen,
+                        direction: f.direction,
+                        link,
+                        data: data.to_vec(),
+                    });
+                }
                 return;
             }
             let mut tag = [0u8; 4];
@@ -486,6 +518,20 @@ impl Worker {
             *kept += 1;
             packets += 1;
             bytes += caplen as u64;
+            if let Some(t) = trigger.as_mut() {
+                // The filter reads the frame as stored: tag back in place, or behind the cooked header.
+                let frame = parts.concat();
+                let hit = || TriggerHit {
+                    iface: iface_name.clone(),
+                    seq,
+                    ts_ns: f.ts_ns,
+                    wirelen,
+                    direction: f.direction,
+                    link,
+                    data: frame.clone(),
+                };
+                t.kept(&frame, link, None, hit);
+            }
             if let Some(q) = &shared.live {
                 q.offer(OwnedPacket {
                     iface: iface_name.clone(),

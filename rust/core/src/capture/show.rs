@@ -14,31 +14,38 @@ use crate::packet::Direction;
 struct Held {
     /// Which of the walked interfaces.
     lane: usize,
+    seq: u64,
     ts_ns: u64,
     wirelen: u32,
     direction: Direction,
     end: usize,
 }
 
-/// Write one line per packet of `iface` held now, numbered from 1, times written by `clock`; returns how
-/// many.
+/// What marks the packet a trigger fired on: at the end of its text line, or a key of its JSON object.
+pub const TRIGGER_MARK: &[u8] = b"  [trigger]";
+const TRIGGER_KEY: &[u8] = b", \"trigger\": true";
+
+/// Write one line per packet of `iface` held now, numbered from 1, times written by `clock`, the packet
+/// of sequence number `mark` marked; returns how many.
 pub fn show_lines(
     buffer: &SharedBuffer,
     iface: IfaceId,
     json: bool,
     clock: Clock,
+    mark: Option<u64>,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
-    show_merged_lines(buffer, &[iface], json, clock, out)
+    show_merged_lines(buffer, &[iface], json, clock, mark, out)
 }
 
 /// Write one line per packet of `ifaces` held now, as one timeline (by timestamp), numbered from 1,
-/// times written by `clock`; returns how many.
+/// times written by `clock`, the packet of sequence number `mark` marked; returns how many.
 pub fn show_merged_lines(
     buffer: &SharedBuffer,
     ifaces: &[IfaceId],
     json: bool,
     clock: Clock,
+    mark: Option<u64>,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
     let lanes: Vec<_> = {
@@ -63,6 +70,7 @@ pub fn show_merged_lines(
             bytes.extend_from_slice(p.data);
             held.push(Held {
                 lane,
+                seq: p.seq,
                 ts_ns: p.ts_ns,
                 wirelen: p.wirelen,
                 direction: p.direction,
@@ -88,6 +96,12 @@ pub fn show_merged_lines(
                     fmt.json(&mut lines, &meta, data);
                 } else {
                     fmt.text(&mut lines, &meta, data);
+                }
+                if mark == Some(h.seq) {
+                    // Before the newline, and for JSON before the closing brace.
+                    let end = lines.len() - 1 - usize::from(json);
+                    let marker = if json { TRIGGER_KEY } else { TRIGGER_MARK };
+                    lines.splice(end..end, marker.iter().copied());
                 }
                 start = h.end;
             }

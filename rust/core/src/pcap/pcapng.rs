@@ -264,6 +264,28 @@ pub fn encode_packet_into(
     at + 4
 }
 
+/// Append an enhanced packet block that carries `comment` (`opt_comment`) to `out`.
+pub fn encode_commented_packet(
+    out: &mut Vec<u8>,
+    iface: u32,
+    ts_ns: u64,
+    data: &[u8],
+    wirelen: u32,
+    direction: Option<Direction>,
+    comment: &str,
+) {
+    let mut b = Block::begin(out, EPB);
+    b.u32(iface).timestamp(ts_ns);
+    b.u32(data.len() as u32)
+        .u32(wirelen.max(data.len() as u32))
+        .bytes_padded(data);
+    let flags = direction_flags(direction);
+    if flags != 0 {
+        b.option(opt::EPB_FLAGS, &flags.to_le_bytes());
+    }
+    b.text_option(opt::COMMENT, comment).finish(true);
+}
+
 /// The most bytes `encode_packet_into` writes for `caplen` bytes of data.
 pub const fn packet_block_len(caplen: usize) -> usize {
     EPB_FIXED + ((caplen + 3) & !3) + 12
@@ -352,16 +374,15 @@ impl<W: Write> PcapngWriter<W> {
             self.block.truncate(start + n);
             return self.emit();
         };
-        let mut b = Block::begin(&mut self.block, EPB);
-        b.u32(iface).timestamp(ts_ns);
-        b.u32(data.len() as u32)
-            .u32(wirelen.max(data.len() as u32))
-            .bytes_padded(data);
-        let flags = direction_flags(direction);
-        if flags != 0 {
-            b.option(opt::EPB_FLAGS, &flags.to_le_bytes());
-        }
-        b.text_option(opt::COMMENT, comment).finish(true);
+        encode_commented_packet(
+            &mut self.block,
+            iface,
+            ts_ns,
+            data,
+            wirelen,
+            direction,
+            comment,
+        );
         self.emit()
     }
 
