@@ -290,6 +290,19 @@ def test_a_foreground_agent_is_an_agent(pd):
     assert pd("status").stdout.startswith("agent: not running\nbuffer: none\n")
 
 
+def test_a_live_capture_with_a_trigger_ends_by_itself(pd):
+    proc = pd.popen("-o", "-trigger", "udp destport 9001", "-after", "2", "udp", "start", "int")
+    time.sleep(0.5)
+    pd.net.send_udp(CAP_V4, 9000, 3)
+    pd.net.send_udp(CAP_V4, 9001, 1)
+    pd.net.send_udp(CAP_V4, 9000, 5)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert len(out.splitlines()) == 3 + 1 + 2
+    assert "int: stopped (triggered): 6 captured" in err
+    assert pd("show", "int").stdout.splitlines()[4].endswith("[trigger]")
+
+
 def test_live_only_prints_and_stores_nothing(pd):
     proc = pd.popen("-ou", "-json", "-c", "4", "udp", "start", "int")
     time.sleep(0.5)
