@@ -365,6 +365,32 @@ def test_star_makes_a_folder_per_gateway_for_the_local_store_too(tmp_path):
     assert os.listdir(empty) == []  # the failed copy left no folder
 
 
+def test_a_per_gateway_folder_planted_as_another_users_link_is_refused(tmp_path):
+    """In a shared sticky folder, another user links `<dest>/local` to a folder of root's: nothing is
+    written through the link."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    home = tmp_path / "pdhome"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "mine.cap").write_bytes(b"x" * 100)
+    shared, private = tmp_path / "shared", tmp_path / "rootonly"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    private.mkdir(mode=0o700)
+    planted = shared / "local"
+    planted.symlink_to(private)
+    os.lchown(planted, 65534, 65534)
+    env = {**os.environ, "PCAPDUMP_HOME": str(home), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [FWCTL_EXE, "--filedownload", "mine.cap", f"{shared}/", "local:*"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    one_line(done, 1, f"'{planted}': a symbolic link of another user (uid 65534)")
+    assert os.listdir(private) == []
+
+
 @pytest.mark.portable
 def test_one_dash_options_get_the_spelling_to_type(tmp_path):
     for words in (["-filelist", "site:gw1"], ["-filedownload", "a.cap", "b.cap", "site:gw1"]):

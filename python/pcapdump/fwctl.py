@@ -175,7 +175,15 @@ _LEFTOVER = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}" + re.escape(PART))
 def _check_folder(folder: Path) -> None:
     """Where a download lands, nobody else may rename or replace what we make (a landing folder swapped
     for a link would have us write, or delete, elsewhere): a folder of ours or root's that others cannot
-    write, or a sticky one (/tmp), where they cannot touch our entries."""
+    write, or a sticky one (/tmp), where they cannot touch our entries. A symbolic link to it must be
+    ours or root's too: another user's link (planted where a per-gateway folder goes) is not followed."""
+    link = os.lstat(folder)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+        raise DestinationError(
+            f"'{folder}': a symbolic link of another user (uid {link.st_uid}); "
+            "download into a folder of your own",
+            str(folder),
+        )
     st = os.stat(folder)
     shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
     if st.st_uid not in (0, os.geteuid()) or shared:
