@@ -573,6 +573,23 @@ def test_demo_keep_leaves_the_network_and_the_agent_and_says_how_to_go_on(testne
     assert len(made) == 2 and not made & {line.split()[0] for line in after.splitlines()}
 
 
+def test_demo_replaces_a_planted_link_instead_of_writing_through_it(testnet, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("root's own\n")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    planted = shared / "pcapdump-demo.cap"
+    planted.symlink_to(victim)
+    os.lchown(planted, 65534, 65534)
+    done = subprocess.run(
+        [pcapdump_exe(), "demo"], cwd=shared, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "root's own\n"
+    assert not planted.is_symlink() and len(list(pcapdump.read(planted))) == 15
+
+
 def test_demo_without_root_says_so(tmp_path):
     script = (
         "import os, sys\n"

@@ -7,6 +7,7 @@ file it wrote, and removes everything else it made, Ctrl-C included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -99,6 +100,20 @@ def _traffic(net: netns.NetnsPair, connections: int) -> None:
             server.kill()
 
 
+def _keep(src: Path, dest: Path) -> None:
+    """Copy `src` to `dest` under a fresh name beside it, then rename: whatever was at `dest` (a link
+    someone planted in a shared folder) is replaced, never written through."""
+    fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as data:
+            shutil.copyfileobj(data, out)
+        os.replace(temp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
 def _kept(net: netns.NetnsPair, home: Path) -> None:
     """What to type to go on where the tour stopped, and to remove it all afterwards."""
     command = shutil.which("pcapdump") or f"{sys.executable} -m pcapdump"
@@ -142,7 +157,7 @@ def run(keep: bool = False) -> None:
         for words in SESSION[1:]:
             click.echo()
             _pcapdump(net, home, *words)
-        shutil.copyfile(home / "store" / "capture.cap", kept)
+        _keep(home / "store" / "capture.cap", kept)
         _say(
             f"\nThe file is kept as {kept}.\n"
             f"Open it with `wireshark {kept}` or `tcpdump -nr {kept}`.\n"
