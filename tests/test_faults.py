@@ -639,3 +639,19 @@ def test_ctrl_c_during_read_w_leaves_no_file(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert os.listdir(out_dir) == []
+
+
+def test_a_start_racing_cleanup_never_reports_a_capture_that_is_not_there(pd):
+    """`cleanup` and `start` sent together: the start either fails with one line, or its capture runs
+    (in the agent, old or new, that `status` then shows). Never "capturing" with nothing behind it."""
+    for _ in range(8):
+        pd("udp", "start", "int")
+        cleanup = pd.popen("cleanup")
+        time.sleep(0.005)
+        started = pd("udp", "start", "int", ok=False)
+        cleanup.communicate(timeout=30)
+        if started.returncode == 0:
+            assert pd.status()["captures"] and pd.capture()["state"] == "running", started.stdout
+        else:
+            one_line_error(started, 1)
+        pd("cleanup", ok=False)

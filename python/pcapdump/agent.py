@@ -25,6 +25,7 @@ from typing import Any
 from . import _core
 from .errors import (
     AgentError,
+    AgentGoneError,
     CaptureError,
     NoSuchInterfaceError,
     PcapdumpError,
@@ -227,9 +228,12 @@ class Agent:
             conn.send(error_reply(e))
 
     def _still_wanted(self, conn: Connection, what: str) -> None:
-        """Just before an effect: if the client has gone, it reported a failure, so nothing may happen."""
+        """Just before an effect: if the client has gone, it reported a failure, so nothing may happen;
+        and once a `cleanup` (or a signal) is ending the agent, nothing new happens in it."""
         if peer_closed(conn.sock):
             raise Abandoned(f"{what}: its client has gone")
+        if self.done.is_set():
+            raise AgentGoneError(f"the agent stopped (cleanup) while this {what} waited; run it again")
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -641,6 +645,8 @@ class Agent:
             self.buffer = None
             with self.manifest:
                 deleted = self.home.empty_store()
+            # Under the lock: a request that waited for it finds the agent ending and does nothing.
+            self.done.set()
         conn.send({"ok": True, "stopped": stopped, "freed": size, "deleted": deleted})
         self.finish()
 
