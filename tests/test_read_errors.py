@@ -218,3 +218,26 @@ def test_w_dash_is_standard_output(corpus_file, tmp_path):
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "-").exists()
     assert len(list(pcapdump.read(tmp_path / "so.bin"))) == 2
+
+
+def test_w_dash_writes_to_standard_output_as_it_is(corpus_file, tmp_path):
+    """Appended to (`>>`) and written after what the shell wrote before: never reopened and truncated."""
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"before\n")
+    script = f"echo header; '{sys.executable}' -m pcapdump read '{corpus_file}' -c 2 -w -; echo trailer"
+    with open(target, "ab") as so:
+        done = subprocess.run(["sh", "-c", script], stdout=so, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 0, done.stderr
+    data = target.read_bytes()
+    assert data.startswith(b"before\nheader\n") and data.endswith(b"trailer\n")
+    (tmp_path / "mid.pcap").write_bytes(data[len(b"before\nheader\n") : -len(b"trailer\n")])
+    assert len(list(pcapdump.read(tmp_path / "mid.pcap"))) == 2
+
+
+def test_w_dash_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    big = tmp_path / "big.pcap"
+    pcapdump.write(big, [(i * 1000, bytes(1500)) for i in range(2000)])  # 3 MB: more than a pipe holds
+    reader = f"'{sys.executable}' -m pcapdump read '{big}' -w -"
+    script = f'{reader} | head -c 100 >/dev/null; echo "${{PIPESTATUS[0]}}"'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "0" and done.stderr == "", done.stderr

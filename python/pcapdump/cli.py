@@ -144,10 +144,11 @@ def run_read(req: grammar.Request) -> None:
     opts = req.options
     flt = req.filter if str(req.filter) else None
     if opts.output is not None:
-        # `-w -` is standard output, as with tcpdump; the summary then goes to standard error.
-        out = "/dev/stdout" if opts.output == "-" else opts.output
+        # `-w -` is standard output as it is (appended to, never truncated), as with tcpdump; the summary
+        # then goes to standard error.
+        out = opts.output
         summary = _core.read_to_pcap(path, out, flt, opts.snaplen, opts.count, opts.pcapng)
-        to_stderr = _is_stdout(out)
+        to_stderr = out == "-" or _is_stdout(out)
         if opts.json:
             click.echo(json.dumps({"file": opts.output, **summary}), err=to_stderr)
         else:

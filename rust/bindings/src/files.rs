@@ -156,7 +156,7 @@ pub fn read_to_pcap<'py>(
     // Ctrl-C while it was written: the file is dropped, and so not put in place.
     py.check_signals()?;
     py.detach(|| written.commit())
-        .map_err(|e| errors::to_py(py, Error::write(&out, e)))?;
+        .map_err(|e| errors::to_py(py, OfflineError::writing(&out.display().to_string(), e)))?;
     if let Some(cut) = cut {
         return Err(errors::to_py(
             py,

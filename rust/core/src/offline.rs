@@ -191,6 +191,19 @@ pub enum OfflineError {
     OutputClosed,
 }
 
+impl OfflineError {
+    /// A failure to write to `path`; the reader of a pipe going away (`| head`) is no error.
+    pub fn writing(path: &str, source: io::Error) -> OfflineError {
+        match source.kind() {
+            io::ErrorKind::BrokenPipe => OfflineError::OutputClosed,
+            _ => OfflineError::Write {
+                path: path.into(),
+                source,
+            },
+        }
+    }
+}
+
 /// Print brief lines (or JSON lines) of the selected records to `out`, times written by `clock`. From a
 /// stream, the lines gathered are written whenever it falls silent, and `interrupted` is asked while it
 /// is.
@@ -365,6 +378,7 @@ pub fn write_pcapng(
     };
     let out = AtomicFile::create_or_stream(dest).map_err(write_err)?;
     let buffered = io::BufWriter::with_capacity(BATCH_BYTES, out);
+    let write_err = |source| OfflineError::writing(&shown, source);
     let mut waiter = Flushing {
         writer: PcapngWriter::new(buffered, &Section::here()).map_err(write_err)?,
         interrupted,
@@ -528,10 +542,7 @@ fn scan(
                 kind: ReadErrorKind::CutWhileReading,
             })),
             // A write error stops the scan too: report the write error, not its echo.
-            (_, Err(source)) => Err(OfflineError::Write {
-                path: shown.into(),
-                source,
-            }),
+            (_, Err(source)) => Err(OfflineError::writing(shown, source)),
             (scanned, Ok(())) => scanned,
         }
     })

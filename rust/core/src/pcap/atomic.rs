@@ -40,7 +40,11 @@ impl AtomicFile {
     /// tcpdump does, and so is a symlink of the user's own or of root's (`/dev/stdout`): renaming over it
     /// would replace the link or the device itself. A symlink of another user (planted where we write)
     /// and a dangling one are refused, and a FIFO with no reader is an error rather than a wait.
+    /// `-` is standard output, written as it is (never reopened, so never truncated: `>>` appends).
     pub fn create_or_stream(dest: &Path) -> io::Result<AtomicFile> {
+        if dest == Path::new("-") {
+            return AtomicFile::standard_output();
+        }
         let Ok(meta) = fs::symlink_metadata(dest) else {
             return AtomicFile::create(dest);
         };
@@ -86,6 +90,26 @@ impl AtomicFile {
             temp: None,
             dest: dest.into(),
         })
+    }
+
+    /// Standard output as it is: a copy of descriptor 1, nothing opened, truncated or renamed.
+    #[cfg(unix)]
+    fn standard_output() -> io::Result<AtomicFile> {
+        use std::os::fd::{AsFd, OwnedFd};
+        let fd: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(AtomicFile {
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, File::from(fd))),
+            temp: None,
+            dest: PathBuf::from("-"),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn standard_output() -> io::Result<AtomicFile> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "standard output as a file",
+        ))
     }
 
     /// Flush and put the data on the disk now, so that `commit` is only a rename: filesystems such as
