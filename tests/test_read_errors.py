@@ -3,13 +3,14 @@ traceback, no output file left behind."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pcapdump
 import pytest
-from conftest import run_pcapdump
+from conftest import pcapdump_exe, run_pcapdump
 
 pytestmark = pytest.mark.portable
 
@@ -241,3 +242,20 @@ def test_w_dash_into_a_pipe_closed_early_ends_quietly(tmp_path):
     script = f'{reader} | head -c 100 >/dev/null; echo "${{PIPESTATUS[0]}}"'
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "0" and done.stderr == "", done.stderr
+
+
+def test_control_characters_in_an_interface_name_do_not_reach_the_terminal(tmp_path):
+    packet = pcapdump.Packet(1, bytes(60), iface="ev\x1b[31m\nFAKE LINE\r\a", direction="in")
+    path = tmp_path / "names.pcapng"
+    pcapdump.write(path, [packet], format="pcapng")
+    done = run_pcapdump("read", str(path))
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1, done.stdout
+    assert not any(c in done.stdout for c in "\x1b\r\a") and "ev?[31m?FAKE LINE??" in done.stdout
+
+
+def test_a_time_zone_that_is_not_text_is_utc_not_a_traceback(corpus_file):
+    env = {**os.environ, "TZ": "UTC"}
+    utc = subprocess.run([pcapdump_exe(), "read", str(corpus_file), "-c", "2"], capture_output=True, env=env)
+    env = {**os.environ, "TZ": os.fsdecode(b"\xff")}
+    done = subprocess.run([pcapdump_exe(), "read", str(corpus_file), "-c", "2"], capture_output=True, env=env)
+    assert done.returncode == 0 and done.stderr == b"" and done.stdout == utc.stdout

@@ -357,3 +357,37 @@ def test_a_stream_with_no_writer_yet_waits_for_one(tmp_path):
         reader.wait()
         reader.stdout.close()
         reader.stderr.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs wait4 for the peak memory of a process")
+def test_a_stream_of_many_long_named_interfaces_stays_bounded(tmp_path):
+    """3000 interface blocks with 64 KB names, then a packet: the names are kept cut short, so memory
+    stays small (kept whole, they would be 190 MiB)."""
+    script = (
+        "import struct, sys\n"
+        "out = sys.stdout.buffer\n"
+        "out.write(struct.pack('<IIIHHqI', 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))\n"
+        "name = b'e' * 65532\n"
+        "body = struct.pack('<HHI', 1, 0, 65535) + struct.pack('<HH', 2, len(name)) + name + b'\\0' * 4\n"
+        "idb = struct.pack('<II', 1, 12 + len(body)) + body + struct.pack('<I', 12 + len(body))\n"
+        "for _ in range(3000):\n"
+        "    out.write(idb)\n"
+        "data = bytes(60)\n"
+        "epb = struct.pack('<IIIIIII', 6, 32 + 60, 0, 0, 1, 60, 60) + data + struct.pack('<I', 32 + 60)\n"
+        "out.write(epb)\n"
+    )
+    feeder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK, pcapdump_exe(), "read", "-"],
+            stdin=feeder.stdout,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        feeder.stdout.close()
+        feeder.wait()
+    code, peak_kib = (int(x) for x in done.stderr.split()[-2:])
+    assert code == 0 and len(done.stdout.splitlines()) == 1, done.stderr
+    assert peak_kib / 1024 < 64, f"peak {peak_kib / 1024:.0f} MiB"

@@ -261,7 +261,10 @@ class Console:
     def time_format(utc: bool = False, date: bool = False) -> TimeFormat:
         """This process's time zone (its ``TZ``), or UTC; with the date or not: for ``start(live=...)`` and
         ``show``, whose lines the agent writes."""
-        return {"tz": os.environ.get("TZ"), "utc": utc, "date": date}
+        tz = os.environ.get("TZ")
+        if tz is not None and not _is_utf8(tz):
+            tz = ""  # not a zone the C library could read either: UTC, as it would use
+        return {"tz": tz, "utc": utc, "date": date}
 
     def start(
         self,
@@ -434,3 +437,12 @@ def _interface_list(ifaces: str | Sequence[str]) -> str | list[str]:
     if isinstance(ifaces, str):
         return ifaces if ifaces == "all" else ifaces.split(",")
     return list(ifaces)
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether an environment value is text (undecodable bytes arrive as surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -82,7 +82,14 @@ impl BriefFormatter {
         out.push(b' ');
         self.clock.push_time(out, meta.ts_ns);
         out.push(b' ');
-        out.extend_from_slice(meta.iface.unwrap_or("-").as_bytes());
+        // A name comes from the file: control characters (a forged line, a terminal escape) become `?`.
+        out.extend(meta.iface.unwrap_or("-").bytes().map(|b| {
+            if b < 0x20 || b == 0x7f {
+                b'?'
+            } else {
+                b
+            }
+        }));
         out.extend_from_slice(match meta.direction {
             Some(Direction::In) => b" in  ",
             Some(Direction::Out) => b" out ",

@@ -64,14 +64,21 @@ impl Zone {
     }
 }
 
-/// The zone file a `TZ` name refers to, if one exists: an absolute path, or a name under a zoneinfo
-/// folder. Names that climb out of the folder (`..`) are not zone names.
+/// The zone file a `TZ` name refers to, if one exists: a name under a zoneinfo folder, or an absolute
+/// path inside one (or the system's zone). Names that climb out (`..`) and other paths (`/proc/kmsg`,
+/// whose reading would take lines from the kernel's log) are not zone files: the agent reads them as
+/// root on a caller's behalf.
 fn zone_file_path(name: &str) -> Option<String> {
     if name.is_empty() || name.split('/').any(|part| part == "..") {
         return None;
     }
     if name.starts_with('/') {
-        return Some(name.to_owned());
+        let inside = |dir: &str| {
+            name.strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        return (name == SYSTEM_ZONE || ZONEINFO.iter().any(|dir| inside(dir)))
+            .then(|| name.to_owned());
     }
     ZONEINFO
         .iter()
@@ -230,6 +237,9 @@ mod tests {
             "Nowhere/Atlantis",
             "../../etc/passwd",
             "/dev/zero",
+            "/proc/kmsg",
+            "/etc/passwd",
+            "/usr/share/zoneinfo/../../../proc/kmsg",
             "/etc",
             "5",
         ] {

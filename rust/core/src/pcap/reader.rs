@@ -153,6 +153,19 @@ const MAGIC_LEN: usize = 4;
 const READ_CHUNK: usize = 256 << 10;
 /// The longest block held from a stream: a packet of the largest size, with room for its options.
 pub const MAX_BLOCK: usize = MAX_RECORD as usize + (64 << 10);
+/// What a section may describe: interface names are kept up to this many bytes (a name is 15 on Linux,
+/// 255 anywhere), and at most this many interfaces, so a stream's memory stays bounded whatever it says.
+const MAX_IFACE_NAME: usize = 256;
+const MAX_INTERFACES: usize = 65_536;
+
+/// The largest length up to `max` that ends on a character boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
 
 impl Stream {
     /// Read at most `want` bytes at the end of `into`'s filled part (`into.buf[into.end..]`); 0 at the
@@ -1087,6 +1100,12 @@ impl Step<'_, '_> {
             self.s.offset = offset + total;
             match block_type {
                 1 => match parse_idb(body, be) {
+                    Some(_) if self.s.ifaces.len() >= MAX_INTERFACES => {
+                        return self.fail(ReadErrorKind::BadBlock {
+                            offset,
+                            reason: "more interfaces in one section than any capture has",
+                        });
+                    }
                     Some(iface) => {
                         self.s.first_link.get_or_insert(iface.link);
                         self.s.ifaces.push(iface);
@@ -1249,7 +1268,8 @@ fn parse_idb(body: &[u8], be: bool) -> Option<Iface> {
         offset_secs: 0,
         name: option(options, be, 2)
             .and_then(|v| std::str::from_utf8(v).ok())
-            .map(|s| s.trim_end_matches('\0').into()),
+            .map(|s| s.trim_end_matches('\0'))
+            .map(|s| s[..floor_char_boundary(s, MAX_IFACE_NAME)].into()),
     };
     if let Some(&r) = option(options, be, 9).and_then(|v| v.first()) {
         iface.binary = r & 0x80 != 0;
