@@ -205,6 +205,12 @@ proptest! {
         if by_tree {
             prop_assert_eq!(by_program, snaplen);
         }
+        // Stored, the stripped tag is back in the frame (as the capture thread puts it): `read` and
+        // `show` of the stored frame judge it as the kernel did.
+        if let (Some(tci), true) = (stripped, frame.len() >= 12) {
+            let stored = [&frame[..12], &[0x81, 0x00], &tci.to_be_bytes()[..], &frame[12..]].concat();
+            prop_assert_eq!(filter.matches(&stored, LinkType::Ethernet), by_tree, "stored {:02x?}", stored);
+        }
     }
 
     #[test]

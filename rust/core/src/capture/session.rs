@@ -479,7 +479,7 @@ impl Worker {
                 packets += 1;
                 bytes += data.len() as u64;
                 if let Some(t) = trigger.as_mut() {
-                    t.kept(data, link, None, || TriggerHit {
+                    t.kept(data, link, || TriggerHit {
                         iface: iface_name.clone(),
                         seq,
                         ts_ns: f.ts_ns,
@@ -530,7 +530,7 @@ impl Worker {
                     link,
                     data: frame.clone(),
                 };
-                t.kept(&frame, link, None, hit);
+                t.kept(&frame, link, hit);
             }
             if let Some(q) = &shared.live {
                 q.offer(OwnedPacket {

@@ -112,17 +112,10 @@ impl TriggerState {
         }
     }
 
-    /// A packet this capture kept: `frame` as the filter reads it (`stripped_tci`: a tag the kernel took
-    /// out), and what to copy if it fires. Called for every kept packet; costs one flag load once the
-    /// group has fired elsewhere.
+    /// A packet this capture kept, `frame` as stored, and what to copy if it fires. Called for every kept
+    /// packet; costs one flag load once the group has fired elsewhere.
     #[inline]
-    pub fn kept(
-        &mut self,
-        frame: &[u8],
-        link: LinkType,
-        stripped_tci: Option<u16>,
-        hit: impl FnOnce() -> TriggerHit,
-    ) {
+    pub fn kept(&mut self, frame: &[u8], link: LinkType, hit: impl FnOnce() -> TriggerHit) {
         if let Some(left) = self.left.as_mut() {
             if *left > 0 {
                 *left -= 1;
@@ -135,10 +128,8 @@ impl TriggerState {
         if self.trigger.group.fired() {
             return;
         }
-        let matched = match (link, stripped_tci) {
-            (LinkType::Ethernet, tci) => self.trigger.words.matches_stripped(frame, tci),
-            (link, _) => self.trigger.words.matches(frame, link),
-        };
+        // The frame as stored (a stripped tag put back): as `show` and `read` judge it.
+        let matched = self.trigger.words.matches(frame, link);
         if matched && self.trigger.group.fire(hit()) {
             self.left = Some(self.trigger.after);
             if self.trigger.after == 0 {

@@ -7,7 +7,7 @@
 
 use super::expr::{Expr, Group, IpNet, Proto};
 use crate::packet::{
-    ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, TransportAt, L2,
+    ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, Tags, TransportAt, L2,
 };
 
 /// What a filter needs established before its groups run.
@@ -49,13 +49,7 @@ struct Frame<'a> {
     transport: Option<TransportAt>,
 }
 
-pub fn matches(
-    expr: &Expr,
-    needs: Needs,
-    bytes: &[u8],
-    link: LinkType,
-    stripped_tci: Option<u16>,
-) -> bool {
+pub fn matches(expr: &Expr, needs: Needs, bytes: &[u8], link: LinkType, tags: Tags) -> bool {
     let mut frame = Frame {
         bytes,
         link,
@@ -63,7 +57,7 @@ pub fn matches(
         transport: None,
     };
     if needs.link_layer {
-        match parse_l2(bytes, link, stripped_tci) {
+        match parse_l2(bytes, link, tags) {
             Some(l2) => frame.l2 = Some(l2),
             None => return false,
         }

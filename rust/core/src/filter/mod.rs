@@ -12,7 +12,7 @@ pub use words::{filter_words, FilterError, NEGATION};
 use crate::bpf::asm::AsmError;
 use crate::bpf::Insn;
 use crate::limits::MAX_SNAPLEN;
-use crate::packet::LinkType;
+use crate::packet::{LinkType, Tags};
 use std::fmt;
 
 /// A parsed filter. All of its groups must match and none of its excluded ones; an empty filter matches
@@ -54,8 +54,10 @@ impl Filter {
         self.expr.is_empty()
     }
 
+    /// Over a frame as stored (in a file, in the capture buffer): a tag the kernel stripped is back in
+    /// the frame, and looked through with the in-band ones.
     pub fn matches(&self, frame: &[u8], link: LinkType) -> bool {
-        eval::matches(&self.expr, self.needs, frame, link, None)
+        eval::matches(&self.expr, self.needs, frame, link, Tags::Stored)
     }
 
     /// As the kernel sees it: `stripped_tci` is an 802.1Q tag the kernel took out of the frame.
@@ -65,7 +67,7 @@ impl Filter {
             self.needs,
             frame,
             LinkType::Ethernet,
-            stripped_tci,
+            Tags::Kernel(stripped_tci),
         )
     }
 

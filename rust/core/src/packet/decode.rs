@@ -2,7 +2,7 @@
 
 use super::{
     array, be16, be32, byte, ethertype, ipproto, locate_transport, parse_l2, LinkType, Located,
-    TransportAt, L2,
+    Tags, TransportAt, L2,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub fn decode(frame: &[u8], link: LinkType) -> Decoded {
         out.net = Net::Undecoded { link: n };
         return out;
     }
-    let Some(l2) = parse_l2(frame, link, None) else {
+    let Some(l2) = parse_l2(frame, link, Tags::Stored) else {
         return out;
     };
     out.l2 = Some(l2);

@@ -27,8 +27,21 @@ impl L2 {
     }
 }
 
+/// How a frame comes: as the kernel's filter sees it, a tag it took out beside the frame (`tci`), then
+/// in-band tags; or as stored (in the buffer, in a file), where that tag is back in the frame, so one
+/// more in-band tag is looked through and a stored frame matches what the kernel kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tags {
+    Kernel(Option<u16>),
+    Stored,
+}
+
 /// Parse the link layer; `None` when the frame ends before the ethertype of the network header.
-pub fn parse_l2(frame: &[u8], link: LinkType, stripped_tci: Option<u16>) -> Option<L2> {
+pub fn parse_l2(frame: &[u8], link: LinkType, tags: Tags) -> Option<L2> {
+    let (stripped_tci, inband) = match tags {
+        Tags::Kernel(tci) => (tci, MAX_INBAND_TAGS),
+        Tags::Stored => (None, MAX_TAGS),
+    };
     let mut l2 = L2 {
         ethertype: 0,
         l3: 0,
@@ -72,7 +85,7 @@ pub fn parse_l2(frame: &[u8], link: LinkType, stripped_tci: Option<u16>) -> Opti
         }
         LinkType::Other(_) => return None,
     };
-    for _ in 0..MAX_INBAND_TAGS {
+    for _ in 0..inband {
         if !ethertype::is_vlan_tpid(et) {
             break;
         }
@@ -110,14 +123,19 @@ mod tests {
 
     #[test]
     fn untagged_ipv4() {
-        let l2 = parse_l2(&eth(0x0800, &[0; 20]), LinkType::Ethernet, None).unwrap();
+        let l2 = parse_l2(
+            &eth(0x0800, &[0; 20]),
+            LinkType::Ethernet,
+            Tags::Kernel(None),
+        )
+        .unwrap();
         assert_eq!((l2.ethertype, l2.l3, l2.vlan_count), (0x0800, 14, 0));
     }
 
     #[test]
     fn qinq_with_stripped_outer_tag() {
         let f = eth(0x8100, &[0x00, 0x07, 0x08, 0x00]);
-        let l2 = parse_l2(&f, LinkType::Ethernet, Some(0x2005)).unwrap();
+        let l2 = parse_l2(&f, LinkType::Ethernet, Tags::Kernel(Some(0x2005))).unwrap();
         assert_eq!(l2.vlan_ids(), &[5, 7]);
         assert_eq!((l2.ethertype, l2.l3), (0x0800, 18));
     }
@@ -126,11 +144,12 @@ mod tests {
     fn bsd_loopback_family_in_either_byte_order() {
         let v4_le = [2, 0, 0, 0, 0x45];
         let v6_be = [0, 0, 0, 30, 0x60];
-        let null = |f: &[u8]| parse_l2(f, LinkType::Null, None).map(|l| (l.ethertype, l.l3));
+        let null =
+            |f: &[u8]| parse_l2(f, LinkType::Null, Tags::Kernel(None)).map(|l| (l.ethertype, l.l3));
         assert_eq!(null(&v4_le), Some((ethertype::IPV4, 4)));
         assert_eq!(null(&v6_be), Some((ethertype::IPV6, 4)));
         assert_eq!(
-            parse_l2(&[0, 0, 0, 24, 0x60], LinkType::Loop, None).map(|l| l.ethertype),
+            parse_l2(&[0, 0, 0, 24, 0x60], LinkType::Loop, Tags::Kernel(None)).map(|l| l.ethertype),
             Some(ethertype::IPV6)
         );
         assert_eq!(null(&[7, 0, 0, 0]).map(|l| l.0), Some(0));
@@ -140,9 +159,16 @@ mod tests {
     #[test]
     fn tag_cut_short_is_unparseable() {
         assert_eq!(
-            parse_l2(&eth(0x8100, &[0x00, 0x07, 0x08]), LinkType::Ethernet, None),
+            parse_l2(
+                &eth(0x8100, &[0x00, 0x07, 0x08]),
+                LinkType::Ethernet,
+                Tags::Kernel(None)
+            ),
             None
         );
-        assert_eq!(parse_l2(&[0u8; 13], LinkType::Ethernet, None), None);
+        assert_eq!(
+            parse_l2(&[0u8; 13], LinkType::Ethernet, Tags::Kernel(None)),
+            None
+        );
     }
 }
