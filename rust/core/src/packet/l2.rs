@@ -37,6 +37,7 @@ pub enum Tags {
 }
 
 /// Parse the link layer; `None` when the frame ends before the ethertype of the network header.
+#[inline]
 pub fn parse_l2(frame: &[u8], link: LinkType, tags: Tags) -> Option<L2> {
     let (stripped_tci, inband) = match tags {
         Tags::Kernel(tci) => (tci, MAX_INBAND_TAGS),
