@@ -99,16 +99,19 @@ fn reads_transport(g: &Group) -> bool {
 }
 
 impl Frame<'_> {
+    #[inline]
     fn field<const N: usize>(&self, at: usize) -> Result<[u8; N], Cut> {
         crate::packet::array(self.bytes, at).ok_or(Cut)
     }
 
+    #[inline]
     fn l2(&self) -> &L2 {
         self.l2
             .as_ref()
             .expect("groups that read past the link layer parse it first")
     }
 
+    #[inline]
     fn group(&self, g: &Group) -> Result<bool, Cut> {
         match g {
             Group::Eth(side, macs) => {
@@ -190,6 +193,7 @@ impl Frame<'_> {
         }
     }
 
+    #[inline]
     fn ip_group(&self, side: super::expr::Side, nets: &[IpNet]) -> Result<bool, Cut> {
         let l2 = self.l2();
         let l3 = l2.l3;
