@@ -304,7 +304,7 @@ fn trigger_comment(capture: &Capture) -> Option<(u64, String)> {
     let hit = capture.trigger_hit()?;
     let words = &capture.config().trigger.as_ref()?.words;
     Some((
-        hit.seq?,
+        hit.stored?.seq,
         format!("pcapdump: trigger fired on this packet ({words})"),
     ))
 }
@@ -319,8 +319,8 @@ fn trigger_dict<'py>(
     };
     let index = {
         let b = capture.buffer().lock();
-        match (hit.seq, b.find_interface(&hit.iface)) {
-            (Some(seq), Some(id)) => b.held_index(id, seq),
+        match (hit.stored, b.find_interface(&hit.iface)) {
+            (Some(at), Some(id)) => b.held_position(id, at.ordinal),
             _ => None,
         }
     };
@@ -336,7 +336,7 @@ fn trigger_dict<'py>(
     let d = PyDict::new(py);
     d.set_item("iface", &*hit.iface)?;
     d.set_item("index", index)?;
-    d.set_item("seq", hit.seq)?;
+    d.set_item("seq", hit.stored.map(|at| at.seq))?;
     d.set_item("ts_ns", hit.ts_ns)?;
     d.set_item("brief", brief.trim_end())?;
     Ok(Some(d))

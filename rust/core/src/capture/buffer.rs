@@ -395,22 +395,13 @@ impl CaptureBuffer {
         None
     }
 
-    /// The position (from 1, as `show` numbers them) among the held packets of `iface` of the packet
-    /// with sequence number `seq`; `None` once it is no longer held.
-    pub fn held_index(&self, iface: IfaceId, seq: u64) -> Option<u64> {
-        if seq < self.first_seq || seq >= self.next_seq {
-            return None;
-        }
-        let (mut cursor, mut missed, mut index) = (self.cursor(), 0, 0);
-        while let Some(p) = self.next(&mut cursor, &mut missed) {
-            if p.iface == iface {
-                index += 1;
-            }
-            if p.seq == seq {
-                return (p.iface == iface).then_some(index);
-            }
-        }
-        None
+    /// The position (from 1, as `show` numbers them) among the held packets of `iface` of its packet
+    /// stored `ordinal`-th; `None` once it is no longer held. The held packets of an interface are the
+    /// newest it stored (a ring drops the oldest, `wipe` all), so no walk is needed.
+    pub fn held_position(&self, iface: IfaceId, ordinal: u64) -> Option<u64> {
+        let counts = self.iface(iface).counts;
+        let before_held = counts.packets - counts.held;
+        (before_held < ordinal && ordinal <= counts.packets).then(|| ordinal - before_held)
     }
 
     /// Move `lane` to the next packet of `iface` stored before `end`, or end it (`None`). Returns that
@@ -833,6 +824,33 @@ mod tests {
             )
             .unwrap();
         out
+    }
+
+    #[test]
+    fn a_packets_held_position_follows_from_its_ordinal() {
+        // Room for five records; int stores its 1st…5th packets, interleaved with ext's.
+        let mut b = CaptureBuffer::new(5 * record_size(100) + 8, BufferMode::Ring).unwrap();
+        let int = b.interface("int", LinkType::Ethernet).unwrap();
+        let ext = b.interface("ext", LinkType::Ethernet).unwrap();
+        for n in 0..10u8 {
+            let iface = if n % 2 == 0 { int } else { ext };
+            b.push(iface, n as u64, 100, Direction::In, &[&frame(n, 100)]);
+        }
+        // Walked, int's held packets are its newest: their positions are 1, 2, ….
+        let (mut c, mut missed, mut held) = (b.cursor(), 0, Vec::new());
+        while let Some(p) = b.next(&mut c, &mut missed) {
+            if p.iface == int {
+                held.push(p.ts_ns / 2 + 1); // the ordinal of int's packet n is n / 2 + 1
+            }
+        }
+        assert!(!held.is_empty() && held.len() < 5);
+        for (position, &ordinal) in held.iter().enumerate() {
+            assert_eq!(b.held_position(int, ordinal), Some(position as u64 + 1));
+        }
+        assert_eq!(b.held_position(int, held[0] - 1), None); // overwritten
+        assert_eq!(b.held_position(int, 6), None); // never stored
+        b.wipe();
+        assert_eq!(b.held_position(int, *held.last().unwrap()), None);
     }
 
     #[test]

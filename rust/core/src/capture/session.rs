@@ -5,13 +5,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backend::{RingBackend, RingWaker};
-use super::buffer::{IfaceId, Pushed, SharedBuffer};
-use super::trigger::{Trigger, TriggerHit, TriggerState};
+use super::buffer::{CaptureBuffer, IfaceId, Pushed, SharedBuffer};
+use super::trigger::{StoredAt, Trigger, TriggerHit, TriggerState};
 use super::{CaptureError, Options, PacketRing, RingConfig, RingFrame, Waited, Waker};
 use crate::bpf::Insn;
 use crate::filter::Filter;
@@ -465,7 +465,20 @@ impl Worker {
             if *kept >= limit || trigger.as_ref().is_some_and(|t| !t.wants_more()) {
                 return;
             }
-            let seq = buffer.as_ref().map(|b| b.next_seq());
+            // What a trigger keeps of the packet just kept, built only when it fires.
+            let hit =
+                |buffer: &Option<MutexGuard<CaptureBuffer>>, wirelen, data: &[u8]| TriggerHit {
+                    iface: iface_name.clone(),
+                    stored: buffer.as_ref().map(|b| StoredAt {
+                        seq: b.next_seq() - 1,
+                        ordinal: b.iface(iface).counts.packets,
+                    }),
+                    ts_ns: f.ts_ns,
+                    wirelen,
+                    direction: f.direction,
+                    link,
+                    data: data.to_vec(),
+                };
             // Most packets: an untagged Ethernet frame, stored as it came (the kernel already cut it).
             if as_they_come && f.stripped_tag.is_none() {
                 let data = &f.data[..f.data.len().min(snaplen)];
@@ -479,15 +492,7 @@ impl Worker {
                 packets += 1;
                 bytes += data.len() as u64;
                 if let Some(t) = trigger.as_mut() {
-                    t.kept(data, link, || TriggerHit {
-                        iface: iface_name.clone(),
-                        seq,
-                        ts_ns: f.ts_ns,
-                        wirelen: f.wirelen,
-                        direction: f.direction,
-                        link,
-                        data: data.to_vec(),
-                    });
+                    t.kept(data, link, || hit(&buffer, f.wirelen, data));
                 }
                 return;
             }
@@ -521,16 +526,7 @@ impl Worker {
             if let Some(t) = trigger.as_mut() {
                 // The filter reads the frame as stored: tag back in place, or behind the cooked header.
                 let frame = parts.concat();
-                let hit = || TriggerHit {
-                    iface: iface_name.clone(),
-                    seq,
-                    ts_ns: f.ts_ns,
-                    wirelen,
-                    direction: f.direction,
-                    link,
-                    data: frame.clone(),
-                };
-                t.kept(&frame, link, hit);
+                t.kept(&frame, link, || hit(&buffer, wirelen, &frame));
             }
             if let Some(q) = &shared.live {
                 q.offer(OwnedPacket {

@@ -26,12 +26,20 @@ impl std::fmt::Debug for Trigger {
     }
 }
 
+/// Where a stored packet went: its sequence number in the capture buffer, and its ordinal among the
+/// packets its interface stored (from 1), from which its place among those held follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredAt {
+    pub seq: u64,
+    pub ordinal: u64,
+}
+
 /// The packet a trigger fired on, copied out when it fired (the buffer may overwrite it later).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TriggerHit {
     pub iface: Arc<str>,
-    /// Its sequence number in the capture buffer (`None`: a capture that stores nothing).
-    pub seq: Option<u64>,
+    /// `None`: a capture that stores nothing.
+    pub stored: Option<StoredAt>,
     pub ts_ns: u64,
     pub wirelen: u32,
     pub direction: Direction,
