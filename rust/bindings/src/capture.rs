@@ -10,7 +10,7 @@ use pcapdump_core::capture::{
     LiveLine, LiveLines, RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::limits::{DEFAULT_AFTER, DEFAULT_BUFFER_KB, MAX_SNAPLEN};
-use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, InterfaceStats, Section};
+use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, Section};
 use pcapdump_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -179,13 +179,8 @@ impl PyCaptureBuffer {
                 out.settle().map(|()| (written, out))
             })
             .map_err(failed)?;
-        if let Some(ask) = still_wanted {
-            if !ask.call0()?.is_truthy()? {
-                return Ok(None);
-            }
-        }
-        py.detach(|| out.commit()).map_err(failed)?;
-        Ok(Some((written.packets, written.bytes)))
+        let committed = commit_if_wanted(py, out, still_wanted, failed)?;
+        Ok(committed.then_some((written.packets, written.bytes)))
     }
 
     /// Write the packets of ``ifaces`` held now, merged in time order, to ``path`` as pcapng (complete
@@ -243,20 +238,16 @@ impl PyCaptureBuffer {
                 )?;
                 for (i, capture) in captures.iter().enumerate() {
                     if let Some(capture) = capture {
-                        writer.write_stats(i as u32, &statistics(capture, written[i].packets))?;
+                        writer
+                            .write_stats(i as u32, &capture.interface_stats(written[i].packets))?;
                     }
                 }
                 let mut out = writer.into_inner();
                 out.settle().map(|()| (written, out))
             })
             .map_err(failed)?;
-        if let Some(ask) = still_wanted {
-            if !ask.call0()?.is_truthy()? {
-                return Ok(None);
-            }
-        }
-        py.detach(|| out.commit()).map_err(failed)?;
-        Ok(Some(written.iter().map(|w| (w.packets, w.bytes)).collect()))
+        let committed = commit_if_wanted(py, out, still_wanted, failed)?;
+        Ok(committed.then(|| written.iter().map(|w| (w.packets, w.bytes)).collect()))
     }
 
     /// Drop every packet held; running captures go on.
@@ -360,23 +351,21 @@ fn duration_of(py: Python<'_>, seconds: Option<f64>) -> PyResult<Option<Duration
     }
 }
 
-/// A capture's counters as pcapng states them: what the filter passed (kept, or dropped by the kernel
-/// or for want of room in the buffer), the two kinds of drops, and what the file holds.
-fn statistics(capture: &Capture, delivered: u64) -> InterfaceStats {
-    let s = capture.stats();
-    let (started, stopped) = capture.times();
-    InterfaceStats {
-        start_ns: Some(started),
-        end_ns: stopped.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        }),
-        received: Some(s.packets + s.kernel_drops + s.buffer_full_drops),
-        kernel_drops: Some(s.kernel_drops),
-        buffer_drops: Some(s.buffer_full_drops),
-        delivered: Some(delivered),
+/// Put a written file in place, unless `still_wanted` (asked now, once it is written) says no: then it
+/// is dropped, which leaves nothing. Returns whether it was put in place.
+fn commit_if_wanted(
+    py: Python<'_>,
+    out: AtomicFile,
+    still_wanted: Option<Bound<'_, PyAny>>,
+    failed: impl FnOnce(std::io::Error) -> PyErr,
+) -> PyResult<bool> {
+    if let Some(ask) = still_wanted {
+        if !ask.call0()?.is_truthy()? {
+            return Ok(false);
+        }
     }
+    py.detach(|| out.commit()).map_err(failed)?;
+    Ok(true)
 }
 
 /// Brief lines of the packets that one or more captures keep, as they are captured (``-o``, ``-ou``).
@@ -606,7 +595,7 @@ impl PyCapture {
                 comment.as_ref().map(|(seq, text)| (*seq, text.as_str())),
                 out,
             )?;
-            writer.write_stats(0, &statistics(capture, written[0].packets))?;
+            writer.write_stats(0, &capture.interface_stats(written[0].packets))?;
             writer.into_inner().commit().map(|()| written[0].packets)
         })
         .map_err(|e| errors::to_py(py, Error::write(&path, e)))

@@ -171,6 +171,43 @@ pub fn read_to_pcap<'py>(
     summary_dict(py, summary)
 }
 
+/// One of the packets given to `write`: a `Packet`, or a `(ts_ns, bytes)` pair, whose wire length is
+/// its length.
+struct Item<'py> {
+    ts_ns: u64,
+    data: Bound<'py, PyBytes>,
+    wirelen: u32,
+    /// The packet, for its interface, link type and direction; `None` for a pair.
+    packet: Option<Bound<'py, PyPacket>>,
+}
+
+impl<'py> Item<'py> {
+    /// The `n`-th item (from 0), or the error that says what it should have been.
+    fn of(py: Python<'py>, item: Bound<'py, PyAny>, n: u64) -> PyResult<Item<'py>> {
+        if let Ok(p) = item.cast::<PyPacket>() {
+            let packet = p.get();
+            return Ok(Item {
+                ts_ns: packet.ts_ns,
+                data: packet.data.bind(py).clone(),
+                wirelen: packet.wirelen,
+                packet: Some(p.clone()),
+            });
+        }
+        let (ts_ns, data): (u64, Bound<'py, PyBytes>) = item.extract().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "packet {n}: expected a Packet or a (ts_ns, bytes) pair"
+            ))
+        })?;
+        let wirelen = data.as_bytes().len() as u32;
+        Ok(Item {
+            ts_ns,
+            data,
+            wirelen,
+            packet: None,
+        })
+    }
+}
+
 /// Write packets (``Packet`` objects or ``(ts_ns, bytes)`` pairs) to a pcap file; returns how many.
 #[pyfunction]
 #[pyo3(signature = (path, packets, linktype = 1, snaplen = MAX_SNAPLEN))]
@@ -187,23 +224,10 @@ pub fn write_pcap(
         PcapWriter::new(out, LinkType::from_number(linktype), snaplen).map_err(io_err)?;
     let mut n = 0u64;
     for item in packets.try_iter()? {
-        let item = item?;
-        if let Ok(p) = item.cast::<PyPacket>() {
-            let p = p.get();
-            writer
-                .write(p.ts_ns, p.data.bind(py).as_bytes(), p.wirelen)
-                .map_err(io_err)?;
-        } else {
-            let (ts_ns, data): (u64, Bound<'_, PyBytes>) = item.extract().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err(format!(
-                    "packet {n}: expected a Packet or a (ts_ns, bytes) pair"
-                ))
-            })?;
-            let bytes = data.as_bytes();
-            writer
-                .write(ts_ns, bytes, bytes.len() as u32)
-                .map_err(io_err)?;
-        }
+        let item = Item::of(py, item?, n)?;
+        writer
+            .write(item.ts_ns, item.data.as_bytes(), item.wirelen)
+            .map_err(io_err)?;
         n += 1;
     }
     writer.into_inner().commit().map_err(io_err)?;
@@ -228,45 +252,32 @@ pub fn write_pcapng(
     let mut ids: Vec<(Option<String>, u32)> = Vec::new();
     let mut n = 0u64;
     for item in packets.try_iter()? {
-        let item = item?;
-        let (key, ts_ns, data, wirelen, direction) = if let Ok(p) = item.cast::<PyPacket>() {
-            let p = p.get();
-            let data = p.data.clone_ref(py).into_bound(py);
-            (
-                (p.iface.clone(), p.linktype),
-                p.ts_ns,
-                data,
-                p.wirelen,
-                p.direction,
-            )
-        } else {
-            let (ts_ns, data): (u64, Bound<'_, PyBytes>) = item.extract().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err(format!(
-                    "packet {n}: expected a Packet or a (ts_ns, bytes) pair"
-                ))
-            })?;
-            let len = data.as_bytes().len() as u32;
-            ((None, linktype), ts_ns, data, len, None)
-        };
-        let id = match ids.iter().position(|k| *k == key) {
+        let item = Item::of(py, item?, n)?;
+        let packet = item.packet.as_ref().map(|p| p.get());
+        let (name, link) = packet.map_or((None, linktype), |p| (p.iface.as_deref(), p.linktype));
+        let known = ids
+            .iter()
+            .position(|(n, l)| n.as_deref() == name && *l == link);
+        let id = match known {
             Some(i) => i as u32,
             None => {
                 writer
                     .add_interface(&InterfaceBlock {
-                        name: key.0.as_deref().unwrap_or(""),
-                        link: LinkType::from_number(key.1),
+                        name: name.unwrap_or(""),
+                        link: LinkType::from_number(link),
                         snaplen,
                         filter: None,
                     })
                     .map_err(io_err)?;
-                ids.push(key);
+                ids.push((name.map(str::to_owned), link));
                 (ids.len() - 1) as u32
             }
         };
-        let bytes = data.as_bytes();
+        let bytes = item.data.as_bytes();
         let bytes = &bytes[..bytes.len().min(snaplen as usize)];
+        let direction = packet.and_then(|p| p.direction);
         writer
-            .write_packet(id, ts_ns, bytes, wirelen, direction, None)
+            .write_packet(id, item.ts_ns, bytes, item.wirelen, direction, None)
             .map_err(io_err)?;
         n += 1;
     }

@@ -17,6 +17,7 @@ use crate::bpf::Insn;
 use crate::filter::Filter;
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::{Direction, LinkType};
+use crate::pcap::InterfaceStats;
 
 /// Linux cooked v2 header, put in front of packets of non-Ethernet interfaces.
 const SLL2_HEADER: usize = 20;
@@ -311,10 +312,24 @@ impl Capture {
         self.program.as_deref()
     }
 
-    /// When the capture started and, once stopped, when it stopped (ns since the epoch).
-    pub fn times(&self) -> (u64, Option<u64>) {
+    /// The counters as a pcapng statistics block states them: from the start to the stop (or now), what
+    /// the filter passed (kept, or dropped by the kernel or for want of room in the buffer), the two
+    /// kinds of drops, and `delivered`, what the file holds.
+    pub fn interface_stats(&self, delivered: u64) -> InterfaceStats {
+        let s = self.stats();
         let stopped = self.shared.stopped_ns.load(Ordering::Acquire);
-        (self.started_ns, (stopped != 0).then_some(stopped))
+        InterfaceStats {
+            start_ns: Some(self.started_ns),
+            end_ns: if stopped != 0 {
+                stopped
+            } else {
+                wall_clock_ns()
+            },
+            received: Some(s.packets + s.kernel_drops + s.buffer_full_drops),
+            kernel_drops: Some(s.kernel_drops),
+            buffer_drops: Some(s.buffer_full_drops),
+            delivered: Some(delivered),
+        }
     }
 
     pub fn state(&self) -> State {
