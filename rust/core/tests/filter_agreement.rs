@@ -257,16 +257,37 @@ proptest! {
     }
 }
 
-#[test]
-fn matching_frames_exist_for_the_generator() {
-    // Guards the property above against a generator that never produces a match.
-    let f = Filter::parse_str("ipsrc 198.18.0.1 tcp port 80").unwrap();
+/// An Ethernet frame of an IPv4 TCP segment from 198.18.0.1 to 198.18.0.2 whose TCP header starts with
+/// `tcp` (zeros after it, up to 20 bytes).
+fn ipv4_tcp(tcp: &[u8]) -> Vec<u8> {
     let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
     frame.extend_from_slice(&[
         0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
     ]);
-    frame.extend_from_slice(&[0x9c, 0x40, 0, 80]);
-    frame.extend_from_slice(&[0; 16]);
+    frame.extend_from_slice(tcp);
+    frame.resize(14 + 20 + tcp.len().max(20), 0);
+    frame
+}
+
+/// Each filter keeps its frame, or not, alike in the compiled program and in the direct evaluation.
+fn assert_kept(cases: &[(&str, &Vec<u8>, bool)]) {
+    for &(text, frame, kept) in cases {
+        let f = Filter::parse_str(text).unwrap();
+        let by_program = interp::run(
+            &f.compile(96, LinkHeader::Ethernet).unwrap(),
+            frame,
+            &Ancillary::default(),
+        );
+        assert_eq!(f.matches_stripped(frame, None), kept, "{text}");
+        assert_eq!(by_program != 0, kept, "{text}");
+    }
+}
+
+#[test]
+fn matching_frames_exist_for_the_generator() {
+    // Guards the property above against a generator that never produces a match.
+    let f = Filter::parse_str("ipsrc 198.18.0.1 tcp port 80").unwrap();
+    let frame = ipv4_tcp(&[0x9c, 0x40, 0, 80]);
     assert!(f.matches_stripped(&frame, None));
     assert_eq!(
         interp::run(
@@ -280,44 +301,24 @@ fn matching_frames_exist_for_the_generator() {
 
 #[test]
 fn an_excluded_word_rejects_what_it_matches_and_keeps_the_rest() {
-    let mut tcp80 = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    tcp80.extend_from_slice(&[
-        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
-    ]);
-    tcp80.extend_from_slice(&[0x9c, 0x40, 0, 80]);
-    tcp80.extend_from_slice(&[0; 16]);
+    let tcp80 = ipv4_tcp(&[0x9c, 0x40, 0, 80]);
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 8, 6]);
     arp.extend_from_slice(&[0; 28]);
-    for (text, frame, kept) in [
+    assert_kept(&[
         ("not port 80", &tcp80, false),
         ("not port 22", &tcp80, true),
         ("not port 80", &arp, true),
         ("tcp not port 22 not port 80", &tcp80, false),
         ("not arp", &arp, false),
         ("not ipsrc 198.18.0.1", &tcp80, false),
-    ] {
-        let f = Filter::parse_str(text).unwrap();
-        let by_program = interp::run(
-            &f.compile(96, LinkHeader::Ethernet).unwrap(),
-            frame,
-            &Ancillary::default(),
-        );
-        assert_eq!(f.matches_stripped(frame, None), kept, "{text}");
-        assert_eq!(by_program != 0, kept, "{text}");
-    }
+    ]);
 }
 
 #[test]
 fn tcp_flags_and_icmp_types_match_over_ipv4_and_ipv6_alike() {
     // An IPv4 TCP SYN-ACK, an IPv6 ICMPv6 echo request behind a hop-by-hop header, a later IPv4 fragment.
-    let mut syn_ack = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    syn_ack.extend_from_slice(&[
-        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
-    ]);
-    syn_ack.extend_from_slice(&[
-        0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x12, 0, 0, 0, 0, 0, 0,
-    ]);
+    let syn_ack = ipv4_tcp(&[0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x12]);
     let mut later = syn_ack.clone();
     later[20..22].copy_from_slice(&185u16.to_be_bytes());
     let mut echo6 = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
@@ -326,7 +327,7 @@ fn tcp_flags_and_icmp_types_match_over_ipv4_and_ipv6_alike() {
     echo6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     echo6.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]); // hop-by-hop, next header ICMPv6
     echo6.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
-    for (text, frame, kept) in [
+    assert_kept(&[
         ("tcpflags syn", &syn_ack, true),
         ("tcpflags ack", &syn_ack, true),
         ("tcpflags rst", &syn_ack, false),
@@ -338,14 +339,5 @@ fn tcp_flags_and_icmp_types_match_over_ipv4_and_ipv6_alike() {
         ("icmptype echoreply", &echo6, false),
         ("not icmptype echo", &echo6, false),
         ("icmptype echo", &syn_ack, false),
-    ] {
-        let f = Filter::parse_str(text).unwrap();
-        let by_program = interp::run(
-            &f.compile(96, LinkHeader::Ethernet).unwrap(),
-            frame,
-            &Ancillary::default(),
-        );
-        assert_eq!(f.matches_stripped(frame, None), kept, "{text}");
-        assert_eq!(by_program != 0, kept, "{text}");
-    }
+    ]);
 }
