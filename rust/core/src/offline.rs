@@ -319,11 +319,8 @@ pub fn write_pcap(
     mut interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Written, OfflineError> {
     let shown = dest.display().to_string();
-    let write_err = |source| OfflineError::Write {
-        path: shown.clone(),
-        source,
-    };
-    let out = AtomicFile::create_or_stream(dest).map_err(write_err)?;
+    let out = create_output(dest, &shown)?;
+    let write_err = |source| OfflineError::writing(&shown, source);
     let mut cursor = file.cursor();
     // The link type of the first interface: for pcapng, read as far as its description.
     let first = file.first_link(&mut cursor, &mut interrupted);
@@ -372,11 +369,7 @@ pub fn write_pcapng(
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Written, OfflineError> {
     let shown = dest.display().to_string();
-    let write_err = |source| OfflineError::Write {
-        path: shown.clone(),
-        source,
-    };
-    let out = AtomicFile::create_or_stream(dest).map_err(write_err)?;
+    let out = create_output(dest, &shown)?;
     let buffered = io::BufWriter::with_capacity(BATCH_BYTES, out);
     let write_err = |source| OfflineError::writing(&shown, source);
     let mut waiter = Flushing {
@@ -437,6 +430,15 @@ pub fn write_pcapng(
         summary: sum,
         file,
         cut,
+    })
+}
+
+/// The output of `read -w`, `shown` as its path in messages. A pipe with no reader is an error here,
+/// not the quiet end of a reader that went away during the write.
+fn create_output(dest: &Path, shown: &str) -> Result<AtomicFile, OfflineError> {
+    AtomicFile::create_or_stream(dest).map_err(|source| OfflineError::Write {
+        path: shown.into(),
+        source,
     })
 }
 
