@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Mutex};
 
 use crate::textfmt::push_padded;
 
@@ -21,7 +22,7 @@ const MAX_ZONE_FILE: u64 = 1 << 20;
 #[derive(Clone, Debug)]
 pub enum Zone {
     Utc,
-    Rules(tz::TimeZone),
+    Rules(Arc<tz::TimeZone>),
 }
 
 impl Zone {
@@ -45,12 +46,23 @@ impl Zone {
                 }
             }
         };
-        rules.map_or(Zone::Utc, Zone::Rules)
+        rules.map_or(Zone::Utc, |r| Zone::Rules(Arc::new(r)))
     }
 
-    /// The zone of this process's environment (`TZ`).
+    /// The zone of this process's environment (`TZ`). Read once per `TZ` value, as the C library
+    /// does: a `Packet.brief()` per packet must not read a zone file each time.
     pub fn from_env() -> Zone {
-        Zone::from_tz(std::env::var("TZ").ok().as_deref())
+        static READ: Mutex<Option<(Option<String>, Zone)>> = Mutex::new(None);
+        let tz = std::env::var("TZ").ok();
+        let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
+        match &*read {
+            Some((for_tz, zone)) if *for_tz == tz => zone.clone(),
+            _ => {
+                let zone = Zone::from_tz(tz.as_deref());
+                *read = Some((tz, zone.clone()));
+                zone
+            }
+        }
     }
 
     /// Seconds east of UTC at `secs` (Unix time).
