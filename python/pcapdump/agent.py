@@ -19,7 +19,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _core
@@ -33,7 +33,7 @@ from .errors import (
     UsageError,
 )
 from .home import STORE_NAME, Home
-from .ifaces import link_state, network_namespace, no_such_interface, up_names
+from .ifaces import link_states, network_namespace, no_such_interface, up_names
 from .protocol import MAX_REQUEST, BadMessage, Connection, error_reply
 from .shapes import BufferInterface, TimeFormat
 
@@ -270,21 +270,33 @@ class Agent:
         log.info("capture buffer: %d KB %s", size_kb, mode)
         return self.buffer
 
+    def _capture_statuses(
+        self, captures: Iterable[tuple[str, _core.Capture]], times: TimeFormat | None = None
+    ) -> list[dict[str, Any]]:
+        """What captures did and what of them is stored now: `packets`/`bytes` are what the buffer
+        holds for the interface (0 after `wipe`, `None` for an `-ou` capture), `captured` what the
+        capture took in since it started; the packet its trigger fired on, its brief line in `times`.
+        The buffer's interfaces and the links are looked at once for all of them."""
+        held = {f["name"]: f for f in self.buffer.interfaces()} if self.buffer else {}
+        links = link_states()
+        return [self._capture_status(name, cap, held.get(name), links, times) for name, cap in captures]
+
     def _capture_status(
-        self, name: str, cap: _core.Capture, times: TimeFormat | None = None
+        self,
+        name: str,
+        cap: _core.Capture,
+        held: BufferInterface | None,
+        links: dict[str, str],
+        times: TimeFormat | None,
     ) -> dict[str, Any]:
-        """What a capture did and what of it is stored now: `packets`/`bytes` are what the buffer holds
-        for the interface (0 after `wipe`, `None` for an `-ou` capture), `captured` what the capture
-        took in since it started; the packet its trigger fired on, its brief line in `times`."""
         stats, settings = cap.stats(), cap.settings()
-        held = next((f for f in self.buffer.interfaces() if f["name"] == name), None) if self.buffer else None
         stored = settings["store"] or (held is not None and held["held"] > 0)
         return {
             "iface": name,
             "state": stats["state"],
             "stop_reason": stats["stop_reason"],
             # A running capture on a link that went down captures nothing until it comes back.
-            "link": link_state(name) if stats["state"] == "running" else None,
+            "link": links.get(name, "gone") if stats["state"] == "running" else None,
             "filter": settings["filter"],
             "snaplen": settings["snaplen"],
             "count": settings["count"],
@@ -364,7 +376,7 @@ class Agent:
                 if live_mode
                 else None
             )
-            started: list[dict[str, Any]] = []
+            opened: list[tuple[str, _core.Capture]] = []
             failed: list[dict[str, Any]] = []
             try:
                 # Allocating a big buffer takes seconds: its client may have given up meanwhile.
@@ -382,10 +394,11 @@ class Agent:
                     self.captures[name] = cap
                     earlier = self.snaplens.get(name, 0) if kept.get(name) else 0
                     self.snaplens[name] = max(earlier, cap.settings()["snaplen"])
-                    started.append({**self._capture_status(name, cap), "kept": kept.get(name, 0)})
+                    opened.append((name, cap))
                     log.info("started %s: filter '%s'", name, flt)
-                if not started:
+                if not opened:
                     raise CaptureError("; ".join(f["message"] for f in failed) or "nothing started")
+                started = [{**s, "kept": kept.get(s["iface"], 0)} for s in self._capture_statuses(opened)]
             except (PcapdumpError, Abandoned):
                 if not had_buffer and not self.captures:
                     self.buffer = None  # made for this start alone, which failed: nothing is held in it
@@ -448,7 +461,7 @@ class Agent:
                     conn.send({"line": line})
                 elif live.finished:
                     with self.lock:
-                        ended = [self._capture_status(n, c) for n in names if (c := self.captures.get(n))]
+                        ended = self._capture_statuses((n, c) for n in names if (c := self.captures.get(n)))
                     conn.send({"end": "stopped", "dropped": live.dropped, "captures": ended})
                     return
                 elif peer_closed(conn.sock):
@@ -481,7 +494,7 @@ class Agent:
             for n in names:
                 self.captures[n].stop()
                 log.info("stopped %s", n)
-            stopped = [self._capture_status(n, self.captures[n]) for n in names]
+            stopped = self._capture_statuses((n, self.captures[n]) for n in names)
         conn.send({"ok": True, "stopped": stopped})
 
     def op_interfaces(self, request: dict[str, Any], conn: Connection) -> None:
@@ -500,9 +513,7 @@ class Agent:
             status = {
                 "agent": {"pid": os.getpid()},
                 "buffer": None if b is None else {"size": b.size, "used": b.used, "mode": b.mode},
-                "captures": [
-                    self._capture_status(n, c, _time_format(request)) for n, c in self.captures.items()
-                ],
+                "captures": self._capture_statuses(self.captures.items(), _time_format(request)),
             }
         conn.send({"ok": True, "status": {**status, "files": self.home.store_summary()}})
 

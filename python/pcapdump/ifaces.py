@@ -34,15 +34,13 @@ def up_names() -> list[str]:
     return [iface["name"] for iface in _core.interfaces() if iface["up"]]
 
 
-def link_state(name: str) -> str:
-    """``up``; ``down`` (administratively: `ip link set down`); ``no carrier`` (up, but the cable, the
-    peer of a veth or the radio is gone); ``gone`` (no such interface any more)."""
-    found = next((i for i in _core.interfaces() if i["name"] == name), None)
-    if found is None:
-        return "gone"
-    if not found["up"]:
-        return "down"
-    return "up" if found["running"] else "no carrier"
+def link_states() -> dict[str, str]:
+    """Each interface's link: ``up``; ``down`` (administratively: `ip link set down`); ``no carrier``
+    (up, but the cable, the peer of a veth or the radio is gone). One that is missing is ``gone``."""
+    return {
+        i["name"]: "down" if not i["up"] else "up" if i["running"] else "no carrier"
+        for i in _core.interfaces()
+    }
 
 
 def _edits(a: str, b: str) -> int:
