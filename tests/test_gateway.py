@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import need_tool, pcapdump_exe, wait_until
+from conftest import IN_CI, need_tool, pcapdump_exe, wait_until
 from netns import Gateway
 
 pytestmark = pytest.mark.live
@@ -19,7 +19,7 @@ CLOSED_PORT = 9
 @pytest.fixture
 def gateway(tmp_path):
     if os.geteuid() != 0:
-        pytest.fail("CI runs as root") if os.environ.get("CI") == "true" else pytest.skip("needs root")
+        pytest.fail("CI runs as root") if IN_CI else pytest.skip("needs root")
     gw = Gateway().create()
     env = {**os.environ, "PCAPDUMP_HOME": str(tmp_path / "home"), "TZ": "UTC"}
 
