@@ -14,6 +14,7 @@ import click
 from . import __version__, _core, grammar
 from .console import Console, LiveSession
 from .errors import EXIT_RUNTIME, EXIT_USAGE, PcapdumpError, UsageError
+from .ifaces import link_of
 from .shapes import Interface, InterfaceListing, TimeFormat
 
 HELP_WIDTH = 78
@@ -361,7 +362,8 @@ def run_status(req: grammar.Request) -> None:
 
 def _iface_state(iface: Interface) -> str:
     """`up`, `up, no carrier` (up but not running, as `ip link` says NO-CARRIER), `down`; `, loopback`."""
-    words = ["down"] if not iface["up"] else ["up"] if iface["running"] else ["up", "no carrier"]
+    link = link_of(iface)
+    words = ["up", link] if link == "no carrier" else [link]
     return ", ".join(words + (["loopback"] if iface["loopback"] else []))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from . import _core
 from .errors import NoSuchInterfaceError
+from .shapes import Interface
 
 # How many close names a "did you mean" offers at most.
 MAX_SUGGESTIONS = 3
@@ -34,13 +35,15 @@ def up_names() -> list[str]:
     return [iface["name"] for iface in _core.interfaces() if iface["up"]]
 
 
+def link_of(iface: Interface) -> str:
+    """``up``; ``down`` (administratively: `ip link set down`); ``no carrier`` (up, but the cable, the
+    peer of a veth or the radio is gone)."""
+    return "down" if not iface["up"] else "up" if iface["running"] else "no carrier"
+
+
 def link_states() -> dict[str, str]:
-    """Each interface's link: ``up``; ``down`` (administratively: `ip link set down`); ``no carrier``
-    (up, but the cable, the peer of a veth or the radio is gone). One that is missing is ``gone``."""
-    return {
-        i["name"]: "down" if not i["up"] else "up" if i["running"] else "no carrier"
-        for i in _core.interfaces()
-    }
+    """Each interface's link (`link_of`); one that is missing is ``gone``."""
+    return {i["name"]: link_of(i) for i in _core.interfaces()}
 
 
 def _edits(a: str, b: str) -> int:
