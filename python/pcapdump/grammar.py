@@ -18,6 +18,7 @@ from .errors import FilterError, UsageError
 from .home import STORE_NAME, STORE_NAME_RULE
 
 IFACE_NAME = re.compile(r"[^\s/:]{1,15}")
+IFACE_NAME_RULE = "1…15 characters, no '/', ':' or spaces"
 
 
 @dataclass(frozen=True)
@@ -420,7 +421,7 @@ def _check_iface_list(value: str) -> None:
         if not IFACE_NAME.fullmatch(name):
             shown = name or "(empty)"
             raise UsageError(
-                f"'{value}': {shown} is not an interface name (1…15 characters, no '/', ':' or spaces; "
+                f"'{value}': {shown} is not an interface name ({IFACE_NAME_RULE}; "
                 "several are joined with commas, or all)",
                 value,
             )
@@ -432,9 +433,7 @@ def _check_args(command: str, args: list[str]) -> None:
     names = COMMANDS[command].args + COMMANDS[command].optional
     for name, value in zip(names, args, strict=False):
         if name == "iface" and not IFACE_NAME.fullmatch(value):
-            raise UsageError(
-                f"'{value}': not an interface name (1…15 characters, no '/', ':' or spaces)", value
-            )
+            raise UsageError(f"'{value}': not an interface name ({IFACE_NAME_RULE})", value)
         if name == "ifaces" and value != "all":
             _check_iface_list(value)
         if name == "command" and value not in COMMANDS:
