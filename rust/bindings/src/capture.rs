@@ -6,8 +6,8 @@ use pcapdump_core::brief::{BriefFormatter, PacketMeta};
 use pcapdump_core::capture::buffer::Cursor;
 use pcapdump_core::capture::trigger::{Trigger, TriggerGroup};
 use pcapdump_core::capture::{
-    show_lines, show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId,
-    LiveLine, LiveLines, RingConfig, SharedBuffer, State,
+    show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId, LiveLine,
+    LiveLines, RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::limits::{DEFAULT_AFTER, DEFAULT_BUFFER_KB, MAX_SNAPLEN};
 use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, Section};
@@ -120,14 +120,7 @@ impl PyCaptureBuffer {
         date: bool,
         mark: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let id = self.iface(py, iface)?;
-        let buffer = &self.inner;
-        let mut out = Vec::new();
-        let clock = crate::clock::clock(tz, utc, date);
-        py.detach(|| show_lines(buffer, id, json, clock, mark, &mut out))
-            // The lines go into memory, which only fails by running out of it.
-            .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
-        Ok(PyBytes::new(py, &out))
+        self.merged_lines(py, vec![iface.to_owned()], json, tz, utc, date, mark)
     }
 
     /// The lines of the packets of ``ifaces`` held now as one timeline (by timestamp), numbered from 1;
@@ -152,6 +145,7 @@ impl PyCaptureBuffer {
         let mut out = Vec::new();
         let clock = crate::clock::clock(tz, utc, date);
         py.detach(|| show_merged_lines(buffer, &ids, json, clock, mark, &mut out))
+            // The lines go into memory, which only fails by running out of it.
             .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
     }

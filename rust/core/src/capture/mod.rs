@@ -26,7 +26,7 @@ pub use link::link_of;
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
-pub use show::{show_lines, show_merged_lines, LiveLine, LiveLines};
+pub use show::{show_merged_lines, LiveLine, LiveLines};
 
 use backend::RingBackend;
 /// This system's ring: AF_PACKET on Linux; elsewhere one whose `open` says live capture is unsupported.

@@ -25,19 +25,6 @@ struct Held {
 pub const TRIGGER_MARK: &[u8] = b"  [trigger]";
 const TRIGGER_KEY: &[u8] = b", \"trigger\": true";
 
-/// Write one line per packet of `iface` held now, numbered from 1, times written by `clock`, the packet
-/// of sequence number `mark` marked; returns how many.
-pub fn show_lines(
-    buffer: &SharedBuffer,
-    iface: IfaceId,
-    json: bool,
-    clock: Clock,
-    mark: Option<u64>,
-    out: &mut dyn Write,
-) -> io::Result<u64> {
-    show_merged_lines(buffer, &[iface], json, clock, mark, out)
-}
-
 /// Write one line per packet of `ifaces` held now, as one timeline (by timestamp), numbered from 1,
 /// times written by `clock`, the packet of sequence number `mark` marked; returns how many.
 pub fn show_merged_lines(
