@@ -4,10 +4,14 @@
 //! locator are established first (a frame cut inside them matches nothing); within a group, fields are
 //! read in a fixed order and a field cut short ends the evaluation with "no match", as a BPF load past
 //! the end does.
+//!
+//! A trigger runs this on every packet a capture keeps, so the expression is lowered once into a
+//! [`Program`]: its terms sorted into the stage of the frame they read, each with its values in the form
+//! its test wants (one mask for TCP flags, bit sets for protocols and ICMP types, address masks made).
 
-use super::expr::{Expr, Group, IpNet, Proto};
+use super::expr::{Expr, Group, IpNet, PortRange, Proto, Side};
 use crate::packet::{
-    ethertype, ipproto, locate_transport, parse_l2, LinkType, Located, Tags, TransportAt, L2,
+    ethertype, ipproto, locate_transport, walk_l2, LinkType, Located, Tags, MAX_TAGS,
 };
 
 /// What a filter needs established before its groups run.
@@ -39,57 +43,6 @@ impl Needs {
     }
 }
 
-/// A field was cut short: the packet does not match.
-struct Cut;
-
-struct Frame<'a> {
-    bytes: &'a [u8],
-    link: LinkType,
-    l2: Option<L2>,
-    transport: Option<TransportAt>,
-}
-
-pub fn matches(expr: &Expr, needs: Needs, bytes: &[u8], link: LinkType, tags: Tags) -> bool {
-    let mut frame = Frame {
-        bytes,
-        link,
-        l2: None,
-        transport: None,
-    };
-    if needs.link_layer {
-        match parse_l2(bytes, link, tags) {
-            Some(l2) => frame.l2 = Some(l2),
-            None => return false,
-        }
-    }
-    // Groups that do not look past the network header go first: most packets fail one of them, and then
-    // the transport header need not be found. The result is the same, since every group must pass.
-    // A field cut short rejects the packet whether its group is required or excluded, as a BPF load past
-    // the end does.
-    let passes = |frame: &Frame, (g, excluded): (&Group, bool)| match frame.group(g) {
-        Ok(matched) => matched != excluded,
-        Err(Cut) => false,
-    };
-    if !expr
-        .terms()
-        .filter(|(g, _)| !reads_transport(g))
-        .all(|t| passes(&frame, t))
-    {
-        return false;
-    }
-    if needs.transport {
-        let l2 = frame.l2.expect("link layer parsed above");
-        match locate_transport(bytes, l2.ethertype, l2.l3) {
-            Located::At(at) => frame.transport = Some(at),
-            Located::NotIp => {}
-            Located::Truncated => return false,
-        }
-    }
-    expr.terms()
-        .filter(|(g, _)| reads_transport(g))
-        .all(|t| passes(&frame, t))
-}
-
 fn reads_transport(g: &Group) -> bool {
     match g {
         Group::Port(..) | Group::TcpFlags(_) | Group::IcmpType(_) => true,
@@ -98,123 +51,412 @@ fn reads_transport(g: &Group) -> bool {
     }
 }
 
-impl Frame<'_> {
-    #[inline]
-    fn field<const N: usize>(&self, at: usize) -> Result<[u8; N], Cut> {
-        crate::packet::array(self.bytes, at).ok_or(Cut)
+/// A filter lowered for evaluation, its terms sorted by kind: each kind's test is its own code, with
+/// no dispatch between kinds per packet. Every term must pass; the network terms run only when the
+/// address terms passed, the transport terms only when those did too, so most packets are turned away
+/// before the transport header is looked for. The result is the same in any order, since a field cut
+/// short rejects the packet wherever it is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Program {
+    /// Ethernet addresses: read before the link layer is walked.
+    macs: Box<[Term<MacTest>]>,
+    /// Whether the link layer is walked (any term beyond the addresses).
+    link_layer: bool,
+    /// The protocols an untagged IPv4 frame must carry for every required term to have a chance; `None`
+    /// when no term asks. Most packets a trigger sees are of another protocol than the one it waits for,
+    /// and are turned away here after one look at the protocol field.
+    ipv4_protocols: Option<ByteSet>,
+    vlans: Box<[Term<Box<[u16]>>]>,
+    ips: Box<[Term<IpTest>]>,
+    /// `arp` alone: it needs no transport header.
+    arp: Box<[Term<()>]>,
+    /// Whether any term below needs the transport header located.
+    transport: bool,
+    protocols: Box<[Term<ProtoTest>]>,
+    tcp_flags: Box<[Term<u8>]>,
+    icmp_types: Box<[Term<IcmpTest>]>,
+    ports: Box<[Term<PortTest>]>,
+}
+
+/// A test, and whether it is one a packet must fail (`not …`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Term<T> {
+    test: T,
+    excluded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MacTest {
+    side: Side,
+    macs: Box<[[u8; 6]]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IpTest {
+    side: Side,
+    /// Prefixes as (network, mask).
+    v4: Box<[(u32, u32)]>,
+    v6: Box<[(u128, u128)]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ProtoTest {
+    arp: bool,
+    ip: ByteSet,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IcmpTest {
+    v4: ByteSet,
+    v6: ByteSet,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PortTest {
+    side: Side,
+    ranges: Box<[PortRange]>,
+}
+
+/// A set of byte values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn from_iter(values: impl IntoIterator<Item = u8>) -> ByteSet {
+        let mut s = ByteSet::default();
+        for v in values {
+            s.0[(v >> 6) as usize] |= 1 << (v & 63);
+        }
+        s
     }
 
-    #[inline]
-    fn l2(&self) -> &L2 {
-        self.l2
-            .as_ref()
-            .expect("groups that read past the link layer parse it first")
+    #[inline(always)]
+    fn contains(&self, v: u8) -> bool {
+        self.0[(v >> 6) as usize] & (1 << (v & 63)) != 0
     }
 
-    #[inline]
-    fn group(&self, g: &Group) -> Result<bool, Cut> {
-        match g {
-            Group::Eth(side, macs) => {
-                if self.link != LinkType::Ethernet {
-                    return Ok(false);
-                }
-                if side.checks_dst() {
-                    let dst = self.field::<6>(0)?;
-                    if macs.iter().any(|m| m.0 == dst) {
-                        return Ok(true);
+    fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    fn intersection(self, other: ByteSet) -> ByteSet {
+        ByteSet(std::array::from_fn(|i| self.0[i] & other.0[i]))
+    }
+}
+
+/// The protocols whose headers start with a source and a destination port.
+const PORT_PROTOCOLS: [u8; 3] = [ipproto::TCP, ipproto::UDP, ipproto::SCTP];
+
+const ETHERNET_HEADER: usize = 14;
+/// Where an untagged Ethernet frame carries its IPv4 protocol field.
+const UNTAGGED_IPV4_PROTOCOL: usize = ETHERNET_HEADER + 9;
+/// An untagged Ethernet frame this long holds a whole IPv4 header without options.
+const UNTAGGED_IPV4_MIN: usize = ETHERNET_HEADER + 20;
+
+/// A field was cut short: the packet does not match.
+struct Cut;
+
+/// The link layer as the tests see it: the network header's ethertype and offset, and the VLAN ids
+/// when a test asks for them.
+struct Network {
+    ethertype: u16,
+    l3: usize,
+    vlans: [u16; MAX_TAGS],
+    vlan_count: usize,
+}
+
+/// Where the transport header is, once looked for: `proto` is `None` for a packet that is not IP.
+#[derive(Clone, Copy)]
+struct Transport {
+    proto: Option<u8>,
+    l4: usize,
+    first_fragment: bool,
+}
+
+impl Transport {
+    #[inline(always)]
+    fn first_fragment_of(&self, protocols: &[u8]) -> bool {
+        self.first_fragment && self.proto.is_some_and(|p| protocols.contains(&p))
+    }
+}
+
+#[inline(always)]
+fn field<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], Cut> {
+    crate::packet::array(bytes, at).ok_or(Cut)
+}
+
+/// Whether the packet gets past every term: each test matches, or does not where the term is
+/// excluded; a field cut short stops it either way.
+#[inline(always)]
+fn all<T>(terms: &[Term<T>], test: impl Fn(&T) -> Result<bool, Cut>) -> bool {
+    for t in terms {
+        match test(&t.test) {
+            Ok(matched) if matched != t.excluded => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The source and the destination field, in that order, as `side` asks.
+#[inline(always)]
+fn sides(side: Side, src: usize, dst: usize) -> [(bool, usize); 2] {
+    [(side.checks_src(), src), (side.checks_dst(), dst)]
+}
+
+impl Program {
+    pub fn of(expr: &Expr) -> Program {
+        let mut p = Program::default();
+        let (mut vlans, mut ips, mut arp, mut protocols) = (vec![], vec![], vec![], vec![]);
+        let (mut macs, mut tcp_flags, mut icmp_types, mut ports) = (vec![], vec![], vec![], vec![]);
+        let mut required_protocols: Option<ByteSet> = None;
+        let mut require = |set: ByteSet, excluded: bool| {
+            if !excluded {
+                required_protocols = Some(required_protocols.map_or(set, |r| r.intersection(set)));
+            }
+        };
+        for (g, excluded) in expr.terms() {
+            match g {
+                Group::Eth(side, m) => macs.push(Term {
+                    test: MacTest {
+                        side: *side,
+                        macs: m.iter().map(|m| m.0).collect(),
+                    },
+                    excluded,
+                }),
+                Group::Vlan(ids) => vlans.push(Term {
+                    test: ids.clone().into_boxed_slice(),
+                    excluded,
+                }),
+                Group::Ip(side, nets) => ips.push(Term {
+                    test: IpTest::of(*side, nets),
+                    excluded,
+                }),
+                Group::Proto(ps) => {
+                    let ip = ByteSet::from_iter(ps.iter().filter_map(|p| match p {
+                        Proto::Ip(n) => Some(*n),
+                        Proto::Arp => None,
+                    }));
+                    // ARP is never an IPv4 frame.
+                    require(ip, excluded);
+                    if reads_transport(g) {
+                        let arp = ps.contains(&Proto::Arp);
+                        protocols.push(Term {
+                            test: ProtoTest { arp, ip },
+                            excluded,
+                        });
+                    } else {
+                        arp.push(Term { test: (), excluded });
                     }
                 }
-                if side.checks_src() {
-                    let src = self.field::<6>(6)?;
-                    if macs.iter().any(|m| m.0 == src) {
-                        return Ok(true);
-                    }
+                Group::TcpFlags(flags) => {
+                    require(ByteSet::from_iter([ipproto::TCP]), excluded);
+                    tcp_flags.push(Term {
+                        test: Group::tcp_flag_mask(flags),
+                        excluded,
+                    });
                 }
-                Ok(false)
+                Group::IcmpType(types) => {
+                    let test = IcmpTest {
+                        v4: ByteSet::from_iter(types.iter().filter_map(|t| t.v4)),
+                        v6: ByteSet::from_iter(types.iter().filter_map(|t| t.v6)),
+                    };
+                    // The ICMPv6 types apply to protocol 58 over IPv4 too, as the program reads them.
+                    let over = [(test.v4, ipproto::ICMP), (test.v6, ipproto::ICMPV6)];
+                    let carried = over.iter().filter(|(set, _)| !set.is_empty());
+                    require(ByteSet::from_iter(carried.map(|(_, p)| *p)), excluded);
+                    icmp_types.push(Term { test, excluded });
+                }
+                Group::Port(side, ranges) => {
+                    require(ByteSet::from_iter(PORT_PROTOCOLS), excluded);
+                    ports.push(Term {
+                        test: PortTest {
+                            side: *side,
+                            ranges: ranges.clone().into_boxed_slice(),
+                        },
+                        excluded,
+                    });
+                }
             }
-            Group::Vlan(ids) => Ok(self.l2().vlan_ids().iter().any(|v| ids.contains(v))),
-            Group::Proto(protos) => {
-                let et = self.l2().ethertype;
-                let proto = self.transport.map(|t| t.proto);
-                Ok(protos.iter().any(|p| match p {
-                    Proto::Arp => et == ethertype::ARP,
-                    Proto::Ip(n) => proto == Some(*n),
-                }))
+        }
+        p.transport = !protocols.is_empty()
+            || !tcp_flags.is_empty()
+            || !icmp_types.is_empty()
+            || !ports.is_empty();
+        p.link_layer = p.transport || !vlans.is_empty() || !ips.is_empty() || !arp.is_empty();
+        p.ipv4_protocols = required_protocols;
+        p.macs = macs.into();
+        p.vlans = vlans.into();
+        p.ips = ips.into();
+        p.arp = arp.into();
+        p.protocols = protocols.into();
+        p.tcp_flags = tcp_flags.into();
+        p.icmp_types = icmp_types.into();
+        p.ports = ports.into();
+        p
+    }
+
+    #[inline(always)]
+    pub fn matches(&self, bytes: &[u8], link: LinkType, tags: Tags) -> bool {
+        // An untagged IPv4 frame: the walk below would find the protocol at this very place (a stripped
+        // tag is not in the frame, and does not move it), and a frame this long is not cut inside the
+        // fields the walk reads.
+        if let Some(protocols) = &self.ipv4_protocols {
+            if link == LinkType::Ethernet
+                && bytes.len() > UNTAGGED_IPV4_PROTOCOL
+                && bytes[12..14] == ethertype::IPV4.to_be_bytes()
+                && !protocols.contains(bytes[UNTAGGED_IPV4_PROTOCOL])
+            {
+                return false;
             }
-            Group::Ip(side, nets) => self.ip_group(*side, nets),
-            Group::TcpFlags(flags) => {
-                let Some(t) = self.transport.filter(|t| t.proto == ipproto::TCP) else {
-                    return Ok(false);
-                };
-                if !t.is_first_fragment() {
-                    return Ok(false);
-                }
-                let [bits] = self.field::<1>(t.l4 + 13)?;
-                Ok(bits & Group::tcp_flag_mask(flags) != 0)
-            }
-            Group::IcmpType(types) => {
-                let Some(t) = self.transport else {
-                    return Ok(false);
-                };
-                let of = |ty: &super::expr::IcmpType| match t.proto {
-                    ipproto::ICMP => ty.v4,
-                    ipproto::ICMPV6 => ty.v6,
-                    _ => None,
-                };
-                if !types.iter().any(|ty| of(ty).is_some()) || !t.is_first_fragment() {
-                    return Ok(false);
-                }
-                let [kind] = self.field::<1>(t.l4)?;
-                Ok(types.iter().any(|ty| of(ty) == Some(kind)))
-            }
-            Group::Port(side, ranges) => {
-                let Some(t) = self.transport else {
-                    return Ok(false);
-                };
-                if !matches!(t.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP)
-                    || !t.is_first_fragment()
-                {
-                    return Ok(false);
-                }
-                if side.checks_src() {
-                    let p = u16::from_be_bytes(self.field::<2>(t.l4)?);
-                    if ranges.iter().any(|r| r.contains(p)) {
-                        return Ok(true);
-                    }
-                }
-                if side.checks_dst() {
-                    let p = u16::from_be_bytes(self.field::<2>(t.l4 + 2)?);
-                    if ranges.iter().any(|r| r.contains(p)) {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            }
+        }
+        if !all(&self.macs, |t| t.run(bytes, link)) {
+            return false;
+        }
+        match (self.link_layer, self.vlans.is_empty()) {
+            (false, _) => true,
+            (true, true) => self.past_addresses::<false>(bytes, link, tags),
+            (true, false) => self.past_addresses::<true>(bytes, link, tags),
         }
     }
 
-    #[inline]
-    fn ip_group(&self, side: super::expr::Side, nets: &[IpNet]) -> Result<bool, Cut> {
-        let l2 = self.l2();
-        let l3 = l2.l3;
-        let has = |v6: bool| nets.iter().any(|n| matches!(n, IpNet::V6 { .. }) == v6);
-        match l2.ethertype {
-            ethertype::IPV4 if has(false) => {
-                for (wanted, at) in [(side.checks_src(), 12), (side.checks_dst(), 16)] {
+    /// The network and transport stages; the link layer's tags are kept only when `VLANS`, so that a
+    /// filter without VLAN words does not pay for them.
+    #[inline(always)]
+    fn past_addresses<const VLANS: bool>(&self, bytes: &[u8], link: LinkType, tags: Tags) -> bool {
+        // Most frames: untagged IPv4 over Ethernet, where the walk would find the network header at 14
+        // (a stripped tag is not in the frame). Said here as constants, the stages' offsets are too.
+        if !VLANS
+            && link == LinkType::Ethernet
+            && bytes.len() >= UNTAGGED_IPV4_MIN
+            && bytes[12..14] == ethertype::IPV4.to_be_bytes()
+        {
+            let net = Network {
+                ethertype: ethertype::IPV4,
+                l3: ETHERNET_HEADER,
+                vlans: [0; MAX_TAGS],
+                vlan_count: 0,
+            };
+            return self.stages(bytes, &net);
+        }
+        let mut net = Network {
+            ethertype: 0,
+            l3: 0,
+            vlans: [0; MAX_TAGS],
+            vlan_count: 0,
+        };
+        let walked = walk_l2(bytes, link, tags, |tci| {
+            if VLANS {
+                net.vlans[net.vlan_count] = tci & 0x0fff;
+                net.vlan_count += 1;
+            }
+        });
+        let Some((ethertype, l3)) = walked else {
+            return false;
+        };
+        (net.ethertype, net.l3) = (ethertype, l3);
+        self.stages(bytes, &net)
+    }
+
+    #[inline(always)]
+    fn stages(&self, bytes: &[u8], net: &Network) -> bool {
+        let vlans = &net.vlans[..net.vlan_count];
+        if !(all(&self.vlans, |ids| Ok(vlans.iter().any(|v| ids.contains(v))))
+            && all(&self.ips, |t| t.run(bytes, net))
+            && all(&self.arp, |()| Ok(net.ethertype == ethertype::ARP)))
+        {
+            return false;
+        }
+        if !self.transport {
+            return true;
+        }
+        let at = match locate_transport(bytes, net.ethertype, net.l3) {
+            Located::At(at) => Transport {
+                proto: Some(at.proto),
+                l4: at.l4,
+                first_fragment: at.is_first_fragment(),
+            },
+            Located::NotIp => Transport {
+                proto: None,
+                l4: 0,
+                first_fragment: false,
+            },
+            Located::Truncated => return false,
+        };
+        self.transport_terms(bytes, net, at)
+    }
+
+    #[inline(always)]
+    fn transport_terms(&self, bytes: &[u8], net: &Network, at: Transport) -> bool {
+        all(&self.protocols, |t| {
+            Ok((t.arp && net.ethertype == ethertype::ARP)
+                || at.proto.is_some_and(|p| t.ip.contains(p)))
+        }) && all(&self.tcp_flags, |mask| {
+            if !at.first_fragment_of(&[ipproto::TCP]) {
+                return Ok(false);
+            }
+            let [bits] = field::<1>(bytes, at.l4 + 13)?;
+            Ok(bits & mask != 0)
+        }) && all(&self.icmp_types, |t| t.run(bytes, at))
+            && all(&self.ports, |t| t.run(bytes, at))
+    }
+}
+
+impl MacTest {
+    #[inline(always)]
+    fn run(&self, bytes: &[u8], link: LinkType) -> Result<bool, Cut> {
+        if link != LinkType::Ethernet {
+            return Ok(false);
+        }
+        for (wanted, offset) in [(self.side.checks_dst(), 0), (self.side.checks_src(), 6)] {
+            if wanted && self.macs.contains(&field::<6>(bytes, offset)?) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl IpTest {
+    fn of(side: Side, nets: &[IpNet]) -> IpTest {
+        IpTest {
+            side,
+            v4: nets
+                .iter()
+                .filter_map(|n| match *n {
+                    IpNet::V4 { addr, prefix } => Some((addr, super::expr::mask32(prefix))),
+                    IpNet::V6 { .. } => None,
+                })
+                .collect(),
+            v6: nets
+                .iter()
+                .filter_map(|n| match *n {
+                    IpNet::V6 { addr, prefix } => Some((addr, super::expr::mask128(prefix))),
+                    IpNet::V4 { .. } => None,
+                })
+                .collect(),
+        }
+    }
+
+    #[inline(always)]
+    fn run(&self, bytes: &[u8], net: &Network) -> Result<bool, Cut> {
+        match net.ethertype {
+            ethertype::IPV4 if !self.v4.is_empty() => {
+                for (wanted, offset) in sides(self.side, 12, 16) {
                     if wanted {
-                        let a = u32::from_be_bytes(self.field::<4>(l3 + at)?);
-                        if nets.iter().any(|n| n.contains_v4(a)) {
+                        let a = u32::from_be_bytes(field(bytes, net.l3 + offset)?);
+                        if self.v4.iter().any(|&(net, mask)| a & mask == net) {
                             return Ok(true);
                         }
                     }
                 }
                 Ok(false)
             }
-            ethertype::IPV6 if has(true) => {
-                for (wanted, at) in [(side.checks_src(), 8), (side.checks_dst(), 24)] {
+            ethertype::IPV6 if !self.v6.is_empty() => {
+                for (wanted, offset) in sides(self.side, 8, 24) {
                     if wanted {
-                        let a = u128::from_be_bytes(self.field::<16>(l3 + at)?);
-                        if nets.iter().any(|n| n.contains_v6(a)) {
+                        let a = u128::from_be_bytes(field(bytes, net.l3 + offset)?);
+                        if self.v6.iter().any(|&(net, mask)| a & mask == net) {
                             return Ok(true);
                         }
                     }
@@ -223,5 +465,39 @@ impl Frame<'_> {
             }
             _ => Ok(false),
         }
+    }
+}
+
+impl IcmpTest {
+    #[inline(always)]
+    fn run(&self, bytes: &[u8], at: Transport) -> Result<bool, Cut> {
+        let types = match at.proto {
+            Some(ipproto::ICMP) => &self.v4,
+            Some(ipproto::ICMPV6) => &self.v6,
+            _ => return Ok(false),
+        };
+        if types.is_empty() || !at.first_fragment {
+            return Ok(false);
+        }
+        let [kind] = field::<1>(bytes, at.l4)?;
+        Ok(types.contains(kind))
+    }
+}
+
+impl PortTest {
+    #[inline(always)]
+    fn run(&self, bytes: &[u8], at: Transport) -> Result<bool, Cut> {
+        if !at.first_fragment_of(&PORT_PROTOCOLS) {
+            return Ok(false);
+        }
+        for (wanted, offset) in sides(self.side, 0, 2) {
+            if wanted {
+                let p = u16::from_be_bytes(field(bytes, at.l4 + offset)?);
+                if self.ranges.iter().any(|r| r.contains(p)) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 }

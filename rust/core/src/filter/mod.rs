@@ -20,7 +20,7 @@ use std::fmt;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     expr: Expr,
-    needs: eval::Needs,
+    program: eval::Program,
 }
 
 impl Filter {
@@ -28,7 +28,7 @@ impl Filter {
     pub fn parse(tokens: &[&str]) -> Result<Filter, FilterError> {
         let expr = words::parse(tokens)?;
         let filter = Filter {
-            needs: eval::Needs::of(&expr),
+            program: eval::Program::of(&expr),
             expr,
         };
         filter
@@ -56,19 +56,15 @@ impl Filter {
 
     /// Over a frame as stored (in a file, in the capture buffer): a tag the kernel stripped is back in
     /// the frame, and looked through with the in-band ones.
+    #[inline(always)]
     pub fn matches(&self, frame: &[u8], link: LinkType) -> bool {
-        eval::matches(&self.expr, self.needs, frame, link, Tags::Stored)
+        self.program.matches(frame, link, Tags::Stored)
     }
 
     /// As the kernel sees it: `stripped_tci` is an 802.1Q tag the kernel took out of the frame.
     pub fn matches_stripped(&self, frame: &[u8], stripped_tci: Option<u16>) -> bool {
-        eval::matches(
-            &self.expr,
-            self.needs,
-            frame,
-            LinkType::Ethernet,
-            Tags::Kernel(stripped_tci),
-        )
+        self.program
+            .matches(frame, LinkType::Ethernet, Tags::Kernel(stripped_tci))
     }
 
     /// The classic BPF program over packets with `header` in front; accepted packets are cut to

@@ -39,26 +39,62 @@ pub enum Tags {
 /// Parse the link layer; `None` when the frame ends before the ethertype of the network header.
 #[inline]
 pub fn parse_l2(frame: &[u8], link: LinkType, tags: Tags) -> Option<L2> {
-    let (stripped_tci, inband) = match tags {
-        Tags::Kernel(tci) => (tci, MAX_INBAND_TAGS),
-        Tags::Stored => (None, MAX_TAGS),
-    };
-    let mut l2 = L2 {
-        ethertype: 0,
-        l3: 0,
-        vlans: [0; MAX_TAGS],
-        vlan_count: 0,
-        has_macs: false,
-    };
-    if let Some(tci) = stripped_tci {
-        l2.vlans[0] = tci & 0x0fff;
-        l2.vlan_count = 1;
-    }
-    let (mut et, mut off) = match link {
-        LinkType::Ethernet => {
-            l2.has_macs = true;
-            (be16(frame, 12)?, 14)
+    let mut vlans = [0; MAX_TAGS];
+    let mut vlan_count = 0u8;
+    let (ethertype, l3) = walk_l2(frame, link, tags, |tci| {
+        vlans[vlan_count as usize] = tci & 0x0fff;
+        vlan_count += 1;
+    })?;
+    Some(L2 {
+        ethertype,
+        l3,
+        vlans,
+        vlan_count,
+        has_macs: link == LinkType::Ethernet,
+    })
+}
+
+/// The link layer's walk: the ethertype of the network header and its offset, each tag's TCI given to
+/// `tag`, outermost first. [`parse_l2`] keeps the tags; a filter without VLAN words ignores them, and
+/// then nothing of them is kept.
+#[inline(always)]
+pub fn walk_l2(
+    frame: &[u8],
+    link: LinkType,
+    tags: Tags,
+    mut tag: impl FnMut(u16),
+) -> Option<(u16, usize)> {
+    let inband = match tags {
+        Tags::Kernel(tci) => {
+            if let Some(tci) = tci {
+                tag(tci);
+            }
+            MAX_INBAND_TAGS
         }
+        Tags::Stored => MAX_TAGS,
+    };
+    // Most frames are Ethernet: tested first, so that the others' cases stay out of the hot path.
+    let (mut et, mut off) = if link == LinkType::Ethernet {
+        (be16(frame, 12)?, 14)
+    } else {
+        other_link(frame, link)?
+    };
+    for _ in 0..inband {
+        if !ethertype::is_vlan_tpid(et) {
+            break;
+        }
+        tag(be16(frame, off)?);
+        et = be16(frame, off + 2)?;
+        off += 4;
+    }
+    Some((et, off))
+}
+
+/// The network header's ethertype and offset behind a link layer other than Ethernet.
+#[cold]
+fn other_link(frame: &[u8], link: LinkType) -> Option<(u16, usize)> {
+    Some(match link {
+        LinkType::Ethernet => (be16(frame, 12)?, 14),
         LinkType::LinuxSll => (be16(frame, 14)?, 16),
         LinkType::LinuxSll2 => {
             let et = be16(frame, 0)?;
@@ -85,20 +121,7 @@ pub fn parse_l2(frame: &[u8], link: LinkType, tags: Tags) -> Option<L2> {
             (bsd_family_ethertype(family), 4)
         }
         LinkType::Other(_) => return None,
-    };
-    for _ in 0..inband {
-        if !ethertype::is_vlan_tpid(et) {
-            break;
-        }
-        let tci = be16(frame, off)?;
-        et = be16(frame, off + 2)?;
-        l2.vlans[l2.vlan_count as usize] = tci & 0x0fff;
-        l2.vlan_count += 1;
-        off += 4;
-    }
-    l2.ethertype = et;
-    l2.l3 = off;
-    Some(l2)
+    })
 }
 
 /// The network protocol of a BSD loopback address family; 0 for families other than IPv4 and IPv6.

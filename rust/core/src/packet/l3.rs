@@ -32,7 +32,7 @@ pub enum Located {
     At(TransportAt),
 }
 
-#[inline]
+#[inline(always)]
 pub fn locate_transport(frame: &[u8], ether: u16, l3: usize) -> Located {
     let found = match ether {
         ethertype::IPV4 => ipv4(frame, l3),
@@ -42,7 +42,7 @@ pub fn locate_transport(frame: &[u8], ether: u16, l3: usize) -> Located {
     found.map_or(Located::Truncated, Located::At)
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4(frame: &[u8], l3: usize) -> Option<TransportAt> {
     let ihl = (byte(frame, l3)? & 0x0f) as usize * 4;
     let frag = be16(frame, l3 + 6)?;
