@@ -64,6 +64,9 @@ def test_packet_fields_and_brief_line():
         "dst",
         "sport",
         "dport",
+        "ip_proto",
+        "tcp_flags",
+        "truncated",
         "info",
     }
     assert (obj["proto"], obj["sport"], obj["dport"], obj["eth_src"]) == (

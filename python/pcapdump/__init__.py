@@ -21,6 +21,7 @@ from ._core import (
     Capture,
     Filter,
     Packet,
+    Table,
 )
 from .console import Console
 from .errors import (
@@ -86,6 +87,7 @@ __all__ = [
     "PrivilegeError",
     "RemoteFileNotFoundError",
     "StalledError",
+    "Table",
     "UnknownGatewayError",
     "UnreachableError",
     "UnsupportedError",
@@ -93,6 +95,7 @@ __all__ = [
     "capture",
     "interfaces",
     "read",
+    "read_table",
     "write",
 ]
 
@@ -185,6 +188,33 @@ def read(
     many matching packets. Raises ``CaptureFileError`` for a missing, foreign or damaged file.
     """
     return _core.FileReader(os.fspath(path), as_filter(filter), snaplen, count)
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    filter: FilterLike = None,
+    snaplen: int | None = None,
+    count: int | None = None,
+    columns: Iterable[str] | None = None,
+) -> Table:
+    """The packets of a pcap or pcapng file that match ``filter``, as a table: one row per packet, read
+    in one pass in Rust. Hand the result to ``pyarrow.table()``, ``polars.DataFrame()`` or query it
+    with ``duckdb``; none of them is needed to make it.
+
+    ``columns`` picks columns by name, in that order (an unknown name raises ``UsageError``); by default
+    ``index, ts, iface, direction, caplen, wirelen, eth_src, eth_dst, vlan, proto, src, dst, sport,
+    dport, ip_proto, tcp_flags, info``. ``snaplen`` and ``count`` are as in ``read``.
+    """
+    _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
+    picked = None if columns is None else _column_names(columns)
+    return _core.read_table(os.fspath(path), as_filter(filter), snaplen, count, picked)
+
+
+def _column_names(columns: Iterable[str]) -> list[str]:
+    # A lone string would be taken letter by letter.
+    if isinstance(columns, str):
+        raise UsageError(f"columns={columns!r}: expected a list of column names", "columns")
+    return list(columns)
 
 
 def write(

@@ -18,6 +18,8 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::errors;
 use crate::filter::PyFilter;
 use crate::packet::PyPacket;
+use crate::table::PyTable;
+use pcapdump_core::table::{self, BufferIface};
 
 /// How long one wait for packets lasts before Ctrl-C is looked at again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -593,6 +595,20 @@ impl PyCapture {
             writer.into_inner().commit().map(|()| written[0].packets)
         })
         .map_err(|e| errors::to_py(py, Error::write(&path, e)))
+    }
+
+    /// The stored packets as a table (see ``read_table``), built with the GIL released.
+    #[pyo3(signature = (columns = None))]
+    fn table(&self, py: Python<'_>, columns: Option<Vec<String>>) -> PyResult<PyTable> {
+        let columns = crate::table::columns(py, columns)?;
+        let capture = &self.capture;
+        let iface = BufferIface {
+            id: capture.iface(),
+            name: &capture.config().iface,
+            link: capture.link(),
+        };
+        let table = py.detach(|| table::from_buffer(capture.buffer(), &[iface], columns));
+        Ok(PyTable::new(table))
     }
 
     #[getter]

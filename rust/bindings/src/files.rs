@@ -16,7 +16,7 @@ use crate::packet::PyPacket;
 
 /// Run `f` with the GIL released, handing it the question a reader asks while a pipe is silent:
 /// whether to give up. Ctrl-C says yes, and is raised here.
-fn interruptible<T: Send>(
+pub fn interruptible<T: Send>(
     py: Python<'_>,
     f: impl FnOnce(&mut dyn FnMut() -> bool) -> T + Send,
 ) -> PyResult<T> {
@@ -34,7 +34,7 @@ fn interruptible<T: Send>(
 }
 
 /// Open a capture file with the GIL released; Ctrl-C ends a wait on a silent pipe.
-fn open(py: Python<'_>, path: &std::path::Path) -> PyResult<CaptureFile> {
+pub fn open(py: Python<'_>, path: &std::path::Path) -> PyResult<CaptureFile> {
     interruptible(py, |interrupted| {
         CaptureFile::open_interruptible(path, interrupted)
     })?

@@ -7,6 +7,7 @@ mod files;
 mod filter;
 mod interfaces;
 mod packet;
+mod table;
 
 use pyo3::prelude::*;
 
@@ -26,6 +27,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<capture::PyLiveLines>()?;
     m.add_class::<capture::PyTriggerGroup>()?;
     m.add_class::<files::PyFileReader>()?;
+    m.add_class::<table::PyTable>()?;
+    m.add_function(wrap_pyfunction!(table::read_table, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_pcap, m)?)?;

@@ -1,9 +1,9 @@
-use pcapdump_core::brief::{BriefFormatter, PacketMeta};
+use pcapdump_core::brief::{fields_of, tcp_flags_text, BriefFormatter, Fields, PacketMeta};
 use pcapdump_core::capture::StoredPacket;
 use pcapdump_core::packet::{Direction, LinkType};
 use pcapdump_core::pcap::Record;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 /// One captured packet.
 #[pyclass(name = "Packet", module = "pcapdump._core", frozen)]
@@ -51,6 +51,19 @@ impl PyPacket {
 
     fn line(&self, py: Python<'_>, json: bool) -> String {
         BriefFormatter::new().line(&self.meta(), self.data.bind(py).as_bytes(), json)
+    }
+
+    /// The decoder's fields of this packet, and its info text.
+    fn decoded(&self, py: Python<'_>) -> (Fields, String) {
+        let mut info = Vec::new();
+        let data = self.data.bind(py).as_bytes();
+        let link = LinkType::from_number(self.linktype);
+        let fields = fields_of(data, link, self.wirelen, &mut info);
+        (fields, String::from_utf8_lossy(&info).into_owned())
+    }
+
+    fn fields_only(&self, py: Python<'_>) -> Fields {
+        self.decoded(py).0
     }
 
     fn meta(&self) -> PacketMeta<'_> {
@@ -127,7 +140,105 @@ impl PyPacket {
         self.line(py, true)
     }
 
+    /// The innermost protocol understood, as brief lines name it: ``"TCP"``, ``"UDP"``, ``"ICMP"``,
+    /// ``"ICMP6"``, ``"ARP"``, ``"IPv4"``, ``"IPv6"``, ``"ETH"``, …
+    #[getter]
+    fn proto(&self, py: Python<'_>) -> &'static str {
+        self.fields_only(py).proto
+    }
+
+    /// The source address: IP, or Ethernet for frames without an IP header; ``None`` when cut short.
+    #[getter]
+    fn src(&self, py: Python<'_>) -> Option<String> {
+        self.fields_only(py).src.text()
+    }
+
+    /// The destination address, as ``src``.
+    #[getter]
+    fn dst(&self, py: Python<'_>) -> Option<String> {
+        self.fields_only(py).dst.text()
+    }
+
+    /// The TCP, UDP or SCTP source port.
+    #[getter]
+    fn sport(&self, py: Python<'_>) -> Option<u16> {
+        self.fields_only(py).sport
+    }
+
+    /// The TCP, UDP or SCTP destination port.
+    #[getter]
+    fn dport(&self, py: Python<'_>) -> Option<u16> {
+        self.fields_only(py).dport
+    }
+
+    /// The Ethernet source address, ``"02:00:00:00:00:01"``.
+    #[getter]
+    fn eth_src(&self, py: Python<'_>) -> Option<String> {
+        self.fields_only(py).eth_src.map(mac_text)
+    }
+
+    /// The Ethernet destination address.
+    #[getter]
+    fn eth_dst(&self, py: Python<'_>) -> Option<String> {
+        self.fields_only(py).eth_dst.map(mac_text)
+    }
+
+    /// The 802.1Q VLAN ids, outermost first; ``()`` when untagged.
+    #[getter]
+    fn vlan<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.fields_only(py).vlans())
+    }
+
+    /// The IPv4 protocol or IPv6 next header behind the extension headers, for IP packets.
+    #[getter]
+    fn ip_proto(&self, py: Python<'_>) -> Option<u8> {
+        self.fields_only(py).ip_proto
+    }
+
+    /// The TCP flags as brief lines print them (``"S"``, ``"S."``, ``"FP."``, ``"none"``).
+    #[getter]
+    fn tcp_flags(&self, py: Python<'_>) -> Option<String> {
+        self.fields_only(py).tcp_flags.map(tcp_flags_text)
+    }
+
+    /// Whether the capture kept less than the packet had (``caplen < wirelen``).
+    #[getter]
+    fn truncated(&self, py: Python<'_>) -> bool {
+        self.fields_only(py).truncated
+    }
+
+    /// Every field of the ``-json`` line, as a dict with the same keys and values.
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (f, info) = self.decoded(py);
+        let d = PyDict::new(py);
+        d.set_item("index", self.index)?;
+        d.set_item("ts_ns", self.ts_ns)?;
+        d.set_item("iface", self.iface.as_deref())?;
+        d.set_item("dir", self.direction.map(Direction::as_str))?;
+        d.set_item("caplen", self.data.bind(py).as_bytes().len())?;
+        d.set_item("wirelen", self.wirelen)?;
+        d.set_item("eth_src", f.eth_src.map(mac_text))?;
+        d.set_item("eth_dst", f.eth_dst.map(mac_text))?;
+        d.set_item("vlan", f.vlans().to_vec())?;
+        d.set_item("proto", f.proto)?;
+        d.set_item("src", f.src.text())?;
+        d.set_item("dst", f.dst.text())?;
+        d.set_item("sport", f.sport)?;
+        d.set_item("dport", f.dport)?;
+        d.set_item("ip_proto", f.ip_proto)?;
+        d.set_item("tcp_flags", f.tcp_flags.map(tcp_flags_text))?;
+        d.set_item("truncated", f.truncated)?;
+        d.set_item("info", info)?;
+        Ok(d)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         format!("<Packet {}>", self.brief(py))
     }
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    pcapdump_core::brief::Addr::Mac(m)
+        .text()
+        .expect("a MAC address has a text")
 }

@@ -1,10 +1,13 @@
 //! Brief lines: one line per packet, as `show`, `-o`, `-ou` and `read` print them, and their JSON form.
 //!
 //! `12 03:12:45.123456 int in  TCP 198.18.0.1:40000 > 198.18.0.2:80 [S] seq=0 win=64240 len=0`
+//!
+//! Both forms, the typed fields of a Python `Packet` and the columns of a table are read from one
+//! [`Fields`] of the packet, made by [`fields_of`].
 
 use crate::clock::Clock;
 use crate::packet::{
-    decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport,
+    decode, ethertype, ipproto, Decoded, Direction, Icmp, LinkType, Net, Transport, MAX_TAGS,
 };
 use crate::pcap::Record;
 use crate::textfmt::{push_hex, push_ipv4, push_ipv6, push_json_str, push_mac, push_u64};
@@ -34,23 +37,88 @@ impl<'a> From<&Record<'a>> for PacketMeta<'a> {
     }
 }
 
+/// An endpoint's address: IP, or Ethernet for frames without an IP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Addr {
+pub enum Addr {
     None,
     V4([u8; 4]),
     V6([u8; 16]),
     Mac([u8; 6]),
 }
 
-/// The columns both forms share; `info` is written separately.
-struct Summary {
-    proto: &'static str,
-    src: Addr,
-    dst: Addr,
-    sport: Option<u16>,
-    dport: Option<u16>,
+impl Addr {
+    /// Append the address as text (nothing for `None`).
+    pub fn push(self, out: &mut Vec<u8>) {
+        match self {
+            Addr::None => {}
+            Addr::V4(a) => push_ipv4(out, a),
+            Addr::V6(a) => push_ipv6(out, a),
+            Addr::Mac(m) => push_mac(out, m),
+        }
+    }
+
+    /// The address as text; `None` for `Addr::None`.
+    pub fn text(self) -> Option<String> {
+        (self != Addr::None).then(|| {
+            let mut out = Vec::with_capacity(40);
+            self.push(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    }
+}
+
+/// What the decoder says about a packet, field by field; its `info` text is written beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields {
+    /// The innermost protocol understood: `TCP`, `UDP`, `ICMP`, `ICMP6`, `ARP`, `IPv4`, `ETH`, …
+    pub proto: &'static str,
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub eth_src: Option<[u8; 6]>,
+    pub eth_dst: Option<[u8; 6]>,
+    vlans: [u16; MAX_TAGS],
+    vlan_count: u8,
+    /// The IPv4 protocol or IPv6 next header behind the extension headers, for IP packets.
+    pub ip_proto: Option<u8>,
+    /// The TCP flag bits, for TCP segments whose header was captured.
+    pub tcp_flags: Option<u16>,
+    /// Whether the capture kept less than the packet had.
+    pub truncated: bool,
     /// Whether the text form shows `src > dst` (ARP says it in its own words).
     endpoints_in_text: bool,
+}
+
+impl Fields {
+    /// VLAN ids, outermost first.
+    pub fn vlans(&self) -> &[u16] {
+        &self.vlans[..self.vlan_count as usize]
+    }
+}
+
+/// Decode `data` (`caplen` bytes of a `wirelen`-byte packet on `link`) into its summary, and append
+/// the free text of its brief line (flags and sequence numbers, ICMP types, …) to `info`.
+pub fn fields_of(data: &[u8], link: LinkType, wirelen: u32, info: &mut Vec<u8>) -> Fields {
+    let d = decode(data, link);
+    let mut sum = describe(&d, data.len(), wirelen, info);
+    if let Some(l2) = d.l2 {
+        let ids = l2.vlan_ids();
+        sum.vlans[..ids.len()].copy_from_slice(ids);
+        sum.vlan_count = ids.len() as u8;
+    }
+    sum.eth_src = d.macs.map(|m| m.0);
+    sum.eth_dst = d.macs.map(|m| m.1);
+    sum.ip_proto = d.ip_proto;
+    sum.truncated = (data.len() as u64) < wirelen as u64;
+    sum
+}
+
+/// The TCP flags as a brief line shows them (`S`, `S.`, `FP.`, `none`).
+pub fn tcp_flags_text(flags: u16) -> String {
+    let mut out = Vec::with_capacity(9);
+    push_tcp_flags(&mut out, flags);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Formats brief lines into a caller's buffer; keeps a clock cache and a scratch buffer between lines.
@@ -75,9 +143,8 @@ impl BriefFormatter {
 
     /// Append the text line, newline included.
     pub fn text(&mut self, out: &mut Vec<u8>, meta: &PacketMeta, data: &[u8]) {
-        let d = decode(data, meta.link);
         self.info.clear();
-        let sum = describe(&d, data.len(), meta.wirelen, &mut self.info);
+        let sum = fields_of(data, meta.link, meta.wirelen, &mut self.info);
         push_u64(out, meta.index);
         out.push(b' ');
         self.clock.push_time(out, meta.ts_ns);
@@ -95,17 +162,10 @@ impl BriefFormatter {
             Some(Direction::Out) => b" out ",
             None => b" -   ",
         });
-        if let Some(l2) = d.l2 {
-            if l2.vlan_count > 0 {
-                out.extend_from_slice(b"VLAN ");
-                for (i, id) in l2.vlan_ids().iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    push_u64(out, *id as u64);
-                }
-                out.push(b' ');
-            }
+        if !sum.vlans().is_empty() {
+            out.extend_from_slice(b"VLAN ");
+            push_u64_list(out, sum.vlans());
+            out.push(b' ');
         }
         out.extend_from_slice(sum.proto.as_bytes());
         if sum.endpoints_in_text && sum.src != Addr::None {
@@ -123,9 +183,8 @@ impl BriefFormatter {
 
     /// Append the JSON object, newline included.
     pub fn json(&mut self, out: &mut Vec<u8>, meta: &PacketMeta, data: &[u8]) {
-        let d = decode(data, meta.link);
         self.info.clear();
-        let sum = describe(&d, data.len(), meta.wirelen, &mut self.info);
+        let sum = fields_of(data, meta.link, meta.wirelen, &mut self.info);
         out.extend_from_slice(b"{\"index\":");
         push_u64(out, meta.index);
         out.extend_from_slice(b",\"ts_ns\":");
@@ -145,17 +204,15 @@ impl BriefFormatter {
         out.extend_from_slice(b",\"wirelen\":");
         push_u64(out, meta.wirelen as u64);
         for (key, mac) in [
-            (&b",\"eth_src\":"[..], d.macs.map(|m| m.0)),
-            (b",\"eth_dst\":", d.macs.map(|m| m.1)),
+            (&b",\"eth_src\":"[..], sum.eth_src),
+            (b",\"eth_dst\":", sum.eth_dst),
         ] {
             out.extend_from_slice(key);
             push_json_addr(out, mac.map_or(Addr::None, Addr::Mac));
         }
-        out.extend_from_slice(b",\"vlan\":");
-        match d.l2.and_then(|l2| l2.vlan_ids().first().copied()) {
-            Some(id) => push_u64(out, id as u64),
-            None => out.extend_from_slice(b"null"),
-        }
+        out.extend_from_slice(b",\"vlan\":[");
+        push_u64_list(out, sum.vlans());
+        out.push(b']');
         out.extend_from_slice(b",\"proto\":");
         push_json_str(out, sum.proto.as_bytes());
         out.extend_from_slice(b",\"src\":");
@@ -167,11 +224,24 @@ impl BriefFormatter {
             (b",\"dport\":", sum.dport),
         ] {
             out.extend_from_slice(key);
-            match port {
-                Some(p) => push_u64(out, p as u64),
-                None => out.extend_from_slice(b"null"),
-            }
+            push_json_number(out, port.map(u64::from));
         }
+        out.extend_from_slice(b",\"ip_proto\":");
+        push_json_number(out, sum.ip_proto.map(u64::from));
+        out.extend_from_slice(b",\"tcp_flags\":");
+        match sum.tcp_flags {
+            Some(flags) => {
+                out.push(b'"');
+                push_tcp_flags(out, flags);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(if sum.truncated {
+            b",\"truncated\":true"
+        } else {
+            b",\"truncated\":false"
+        });
         out.extend_from_slice(b",\"info\":");
         push_json_str(out, &self.info);
         out.extend_from_slice(b"}\n");
@@ -192,22 +262,30 @@ impl BriefFormatter {
     }
 }
 
-fn push_addr(out: &mut Vec<u8>, a: Addr) {
-    match a {
-        Addr::None => {}
-        Addr::V4(a) => push_ipv4(out, a),
-        Addr::V6(a) => push_ipv6(out, a),
-        Addr::Mac(m) => push_mac(out, m),
-    }
-}
-
 fn push_json_addr(out: &mut Vec<u8>, a: Addr) {
     if a == Addr::None {
         out.extend_from_slice(b"null");
     } else {
         out.push(b'"');
-        push_addr(out, a);
+        a.push(out);
         out.push(b'"');
+    }
+}
+
+fn push_json_number(out: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => push_u64(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `5,7`: numbers separated by commas.
+fn push_u64_list(out: &mut Vec<u8>, ns: &[u16]) {
+    for (i, n) in ns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_u64(out, *n as u64);
     }
 }
 
@@ -215,16 +293,16 @@ fn push_endpoint(out: &mut Vec<u8>, a: Addr, port: Option<u16>) {
     match (a, port) {
         (Addr::V6(_), Some(p)) => {
             out.push(b'[');
-            push_addr(out, a);
+            a.push(out);
             out.extend_from_slice(b"]:");
             push_u64(out, p as u64);
         }
         (_, Some(p)) => {
-            push_addr(out, a);
+            a.push(out);
             out.push(b':');
             push_u64(out, p as u64);
         }
-        (_, None) => push_addr(out, a),
+        (_, None) => a.push(out),
     }
 }
 
@@ -255,16 +333,23 @@ fn push_proto(out: &mut Vec<u8>, proto: u8) {
     }
 }
 
-fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Summary {
+fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Fields {
     let macs = d.macs.map_or((Addr::None, Addr::None), |(s, t)| {
         (Addr::Mac(s), Addr::Mac(t))
     });
-    let mut sum = Summary {
+    let mut sum = Fields {
         proto: "ETH",
         src: macs.0,
         dst: macs.1,
         sport: None,
         dport: None,
+        eth_src: None,
+        eth_dst: None,
+        vlans: [0; MAX_TAGS],
+        vlan_count: 0,
+        ip_proto: None,
+        tcp_flags: None,
+        truncated: false,
         endpoints_in_text: true,
     };
     let (src, dst, ip_len, family) = match d.net {
@@ -363,6 +448,7 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
             sum.proto = "TCP";
             sum.sport = Some(t.sport);
             sum.dport = Some(t.dport);
+            sum.tcp_flags = Some(t.flags);
             info.push(b'[');
             push_tcp_flags(info, t.flags);
             info.extend_from_slice(b"] seq=");
@@ -433,7 +519,8 @@ fn describe(d: &Decoded, caplen: usize, wirelen: u32, info: &mut Vec<u8>) -> Sum
     sum
 }
 
-fn push_tcp_flags(out: &mut Vec<u8>, flags: u16) {
+/// Append the TCP flags as a brief line shows them, in tcpdump's order.
+pub fn push_tcp_flags(out: &mut Vec<u8>, flags: u16) {
     // tcpdump's order, so the lines read the same to people used to it.
     const NAMES: [(u16, u8); 8] = [
         (0x01, b'F'),

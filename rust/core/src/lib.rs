@@ -13,6 +13,7 @@ pub mod limits;
 pub mod offline;
 pub mod packet;
 pub mod pcap;
+pub mod table;
 pub mod textfmt;
 
 pub use error::{Error, ErrorKind};

@@ -13,6 +13,8 @@ pub struct Decoded {
     pub net: Net,
     pub transport: Transport,
     pub fragment: Option<TransportAt>,
+    /// The IPv4 protocol or IPv6 next header behind the extension headers, once found.
+    pub ip_proto: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +127,7 @@ pub fn decode(frame: &[u8], link: LinkType) -> Decoded {
         net: Net::Short,
         transport: Transport::None,
         fragment: None,
+        ip_proto: None,
     };
     if let LinkType::Other(n) = link {
         out.net = Net::Undecoded { link: n };
@@ -153,6 +156,7 @@ pub fn decode(frame: &[u8], link: LinkType) -> Decoded {
         }
         Located::NotIp => return out,
     };
+    out.ip_proto = Some(at.proto);
     if at.frag_offset != 0 || at.more_fragments {
         out.fragment = Some(at);
     }

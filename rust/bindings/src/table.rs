@@ -1,0 +1,110 @@
+//! Packets as an Arrow table for Python: an object that hands its record batches over through the Arrow
+//! PyCapsule stream interface (`__arrow_c_stream__`), which pyarrow, polars and duckdb take as they are.
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+
+use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+use arrow_array::{RecordBatch, RecordBatchIterator};
+use pcapdump_core::brief::PacketMeta;
+use pcapdump_core::offline::RecordReader;
+use pcapdump_core::table::{self, Column, Table, TableBuilder};
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+
+use crate::errors;
+use crate::files::{interruptible, open};
+use crate::filter::PyFilter;
+
+/// The name the PyCapsule interface gives a capsule holding an `ArrowArrayStream`.
+const STREAM_CAPSULE: &CStr = c"arrow_array_stream";
+
+/// A capture as a table: one row per packet. Hand it to ``pyarrow.table()``, ``polars.DataFrame()`` or
+/// ``duckdb`` as it is (the Arrow PyCapsule stream interface); pyarrow is not needed to make it.
+#[pyclass(name = "Table", module = "pcapdump._core", frozen)]
+pub struct PyTable {
+    table: Table,
+}
+
+impl PyTable {
+    pub fn new(table: Table) -> PyTable {
+        PyTable { table }
+    }
+}
+
+/// The columns asked for, an unknown name refused as a usage error that names it.
+pub fn columns(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Vec<Column>> {
+    table::select(names.as_deref()).map_err(|e| {
+        let token = e.name.clone();
+        errors::usage(py, e.to_string(), &token)
+    })
+}
+
+#[pymethods]
+impl PyTable {
+    /// The table as an Arrow C stream, in a capsule named ``arrow_array_stream``. A requested schema
+    /// is not honoured: the columns come as they are made.
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema;
+        let batches: Vec<RecordBatch> = self.table.batches.clone();
+        let reader =
+            RecordBatchIterator::new(batches.into_iter().map(Ok), self.table.schema.clone());
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        PyCapsule::new_with_value(py, stream, STREAM_CAPSULE)
+    }
+
+    /// How many rows (packets).
+    #[getter]
+    fn num_rows(&self) -> usize {
+        self.table.num_rows()
+    }
+
+    /// The columns' names, in order.
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        let fields = self.table.schema.fields();
+        fields.iter().map(|f| f.name().clone()).collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.table.num_rows()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Table {} rows: {}>",
+            self.table.num_rows(),
+            self.column_names().join(", ")
+        )
+    }
+}
+
+/// The matching packets of a capture file as a table, read in one pass with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (path, filter = None, snaplen = None, count = None, columns = None))]
+pub fn read_table(
+    py: Python<'_>,
+    path: PathBuf,
+    filter: Option<PyRef<'_, PyFilter>>,
+    snaplen: Option<u32>,
+    count: Option<u64>,
+    columns: Option<Vec<String>>,
+) -> PyResult<PyTable> {
+    let columns = self::columns(py, columns)?;
+    let file = open(py, &path)?;
+    let mut reader = RecordReader::new(file, filter.map(|f| f.inner.clone()), snaplen, count);
+    let built = interruptible(py, |interrupted| {
+        let mut builder = TableBuilder::new(columns);
+        while let Some(next) = reader.next_packet(&mut { &mut *interrupted }) {
+            let (record, data) = next?;
+            builder.push(&PacketMeta::from(&record), data);
+        }
+        Ok::<_, pcapdump_core::offline::OfflineError>(builder.finish())
+    })?;
+    built.map(PyTable::new).map_err(|e| errors::to_py(py, e))
+}
