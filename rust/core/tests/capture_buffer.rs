@@ -41,7 +41,7 @@ proptest! {
             prop_assert_eq!(p.data, &packet(n, len)[..]);
             prop_assert_eq!(p.wirelen as usize, len + 4);
             prop_assert_eq!(p.iface, ids[i]);
-            prop_assert_eq!(p.direction == Direction::In, n % 2 == 0);
+            prop_assert_eq!(p.direction == Direction::In, n.is_multiple_of(2));
             held.push(n);
         }
         prop_assert_eq!(missed, 0);

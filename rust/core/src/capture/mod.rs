@@ -72,7 +72,7 @@ impl RingConfig {
     pub fn check(&self) -> Result<(), CaptureError> {
         let bad = |what: &str| Err(CaptureError::Ring(what.to_owned()));
         if self.block_size < 65536
-            || self.block_size % 4096 != 0
+            || !self.block_size.is_multiple_of(4096)
             || !self.block_size.is_power_of_two()
         {
             return bad("block size must be a power of two of at least 64 KiB");

@@ -1064,7 +1064,7 @@ impl Step<'_, '_> {
             };
             let block_type = read_u32(b, at, be);
             let total = read_u32(b, at + 4, be) as usize;
-            if total < 12 || total % 4 != 0 {
+            if total < 12 || !total.is_multiple_of(4) {
                 return self.fail(ReadErrorKind::BadBlock {
                     offset,
                     reason: "block length is not a multiple of 4 of at least 12",
