@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt16Builder,
-    UInt32Builder, UInt64Builder, UInt8Builder,
+    ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt32Builder,
+    UInt64Builder, UInt8Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -13,7 +13,6 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crate::brief::{fields_of, push_tcp_flags, Addr, Fields, PacketMeta};
 use crate::capture::buffer::{IfaceId, SharedBuffer};
 use crate::packet::LinkType;
-use crate::textfmt::push_mac;
 
 /// Rows per record batch: large enough that a batch's overhead does not count, small enough that a
 /// consumer can start before the whole capture is converted.
@@ -185,12 +184,11 @@ pub fn from_buffer(buffer: &SharedBuffer, ifaces: &[BufferIface], columns: Vec<C
 
 /// Builds a [`Table`] one packet at a time.
 pub struct TableBuilder {
-    columns: Vec<Column>,
     schema: SchemaRef,
-    builders: Vec<Box<dyn ArrayBuilder>>,
-    batches: Vec<RecordBatch>,
+    columns: Vec<ColumnBuilder>,
     rows: usize,
-    /// Scratch space for the text of one cell and for a packet's info text.
+    batches: Vec<RecordBatch>,
+    /// Scratch space for the text of one cell, and for a packet's info text.
     text: Vec<u8>,
     info: Vec<u8>,
 }
@@ -200,13 +198,11 @@ impl TableBuilder {
         let schema = Arc::new(Schema::new(
             columns.iter().map(|c| c.field()).collect::<Vec<_>>(),
         ));
-        let builders = columns.iter().map(|c| new_builder(*c)).collect();
         TableBuilder {
-            columns,
             schema,
-            builders,
-            batches: Vec::new(),
+            columns: columns.into_iter().map(ColumnBuilder::new).collect(),
             rows: 0,
+            batches: Vec::new(),
             text: Vec::with_capacity(64),
             info: Vec::with_capacity(128),
         }
@@ -216,14 +212,14 @@ impl TableBuilder {
     pub fn push(&mut self, meta: &PacketMeta, data: &[u8]) {
         self.info.clear();
         let fields = fields_of(data, meta.link, meta.wirelen, &mut self.info);
-        let cells = Cells {
+        let row = Row {
             meta,
             caplen: data.len() as u32,
             fields: &fields,
             info: &self.info,
         };
-        for (column, builder) in self.columns.iter().zip(self.builders.iter_mut()) {
-            cells.append(*column, builder.as_mut(), &mut self.text);
+        for column in &mut self.columns {
+            column.append(&row, &mut self.text);
         }
         self.rows += 1;
         if self.rows == BATCH_ROWS {
@@ -242,126 +238,145 @@ impl TableBuilder {
     }
 
     fn flush(&mut self) {
-        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
-            .expect("every builder got one value per row, of its column's type");
+            .expect("every column got one value per row, of its type");
         self.batches.push(batch);
         self.rows = 0;
     }
 }
 
 /// Everything one row is made of.
-struct Cells<'a> {
+struct Row<'a> {
     meta: &'a PacketMeta<'a>,
     caplen: u32,
     fields: &'a Fields,
     info: &'a [u8],
 }
 
-impl Cells<'_> {
-    fn append(&self, column: Column, builder: &mut dyn ArrayBuilder, text: &mut Vec<u8>) {
-        let (meta, f) = (self.meta, self.fields);
+/// One column being built: its builder, of its column's type.
+enum ColumnBuilder {
+    Index(UInt64Builder),
+    Ts(TimestampNanosecondBuilder),
+    Iface(StringBuilder),
+    Direction(StringBuilder),
+    Caplen(UInt32Builder),
+    Wirelen(UInt32Builder),
+    EthSrc(StringBuilder),
+    EthDst(StringBuilder),
+    Vlan(ListBuilder<UInt16Builder>),
+    Proto(StringBuilder),
+    Src(StringBuilder),
+    Dst(StringBuilder),
+    Sport(UInt16Builder),
+    Dport(UInt16Builder),
+    IpProto(UInt8Builder),
+    TcpFlags(StringBuilder),
+    Info(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(column: Column) -> ColumnBuilder {
+        let rows = BATCH_ROWS;
+        let text = |bytes_each: usize| StringBuilder::with_capacity(rows, rows * bytes_each);
         match column {
-            Column::Index => downcast::<UInt64Builder>(builder).append_value(meta.index),
-            Column::Ts => downcast::<TimestampNanosecondBuilder>(builder)
-                .append_value(i64::try_from(meta.ts_ns).unwrap_or(i64::MAX)),
-            Column::Iface => downcast::<StringBuilder>(builder).append_option(meta.iface),
-            Column::Direction => {
-                downcast::<StringBuilder>(builder).append_option(meta.direction.map(|d| d.as_str()))
+            Column::Index => ColumnBuilder::Index(UInt64Builder::with_capacity(rows)),
+            Column::Ts => ColumnBuilder::Ts(
+                TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+            Column::Iface => ColumnBuilder::Iface(text(4)),
+            Column::Direction => ColumnBuilder::Direction(text(3)),
+            Column::Caplen => ColumnBuilder::Caplen(UInt32Builder::with_capacity(rows)),
+            Column::Wirelen => ColumnBuilder::Wirelen(UInt32Builder::with_capacity(rows)),
+            Column::EthSrc => ColumnBuilder::EthSrc(text(17)),
+            Column::EthDst => ColumnBuilder::EthDst(text(17)),
+            Column::Vlan => ColumnBuilder::Vlan(
+                ListBuilder::with_capacity(UInt16Builder::new(), rows)
+                    .with_field(Arc::new(Field::new("item", DataType::UInt16, false))),
+            ),
+            Column::Proto => ColumnBuilder::Proto(text(4)),
+            Column::Src => ColumnBuilder::Src(text(12)),
+            Column::Dst => ColumnBuilder::Dst(text(12)),
+            Column::Sport => ColumnBuilder::Sport(UInt16Builder::with_capacity(rows)),
+            Column::Dport => ColumnBuilder::Dport(UInt16Builder::with_capacity(rows)),
+            Column::IpProto => ColumnBuilder::IpProto(UInt8Builder::with_capacity(rows)),
+            Column::TcpFlags => ColumnBuilder::TcpFlags(text(2)),
+            Column::Info => ColumnBuilder::Info(text(32)),
+        }
+    }
+
+    fn append(&mut self, row: &Row, text: &mut Vec<u8>) {
+        let (meta, f) = (row.meta, row.fields);
+        match self {
+            ColumnBuilder::Index(b) => b.append_value(meta.index),
+            ColumnBuilder::Ts(b) => b.append_value(i64::try_from(meta.ts_ns).unwrap_or(i64::MAX)),
+            ColumnBuilder::Iface(b) => b.append_option(meta.iface),
+            ColumnBuilder::Direction(b) => b.append_option(meta.direction.map(|d| d.as_str())),
+            ColumnBuilder::Caplen(b) => b.append_value(row.caplen),
+            ColumnBuilder::Wirelen(b) => b.append_value(meta.wirelen),
+            ColumnBuilder::EthSrc(b) => append_text(b, f.eth_src.map(Addr::Mac), text),
+            ColumnBuilder::EthDst(b) => append_text(b, f.eth_dst.map(Addr::Mac), text),
+            ColumnBuilder::Vlan(b) => {
+                b.values().append_slice(f.vlans());
+                b.append(true);
             }
-            Column::Caplen => downcast::<UInt32Builder>(builder).append_value(self.caplen),
-            Column::Wirelen => downcast::<UInt32Builder>(builder).append_value(meta.wirelen),
-            Column::EthSrc => append_mac(builder, f.eth_src, text),
-            Column::EthDst => append_mac(builder, f.eth_dst, text),
-            Column::Vlan => {
-                let list = downcast::<ListBuilder<UInt16Builder>>(builder);
-                list.values().append_slice(f.vlans());
-                list.append(true);
-            }
-            Column::Proto => downcast::<StringBuilder>(builder).append_value(f.proto),
-            Column::Src => append_addr(builder, f.src, text),
-            Column::Dst => append_addr(builder, f.dst, text),
-            Column::Sport => downcast::<UInt16Builder>(builder).append_option(f.sport),
-            Column::Dport => downcast::<UInt16Builder>(builder).append_option(f.dport),
-            Column::IpProto => downcast::<UInt8Builder>(builder).append_option(f.ip_proto),
-            Column::TcpFlags => {
-                let b = downcast::<StringBuilder>(builder);
-                match f.tcp_flags {
-                    Some(flags) => {
-                        text.clear();
-                        push_tcp_flags(text, flags);
-                        b.append_value(ascii(text));
-                    }
-                    None => b.append_null(),
+            ColumnBuilder::Proto(b) => b.append_value(f.proto),
+            ColumnBuilder::Src(b) => append_text(b, Some(f.src), text),
+            ColumnBuilder::Dst(b) => append_text(b, Some(f.dst), text),
+            ColumnBuilder::Sport(b) => b.append_option(f.sport),
+            ColumnBuilder::Dport(b) => b.append_option(f.dport),
+            ColumnBuilder::IpProto(b) => b.append_option(f.ip_proto),
+            ColumnBuilder::TcpFlags(b) => match f.tcp_flags {
+                Some(flags) => {
+                    text.clear();
+                    push_tcp_flags(text, flags);
+                    b.append_value(as_str(text));
                 }
-            }
-            Column::Info => downcast::<StringBuilder>(builder).append_value(ascii(self.info)),
+                None => b.append_null(),
+            },
+            ColumnBuilder::Info(b) => b.append_value(as_str(row.info)),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Index(b) => Arc::new(b.finish()),
+            ColumnBuilder::Ts(b) => Arc::new(b.finish()),
+            ColumnBuilder::Caplen(b) | ColumnBuilder::Wirelen(b) => Arc::new(b.finish()),
+            ColumnBuilder::Vlan(b) => Arc::new(b.finish()),
+            ColumnBuilder::Sport(b) | ColumnBuilder::Dport(b) => Arc::new(b.finish()),
+            ColumnBuilder::IpProto(b) => Arc::new(b.finish()),
+            ColumnBuilder::Iface(b)
+            | ColumnBuilder::Direction(b)
+            | ColumnBuilder::EthSrc(b)
+            | ColumnBuilder::EthDst(b)
+            | ColumnBuilder::Proto(b)
+            | ColumnBuilder::Src(b)
+            | ColumnBuilder::Dst(b)
+            | ColumnBuilder::TcpFlags(b)
+            | ColumnBuilder::Info(b) => Arc::new(b.finish()),
         }
     }
 }
 
-fn new_builder(column: Column) -> Box<dyn ArrayBuilder> {
-    let rows = BATCH_ROWS;
-    match column {
-        Column::Index => Box::new(UInt64Builder::with_capacity(rows)),
-        Column::Ts => {
-            Box::new(TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC"))
-        }
-        Column::Caplen | Column::Wirelen => Box::new(UInt32Builder::with_capacity(rows)),
-        Column::Vlan => Box::new(
-            ListBuilder::new(UInt16Builder::new()).with_field(Arc::new(Field::new(
-                "item",
-                DataType::UInt16,
-                false,
-            ))),
-        ),
-        Column::Sport | Column::Dport => Box::new(UInt16Builder::with_capacity(rows)),
-        Column::IpProto => Box::new(UInt8Builder::with_capacity(rows)),
-        Column::Iface
-        | Column::Direction
-        | Column::EthSrc
-        | Column::EthDst
-        | Column::Proto
-        | Column::Src
-        | Column::Dst
-        | Column::TcpFlags
-        | Column::Info => Box::new(StringBuilder::with_capacity(rows, rows * 16)),
-    }
-}
-
-fn downcast<T: 'static>(builder: &mut dyn ArrayBuilder) -> &mut T {
-    builder
-        .as_any_mut()
-        .downcast_mut::<T>()
-        .expect("each column's builder is made by new_builder for that column")
-}
-
-fn append_mac(builder: &mut dyn ArrayBuilder, mac: Option<[u8; 6]>, text: &mut Vec<u8>) {
-    let b = downcast::<StringBuilder>(builder);
-    match mac {
-        Some(m) => {
+/// An address as text, or null for none.
+fn append_text(b: &mut StringBuilder, addr: Option<Addr>, text: &mut Vec<u8>) {
+    match addr {
+        Some(a) if a != Addr::None => {
             text.clear();
-            push_mac(text, m);
-            b.append_value(ascii(text));
+            a.push(text);
+            b.append_value(as_str(text));
         }
-        None => b.append_null(),
+        _ => b.append_null(),
     }
 }
 
-fn append_addr(builder: &mut dyn ArrayBuilder, addr: Addr, text: &mut Vec<u8>) {
-    let b = downcast::<StringBuilder>(builder);
-    if addr == Addr::None {
-        b.append_null();
-    } else {
-        text.clear();
-        addr.push(text);
-        b.append_value(ascii(text));
+/// Text the formatters wrote: ASCII by construction (names and numbers), checked, not trusted.
+fn as_str(text: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(text) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(text),
     }
-}
-
-/// Text the formatters wrote: ASCII by construction (names and numbers); anything else is replaced.
-fn ascii(text: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(text)
 }
 
 #[cfg(test)]

@@ -61,12 +61,26 @@ pub fn push_hex(out: &mut Vec<u8>, v: u32, min_digits: usize) {
 
 #[inline]
 pub fn push_ipv4(out: &mut Vec<u8>, a: [u8; 4]) {
-    for (i, b) in a.iter().enumerate() {
+    // Made whole, then appended once: a table writes two per packet.
+    let mut text = [0u8; 15];
+    let mut n = 0;
+    for (i, &b) in a.iter().enumerate() {
         if i > 0 {
-            out.push(b'.');
+            text[n] = b'.';
+            n += 1;
         }
-        push_u64(out, *b as u64);
+        if b >= 100 {
+            text[n] = b'0' + b / 100;
+            n += 1;
+        }
+        if b >= 10 {
+            text[n] = b'0' + b / 10 % 10;
+            n += 1;
+        }
+        text[n] = b'0' + b % 10;
+        n += 1;
     }
+    out.extend_from_slice(&text[..n]);
 }
 
 /// RFC 5952: lower case, the longest run of two or more zero groups shown as `::`.
@@ -106,12 +120,13 @@ pub fn push_ipv6(out: &mut Vec<u8>, a: [u8; 16]) {
 }
 
 pub fn push_mac(out: &mut Vec<u8>, m: [u8; 6]) {
+    // Made whole, then appended once: a table writes two per packet.
+    let mut text = [b':'; 17];
     for (i, b) in m.iter().enumerate() {
-        if i > 0 {
-            out.push(b':');
-        }
-        push_hex_byte(out, *b);
+        text[3 * i] = HEX[(b >> 4) as usize];
+        text[3 * i + 1] = HEX[(b & 15) as usize];
     }
+    out.extend_from_slice(&text);
 }
 
 /// A JSON string literal.
@@ -147,6 +162,23 @@ mod tests {
             assert_eq!(s(|o| push_u64(o, v)), v.to_string());
         }
         assert_eq!(s(|o| push_padded(o, 42, 6)), "000042");
+    }
+
+    #[test]
+    fn ipv4_and_mac_addresses() {
+        for a in [
+            [0, 0, 0, 0],
+            [198, 18, 0, 1],
+            [10, 99, 100, 255],
+            [1, 20, 255, 9],
+        ] {
+            let std = std::net::Ipv4Addr::from(a).to_string();
+            assert_eq!(s(|o| push_ipv4(o, a)), std);
+        }
+        assert_eq!(
+            s(|o| push_mac(o, [0x02, 0, 0xab, 0x10, 0xff, 0x9])),
+            "02:00:ab:10:ff:09"
+        );
     }
 
     #[test]
