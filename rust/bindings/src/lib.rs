@@ -7,6 +7,7 @@ mod files;
 mod filter;
 mod interfaces;
 mod packet;
+mod readiness;
 
 use pyo3::prelude::*;
 
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<capture::PyCaptureBuffer>()?;
     m.add_class::<capture::PyLiveLines>()?;
     m.add_class::<capture::PyTriggerGroup>()?;
+    m.add_class::<readiness::PyReadiness>()?;
     m.add_class::<files::PyFileReader>()?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;
