@@ -146,6 +146,9 @@ def capture(
     each kept packet: the first that matches fires it, ``after`` more packets are kept, then the capture
     stops (``stop_reason`` ``"triggered"``, ``stats()["trigger"]`` names the packet).
     ``stats()`` gives the counters (``CaptureStats``: ``packets``, ``kernel_drops``, ...).
+    ``next(timeout)`` gives the next packet or ``None`` (none in time, or ``finished``); ``async for``
+    iterates in an asyncio loop. Any thread may call ``stop()``, ``stats()`` or ``write()`` while another
+    iterates; its iteration then ends cleanly.
     Raises ``NoSuchInterfaceError``, ``PrivilegeError``, ``UnsupportedError`` (all ``CaptureError``) or
     ``FilterError``; a value out of range raises ``ValueError``.
     """

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pcapdump_core::brief::{BriefFormatter, PacketMeta};
 use pcapdump_core::capture::buffer::Cursor;
@@ -18,6 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::errors;
 use crate::filter::PyFilter;
 use crate::packet::PyPacket;
+use crate::readiness::PyReadiness;
 use crate::table::PyTable;
 use pcapdump_core::table::{self, BufferIface};
 
@@ -425,11 +427,68 @@ impl PyLiveLines {
     }
 }
 
-/// A live capture on one interface, into its own capture buffer or a shared one.
-#[pyclass(name = "Capture", module = "pcapdump._core")]
+/// A live capture on one interface, into its own capture buffer or a shared one. Every method may be
+/// called from any thread, while other threads iterate.
+#[pyclass(name = "Capture", module = "pcapdump._core", frozen)]
 pub struct PyCapture {
     capture: Capture,
-    cursor: Cursor,
+    /// Where iteration has got to: one place for every thread that iterates, so that each packet goes
+    /// to one of them. Only held while a packet is taken, never while waiting.
+    cursor: Mutex<Cursor>,
+    /// An iteration found the capture stopped and every packet given.
+    finished: AtomicBool,
+}
+
+/// When a wait of `timeout` seconds ends: `None` for no end (no timeout, or one beyond any clock).
+fn deadline_of(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    let Some(seconds) = timeout else {
+        return Ok(None);
+    };
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout={seconds}: expected seconds (0 or more), or None"
+        )));
+    }
+    Ok(Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|wait| Instant::now().checked_add(wait)))
+}
+
+impl PyCapture {
+    /// The next stored packet, waiting for one until `deadline` (`None`: as long as the capture runs)
+    /// with the GIL released; `None` at the deadline or once the capture has stopped and every packet
+    /// was given. The wait is cut in slices to look at Ctrl-C; packets and `stop` end it at once.
+    fn next_until(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<Option<PyPacket>> {
+        let name = self.capture.config().iface.as_str();
+        let link = self.capture.link();
+        loop {
+            // The state is read before the buffer, so a capture seen stopped has stored its last packet.
+            let running = self.capture.state() == State::Running;
+            let (next, at) = {
+                let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+                let next = self
+                    .capture
+                    .next_stored(&mut cursor, |p| PyPacket::stored(py, p, name, link));
+                (next, *cursor)
+            };
+            if next.is_some() {
+                return Ok(next);
+            }
+            if !running {
+                self.finished.store(true, Ordering::Release);
+                return Ok(None);
+            }
+            let slice = deadline.map_or(WAIT_SLICE, |d| {
+                d.saturating_duration_since(Instant::now()).min(WAIT_SLICE)
+            });
+            if slice.is_zero() {
+                return Ok(None);
+            }
+            let capture = &self.capture;
+            py.detach(|| capture.wait_stored(&at, slice));
+            py.check_signals()?;
+        }
+    }
 }
 
 #[pymethods]
@@ -482,8 +541,12 @@ impl PyCapture {
                 Capture::start(config, buffer, live)
             })
             .map_err(|e| errors::to_py(py, e))?;
-        let cursor = capture.cursor_from_now();
-        Ok(PyCapture { capture, cursor })
+        let cursor = Mutex::new(capture.cursor_from_now());
+        Ok(PyCapture {
+            capture,
+            cursor,
+            finished: AtomicBool::new(false),
+        })
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -491,7 +554,7 @@ impl PyCapture {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
         self.stop(py);
         false
     }
@@ -501,30 +564,46 @@ impl PyCapture {
     }
 
     /// The next stored packet; waits (GIL released, Ctrl-C honoured) while the capture runs.
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyPacket>> {
-        let name = self.capture.config().iface.as_str();
-        let link = self.capture.link();
-        loop {
-            // The state is read before the buffer, so a capture seen stopped has stored its last packet.
-            let running = self.capture.state() == State::Running;
-            let next = self
-                .capture
-                .next_stored(&mut self.cursor, |p| PyPacket::stored(py, p, name, link));
-            if next.is_some() {
-                return Ok(next);
-            }
-            if !running {
-                return Ok(None);
-            }
-            let (capture, cursor) = (&self.capture, &self.cursor);
-            py.detach(|| capture.wait_stored(cursor, WAIT_SLICE));
-            py.check_signals()?;
-        }
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyPacket>> {
+        self.next_until(py, None)
     }
 
-    /// Stop capturing; stored packets stay for iteration and ``write``.
-    fn stop(&mut self, py: Python<'_>) {
-        let capture = &mut self.capture;
+    /// The next stored packet, waiting at most ``timeout`` seconds (``None``: as long as the capture
+    /// runs) with the GIL released; ``None`` if none came in time, or once the capture has stopped and
+    /// every packet was given (then ``finished`` is true).
+    #[pyo3(name = "next", signature = (timeout = None))]
+    fn next_packet(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyPacket>> {
+        self.next_until(py, deadline_of(timeout)?)
+    }
+
+    /// True once ``next()`` or iteration found the capture stopped and every stored packet given.
+    #[getter]
+    fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// ``async for pkt in cap``: the packets as an asyncio event loop waits for them, without a thread
+    /// (``pcapdump.aio.AsyncPackets``).
+    fn __aiter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        py.import("pcapdump.aio")?
+            .getattr("AsyncPackets")?
+            .call1((slf,))
+    }
+
+    /// An event descriptor (``Readiness``) that becomes readable each time this capture stores packets,
+    /// and when it stops: an event loop waits for it instead of a thread.
+    fn watch(&self, py: Python<'_>) -> PyResult<PyReadiness> {
+        self.capture
+            .watch()
+            .map(PyReadiness::new)
+            .map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Stop capturing; stored packets stay for iteration and ``write``. Any thread may stop it: one
+    /// waiting for packets then gets the rest, and its iteration ends.
+    fn stop(&self, py: Python<'_>) {
+        let capture = &self.capture;
         py.detach(|| capture.stop());
     }
 

@@ -7,6 +7,7 @@ mod files;
 mod filter;
 mod interfaces;
 mod packet;
+mod readiness;
 mod table;
 
 use pyo3::prelude::*;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<capture::PyCaptureBuffer>()?;
     m.add_class::<capture::PyLiveLines>()?;
     m.add_class::<capture::PyTriggerGroup>()?;
+    m.add_class::<readiness::PyReadiness>()?;
     m.add_class::<files::PyFileReader>()?;
     m.add_class::<table::PyTable>()?;
     m.add_function(wrap_pyfunction!(table::read_table, m)?)?;

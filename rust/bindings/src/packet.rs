@@ -3,7 +3,7 @@ use pcapdump_core::capture::StoredPacket;
 use pcapdump_core::packet::{Direction, LinkType};
 use pcapdump_core::pcap::Record;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
 /// One captured packet.
 #[pyclass(name = "Packet", module = "pcapdump._core", frozen)]
@@ -234,6 +234,32 @@ impl PyPacket {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!("<Packet {}>", self.brief(py))
+    }
+
+    /// Pickles as the call that makes it again, ``Packet(ts_ns, data, wirelen, iface, direction,
+    /// linktype, index)``: those arguments also decide equality and the hash.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyType>, Bound<'py, PyTuple>)> {
+        let fields = (
+            self.ts_ns,
+            self.data.bind(py),
+            self.wirelen,
+            self.iface.as_deref(),
+            self.direction(),
+            self.linktype,
+            self.index,
+        );
+        Ok((py.get_type::<Self>(), fields.into_pyobject(py)?))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Self) -> PyResult<bool> {
+        self.__reduce__(py)?.1.eq(other.__reduce__(py)?.1)
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.__reduce__(py)?.1.hash()
     }
 }
 

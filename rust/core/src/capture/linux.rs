@@ -611,7 +611,7 @@ pub struct Waker {
 }
 
 impl Waker {
-    fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }

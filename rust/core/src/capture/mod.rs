@@ -2,6 +2,7 @@
 
 pub mod buffer;
 pub(crate) mod link;
+mod ready;
 mod session;
 mod show;
 mod stored;
@@ -23,6 +24,7 @@ pub use buffer::{
     BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket, Written,
 };
 pub use link::link_of;
+pub use ready::Readiness;
 pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::{RingBackend, RingWaker};
 use super::buffer::{CaptureBuffer, IfaceId, Pushed, SharedBuffer};
+use super::ready::{Readiness, Watchers};
 use super::trigger::{StoredAt, Trigger, TriggerHit, TriggerState};
 use super::{CaptureError, Options, PacketRing, RingConfig, RingFrame, Waited, Waker};
 use crate::bpf::Insn;
@@ -190,6 +191,8 @@ struct Shared {
     buffer_full_drops: AtomicU64,
     live_dropped: AtomicU64,
     live: Option<Arc<LiveQueue>>,
+    /// Event loops waiting for stored packets.
+    watchers: Watchers,
 }
 
 pub struct Capture {
@@ -203,7 +206,9 @@ pub struct Capture {
     buffer: Arc<SharedBuffer>,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first `stop`, which joins it while holding the lock: a `stop` from another thread
+    /// meanwhile returns only once the thread has ended, as if it had joined it itself.
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Capture {
@@ -241,6 +246,7 @@ impl Capture {
             buffer_full_drops: AtomicU64::new(0),
             live_dropped: AtomicU64::new(0),
             live,
+            watchers: Watchers::default(),
         });
         if let Some(q) = &shared.live {
             q.producers.fetch_add(1, Ordering::AcqRel);
@@ -281,7 +287,7 @@ impl Capture {
             buffer,
             shared,
             waker,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -344,11 +350,25 @@ impl Capture {
 
     /// Stop and wait until every packet the kernel already handed over is stored. Packets of a block
     /// still being filled are collected too: the kernel hands it over within the block timeout.
-    pub fn stop(&mut self) {
+    /// Any thread may call it, while others read the stored packets or call it too.
+    pub fn stop(&self) {
         self.request_stop();
-        if let Some(t) = self.thread.take() {
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// A descriptor that becomes readable each time this capture stores packets, and when it stops.
+    pub fn watch(&self) -> Result<Arc<Readiness>, CaptureError> {
+        self.shared
+            .watchers
+            .add()
+            .map_err(|source| CaptureError::Os {
+                iface: self.config.iface.clone(),
+                what: "cannot create an event descriptor",
+                source,
+            })
     }
 
     /// Readers of the buffer report here what they missed (ring mode overwrote it before they read it).
@@ -457,7 +477,11 @@ impl Worker {
         if let Some(q) = &self.shared.live {
             q.producer_done();
         }
+        // A reader that found the capture running under the buffer's lock (`wait_stored`) is waiting
+        // by the time this lock is ours, so the notice below reaches it.
+        drop(self.buffer.lock());
         self.buffer.notify();
+        self.shared.watchers.signal();
     }
 
     /// Store the packets of the next block: how many frames it held, and whether `count` packets are
@@ -560,6 +584,9 @@ impl Worker {
         shared.buffer_full_drops.fetch_add(full, Ordering::Relaxed);
         if store {
             self.buffer.notify();
+            if packets > 0 {
+                shared.watchers.signal();
+            }
         }
         frames.map(|n| (n, *kept >= limit))
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::buffer::{Cursor, StoredPacket};
-use super::session::Capture;
+use super::session::{Capture, State};
 
 impl Capture {
     /// A place at the buffer's end: reading starts at this capture's next packet, not at what a shared
@@ -37,11 +37,14 @@ impl Capture {
         found
     }
 
-    /// Wait up to `timeout` for a packet after `cursor` (of any capture of the buffer).
+    /// Wait up to `timeout` for a packet after `cursor` (of any capture of the buffer), or for this
+    /// capture to stop: several threads may wait at once, and one may stop the capture meanwhile.
     pub fn wait_stored(&self, cursor: &Cursor, timeout: Duration) {
         let buffer = self.buffer();
         let b = buffer.lock();
-        if b.next_seq() <= cursor.seq() {
+        // Read under the buffer's lock, which the capture thread takes once it has stopped and before
+        // it notifies: either it is seen stopped here, or its notice comes while this waits.
+        if b.next_seq() <= cursor.seq() && self.state() == State::Running {
             drop(buffer.wait(b, timeout));
         }
     }
