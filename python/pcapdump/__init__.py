@@ -187,8 +187,10 @@ def read(
 ) -> Iterator[Packet]:
     """Iterate over the packets of a pcap or pcapng file that match ``filter``.
 
-    ``snaplen`` cuts each packet's data (``wirelen`` keeps the true length); ``count`` stops after that
-    many matching packets. Raises ``CaptureFileError`` for a missing, foreign or damaged file.
+    The file may be gzip-compressed (known by its first bytes, not its name): it is inflated as it is
+    read. ``snaplen`` cuts each packet's data (``wirelen`` keeps the true length); ``count`` stops after
+    that many matching packets. Raises ``CaptureFileError`` for a missing, foreign or damaged file, and
+    for a .gz cut short, after the packets before the cut.
     """
     return _core.FileReader(os.fspath(path), as_filter(filter), snaplen, count)
 

@@ -121,7 +121,7 @@ COMMANDS: dict[str, _Command] = {
     "clean": _Command((), "same as cleanup", alias_of="cleanup"),
     "read": _Command(
         ("file",),
-        "print or filter the packets of a pcap/pcapng file",
+        "print or filter the packets of a pcap/pcapng file (or .gz of one)",
         (),
         True,
         example="pcapdump read capture.cap port 80 port 443 -c 20 -w web.pcap",

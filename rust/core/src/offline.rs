@@ -178,7 +178,7 @@ pub enum OfflineError {
         record: u64,
         link: u32,
     },
-    /// The input ended inside a record; the packets before it were written, and the file kept.
+    /// The input ended early (`is_cut`); the packets before it were written, and the file kept.
     #[error("{cut}; kept {kept} of the {read} packets before the cut in '{out}'")]
     CutShort {
         cut: ReadError,
@@ -299,14 +299,14 @@ impl Waiter for Lines<'_> {
 pub struct Written {
     pub summary: Summary,
     pub file: AtomicFile,
-    /// The input ended inside a record: what came before it is in `file`, complete.
+    /// The input ended early (`is_cut`): what came before it is in `file`, complete.
     pub cut: Option<ReadError>,
 }
 
 /// Write the selected records to a pcap file at `dest`, and hand the file back to be committed (or
 /// dropped, which leaves nothing) by the caller: a Ctrl-C during the write must leave no file. Input
-/// that ends inside a record is not a reason to lose the packets before it: they are written, and the
-/// cut is handed back beside the file. Any other error leaves nothing.
+/// that ends early (inside a record, or a .gz cut short) is not a reason to lose the packets before it:
+/// they are written, and the cut is handed back beside the file. Any other error leaves nothing.
 ///
 /// Two threads: this one walks the input and runs the filter, a writer thread hands the kept records to
 /// the kernel. A record already laid out as we would write it (classic pcap, µs, little-endian, not cut)
@@ -357,7 +357,6 @@ pub fn write_pcap(
     })
 }
 
-/// The input ended inside a record (not: another program cut it while we read).
 /// Write the selected records as pcapng at `dest`, keeping the input's interfaces (one interface block
 /// for each name and link type, in the order they first appear; a classic pcap input is one unnamed
 /// interface) and each packet's direction; otherwise as `write_pcap`, cut input included. Into a pipe
@@ -466,8 +465,13 @@ impl<W: Write> Waiter for Flushing<'_, W> {
     }
 }
 
+/// The input ended early: inside a record, or inside its gzip data; everything before is sound. (Not:
+/// another program cut a mapped file while we read it.)
 fn is_cut(e: &ReadError) -> bool {
-    matches!(e.kind, ReadErrorKind::Truncated { .. })
+    matches!(
+        e.kind,
+        ReadErrorKind::Truncated { .. } | ReadErrorKind::GzipCut { .. }
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

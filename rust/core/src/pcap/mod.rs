@@ -1,8 +1,9 @@
 //! Capture files: the classic pcap and the pcapng writers, and a reader for pcap and pcapng
-//! (memory-mapped files, and streams read as they arrive).
+//! (memory-mapped files, and streams read as they arrive, gzip-compressed ones inflated on the way).
 
 mod atomic;
 mod guard;
+mod gzip;
 mod pcapng;
 mod reader;
 mod writer;

@@ -3,8 +3,9 @@
 //! a FIFO, a device or standard input cannot be mapped; it is read through a window instead: more is read
 //! only when the next record is not complete in it, and what was handed out before is dropped, so a
 //! record comes out as soon as it has arrived and memory stays within one record and one read, whatever
-//! the length of the stream. Both go through one parser, which works on a view of the input at absolute
-//! offsets and says when the view ends too early.
+//! the length of the stream. A gzip-compressed input, file or stream, is inflated as it is read and goes
+//! through a window too (`gzip.rs`). Both go through one parser, which works on a view of the input at
+//! absolute offsets and says when the view ends too early.
 
 use std::fs::File;
 use std::io::Read;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use memmap2::Mmap;
 
 use super::guard::MapGuard;
+use super::gzip;
 use super::MAX_RECORD;
 use crate::packet::{Direction, LinkType};
 
@@ -37,6 +39,9 @@ pub enum ReadErrorKind {
     Folder,
     #[error("not a pcap or pcapng file (starts with 0x{0:08x})")]
     NotCapture(u32),
+    /// gzip data that inflates to something else (its first four bytes; `None`: to nothing).
+    #[error("gzip data, but not of a pcap or pcapng file ({})", inflated_start(*.0))]
+    NotCaptureInside(Option<u32>),
     #[error("file ends inside record {record} at byte {offset}; the capture was cut short")]
     Truncated { record: u64, offset: usize },
     #[error("record {record} at byte {offset} claims {len} bytes, more than the {max}-byte limit")]
@@ -60,8 +65,21 @@ pub enum ReadErrorKind {
     UnknownInterface { record: u64, id: u32 },
     #[error("the file was cut short while it was being read (another program truncated it)")]
     CutWhileReading,
+    /// The gzip data ended before its end: the packets before are good, the rest is lost.
+    #[error("the gzip data ends early, after {inflated} bytes of the capture; the .gz file was cut short")]
+    GzipCut { inflated: usize },
+    /// The decoder refused the gzip data (a bad header, a deflate error, a checksum that differs).
+    #[error("the gzip data is damaged after {inflated} bytes of the capture ({reason})")]
+    GzipDamaged { inflated: usize, reason: String },
     #[error("interrupted")]
     Interrupted,
+}
+
+fn inflated_start(magic: Option<u32>) -> String {
+    match magic {
+        Some(m) => format!("it inflates to bytes starting with 0x{m:08x}"),
+        None => "it inflates to nothing".into(),
+    }
 }
 
 /// One captured packet, borrowed from the file's map or from a stream's window.
@@ -136,9 +154,14 @@ impl Input {
 
 /// Where the bytes of a stream come from.
 struct Stream {
+    /// The input's bytes, inflated when it is gzip. Reading it never waits on `fd`: where that has
+    /// nothing yet, the read says `WouldBlock` (see `Polled`).
     from: Mutex<Box<dyn Read + Send>>,
-    /// The descriptor `from` reads, to wait on it interruptibly (`None`: reads block).
+    /// The descriptor under `from`, to wait on interruptibly (`None`: a regular file, or a system
+    /// where reads block).
     fd: Option<i32>,
+    /// `from` inflates gzip data: its failures say where the compressed data is cut or damaged.
+    gzip: bool,
     /// The bytes read while opening (the magic, and pcap's file header): the window the stream's one
     /// cursor starts with.
     head: Mutex<Option<Window>>,
@@ -171,6 +194,9 @@ impl Stream {
     /// Read at most `want` bytes at the end of `into`'s filled part (`into.buf[into.end..]`); 0 at the
     /// end of the stream. Before waiting for a silent stream, `waiter.idle()`; while waiting, and
     /// every 100 ms of a stream that never pauses, `waiter.interrupted()`.
+    ///
+    /// The read comes first and the wait only when it finds nothing: a decoder may have bytes to give
+    /// from what it holds while its descriptor is silent.
     fn read_into(
         &self,
         into: &mut Window,
@@ -179,14 +205,6 @@ impl Stream {
     ) -> Result<usize, ReadErrorKind> {
         into.make_room(want);
         loop {
-            if let Some(fd) = self.fd {
-                if !poll_fd(fd, 0) {
-                    if waiter.idle() {
-                        return Err(ReadErrorKind::Interrupted);
-                    }
-                    wait_readable(fd, waiter)?;
-                }
-            }
             // A stream that never pauses is asked about Ctrl-C all the same.
             if into.asked.elapsed() >= Duration::from_millis(STREAM_WAIT_MS as u64) {
                 if waiter.interrupted() {
@@ -194,24 +212,46 @@ impl Stream {
                 }
                 into.asked = Instant::now();
             }
-            let mut from = self
+            let read = self
                 .from
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match from.read(&mut into.buf[into.end..into.end + want]) {
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .read(&mut into.buf[into.end..into.end + want]);
+            match read {
                 Ok(n) => {
                     into.end += n;
                     return Ok(n);
                 }
-                // A pipe opened without waiting for its writer: nothing yet, wait again.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                    ) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Nothing yet (also: a pipe opened before its writer).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if waiter.idle() {
+                        return Err(ReadErrorKind::Interrupted);
+                    }
+                    if let Some(fd) = self.fd {
+                        wait_readable(fd, waiter)?;
+                    }
+                }
+                Err(e) if self.gzip => return Err(gzip::failure(e, into.limit())),
                 Err(e) => return Err(ReadErrorKind::Io(e)),
             }
         }
+    }
+}
+
+/// A descriptor whose reads never wait: `WouldBlock` while it has nothing to read, so that the waiting
+/// is done by `Stream::read_into`, which asks about Ctrl-C meanwhile.
+struct Polled {
+    from: Box<dyn Read + Send>,
+    fd: i32,
+}
+
+impl Read for Polled {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !poll_fd(self.fd, 0) {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        self.from.read(buf)
     }
 }
 
@@ -430,6 +470,11 @@ impl CaptureFile {
         // SIGBUS on the pages past its new end, which the guard turns into zeros and a mark that the
         // reader checks.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
+        // Compressed: inflated as it is read, through a window (the file's position is still 0).
+        if gzip::is_gzip(&map) {
+            drop(map);
+            return CaptureFile::from_stream(shown.clone(), Box::new(file), None, interrupted);
+        }
         #[cfg(unix)]
         let _ = map.advise(memmap2::Advice::Sequential);
         let format = detect(&map).map_err(err)?;
@@ -440,17 +485,24 @@ impl CaptureFile {
         })
     }
 
-    /// A capture read from `from` as it arrives, named `path` in messages. Only its start is read
-    /// here: its first four bytes must be a capture's magic number before more is read.
+    /// A capture read from `from` as it arrives, named `path` in messages; `fd` is the descriptor
+    /// `from` reads, if it may keep us waiting. Only its start is read here: its first four bytes must
+    /// be a capture's magic number before more is read. gzip data is inflated, and the magic looked for
+    /// in what it inflates to.
     fn from_stream(
         path: String,
         from: Box<dyn Read + Send>,
         fd: Option<i32>,
         mut interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<CaptureFile, ReadError> {
-        let stream = Stream {
+        let from: Box<dyn Read + Send> = match fd {
+            Some(fd) => Box::new(Polled { from, fd }),
+            None => from,
+        };
+        let mut stream = Stream {
             from: Mutex::new(from),
             fd,
+            gzip: false,
             head: Mutex::new(None),
         };
         let mut head = Window::new();
@@ -458,8 +510,20 @@ impl CaptureFile {
             // Before the magic is in, ask for no more than it: a device that never ends is refused at
             // once.
             head.fill(&stream, MAGIC_LEN, false, &mut interrupted)?;
+            if gzip::is_gzip(head.bytes()) {
+                let from = stream.from.get_mut().unwrap_or_else(|e| e.into_inner());
+                let rest = std::mem::replace(from, Box::new(std::io::empty()));
+                *from = gzip::inflate(head.bytes().to_vec(), rest);
+                stream.gzip = true;
+                head = Window::new();
+                head.fill(&stream, MAGIC_LEN, false, &mut interrupted)?;
+            }
             if head.bytes().is_empty() {
-                return Err(ReadErrorKind::Empty);
+                return Err(if stream.gzip {
+                    ReadErrorKind::NotCaptureInside(None)
+                } else {
+                    ReadErrorKind::Empty
+                });
             }
             if let Magic::Pcap { .. } = detect_magic(head.bytes())? {
                 head.fill(&stream, PCAP_HEADER_LEN, true, &mut interrupted)?;
@@ -468,7 +532,12 @@ impl CaptureFile {
         })()
         .map_err(|kind| ReadError {
             path: path.clone(),
-            kind,
+            kind: match kind {
+                ReadErrorKind::NotCapture(magic) if stream.gzip => {
+                    ReadErrorKind::NotCaptureInside(Some(magic))
+                }
+                kind => kind,
+            },
         })?;
         *stream.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(head);
         Ok(CaptureFile {
@@ -1557,7 +1626,8 @@ mod tests {
     #[test]
     fn a_long_stream_is_read_in_a_bounded_window() {
         let frames: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 1000]).collect();
-        for bytes in [pcap(&frames), pcapng(false, &frames, 0)] {
+        let compressed = gzip::compress(&pcap(&frames));
+        for bytes in [pcap(&frames), pcapng(false, &frames, 0), compressed] {
             let file = stream(&bytes, &[65536, 1000, 7]).unwrap();
             let mut cursor = file.cursor();
             let (mut n, mut most) = (0, 0);
@@ -1611,6 +1681,173 @@ mod tests {
             said[0].contains("more than the") && said[0].contains("save it to a file"),
             "{said:?}"
         );
+    }
+
+    /// A capture of each kind with `n` records, as written (plain).
+    fn captures(n: usize) -> Vec<Vec<u8>> {
+        let frames: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 40 + i % 50]).collect();
+        vec![
+            pcap(&frames),
+            pcap_big_endian(&frames),
+            pcapng(false, &frames, 10),
+            pcapng(true, &frames, 10),
+        ]
+    }
+
+    #[test]
+    fn a_gzip_file_or_stream_reads_as_the_plain_capture() {
+        for plain in captures(30) {
+            let expected = outcome(mapped(&plain));
+            assert!(expected.iter().all(|l| !l.starts_with("error")));
+            let whole = gzip::compress(&plain);
+            assert_eq!(outcome(mapped(&whole)), expected);
+            assert_eq!(outcome(stream(&whole, &[1, 7, 300])), expected);
+            // Members one after another, split anywhere, read as one capture.
+            let split = plain.len() / 3;
+            let members = [
+                gzip::compress(&plain[..split]),
+                gzip::compress(&plain[split..]),
+            ]
+            .concat();
+            assert_eq!(outcome(mapped(&members)), expected);
+            assert!(mapped(&members).unwrap().is_stream());
+        }
+    }
+
+    #[test]
+    fn a_cut_gzip_gives_every_record_before_the_cut_then_says_so() {
+        for plain in captures(2000) {
+            let expected = outcome(mapped(&plain));
+            let whole = gzip::compress(&plain);
+            let said = outcome(mapped(&whole[..whole.len() / 2]));
+            let (last, records) = said.split_last().unwrap();
+            assert!(!records.is_empty() && records.len() < expected.len());
+            assert_eq!(records, &expected[..records.len()]);
+            assert!(
+                last.starts_with("error: the gzip data ends early, after ")
+                    && last.ends_with(" bytes of the capture; the .gz file was cut short"),
+                "{last}"
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_of_something_else_is_refused_at_the_open() {
+        let said = outcome(mapped(&gzip::compress(b"hello, not a capture")));
+        assert_eq!(
+            said,
+            [format!("open: NotCaptureInside(Some({}))", 0x6865_6c6c)]
+        );
+        let e = mapped(&gzip::compress(b"")).err().unwrap();
+        assert_eq!(
+            e.kind.to_string(),
+            "gzip data, but not of a pcap or pcapng file (it inflates to nothing)"
+        );
+        let e = stream(&gzip::compress(b"hello"), &[3]).err().unwrap();
+        assert_eq!(
+            e.kind.to_string(),
+            "gzip data, but not of a pcap or pcapng file (it inflates to bytes starting with 0x68656c6c)"
+        );
+    }
+
+    #[test]
+    fn damaged_gzip_is_named_as_such() {
+        let plain = &captures(50)[0];
+        let mut bad = gzip::compress(plain);
+        // The stored checksum: every record inflates, the member's end does not check out.
+        let at = bad.len() - 6;
+        bad[at] ^= 0xff;
+        let said = outcome(mapped(&bad));
+        let last = said.last().unwrap();
+        assert!(
+            last.starts_with("error: the gzip data is damaged after ") && last.contains("checksum"),
+            "{last}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// gzip data cut anywhere gives the plain capture's first records, then one error; changed
+        /// anywhere as well, it gives at most one error, and never a panic.
+        #[test]
+        fn cut_or_changed_gzip_gives_the_first_records_then_one_error(
+            frames in frames(),
+            kind in 0..4u8,
+            cut in any::<prop::sample::Index>(),
+            flip in prop::option::of((any::<prop::sample::Index>(), 1..=255u8)),
+            sizes in prop::collection::vec(1..70usize, 1..5),
+        ) {
+            let plain = match kind {
+                0 => pcap(&frames),
+                1 => pcap_big_endian(&frames),
+                2 => pcapng(false, &frames, 3),
+                _ => pcapng(true, &frames, 3),
+            };
+            let expected = outcome(mapped(&plain));
+            let mut bytes = gzip::compress(&plain);
+            if let Some((at, x)) = flip {
+                // Past the magic, which decides whether this is gzip at all.
+                let i = 2 + at.index(bytes.len() - 2);
+                bytes[i] ^= x;
+            }
+            let len = 2 + cut.index(bytes.len() - 1);
+            bytes.truncate(len);
+            let said = outcome(stream(&bytes, &sizes));
+            let errors = said.iter().filter(|l| l.starts_with("error") || l.starts_with("open")).count();
+            prop_assert!(errors <= 1, "{:?}", said);
+            if flip.is_none() {
+                let records = &said[..said.len() - errors];
+                prop_assert_eq!(records, &expected[..records.len()]);
+                if len < gzip::compress(&plain).len() {
+                    prop_assert_eq!(errors, 1);
+                    let last = said.last().unwrap();
+                    prop_assert!(last.contains("the gzip data ends early") || last.contains("GzipCut"), "{}", last);
+                } else {
+                    prop_assert_eq!(&said, &expected);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_gzip_stream_gives_what_it_holds_while_its_pipe_is_silent() {
+        // Many records in a few compressed bytes: one write fills the decoder, whose output is more
+        // than one read of the window takes; the writer then holds the pipe open and says nothing.
+        let frames: Vec<Vec<u8>> = (0..3000).map(|i| vec![(i % 7) as u8; 300]).collect();
+        let compressed = gzip::compress(&pcap(&frames));
+        assert!(compressed.len() < 32 << 10);
+        let (read, mut write) = std::io::pipe().unwrap();
+        use std::io::Write;
+        write
+            .write_all(&compressed[..compressed.len() - 8])
+            .unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = read.as_raw_fd();
+        let file =
+            CaptureFile::from_stream("-".into(), Box::new(read), Some(fd), &mut || false).unwrap();
+        let mut cursor = file.cursor();
+        // All but the last records have come in full; none needs the pipe to say more.
+        let started = Instant::now();
+        let mut asked = 0;
+        let mut waiter = || {
+            asked += 1;
+            asked > 20
+        };
+        let mut n = 0;
+        let last = loop {
+            match file.next_record(&mut cursor, &mut waiter).unwrap() {
+                Ok(r) => {
+                    assert_eq!(r.data, &frames[n][..]);
+                    n += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(n >= 2990, "{n} records before the wait");
+        assert!(matches!(last.kind, ReadErrorKind::Interrupted));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(write);
     }
 
     #[test]
