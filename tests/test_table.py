@@ -3,9 +3,11 @@ dissection; pyarrow, polars and duckdb take `read_table` and `Capture.table` as 
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +246,39 @@ def test_the_recipes_of_the_tables_page_run(corpus_file, tmp_path):
         )
         assert done.returncode == 0, block + done.stderr
         assert done.stdout.strip(), block
+
+
+def test_a_gz_capture_reads_as_the_same_table(corpus_file, tmp_path):
+    gz = tmp_path / "corpus.pcap.gz"
+    gz.write_bytes(gzip.compress(Path(corpus_file).read_bytes()))
+    assert pa.table(pcapdump.read_table(gz)).equals(pa.table(pcapdump.read_table(corpus_file)))
+
+
+def test_reading_a_large_file_keeps_little_of_it_resident(tmp_path):
+    # 1400-byte frames: the file is large, its table small. A file read once, front to back, must not
+    # stay mapped in full: the process grows by about the table, not by the file.
+    frame = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + bytes(1386)
+    big = tmp_path / "big.cap"
+    with open(big, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        record = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame
+        out.write(record * 100_000)
+    # VmHWM: this process's peak resident set (ru_maxrss would start from the parent's).
+    script = (
+        "import json, sys, pcapdump, pyarrow as pa\n"
+        "def peak():\n"
+        "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "    return int(line.split()[1]) * 1024\n"
+        "base = peak()\n"
+        "t = pa.table(pcapdump.read_table(sys.argv[1]))\n"
+        "print(json.dumps([t.num_rows, t.nbytes, peak() - base]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(big)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    rows, table_bytes, grown = json.loads(done.stdout)
+    size = big.stat().st_size
+    allowed = 2 * table_bytes + 64 * 2**20
+    assert rows == 100_000 and allowed < size
+    assert grown < allowed, (grown, table_bytes, size)

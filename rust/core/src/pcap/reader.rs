@@ -645,6 +645,7 @@ impl CaptureFile {
             state: State {
                 offset,
                 prefetched: offset,
+                released: 0,
                 big_endian,
                 number: 0,
                 ifaces: Vec::new(),
@@ -678,6 +679,9 @@ impl CaptureFile {
         }
         let parsed = self.step(cursor, waiter, false);
         if let Parsed::Packet = parsed {
+            if let Input::Mapped(_, map, _) = &self.input {
+                release_behind(map, &mut cursor.state);
+            }
             return Some(Ok(()));
         }
         cursor.state.current = None;
@@ -962,6 +966,8 @@ struct State {
     offset: usize,
     /// Bytes before this offset have been asked of the cache already (see `prefetch_ahead`).
     prefetched: usize,
+    /// A mapped file's pages before this offset are out of our page tables (see `release_behind`).
+    released: usize,
     big_endian: bool,
     number: u64,
     ifaces: Vec<Iface>,
@@ -1288,6 +1294,39 @@ impl Step<'_, '_> {
             direction: direction.or_else(|| cooked_direction(data, iface.link)),
         })
     }
+}
+
+/// How much of a mapped file behind the reader stays in its page tables (see `release_behind`).
+const KEPT_BEHIND: usize = 32 << 20;
+
+/// Take the pages a cursor has left well behind out of our page tables. A file read front to back then
+/// costs this process about `KEPT_BEHIND` of resident memory, not its size (a table of a 10 GB file
+/// would otherwise hold 10 GB resident as well). The bytes stay in the page cache, and a page touched
+/// again (a record handed out earlier and still in use) is simply mapped again.
+fn release_behind(map: &Mmap, state: &mut State) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let upto = state.offset.saturating_sub(KEPT_BEHIND) & !(PAGE - 1);
+        if upto < state.released + KEPT_BEHIND {
+            return;
+        }
+        // SAFETY: the map is a read-only view of a file. MADV_DONTNEED drops our page-table entries
+        // for the range; every later read of it finds the file's bytes again, so no reference into
+        // the map (a record still in use, a batch `read -w` writes from) sees anything else.
+        let dropped = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                state.released,
+                upto - state.released,
+            )
+        };
+        // Refused, the pages simply stay: nothing is lost but memory.
+        let _ = dropped;
+        state.released = upto;
+    }
+    #[cfg(not(unix))]
+    let _ = (map, state);
 }
 
 /// How far ahead of the reader the cache is asked for the file's bytes.
