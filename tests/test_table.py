@@ -193,6 +193,19 @@ def test_bad_arguments_are_named(corpus_file, tmp_path):
     assert e.value.token == "port"
     with pytest.raises(pcapdump.UsageError):
         pcapdump.read_table(corpus_file, columns="proto")
+    with pytest.raises(pcapdump.UsageError, match="no columns asked for") as e:
+        pcapdump.read_table(corpus_file, columns=[])
+    assert e.value.token == "columns"
+    with pytest.raises(pcapdump.UsageError, match="1 is not a column name"):
+        pcapdump.read_table(corpus_file, columns=[1])
+    with pytest.raises(ValueError, match=r"^count=-1: expected 1"):
+        pcapdump.read_table(corpus_file, count=-1)
+    with pytest.raises(ValueError, match=r"^count=0: expected 1"):
+        list(pcapdump.read(corpus_file, count=0))
+    with pytest.raises(TypeError, match=r"^count='5': expected an integer"):
+        pcapdump.read_table(corpus_file, count="5")
+    with pytest.raises(TypeError, match=r"^filter=5: expected filter words"):
+        pcapdump.read_table(corpus_file, filter=5)
     with pytest.raises(pcapdump.FilterError):
         pcapdump.read_table(corpus_file, filter="port 99999")
     with pytest.raises(pcapdump.CaptureFileError):

@@ -116,10 +116,17 @@ def as_filter(filter: FilterLike) -> Filter | None:
     """A ``Filter`` from a filter, a string of filter words, or a list of tokens; ``None`` for none."""
     if filter is None or isinstance(filter, Filter):
         return filter
-    return Filter(filter if isinstance(filter, str) else list(filter))
+    if isinstance(filter, str):
+        return Filter(filter)
+    tokens = list(filter) if isinstance(filter, Iterable) else None
+    if tokens is None or not all(isinstance(t, str) for t in tokens):
+        raise TypeError(f"filter={filter!r}: expected filter words (a string or list of strings) or a Filter")
+    return Filter(tokens)
 
 
 def _check_range(name: str, value: int | None, low: int, high: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"{name}={value!r}: expected an integer {low} … {high}")
     if value is not None and not low <= value <= high:
         raise ValueError(f"{name}={value}: expected {low} … {high}")
 
@@ -192,6 +199,8 @@ def read(
     that many matching packets. Raises ``CaptureFileError`` for a missing, foreign or damaged file, and
     for a .gz cut short, after the packets before the cut.
     """
+    _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
+    _check_range("count", count, 1, 2**63 - 1)
     return _core.FileReader(os.fspath(path), as_filter(filter), snaplen, count)
 
 
@@ -211,6 +220,7 @@ def read_table(
     dport, ip_proto, tcp_flags, info``. ``snaplen`` and ``count`` are as in ``read``.
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
+    _check_range("count", count, 1, 2**63 - 1)
     picked = None if columns is None else _column_names(columns)
     return _core.read_table(os.fspath(path), as_filter(filter), snaplen, count, picked)
 
@@ -219,7 +229,11 @@ def _column_names(columns: Iterable[str]) -> list[str]:
     # A lone string would be taken letter by letter.
     if isinstance(columns, str):
         raise UsageError(f"columns={columns!r}: expected a list of column names", "columns")
-    return list(columns)
+    names = list(columns)
+    for name in names:
+        if not isinstance(name, str):
+            raise UsageError(f"columns: {name!r} is not a column name (expected strings)", "columns")
+    return names
 
 
 def write(

@@ -34,10 +34,8 @@ impl PyTable {
 
 /// The columns asked for, an unknown name refused as a usage error that names it.
 pub fn columns(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Vec<Column>> {
-    table::select(names.as_deref()).map_err(|e| {
-        let token = e.name.clone();
-        errors::usage(py, e.to_string(), &token)
-    })
+    table::select(names.as_deref())
+        .map_err(|e| errors::usage(py, e.to_string(), e.token().unwrap_or("columns")))
 }
 
 #[pymethods]

@@ -114,24 +114,40 @@ impl Column {
     }
 }
 
-/// A column name that is not one of [`Column::ALL`].
+/// Columns asked for that cannot make a table.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no column {name:?}: the columns are {}", Column::ALL.map(Column::name).join(", "))]
-pub struct UnknownColumn {
-    pub name: String,
+pub enum ColumnsError {
+    #[error("no column {0:?}: the columns are {list}", list = Column::ALL.map(Column::name).join(", "))]
+    Unknown(String),
+    #[error("no columns asked for: name at least one of {list}", list = Column::ALL.map(Column::name).join(", "))]
+    Empty,
 }
 
-/// The columns asked for, in the order asked; all of them for `None`. A name given twice is kept once.
-pub fn select(names: Option<&[String]>) -> Result<Vec<Column>, UnknownColumn> {
+impl ColumnsError {
+    /// The word to blame: the unknown name.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            ColumnsError::Unknown(name) => Some(name),
+            ColumnsError::Empty => None,
+        }
+    }
+}
+
+/// The columns asked for, in the order asked; all of them for `None`. A name given twice is kept once
+/// (a table's column names are its keys).
+pub fn select(names: Option<&[String]>) -> Result<Vec<Column>, ColumnsError> {
     let Some(names) = names else {
         return Ok(Column::ALL.to_vec());
     };
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
-        let column = Column::by_name(name).ok_or_else(|| UnknownColumn { name: name.clone() })?;
+        let column = Column::by_name(name).ok_or_else(|| ColumnsError::Unknown(name.clone()))?;
         if !columns.contains(&column) {
             columns.push(column);
         }
+    }
+    if columns.is_empty() {
+        return Err(ColumnsError::Empty);
     }
     Ok(columns)
 }
