@@ -157,6 +157,28 @@ def test_members_one_after_another_read_as_one_capture(plain, tmp_path):
         )
 
 
+def test_zeros_after_the_last_member_are_padding(plain, packed, tmp_path):
+    padded = tmp_path / "padded.gz"
+    padded.write_bytes(packed.read_bytes() + bytes(512))
+    assert packets(padded) == packets(plain)
+    done = run_pcapdump("read", str(padded), "-json")
+    assert (done.returncode, done.stdout) == (0, run_pcapdump("read", str(plain), "-json").stdout)
+
+
+@pytest.mark.parametrize("tail", [b"garbage!", b"\0\0 not zeros", b"x" * 40])
+def test_other_bytes_after_the_last_member_are_named_not_called_a_cut(plain, packed, tmp_path, tail):
+    trailing = tmp_path / "trailing.gz"
+    trailing.write_bytes(packed.read_bytes() + tail)
+    out = tmp_path / "out.cap"
+    done = run_pcapdump("read", str(trailing), "-w", str(out))
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.endswith("(bytes that are not gzip follow its last member)"), line
+    assert "cut short" not in line and not out.exists()
+    with pytest.raises(pcapdump.CaptureFileError, match="not gzip follow its last member"):
+        list(pcapdump.read(trailing))
+
+
 def cut_gz(packed: Path, tmp_path: Path) -> Path:
     """`packed` cut in the middle of its compressed bytes."""
     data = packed.read_bytes()

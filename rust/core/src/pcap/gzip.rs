@@ -4,9 +4,9 @@
 //! and Ctrl-C ends that). Members one after another (`cat a.gz b.gz`) read as one capture, as `gzip -d`
 //! reads them.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 
 use super::reader::ReadErrorKind;
 
@@ -22,7 +22,78 @@ pub fn is_gzip(head: &[u8]) -> bool {
 /// `rest`. A `WouldBlock` from `rest` comes out as it is, and the decoder keeps its place: the caller
 /// waits for the input and reads again.
 pub fn inflate(head: Vec<u8>, rest: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
-    Box::new(MultiGzDecoder::new(io::Cursor::new(head).chain(rest)))
+    let compressed: Compressed = BufReader::new(Box::new(io::Cursor::new(head).chain(rest)));
+    Box::new(Members::Inside(GzDecoder::new(compressed)))
+}
+
+type Compressed = BufReader<Box<dyn Read + Send>>;
+
+/// Members inflated one after another. After a member, the input may end, go on with another member,
+/// or end with zeros (padding, which `gzip -d` accepts too); anything else is refused.
+enum Members {
+    Inside(GzDecoder<Compressed>),
+    Between(Compressed),
+    Padding(Compressed),
+    Done,
+}
+
+impl Read for Members {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match std::mem::replace(self, Members::Done) {
+                Members::Inside(mut member) => match member.read(buf) {
+                    Ok(0) => *self = Members::Between(member.into_inner()),
+                    other => {
+                        *self = Members::Inside(member);
+                        return other;
+                    }
+                },
+                Members::Between(mut input) => {
+                    let next = match input.fill_buf() {
+                        Ok(bytes) => bytes.first().copied(),
+                        Err(e) => {
+                            *self = Members::Between(input);
+                            return Err(e);
+                        }
+                    };
+                    *self = match next {
+                        None => return Ok(0),
+                        Some(b) if b == MAGIC[0] => Members::Inside(GzDecoder::new(input)),
+                        Some(0) => Members::Padding(input),
+                        Some(_) => return Err(trailing()),
+                    };
+                }
+                Members::Padding(mut input) => {
+                    let (zeros, len) = match input.fill_buf() {
+                        Ok(bytes) => (bytes.iter().all(|&b| b == 0), bytes.len()),
+                        Err(e) => {
+                            *self = Members::Padding(input);
+                            return Err(e);
+                        }
+                    };
+                    if len == 0 {
+                        return Ok(0);
+                    }
+                    if !zeros {
+                        return Err(trailing());
+                    }
+                    input.consume(len);
+                    *self = Members::Padding(input);
+                }
+                Members::Done => return Ok(0),
+            }
+        }
+    }
+}
+
+fn trailing() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "bytes that are not gzip follow its last member",
+    )
 }
 
 /// What a failed read of inflated bytes means, `inflated` bytes into the capture. The decoder's own
@@ -113,6 +184,23 @@ mod tests {
         let (out, failed) = inflated(&trailing);
         assert_eq!(out, data);
         assert!(matches!(failed, Some(ReadErrorKind::GzipDamaged { .. })));
+    }
+
+    #[test]
+    fn zeros_after_the_last_member_are_padding_and_other_bytes_are_refused() {
+        let whole = compress(b"capture");
+        let padded = [whole.clone(), vec![0; 512]].concat();
+        let (out, failed) = inflated(&padded);
+        assert_eq!(out, b"capture");
+        assert!(failed.is_none(), "{failed:?}");
+        for tail in [&b"garbage!"[..], b"\0\0x", b"z"] {
+            let (out, failed) = inflated(&[whole.clone(), tail.to_vec()].concat());
+            assert_eq!(out, b"capture");
+            assert!(
+                matches!(&failed, Some(ReadErrorKind::GzipDamaged { reason, .. }) if reason.contains("not gzip")),
+                "{tail:?}: {failed:?}"
+            );
+        }
     }
 
     #[test]
