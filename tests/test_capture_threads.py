@@ -216,3 +216,26 @@ def test_ctrl_c_interrupts_a_waiting_next(testnet):
         proc.kill()
     assert "interrupted" in out, err
     assert proc.returncode == 3
+
+
+DAEMON_AT_EXIT = """
+import sys, threading, time, pcapdump
+cap = pcapdump.capture("int", filter="udp")
+threading.Thread(target=lambda: list(cap), daemon=True).start()
+time.sleep(0.5)
+print("main exits", flush=True)
+"""
+
+
+def test_the_interpreter_exits_cleanly_while_a_daemon_thread_waits_for_packets(testnet):
+    # CPython ends a daemon thread that comes back into an exiting interpreter with pthread_exit,
+    # which crashed the process (SIGSEGV) when that thread was waiting inside pcapdump.
+    for _ in range(4):
+        done = subprocess.run(
+            ["ip", "netns", "exec", testnet.cap_ns, sys.executable, "-c", DAEMON_AT_EXIT],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "main exits"), done.stderr[-2000:]

@@ -38,7 +38,11 @@ USAGE = [
     (["bogus"], "'bogus': not a filter word, and read takes one file"),
     (["-s", "0"], "'-s 0': the snap length must be 1…262144"),
     (["-s=300000"], "'-s=300000': the snap length must be 1…262144"),
-    (["-c", "x"], "'-c x': the packet count must be a whole number at least 1"),
+    (["-c", "x"], "'-c x': the packet count must be a whole number 1…9223372036854775807"),
+    (
+        ["-c", "18446744073709551616"],
+        "'-c 18446744073709551616': the packet count must be 1…9223372036854775807",
+    ),
 ]
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -295,3 +298,51 @@ def test_reading_a_large_file_keeps_little_of_it_resident(tmp_path):
     allowed = 2 * table_bytes + 64 * 2**20
     assert rows == 100_000 and allowed < size
     assert grown < allowed, (grown, table_bytes, size)
+
+
+def test_the_interpreter_exits_cleanly_while_a_daemon_thread_reads_a_silent_fifo(tmp_path):
+    fifo = tmp_path / "silent"
+    os.mkfifo(fifo)
+    script = (
+        "import sys, threading, time, pcapdump\n"
+        "threading.Thread(target=lambda: pcapdump.read_table(sys.argv[1]), daemon=True).start()\n"
+        "time.sleep(0.5)\n"
+        "print('main exits', flush=True)\n"
+    )
+    # The writer end stays open and silent, so the reader waits for bytes.
+    keep = os.open(fifo, os.O_RDWR)
+    try:
+        for _ in range(4):
+            command = [sys.executable, "-c", script, str(fifo)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+            assert (done.returncode, done.stdout.strip()) == (0, "main exits"), done.stderr[-2000:]
+    finally:
+        os.close(keep)
+
+
+def test_ctrl_c_ends_the_table_of_a_large_file(tmp_path):
+    frame = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + bytes(46)
+    big = tmp_path / "many.cap"
+    record = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame
+    with open(big, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for _ in range(10):
+            out.write(record * 500_000)
+    script = (
+        "import sys, time, pcapdump\n"
+        "print('reading', flush=True)\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    pcapdump.read_table(sys.argv[1])\n"
+        "    print('finished', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', time.monotonic() - start, flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(big)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "reading"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    word, *after = out.split()
+    # Five million rows take seconds; the signal ends the reading at the next look, milliseconds later.
+    assert word == "interrupted" and float(after[0]) < 2.0, out

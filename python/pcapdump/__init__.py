@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -51,6 +52,10 @@ from .errors import (
 )
 from .ifaces import no_such_interface
 from .shapes import CaptureSettings, CaptureStats, Interface
+
+# A thread still inside pcapdump when the interpreter exits (a daemon thread waiting for packets) parks
+# instead of coming back into it, which would end the process with a crash (docs/architecture.md).
+atexit.register(_core.mark_exiting)
 
 # The package takes its version from the Cargo workspace (maturin), so the engine's is the package's;
 # asking importlib.metadata instead would cost every command a tenth of a second.
@@ -160,7 +165,7 @@ def capture(
     ``FilterError``; a value out of range raises ``ValueError``.
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
-    _check_range("count", count, 1, 2**63 - 1)
+    _check_range("count", count, 1, _core.MAX_COUNT)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
     try:
         return Capture(
@@ -200,7 +205,7 @@ def read(
     for a .gz cut short, after the packets before the cut.
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
-    _check_range("count", count, 1, 2**63 - 1)
+    _check_range("count", count, 1, _core.MAX_COUNT)
     return _core.FileReader(os.fspath(path), as_filter(filter), snaplen, count)
 
 
@@ -220,7 +225,7 @@ def read_table(
     dport, ip_proto, tcp_flags, info``. ``snaplen`` and ``count`` are as in ``read``.
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
-    _check_range("count", count, 1, 2**63 - 1)
+    _check_range("count", count, 1, _core.MAX_COUNT)
     picked = None if columns is None else _column_names(columns)
     return _core.read_table(os.fspath(path), as_filter(filter), snaplen, count, picked)
 

@@ -20,6 +20,7 @@ __all__ = [
     "FILTER_NEGATION",
     "MAX_AFTER",
     "MAX_BUFFER_KB",
+    "MAX_COUNT",
     "MAX_DURATION_S",
     "MAX_SNAPLEN",
     "MIN_BUFFER_KB",
@@ -41,6 +42,7 @@ __all__ = [
     "error_kinds",
     "filter_words",
     "interfaces",
+    "mark_exiting",
     "read_lines",
     "read_table",
     "read_to_pcap",
@@ -51,6 +53,7 @@ __all__ = [
 
 __version__: str
 MAX_SNAPLEN: int
+MAX_COUNT: int
 MIN_DURATION_S: int
 MAX_DURATION_S: int
 MAX_AFTER: int
@@ -155,6 +158,7 @@ class Table:
     def column_names(self) -> list[str]: ...
     def __len__(self) -> int: ...
 
+def mark_exiting() -> None: ...
 def read_table(
     path: str,
     filter: Filter | None = None,

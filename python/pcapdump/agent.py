@@ -350,7 +350,7 @@ class Agent:
             raise UsageError(f"live={live_mode!r}: expected None, 'o' or 'ou'", str(live_mode))
         size_kb = _number(request, "size_kb", _core.MIN_BUFFER_KB, _core.MAX_BUFFER_KB, "-size")
         snaplen = _number(request, "snaplen", 1, _core.MAX_SNAPLEN, "-s")
-        count = _number(request, "count", 1, 2**63 - 1, "-c")
+        count = _number(request, "count", 1, _core.MAX_COUNT, "-c")
         _number(request, "duration", _core.MIN_DURATION_S, _core.MAX_DURATION_S, "-duration")
         _number(request, "after", 0, _core.MAX_AFTER, "-after")
         flt = _core.Filter(str(request.get("filter") or ""))

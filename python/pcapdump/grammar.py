@@ -214,7 +214,7 @@ OPTIONS: dict[str, _Option] = {
     ),
     "c": _Option(
         "count",
-        BoundedInt(1, None, "the packet count"),
+        BoundedInt(1, _core.MAX_COUNT, "the packet count"),
         ("start", "read"),
         "stop after this many stored (read: matching) packets",
         "<count>",

@@ -54,8 +54,7 @@ impl PyCaptureBuffer {
     #[new]
     #[pyo3(signature = (size_kb, ring = false))]
     fn new(py: Python<'_>, size_kb: u64, ring: bool) -> PyResult<Self> {
-        let buffer = py
-            .detach(|| SharedBuffer::allocate(size_kb, buffer_mode(ring)))
+        let buffer = crate::gil::detach(py, || SharedBuffer::allocate(size_kb, buffer_mode(ring)))
             .map_err(|e| errors::to_py(py, e))?;
         Ok(PyCaptureBuffer {
             inner: Arc::new(buffer),
@@ -148,9 +147,11 @@ impl PyCaptureBuffer {
         let buffer = &self.inner;
         let mut out = Vec::new();
         let clock = crate::clock::clock(tz, utc, date);
-        py.detach(|| show_merged_lines(buffer, &ids, json, clock, mark, &mut out))
-            // The lines go into memory, which only fails by running out of it.
-            .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
+        crate::gil::detach(py, || {
+            show_merged_lines(buffer, &ids, json, clock, mark, &mut out)
+        })
+        // The lines go into memory, which only fails by running out of it.
+        .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -170,13 +171,11 @@ impl PyCaptureBuffer {
         let id = self.iface(py, iface)?;
         let buffer = &self.inner;
         let failed = |e| errors::to_py(py, Error::write(&path, e));
-        let (written, out) = py
-            .detach(|| {
-                let (written, mut out) =
-                    buffer.write_pcap(id, AtomicFile::create(&path)?, snaplen)?;
-                out.settle().map(|()| (written, out))
-            })
-            .map_err(failed)?;
+        let (written, out) = crate::gil::detach(py, || {
+            let (written, mut out) = buffer.write_pcap(id, AtomicFile::create(&path)?, snaplen)?;
+            out.settle().map(|()| (written, out))
+        })
+        .map_err(failed)?;
         let committed = commit_if_wanted(py, out, still_wanted, failed)?;
         Ok(committed.then_some((written.packets, written.bytes)))
     }
@@ -225,25 +224,23 @@ impl PyCaptureBuffer {
             .collect();
         let buffer = &self.inner;
         let failed = |e| errors::to_py(py, Error::write(&path, e));
-        let (written, out) = py
-            .detach(|| {
-                let (written, mut writer) = buffer.write_pcapng(
-                    &ids,
-                    &blocks,
-                    &Section::here(),
-                    comment.as_ref().map(|(seq, text)| (*seq, text.as_str())),
-                    AtomicFile::create(&path)?,
-                )?;
-                for (i, capture) in captures.iter().enumerate() {
-                    if let Some(capture) = capture {
-                        writer
-                            .write_stats(i as u32, &capture.interface_stats(written[i].packets))?;
-                    }
+        let (written, out) = crate::gil::detach(py, || {
+            let (written, mut writer) = buffer.write_pcapng(
+                &ids,
+                &blocks,
+                &Section::here(),
+                comment.as_ref().map(|(seq, text)| (*seq, text.as_str())),
+                AtomicFile::create(&path)?,
+            )?;
+            for (i, capture) in captures.iter().enumerate() {
+                if let Some(capture) = capture {
+                    writer.write_stats(i as u32, &capture.interface_stats(written[i].packets))?;
                 }
-                let mut out = writer.into_inner();
-                out.settle().map(|()| (written, out))
-            })
-            .map_err(failed)?;
+            }
+            let mut out = writer.into_inner();
+            out.settle().map(|()| (written, out))
+        })
+        .map_err(failed)?;
         let committed = commit_if_wanted(py, out, still_wanted, failed)?;
         Ok(committed.then(|| written.iter().map(|w| (w.packets, w.bytes)).collect()))
     }
@@ -362,7 +359,7 @@ fn commit_if_wanted(
             return Ok(false);
         }
     }
-    py.detach(|| out.commit()).map_err(failed)?;
+    crate::gil::detach(py, || out.commit()).map_err(failed)?;
     Ok(true)
 }
 
@@ -389,7 +386,7 @@ impl PyLiveLines {
     fn get(&mut self, py: Python<'_>, timeout: f64) -> Option<String> {
         let wait = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
         let lines = &mut self.inner;
-        match py.detach(|| lines.next_line(wait)) {
+        match crate::gil::detach(py, || lines.next_line(wait)) {
             LiveLine::Line(line) => Some(line),
             LiveLine::Empty => None,
             LiveLine::Finished => {
@@ -485,7 +482,7 @@ impl PyCapture {
                 return Ok(None);
             }
             let capture = &self.capture;
-            py.detach(|| capture.wait_stored(&at, slice));
+            crate::gil::detach(py, || capture.wait_stored(&at, slice));
             py.check_signals()?;
         }
     }
@@ -532,15 +529,14 @@ impl PyCapture {
         };
         let shared = buffer.map(|b| b.inner.clone());
         let live = live.map(|l| l.inner.queue().clone());
-        let capture = py
-            .detach(|| {
-                let buffer = match shared {
-                    Some(b) => b,
-                    None => Arc::new(SharedBuffer::allocate(buffer_kb, buffer_mode(ring))?),
-                };
-                Capture::start(config, buffer, live)
-            })
-            .map_err(|e| errors::to_py(py, e))?;
+        let capture = crate::gil::detach(py, || {
+            let buffer = match shared {
+                Some(b) => b,
+                None => Arc::new(SharedBuffer::allocate(buffer_kb, buffer_mode(ring))?),
+            };
+            Capture::start(config, buffer, live)
+        })
+        .map_err(|e| errors::to_py(py, e))?;
         let cursor = Mutex::new(capture.cursor_from_now());
         Ok(PyCapture {
             capture,
@@ -604,7 +600,7 @@ impl PyCapture {
     /// waiting for packets then gets the rest, and its iteration ends.
     fn stop(&self, py: Python<'_>) {
         let capture = &self.capture;
-        py.detach(|| capture.stop());
+        crate::gil::detach(py, || capture.stop());
     }
 
     /// Counters of this capture and of its buffer (``CaptureStats``).
@@ -649,7 +645,7 @@ impl PyCapture {
             }
         };
         let capture = &self.capture;
-        py.detach(|| {
+        crate::gil::detach(py, || {
             let out = AtomicFile::create_or_stream(&path)?;
             let snaplen = capture.config().snaplen;
             if !pcapng {
@@ -686,7 +682,9 @@ impl PyCapture {
             name: &capture.config().iface,
             link: capture.link(),
         };
-        let table = py.detach(|| table::from_buffer(capture.buffer(), &[iface], columns));
+        let table = crate::gil::detach(py, || {
+            table::from_buffer(capture.buffer(), &[iface], columns)
+        });
         Ok(PyTable::new(table))
     }
 

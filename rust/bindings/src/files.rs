@@ -21,9 +21,9 @@ pub fn interruptible<T: Send>(
     f: impl FnOnce(&mut dyn FnMut() -> bool) -> T + Send,
 ) -> PyResult<T> {
     let mut signalled: Option<PyErr> = None;
-    let done = py.detach(|| {
+    let done = crate::gil::detach(py, || {
         f(&mut || {
-            let checked = Python::attach(|py| py.check_signals());
+            let checked = crate::gil::attach(|py| py.check_signals());
             checked.map_err(|e| signalled = Some(e)).is_err()
         })
     });
@@ -155,7 +155,7 @@ pub fn read_to_pcap<'py>(
     } = written.map_err(|e| errors::to_py(py, e))?;
     // Ctrl-C while it was written: the file is dropped, and so not put in place.
     py.check_signals()?;
-    py.detach(|| written.commit())
+    crate::gil::detach(py, || written.commit())
         .map_err(|e| errors::to_py(py, OfflineError::writing(&out.display().to_string(), e)))?;
     if let Some(cut) = cut {
         return Err(errors::to_py(

@@ -10,7 +10,7 @@ use crate::errors;
 /// addresses with their prefix lengths, and the link type a capture on it would store.
 #[pyfunction]
 pub fn interfaces(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    let listed = py.detach(list).map_err(|e| errors::to_py(py, e))?;
+    let listed = crate::gil::detach(py, list).map_err(|e| errors::to_py(py, e))?;
     let list = PyList::empty(py);
     for iface in &listed {
         list.append(as_dict(py, iface)?)?;

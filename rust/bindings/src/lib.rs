@@ -5,6 +5,7 @@ mod clock;
 mod errors;
 mod files;
 mod filter;
+mod gil;
 mod interfaces;
 mod packet;
 mod readiness;
@@ -17,6 +18,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", pcapdump_core::VERSION)?;
     add_limits(m)?;
     m.add_function(wrap_pyfunction!(errors::error_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(gil::mark_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(ring_blocks_each, m)?)?;
     m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(filter::filter_words, m)?)?;
@@ -42,6 +44,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     use pcapdump_core::limits::*;
     m.add("MAX_SNAPLEN", MAX_SNAPLEN)?;
+    m.add("MAX_COUNT", MAX_COUNT)?;
     m.add("MIN_DURATION_S", MIN_DURATION_S)?;
     m.add("MAX_AFTER", MAX_AFTER)?;
     m.add("DEFAULT_AFTER", DEFAULT_AFTER)?;

@@ -82,6 +82,9 @@ impl PyTable {
     }
 }
 
+/// Rows between two looks at Ctrl-C while a file is read: a few milliseconds of work.
+const INTERRUPT_EVERY: u64 = 16 * 1024;
+
 /// The matching packets of a capture file as a table, read in one pass with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (path, filter = None, snaplen = None, count = None, columns = None))]
@@ -98,9 +101,15 @@ pub fn read_table(
     let mut reader = RecordReader::new(file, filter.map(|f| f.inner.clone()), snaplen, count);
     let built = interruptible(py, |interrupted| {
         let mut builder = TableBuilder::new(columns);
+        // A mapped file never keeps the reader waiting, so Ctrl-C is looked at between packets too.
+        let mut rows = 0u64;
         while let Some(next) = reader.next_packet(&mut { &mut *interrupted }) {
             let (record, data) = next?;
             builder.push(&PacketMeta::from(&record), data);
+            rows += 1;
+            if rows % INTERRUPT_EVERY == 0 && interrupted() {
+                break;
+            }
         }
         Ok::<_, pcapdump_core::offline::OfflineError>(builder.finish())
     })?;

@@ -4,6 +4,10 @@
 /// The largest snap length, and the default (whole packets); also the largest record `read` accepts.
 pub const MAX_SNAPLEN: u32 = 262_144;
 
+/// The largest packet count (`-c`, `count=`): what every consumer of it can hold, Python's signed
+/// 64-bit integers included.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
 /// The capture buffer, in KB of 1024 bytes (`-size`, `buffer_kb`).
 pub const MIN_BUFFER_KB: u64 = 16;
 pub const MAX_BUFFER_KB: u64 = 4_194_304;
