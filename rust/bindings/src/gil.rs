@@ -1,10 +1,12 @@
 //! Leaving the interpreter for long work, and coming back. A thread still inside pcapdump when the
-//! interpreter exits (a daemon thread reading a table, waiting for packets) must not come back: CPython
-//! before 3.14 ends such a thread with `pthread_exit` when it asks for the GIL again, which unwinds
-//! through our frames and crashes the process. `pcapdump` marks the exit from an `atexit` hook, which
-//! runs before that; a thread that finds the mark where it would come back parks instead, and ends with
-//! the process. The thread that runs the exit itself is never parked.
+//! interpreter is being finalized (a daemon thread reading a table, waiting for packets) must not come
+//! back: CPython before 3.14 ends such a thread with `pthread_exit` when it asks for the GIL again, which
+//! unwinds through our frames and crashes the process. Where it would come back, a thread asks whether
+//! the interpreter is finalizing and, if so, parks instead, and ends with the process. Until then it
+//! comes back as usual (the agent's threads still send their replies while the interpreter exits). The
+//! thread that runs the exit, known from `pcapdump`'s `atexit` hook, is never parked.
 
+use std::ffi::{c_int, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread::{self, ThreadId};
@@ -21,9 +23,44 @@ pub fn mark_exiting() {
     EXITING.store(true, Ordering::Release);
 }
 
-/// Park this thread for good if the interpreter is exiting and it is not the one running the exit.
+type IsFinalizing = unsafe extern "C" fn() -> c_int;
+
+/// The interpreter's own "is it finalizing" (`Py_IsFinalizing` from 3.13, `_Py_IsFinalizing` before),
+/// found at run time: the stable ABI this module is built for has neither.
+#[cfg(unix)]
+fn is_finalizing_fn() -> Option<IsFinalizing> {
+    static FOUND: OnceLock<Option<IsFinalizing>> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        const NAMES: [&CStr; 2] = [c"Py_IsFinalizing", c"_Py_IsFinalizing"];
+        NAMES.iter().find_map(|name| {
+            // SAFETY: looking a symbol up by a NUL-terminated name has no other effect.
+            let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            // SAFETY: both functions take nothing and return an int, and read an atomic of the runtime,
+            // which needs no GIL.
+            (!found.is_null())
+                .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, IsFinalizing>(found) })
+        })
+    })
+}
+
+#[cfg(not(unix))]
+fn is_finalizing_fn() -> Option<IsFinalizing> {
+    None
+}
+
+/// Whether coming back now would meet an interpreter being finalized: asked of the interpreter when it
+/// says; otherwise, from the moment the exit began (the `atexit` mark).
+fn finalizing() -> bool {
+    match is_finalizing_fn() {
+        // SAFETY: see `is_finalizing_fn`.
+        Some(is_finalizing) => unsafe { is_finalizing() != 0 },
+        None => EXITING.load(Ordering::Acquire),
+    }
+}
+
+/// Park this thread for good if the interpreter is being finalized and it is not the one doing it.
 pub fn park_if_exiting() {
-    if EXITING.load(Ordering::Acquire) && EXIT_THREAD.get() != Some(&thread::current().id()) {
+    if EXIT_THREAD.get() != Some(&thread::current().id()) && finalizing() {
         loop {
             thread::park();
         }

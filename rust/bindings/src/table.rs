@@ -107,7 +107,7 @@ pub fn read_table(
             let (record, data) = next?;
             builder.push(&PacketMeta::from(&record), data);
             rows += 1;
-            if rows % INTERRUPT_EVERY == 0 && interrupted() {
+            if rows.is_multiple_of(INTERRUPT_EVERY) && interrupted() {
                 break;
             }
         }
