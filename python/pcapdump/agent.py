@@ -49,6 +49,8 @@ PROGRESS_S = 1.0
 MAX_CONNECTIONS = 64
 # A client has this long to send its request, and each reply this long to be taken by a client.
 REQUEST_S = 5.0
+# How long an ending agent waits for the replies still being sent.
+REPLIES_AT_EXIT_S = 2.0
 REPLY_S = 30.0
 LISTEN_BACKLOG = 128
 # How often the agent looks whether its socket file is still its own (a deleted home ends it).
@@ -122,10 +124,20 @@ class Agent:
             finally:
                 listener.close()
                 self._stop_all()
+                self._let_replies_out()
                 for path in (self.home.socket, self.home.pidfile):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                 log.info("agent %d stopped", os.getpid())
+
+    def _let_replies_out(self) -> None:
+        """Wait (briefly) for the requests in flight, such as the `cleanup` that ended us, to send their
+        replies: once this thread returns the interpreter exits, and ends the threads still sending."""
+        deadline = time.monotonic() + REPLIES_AT_EXIT_S
+        for _ in range(MAX_CONNECTIONS):
+            if not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("exiting with requests still being answered")
+                return
 
     def finish(self) -> None:
         """End serving (safe from a signal handler): the accept loop wakes now."""
