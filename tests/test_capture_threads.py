@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ import pcapdump
 import pytest
 from conftest import wait_until
 from netns import CAP_V4
-from test_live_capture import numbers
+from test_live_capture import interrupted_while_waiting, numbers
 
 pytestmark = pytest.mark.live
 
@@ -190,32 +189,7 @@ def test_a_captured_packet_pickles_to_an_equal_packet(testnet):
 
 
 def test_ctrl_c_interrupts_a_waiting_next(testnet):
-    script = (
-        "import pcapdump, sys\n"
-        f"cap = pcapdump.capture('int', filter='udp dstport {PORT}')\n"
-        "print('ready', flush=True)\n"
-        "try:\n"
-        "    cap.next()\n"
-        "except KeyboardInterrupt:\n"
-        "    print('interrupted', flush=True)\n"
-        "    cap.stop()\n"
-        "    sys.exit(3)\n"
-    )
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", testnet.cap_ns, sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        proc.kill()
-    assert "interrupted" in out, err
-    assert proc.returncode == 3
+    interrupted_while_waiting(testnet, "cap.next()")
 
 
 DAEMON_AT_EXIT = """

@@ -18,6 +18,8 @@ from pathlib import Path
 import pcapdump
 import pytest
 from conftest import need_tool, pcapdump_exe, run_pcapdump
+from test_files import record_ends
+from test_read_stream import PEAK
 
 pytestmark = pytest.mark.portable
 
@@ -199,15 +201,6 @@ def test_a_cut_gz_prints_the_packets_before_the_cut_then_one_line(plain, packed,
     assert lines == expected[: len(lines)]
 
 
-def record_ends(path: Path) -> list[int]:
-    """Where each record of a little-endian classic pcap ends."""
-    data, at, ends = path.read_bytes(), 24, []
-    while at + 16 <= len(data):
-        at += 16 + int.from_bytes(data[at + 8 : at + 12], "little")
-        ends.append(at)
-    return ends
-
-
 def test_read_w_of_a_cut_gz_keeps_every_complete_packet(plain, packed, tmp_path):
     cut = cut_gz(packed, tmp_path)
     out = tmp_path / "kept.cap"
@@ -320,16 +313,6 @@ def inflating_to(path: Path, mebibytes: int, record: bytes) -> int:
     return per_member * (mebibytes // 16)
 
 
-# Runs a command and says its peak memory (as in test_read_stream.py: the measuring process is small).
-PEAK = (
-    "import os, subprocess, sys\n"
-    "child = subprocess.Popen(sys.argv[1:])\n"
-    "_, status, usage = os.wait4(child.pid, 0)\n"
-    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, file=sys.stderr)\n"
-)
-
-
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs wait4 for the peak memory of a process")
 def test_a_gz_that_inflates_far_beyond_memory_is_read_in_bounded_memory(tmp_path):
     bomb = tmp_path / "bomb.gz"
     record = struct.pack("<IIII", 1, 0, 1008, 1008) + bytes(1008)

@@ -154,20 +154,22 @@ def test_iteration_waits_for_packets_without_holding_the_gil(testnet):
     assert during > 10
 
 
-def test_ctrl_c_interrupts_a_waiting_iteration(testnet, tmp_path):
+def interrupted_while_waiting(net: netns.TestNet, wait: str) -> None:
+    """Run a capture on `int` that waits (`wait`, a statement using `cap`) for packets that never come,
+    send it SIGINT, and check that KeyboardInterrupt reached it."""
     script = (
         "import pcapdump, sys\n"
         "cap = pcapdump.capture('int', filter='udp dstport 9999')\n"
         "print('ready', flush=True)\n"
         "try:\n"
-        "    for p in cap: pass\n"
+        f"    {wait}\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
         "    cap.stop()\n"
         "    sys.exit(3)\n"
     )
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", testnet.cap_ns, sys.executable, "-c", script],
+        ["ip", "netns", "exec", net.cap_ns, sys.executable, "-c", script],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -181,6 +183,10 @@ def test_ctrl_c_interrupts_a_waiting_iteration(testnet, tmp_path):
         proc.kill()
     assert "interrupted" in out, err
     assert proc.returncode == 3
+
+
+def test_ctrl_c_interrupts_a_waiting_iteration(testnet):
+    interrupted_while_waiting(testnet, "for p in cap: pass")
 
 
 def test_vlan_tags_stripped_by_the_kernel_are_put_back(testnet):
