@@ -226,6 +226,12 @@ def test_a_capture_as_a_table(testnet):
         picked = pa.table(cap.table(columns=["index", "sport"]))
         with pytest.raises(pcapdump.UsageError):
             cap.table(columns=["nope"])
+        # The same checks as read_table's: a lone string, a name that is not one; any iterable.
+        with pytest.raises(pcapdump.UsageError, match="expected a list of column names"):
+            cap.table(columns="ts")
+        with pytest.raises(pcapdump.UsageError, match="is not a column name"):
+            cap.table(columns=[b"src"])
+        assert cap.table(columns=iter(["index"])).column_names == ["index"]
     assert len(got) == 30
     assert t.num_rows == 30 and picked.column_names == ["index", "sport"]
     assert t.column("index").to_pylist() == [p.index for p in got]

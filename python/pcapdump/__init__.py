@@ -226,19 +226,7 @@ def read_table(
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     _check_range("count", count, 1, _core.MAX_COUNT)
-    picked = None if columns is None else _column_names(columns)
-    return _core.read_table(os.fspath(path), as_filter(filter), snaplen, count, picked)
-
-
-def _column_names(columns: Iterable[str]) -> list[str]:
-    # A lone string would be taken letter by letter.
-    if isinstance(columns, str):
-        raise UsageError(f"columns={columns!r}: expected a list of column names", "columns")
-    names = list(columns)
-    for name in names:
-        if not isinstance(name, str):
-            raise UsageError(f"columns: {name!r} is not a column name (expected strings)", "columns")
-    return names
+    return _core.read_table(os.fspath(path), as_filter(filter), snaplen, count, columns)
 
 
 def write(

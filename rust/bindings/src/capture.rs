@@ -674,8 +674,8 @@ impl PyCapture {
 
     /// The stored packets as a table (see ``read_table``), built with the GIL released.
     #[pyo3(signature = (columns = None))]
-    fn table(&self, py: Python<'_>, columns: Option<Vec<String>>) -> PyResult<PyTable> {
-        let columns = crate::table::columns(py, columns)?;
+    fn table(&self, py: Python<'_>, columns: Option<Bound<'_, PyAny>>) -> PyResult<PyTable> {
+        let columns = crate::table::columns(py, columns.as_ref())?;
         let capture = &self.capture;
         let iface = BufferIface {
             id: capture.iface(),

@@ -10,7 +10,7 @@ use pcapdump_core::brief::PacketMeta;
 use pcapdump_core::offline::RecordReader;
 use pcapdump_core::table::{self, Column, Table, TableBuilder};
 use pyo3::prelude::*;
-use pyo3::types::PyCapsule;
+use pyo3::types::{PyCapsule, PyString};
 
 use crate::errors;
 use crate::files::{interruptible, open};
@@ -32,10 +32,43 @@ impl PyTable {
     }
 }
 
-/// The columns asked for, an unknown name refused as a usage error that names it.
-pub fn columns(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Vec<Column>> {
+/// The columns asked for (any iterable of names; `None` for all), a bad argument refused as a usage
+/// error that names it: a lone string (it would be taken letter by letter), a name that is not a string,
+/// a name that is no column, or none at all. `read_table` and `Capture.table` both take them here.
+pub fn columns(py: Python<'_>, names: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Column>> {
+    let names = match names {
+        None => None,
+        Some(given) => Some(column_names(py, given)?),
+    };
     table::select(names.as_deref())
         .map_err(|e| errors::usage(py, e.to_string(), e.token().unwrap_or("columns")))
+}
+
+fn column_names(py: Python<'_>, given: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let not_a_list = || {
+        let shown = given.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+        errors::usage(
+            py,
+            format!("columns={shown}: expected a list of column names"),
+            "columns",
+        )
+    };
+    if given.is_instance_of::<PyString>() {
+        return Err(not_a_list());
+    }
+    let mut names = Vec::new();
+    for item in given.try_iter().map_err(|_| not_a_list())? {
+        let item = item?;
+        match item.extract::<String>() {
+            Ok(name) => names.push(name),
+            Err(_) => {
+                let shown = item.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+                let message = format!("columns: {shown} is not a column name (expected strings)");
+                return Err(errors::usage(py, message, "columns"));
+            }
+        }
+    }
+    Ok(names)
 }
 
 #[pymethods]
@@ -94,9 +127,9 @@ pub fn read_table(
     filter: Option<PyRef<'_, PyFilter>>,
     snaplen: Option<u32>,
     count: Option<u64>,
-    columns: Option<Vec<String>>,
+    columns: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PyTable> {
-    let columns = self::columns(py, columns)?;
+    let columns = self::columns(py, columns.as_ref())?;
     let file = open(py, &path)?;
     let mut reader = RecordReader::new(file, filter.map(|f| f.inner.clone()), snaplen, count);
     let built = interruptible(py, |interrupted| {
