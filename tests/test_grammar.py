@@ -62,7 +62,7 @@ def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
         ("write int x.cappp", "x.cappp", "8 characters"),
         ("write int", "write", "missing file"),
         ("write capture.cap", "write", "missing file (usage: write <if>[,<if>…]|all <file>)"),
-        ("show tcp", "tcp", "filter words apply to start and read"),
+        ("show tcp", "tcp", "filter words apply to start, read, conv and policy, not show"),
         ("-size 1024 status", "-size 1024", "applies to start"),
         ("-w out.cap start int", "-w out.cap", "applies to read"),
         ("start a/b", "a/b", "not an interface name"),
@@ -144,3 +144,22 @@ def test_a_filter_word_before_the_command_does_not_take_the_command_as_its_value
     with pytest.raises(UsageError) as e:
         grammar.parse(argv.split())
     assert e.value.token == token and "missing value" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "conv", "policy", "args"),
+    [
+        ("conv", "conv", False, False, ()),
+        ("conv int,ext tcp", "conv", False, False, ("int,ext",)),
+        ("-conv", "conv", False, False, ()),
+        ("-conv=int", "conv", False, False, ("int",)),
+        ("policy all -format iptables", "policy", False, False, ("all",)),
+        ("read f -conv", "read", True, False, ("f",)),
+        ("-conv read f", "read", True, False, ("f",)),
+        ("-read=f -policy -format=nft", "read", False, True, ("f",)),
+        ("read f policy", "read", False, True, ("f",)),
+    ],
+)
+def test_conv_and_policy_are_commands_and_options_of_read(argv, command, conv, policy, args):
+    req = grammar.parse(argv.split())
+    assert (req.command, req.options.conv, req.options.policy, req.args) == (command, conv, policy, args)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
-from . import _core
+from . import _core, flows, ruleset
 from ._core import (
     DEFAULT_BUFFER_KB,
     MAX_BUFFER_KB,
@@ -50,6 +51,7 @@ from .errors import (
     UnsupportedError,
     UsageError,
 )
+from .flows import Conversation, FlowReport
 from .ifaces import no_such_interface
 from .shapes import CaptureSettings, CaptureStats, Interface
 
@@ -77,6 +79,7 @@ __all__ = [
     "CaptureSettings",
     "CaptureStats",
     "Console",
+    "Conversation",
     "DestinationError",
     "DestinationExistsError",
     "FetchError",
@@ -98,7 +101,9 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "capture",
+    "conversations",
     "interfaces",
+    "policy",
     "read",
     "read_table",
     "write",
@@ -227,6 +232,61 @@ def read_table(
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     _check_range("count", count, 1, _core.MAX_COUNT)
     return _core.read_table(os.fspath(path), as_filter(filter), snaplen, count, columns)
+
+
+def conversations(
+    source: str | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]],
+    filter: FilterLike = None,
+    count: int | None = None,
+) -> list[Conversation]:
+    """The conversations of a capture file (a path: pcap, pcapng or .gz of one) or of packets (any
+    iterable of ``Packet``, or ``(ts_ns, bytes)`` pairs of Ethernet frames), biggest first.
+
+    Counted in one pass in Rust, with memory bounded by the number of conversations. For a file,
+    ``filter`` keeps the packets counted and ``count`` stops after that many; filter packets of your own
+    before handing them over. Each ``Conversation`` has its protocol, client and server (address and
+    port), state, packets and bytes each way, first and last time (docs/conversations.md).
+    """
+    return _report(source, filter, count).conversations
+
+
+def policy(
+    source: str | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]] | Sequence[Conversation],
+    format: str = "nft",
+    filter: FilterLike = None,
+) -> str:
+    """The narrowest firewall ruleset that lets the answered conversations of ``source`` through again
+    (a path, packets, or ``Conversation`` objects), as ``nft -f`` (``format="nft"``) or
+    ``iptables-restore`` input (``"iptables"`` for IPv4, ``"ip6tables"`` for IPv6). What the engineer
+    must know before loading it (nothing answered; rules without an input interface) comes as a
+    ``UserWarning``.
+    """
+    ruleset.check_format(format, "format")
+    if isinstance(source, Sequence) and source and all(isinstance(c, Conversation) for c in source):
+        convs = [c for c in source if isinstance(c, Conversation)]
+        name = "conversations"
+    else:
+        convs = _report(source, filter, None).conversations  # type: ignore[arg-type]
+        name = os.fspath(source) if isinstance(source, str | os.PathLike) else "packets"
+    built = ruleset.build(convs)
+    for said in ruleset.warnings(built):
+        warnings.warn(said, UserWarning, stacklevel=2)
+    return ruleset.render(built, format, name)
+
+
+def _report(
+    source: str | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]],
+    filter: FilterLike,
+    count: int | None,
+) -> FlowReport:
+    _check_range("count", count, 1, _core.MAX_COUNT)
+    if isinstance(source, str | os.PathLike):
+        return flows.of_file(os.fspath(source), as_filter(filter), count)
+    if filter is not None or count is not None:
+        raise TypeError("conversations of packets: filter and count apply to a file (filter them first)")
+    if not isinstance(source, Iterable):
+        raise TypeError(f"source={source!r:.60}: expected a file path or an iterable of packets")
+    return flows.of_packets(source)
 
 
 def write(

@@ -40,9 +40,11 @@ __all__ = [
     "TriggerGroup",
     "__version__",
     "error_kinds",
+    "file_conversations",
     "filter_words",
     "interfaces",
     "mark_exiting",
+    "packet_conversations",
     "read_lines",
     "read_table",
     "read_to_pcap",
@@ -159,6 +161,10 @@ class Table:
     def __len__(self) -> int: ...
 
 def mark_exiting() -> None: ...
+def file_conversations(
+    path: str, filter: Filter | None = None, count: int | None = None
+) -> dict[str, Any]: ...
+def packet_conversations(packets: Iterable[object]) -> dict[str, Any]: ...
 def read_table(
     path: str,
     filter: Filter | None = None,
@@ -279,6 +285,7 @@ class CaptureBuffer:
     def write(
         self, iface: str, path: str, snaplen: int = ..., still_wanted: Callable[[], object] | None = None
     ) -> tuple[int, int] | None: ...
+    def conversations(self, ifaces: list[str], filter: Filter | None = None) -> dict[str, Any]: ...
     def merged_lines(
         self,
         ifaces: list[str],

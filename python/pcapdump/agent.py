@@ -562,6 +562,19 @@ class Agent:
             for _, _, text in sections:
                 conn.send_bytes(text)
 
+    def op_conv(self, request: dict[str, Any], conn: Connection) -> None:
+        names = self._chosen_interfaces(request)
+        flt = _core.Filter(str(request.get("filter") or ""))
+        with self.lock:
+            buffer = self.buffer
+        # Counting walks the whole buffer, as `show` does: one at a time.
+        with self.showing:
+            if buffer is None or not names:
+                report = {"conversations": [], "not_ip": 0, "unattributed": 0}
+            else:
+                report = buffer.conversations(names, flt if str(flt) else None)
+        conn.send({"ok": True, "ifaces": names, **report})
+
     def _trigger_mark(self) -> tuple[int, str] | None:
         """The buffer sequence number of the packet a trigger fired on, and the comment it carries in a
         pcapng file; `None` when no trigger has fired."""
@@ -580,7 +593,7 @@ class Agent:
         wanted = request.get("ifaces")
         with self.lock:
             known = [f["name"] for f in self._held_interfaces()]
-        if wanted == "all" or (wanted is None and request.get("op") == "show"):
+        if wanted == "all" or (wanted is None and request.get("op") in ("show", "conv")):
             return known
         if not isinstance(wanted, list) or not wanted or not all(isinstance(n, str) and n for n in wanted):
             expected = 'expected "all" or a list of interface names'

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-from . import __version__, _core, grammar
+from . import __version__, _core, flows, grammar, ruleset
 from .console import Console, LiveSession
 from .errors import EXIT_RUNTIME, EXIT_USAGE, PcapdumpError, UsageError
 from .ifaces import link_of
@@ -159,8 +160,52 @@ def run_read(req: grammar.Request) -> None:
                 err=to_stderr,
             )
         return
+    if opts.conv or opts.policy:
+        report = flows.of_file(path, flt, opts.count)
+        if opts.conv:
+            _print_conversations(report, opts)
+        else:
+            _print_policy(report, opts.format, path)
+        return
     sys.stdout.flush()
     _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json, **_times(opts))
+
+
+def _print_conversations(report: flows.FlowReport, opts: grammar.Options) -> None:
+    if opts.json:
+        for c in report.conversations:
+            _echo_json(c.to_dict())
+        return
+    for line in _table(flows.table_rows(report.conversations, _time_writer(opts))):
+        click.echo(line)
+    aside = []
+    if report.not_ip:
+        aside.append(f"{_packets(report.not_ip)} not IP")
+    if report.unattributed:
+        aside.append(f"{_packets(report.unattributed)} in no conversation (cut before their ports)")
+    n = len(report.conversations)
+    summary = f"{n} conversation{'' if n == 1 else 's'}" if n else "no conversations"
+    click.echo(summary + (f"; {', '.join(aside)}" if aside else ""))
+
+
+def _print_policy(report: flows.FlowReport, format: str, source: str) -> None:
+    built = ruleset.build(report.conversations)
+    sys.stdout.write(ruleset.render(built, format, source))
+    sys.stdout.flush()
+    for warning in ruleset.warnings(built):
+        click.echo(f"pcapdump: warning: {warning}", err=True)
+
+
+def _time_writer(opts: grammar.Options) -> Callable[[int], str]:
+    """Times as brief lines write them: local (or UTC), with microseconds, the date if asked."""
+    zone = datetime.UTC if opts.utc else None
+    shape = "%Y-%m-%d %H:%M:%S" if opts.date else "%H:%M:%S"
+
+    def write(ts_ns: int) -> str:
+        t = datetime.datetime.fromtimestamp(ts_ns // 1_000_000_000, zone)
+        return f"{t.strftime(shape)}.{ts_ns % 1_000_000_000 // 1000:06d}"
+
+    return write
 
 
 def _times(opts: grammar.Options) -> TimeFormat:
@@ -293,6 +338,8 @@ def run_stop(req: grammar.Request) -> None:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return []
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
@@ -423,6 +470,16 @@ def run_show(req: grammar.Request) -> None:
     sys.stdout.flush()
 
 
+def run_conv(req: grammar.Request) -> None:
+    _print_conversations(Console().conversations(req.arg("ifaces"), req.filter), req.options)
+
+
+def run_policy(req: grammar.Request) -> None:
+    ifaces = req.arg("ifaces")
+    source = f"the capture buffer ({ifaces or 'all interfaces'})"
+    _print_policy(Console().conversations(ifaces, req.filter), req.options.format, source)
+
+
 def run_write(req: grammar.Request) -> None:
     ifaces, name = req.args
     reply = Console().write(ifaces, name, pcapng=req.options.pcapng)
@@ -469,6 +526,8 @@ HANDLERS = {
     "stop": run_stop,
     "status": run_status,
     "show": run_show,
+    "conv": run_conv,
+    "policy": run_policy,
     "interfaces": run_interfaces,
     "write": run_write,
     "wipe": run_wipe,

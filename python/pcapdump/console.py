@@ -27,6 +27,7 @@ from .errors import (
     PrivilegeError,
     UsageError,
 )
+from .flows import FlowReport
 from .home import Home, process_alive
 from .ifaces import network_namespace
 from .protocol import BadMessage, Connection, reply_error
@@ -401,6 +402,24 @@ class Console:
                 return []
             raise
         return sections
+
+    def conversations(
+        self, ifaces: str | Sequence[str] | None = None, filter: str | _core.Filter = ""
+    ) -> FlowReport:
+        """The conversations of the stored packets of ``ifaces`` (``None``: every interface; ``"int,ext"``
+        or a list: those) that ``filter`` keeps (docs/conversations.md)."""
+        _core.Filter(str(filter))  # a FilterError before asking
+        request = {
+            "op": "conv",
+            "ifaces": _interface_list(ifaces) if ifaces is not None else None,
+            "filter": str(filter),
+        }
+        try:
+            return FlowReport.from_dict(self._request(request))
+        except AgentNotRunningError:
+            if ifaces is None:
+                return FlowReport([], 0, 0)
+            raise
 
     def write(self, ifaces: str | Sequence[str], name: str, *, pcapng: bool = False) -> dict[str, Any]:
         """Write the packets of ``ifaces`` to ``name`` in the capture store: one interface (``"int"``),

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import _core
+from . import _core, ruleset
 from .errors import FilterError, UsageError
 from .home import STORE_NAME, STORE_NAME_RULE
 
@@ -39,6 +39,9 @@ class Options:
     keep: bool = False
     pcapng: bool = False
     merge: bool = False
+    conv: bool = False
+    policy: bool = False
+    format: str = "nft"
     output: str | None = None
     filename: str | None = None
 
@@ -126,6 +129,20 @@ COMMANDS: dict[str, _Command] = {
         True,
         example="pcapdump read capture.cap port 80 port 443 -c 20 -w web.pcap",
     ),
+    "conv": _Command(
+        (),
+        "the conversations of the stored packets: who talked to whom, and who answered",
+        ("ifaces",),
+        True,
+        example="pcapdump conv int tcp",
+    ),
+    "policy": _Command(
+        (),
+        "the narrowest firewall ruleset that lets the answered conversations through",
+        ("ifaces",),
+        True,
+        example="pcapdump policy int -format iptables",
+    ),
     "interfaces": _Command(
         (),
         "the interfaces the agent can capture on: state, addresses, link type",
@@ -166,6 +183,10 @@ def _text(value: str, token: str) -> str:
     return value
 
 
+def _policy_format(value: str, token: str) -> str:
+    return ruleset.check_format(value, token)
+
+
 def _trigger_words(value: str, token: str) -> str:
     """The words of `-trigger`, checked now: the bad one is named inside the option as typed."""
     if not value.split():
@@ -193,8 +214,8 @@ class _Option:
         return self.help + (f" ({'; '.join(bounds)})" if bounds else "")
 
 
-_OUTPUT = ("start", "stop", "status", "show", "write", "read", "interfaces")
-_BRIEF = ("start", "show", "read")  # the commands that print brief lines
+_OUTPUT = ("start", "stop", "status", "show", "write", "read", "interfaces", "conv")
+_BRIEF = ("start", "show", "read", "conv")  # the commands that print times
 OPTIONS: dict[str, _Option] = {
     "size": _Option(
         "size_kb",
@@ -256,6 +277,18 @@ OPTIONS: dict[str, _Option] = {
     ),
     "merge": _Option("merge", None, ("show",), "the interfaces as one timeline, not a section each"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
+    "conv": _Option("conv", None, ("read",), "the file's conversations instead of its packets (as conv)"),
+    "policy": _Option(
+        "policy", None, ("read",), "the file's firewall ruleset instead of its packets (as policy)"
+    ),
+    "format": _Option(
+        "format",
+        _policy_format,
+        ("policy", "read"),
+        "the ruleset's syntax: nft, iptables (IPv4) or ip6tables (IPv6)",
+        "<fmt>",
+        "nft",
+    ),
     "filename": _Option(
         "filename",
         _text,
@@ -304,7 +337,9 @@ def parse(argv: Sequence[str]) -> Request:
         token = argv[i]
         i += 1
         name, inline, dashed = _split(token)
-        if name in OPTIONS and (dashed or name not in FILTER_WORDS):
+        # `conv` and `policy` are commands, and options of `read` (`read <file> -conv`).
+        as_option = name not in COMMANDS or _option_here(argv, i - 1, command)
+        if name in OPTIONS and as_option and (dashed or name not in FILTER_WORDS):
             opt = OPTIONS[name]
             if opt.attr in options:
                 raise UsageError(f"'{token}': given twice", token)
@@ -392,19 +427,45 @@ def parse(argv: Sequence[str]) -> Request:
         if attr in options and command not in opt.commands:
             raise UsageError(f"'{token}': applies to {' and '.join(opt.commands)}, not {command}", token)
     if filter_tokens and not spec.filters:
+        names = [n for n, c in COMMANDS.items() if c.filters]
+        takers = f"{', '.join(names[:-1])} and {names[-1]}"
         raise UsageError(
-            f"'{filter_tokens[0]}': filter words apply to start and read, not {command}", filter_tokens[0]
+            f"'{filter_tokens[0]}': filter words apply to {takers}, not {command}", filter_tokens[0]
         )
     if "after" in options and "trigger" not in options:
         raise UsageError(f"'{option_tokens['after']}': -after applies with -trigger <words>", "-after")
     if command == "read" and options.get("pcapng") and "output" not in options:
         raise UsageError(f"'{option_tokens['pcapng']}': read writes pcapng only with -w <out>", "-pcapng")
+    _check_read_outputs(command, options, option_tokens)
     if options.get("live") and options.get("live_only"):
         raise UsageError(f"'{option_tokens['live_only']}': cannot be combined with -o", "-ou")
     _check_args(command, args)
     flt = _filter(filter_tokens)
     command = spec.alias_of or command
     return Request(command, tuple(args), Options(**options), flt, option_tokens)  # type: ignore[arg-type]
+
+
+def _option_here(argv: Sequence[str], at: int, command: str | None) -> bool:
+    """Whether ``argv[at]``, a word that is both a command and an option (``conv``), is the option:
+    after ``read``, or dashed before it (``-conv read f``)."""
+    if command is not None:
+        return command == "read"
+    dashed = argv[at].startswith("-")
+    return dashed and any(_split(t)[0] == "read" for t in argv[at + 1 :])
+
+
+def _check_read_outputs(command: str, options: dict[str, object], tokens: dict[str, str]) -> None:
+    """``read`` prints packets, writes them (``-w``), or prints conversations or a policy: one of these."""
+    if command != "read":
+        return
+    chosen = [a for a in ("conv", "policy", "output") if a in options]
+    if len(chosen) > 1:
+        first, second = (tokens[a] for a in chosen[:2])
+        raise UsageError(f"'{second}': cannot be combined with {first} (read does one of them)", second)
+    if "format" in options and "policy" not in options:
+        raise UsageError(f"'{tokens['format']}': -format applies with -policy", tokens["format"])
+    if "json" in options and "policy" in options:
+        raise UsageError(f"'{tokens['json']}': a policy is a ruleset, not JSON", tokens["json"])
 
 
 def _filter(tokens: list[str]) -> _core.Filter:

@@ -7,8 +7,8 @@ use pcapdump_core::brief::{BriefFormatter, PacketMeta};
 use pcapdump_core::capture::buffer::Cursor;
 use pcapdump_core::capture::trigger::{Trigger, TriggerGroup};
 use pcapdump_core::capture::{
-    show_merged_lines, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId, LiveLine,
-    LiveLines, RingConfig, SharedBuffer, State,
+    show_merged_lines, BufferIface, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId,
+    LiveLine, LiveLines, RingConfig, SharedBuffer, State,
 };
 use pcapdump_core::limits::{DEFAULT_AFTER, DEFAULT_BUFFER_KB, MAX_SNAPLEN};
 use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, Section};
@@ -21,7 +21,7 @@ use crate::filter::PyFilter;
 use crate::packet::PyPacket;
 use crate::readiness::PyReadiness;
 use crate::table::PyTable;
-use pcapdump_core::table::{self, BufferIface};
+use pcapdump_core::table;
 
 /// How long one wait for packets lasts before Ctrl-C is looked at again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -153,6 +153,37 @@ impl PyCaptureBuffer {
         // The lines go into memory, which only fails by running out of it.
         .map_err(|e| errors::to_py(py, Error::write(std::path::Path::new("<memory>"), e)))?;
         Ok(PyBytes::new(py, &out))
+    }
+
+    /// The conversations of the packets of ``ifaces`` held now that ``filter`` keeps (see
+    /// ``pcapdump.conversations``), counted with the GIL released.
+    #[pyo3(signature = (ifaces, filter = None))]
+    fn conversations<'py>(
+        &self,
+        py: Python<'py>,
+        ifaces: Vec<String>,
+        filter: Option<PyRef<'_, crate::filter::PyFilter>>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let filter = filter.map(|f| f.inner.clone());
+        let ids = ifaces
+            .iter()
+            .map(|name| self.iface(py, name))
+            .collect::<PyResult<Vec<_>>>()?;
+        let links: Vec<_> = {
+            let b = self.inner.lock();
+            ids.iter().map(|&id| b.iface(id).link).collect()
+        };
+        let named: Vec<_> = ids
+            .iter()
+            .zip(&ifaces)
+            .zip(links)
+            .map(|((&id, name), link)| BufferIface { id, name, link })
+            .collect();
+        let buffer = &self.inner;
+        let table = crate::gil::detach(py, || {
+            pcapdump_core::flows::from_buffer(buffer, &named, filter.as_ref())
+        });
+        crate::flows::table_dict(py, &table)
     }
 
     /// Write the packets of ``iface`` held now to ``path``, replacing whatever is there (a file, a

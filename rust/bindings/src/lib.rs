@@ -5,6 +5,7 @@ mod clock;
 mod errors;
 mod files;
 mod filter;
+mod flows;
 mod gil;
 mod interfaces;
 mod packet;
@@ -33,6 +34,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<files::PyFileReader>()?;
     m.add_class::<table::PyTable>()?;
     m.add_function(wrap_pyfunction!(table::read_table, m)?)?;
+    m.add_function(wrap_pyfunction!(flows::file_conversations, m)?)?;
+    m.add_function(wrap_pyfunction!(flows::packet_conversations, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_to_pcap, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_pcap, m)?)?;

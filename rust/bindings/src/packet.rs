@@ -66,7 +66,7 @@ impl PyPacket {
         self.decoded(py).0
     }
 
-    fn meta(&self) -> PacketMeta<'_> {
+    pub(crate) fn meta(&self) -> PacketMeta<'_> {
         PacketMeta {
             index: self.index,
             ts_ns: self.ts_ns,

@@ -38,7 +38,7 @@ impl<'a> From<&Record<'a>> for PacketMeta<'a> {
 }
 
 /// An endpoint's address: IP, or Ethernet for frames without an IP header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Addr {
     None,
     V4([u8; 4]),
@@ -306,7 +306,8 @@ fn push_endpoint(out: &mut Vec<u8>, a: Addr, port: Option<u16>) {
     }
 }
 
-fn proto_name(proto: u8) -> Option<&'static str> {
+/// The name brief lines give an IP protocol, for the common ones.
+pub fn proto_name(proto: u8) -> Option<&'static str> {
     Some(match proto {
         ipproto::TCP => "TCP",
         ipproto::UDP => "UDP",

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod clock;
 pub mod error;
 pub mod filter;
+pub mod flows;
 pub mod interfaces;
 pub mod limits;
 pub mod offline;

@@ -11,8 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::brief::{fields_of, push_tcp_flags, Addr, Fields, PacketMeta};
-use crate::capture::buffer::{IfaceId, SharedBuffer};
-use crate::packet::LinkType;
+use crate::capture::buffer::{BufferIface, IfaceId, SharedBuffer};
 
 /// Rows per record batch: large enough that a batch's overhead does not count, small enough that a
 /// consumer can start before the whole capture is converted.
@@ -165,13 +164,6 @@ impl Table {
     }
 }
 
-/// One interface of a capture buffer, as a table names it.
-pub struct BufferIface<'a> {
-    pub id: IfaceId,
-    pub name: &'a str,
-    pub link: LinkType,
-}
-
 /// The packets `buffer` holds now of `ifaces`, as one timeline (the order `show -merge` prints), each
 /// row indexed by its number in `show`.
 pub fn from_buffer(buffer: &SharedBuffer, ifaces: &[BufferIface], columns: Vec<Column>) -> Table {
@@ -181,15 +173,7 @@ pub fn from_buffer(buffer: &SharedBuffer, ifaces: &[BufferIface], columns: Vec<C
         &ids,
         &mut builder,
         |b, i, p| {
-            let meta = PacketMeta {
-                index: p.seq + 1,
-                ts_ns: p.ts_ns,
-                iface: Some(ifaces[i].name),
-                direction: Some(p.direction),
-                wirelen: p.wirelen,
-                link: ifaces[i].link,
-            };
-            b.push(&meta, p.data);
+            b.push(&ifaces[i].meta(p), p.data);
             p.data.len()
         },
         |_| Ok(()),
@@ -398,7 +382,7 @@ fn as_str(text: &[u8]) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Direction;
+    use crate::packet::{Direction, LinkType};
     use arrow_array::cast::AsArray;
     use arrow_array::types::{TimestampNanosecondType, UInt16Type, UInt64Type};
     use arrow_array::Array;

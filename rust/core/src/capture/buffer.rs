@@ -12,6 +12,7 @@ use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::brief::PacketMeta;
 use crate::packet::{Direction, LinkType};
 use memmap2::{MmapMut, MmapOptions};
 
@@ -21,6 +22,29 @@ use crate::pcap::{
     encode_commented_packet, encode_packet_into, encode_record_into, packet_block_len, AtomicFile,
     InterfaceBlock, PcapWriter, PcapngWriter, Section, MAX_RECORD,
 };
+
+/// One interface of a capture buffer, by name and link type: what a walk over several interfaces
+/// tells apart each packet with.
+pub struct BufferIface<'a> {
+    pub id: IfaceId,
+    pub name: &'a str,
+    pub link: LinkType,
+}
+
+impl BufferIface<'_> {
+    /// How a brief line (or a table row, or a conversation) sees a packet of this interface: indexed
+    /// by its number in `show`.
+    pub fn meta<'p>(&'p self, p: &StoredPacket) -> PacketMeta<'p> {
+        PacketMeta {
+            index: p.seq + 1,
+            ts_ns: p.ts_ns,
+            iface: Some(self.name),
+            direction: Some(p.direction),
+            wirelen: p.wirelen,
+            link: self.link,
+        }
+    }
+}
 
 /// ts_ns u64, wirelen u32, caplen u32, interface u16, direction u8, then padding to 8-byte alignment.
 const HEADER: usize = 24;

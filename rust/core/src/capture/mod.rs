@@ -21,7 +21,8 @@ use crate::limits;
 use crate::packet::Direction;
 
 pub use buffer::{
-    BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket, Written,
+    BufferIface, BufferMode, CaptureBuffer, IfaceCounts, IfaceId, SharedBuffer, StoredPacket,
+    Written,
 };
 pub use link::link_of;
 pub use ready::Readiness;
