@@ -70,16 +70,19 @@ class Conversation:
 
     def to_dict(self) -> dict[str, Any]:
         """The conversation as its ``-json`` line has it."""
-        d = dataclasses.asdict(self)
+        d = {name: getattr(self, name) for name in _FIELDS}
         d["vlan"], d["icmp_types"] = list(self.vlan), list(self.icmp_types)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Conversation:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        given = {k: v for k, v in d.items() if k in fields}
+        given = {name: d[name] for name in _FIELDS}
         given["vlan"], given["icmp_types"] = tuple(d["vlan"]), tuple(d["icmp_types"])
         return cls(**given)
+
+
+# In the order of the dataclass, which is the order of a `-json` line's keys.
+_FIELDS = tuple(f.name for f in dataclasses.fields(Conversation))
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ fn conversation_dict<'py>(py: Python<'py>, c: &Conversation) -> PyResult<Bound<'
     d.set_item("server", Addr::text(c.server))?;
     d.set_item("server_port", c.server_port)?;
     d.set_item("echo_id", c.echo_id)?;
-    d.set_item("icmp_types", c.client_icmp_types.clone())?;
+    // A list of numbers (a `Vec<u8>` would become `bytes`).
+    let types: Vec<u16> = c.client_icmp_types.iter().map(|&t| t.into()).collect();
+    d.set_item("icmp_types", types)?;
     d.set_item("state", c.state.as_str())?;
     d.set_item("packets_to_server", c.to_server.packets)?;
     d.set_item("bytes_to_server", c.to_server.bytes)?;
