@@ -222,8 +222,13 @@ def test_states_from_the_wire(tmp_path):
         eth(IP(src=c, dst=s) / ICMP(type=8, id=7) / Raw(b"ping")),
         eth(IP(src=s, dst=c) / ICMP(type=0, id=7) / Raw(b"ping")),
         eth(IP(src=c, dst=s) / UDP(sport=40004, dport=514)),
+        eth(IP(src=c, dst=s) / ICMP(type=13)),
+        eth(IP(src=s, dst=c) / ICMP(type=14)),
     ]
-    convs = pcapdump.conversations(write_frames(tmp_path / "s.pcap", frames))
+    path = write_frames(tmp_path / "s.pcap", frames)
+    convs = pcapdump.conversations(path)
+    # What the agent sends is JSON: every value is JSON's.
+    assert json.loads(json.dumps(pcapdump._core.file_conversations(str(path))))
     got = {(c.proto, c.server_port or c.echo_id): c.state for c in convs}
     assert got == {
         ("TCP", 9100): "established",
@@ -232,7 +237,10 @@ def test_states_from_the_wire(tmp_path):
         ("UDP", 162): "refused",
         ("ICMP", 7): "answered",
         ("UDP", 514): "unanswered",
+        ("ICMP", None): "answered",
     }
+    stamps = next(c for c in convs if c.kind == "pair")
+    assert stamps.icmp_types == (13,)
     refused_udp = next(c for c in convs if c.server_port == 162)
     assert (refused_udp.icmp_errors, refused_udp.packets) == (1, 1)
 
@@ -313,6 +321,16 @@ def test_interface_names_from_a_file_never_break_the_ruleset(tmp_path):
     assert rules[1].startswith("ip saddr 198.18.1.2")  # the forged name is in no rule
     assert "1 rule(s) name no input interface" in done.stderr
     assert unshared("nft", "-f", "-", stdin=done.stdout).returncode == 0
+    # Nor in the comments of what is not allowed, nor in the table.
+    frame = eth(IP(src=c, dst=s) / UDP(sport=1, dport=2))
+    silent = [pcapdump.Packet(BASE_S * 10**9, frame, iface=hostile, direction="in")]
+    pcapdump.write(tmp_path / "silent.pcapng", silent + packets[:1], format="pcapng")
+    with pytest.warns(UserWarning):
+        text = pcapdump.policy(tmp_path / "silent.pcapng")
+    assert all(line.startswith(("#", "table", "delete", "\t", "}")) for line in text.splitlines()), text
+    assert unshared("nft", "-f", "-", stdin=text).returncode == 0
+    table = run_pcapdump("read", str(tmp_path / "silent.pcapng"), "-conv").stdout
+    assert "\n#" not in table and 'int" accept?#' in table
     # Nor can a file name end the header's comment.
     odd = tmp_path / "a\nflush ruleset"
     odd.write_bytes(path.read_bytes())
@@ -390,3 +408,17 @@ def test_conv_and_policy_without_an_agent_say_nothing_was_stored(tmp_path):
     policy = run_pcapdump("policy", env=env)
     assert policy.returncode == 0 and "policy drop" in policy.stdout
     assert not (tmp_path / "home" / "agent.sock").exists()
+
+
+def test_a_gateway_recorded_on_both_sides_makes_one_rule_per_conversation(tmp_path):
+    c, s = "198.18.1.2", "198.18.2.2"
+    packets = []
+    for iface, client_dir in (("int", "in"), ("ext", "out")):
+        for i, (src, dst, sp, dp, flags) in enumerate([(c, s, 40000, 443, "S"), (s, c, 443, 40000, "SA")]):
+            direction = client_dir if src == c else ("out" if client_dir == "in" else "in")
+            frame = eth(IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags=flags))
+            packets.append(pcapdump.Packet(BASE_S * 10**9 + i, frame, iface=iface, direction=direction))
+    convs = pcapdump.conversations(packets)
+    assert sorted((x.iface, x.client_dir) for x in convs) == [("ext", "out"), ("int", "in")]
+    rules = [line for line in pcapdump.policy(convs).splitlines() if "dport 443" in line]
+    assert len(rules) == 1 and 'iifname "int"' in rules[0], rules

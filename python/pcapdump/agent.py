@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import json
 import os
 import select
 import signal
@@ -573,7 +574,10 @@ class Agent:
                 report = {"conversations": [], "not_ip": 0, "unattributed": 0}
             else:
                 report = buffer.conversations(names, flt if str(flt) else None)
-        conn.send({"ok": True, "ifaces": names, **report})
+        # A buffer may hold more conversations than one message may carry: they follow as JSON lines.
+        lines = "".join(json.dumps(c) + "\n" for c in report.pop("conversations")).encode()
+        conn.send({"ok": True, "ifaces": names, **report, "size": len(lines)})
+        conn.send_bytes(lines)
 
     def _trigger_mark(self) -> tuple[int, str] | None:
         """The buffer sequence number of the packet a trigger fired on, and the comment it carries in a

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import struct
@@ -415,11 +416,14 @@ class Console:
             "filter": str(filter),
         }
         try:
-            return FlowReport.from_dict(self._request(request))
+            with self._conversation() as conn:
+                reply = self._ask(conn, request)
+                lines = conn.receive_exact(int(reply["size"])).decode().splitlines()
         except AgentNotRunningError:
             if ifaces is None:
                 return FlowReport([], 0, 0)
             raise
+        return FlowReport.from_dict({**reply, "conversations": [json.loads(line) for line in lines]})
 
     def write(self, ifaces: str | Sequence[str], name: str, *, pcapng: bool = False) -> dict[str, Any]:
         """Write the packets of ``ifaces`` to ``name`` in the capture store: one interface (``"int"``),

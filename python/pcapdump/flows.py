@@ -158,6 +158,12 @@ def table_rows(convs: Sequence[Conversation], times: Callable[[int], str]) -> li
             times(c.last_ns),
         ]
         if several_ifaces:
-            row.insert(0, c.iface or "-")
+            row.insert(0, printable(c.iface or "-"))
         rows.append(row)
     return rows
+
+
+def printable(text: str) -> str:
+    """``text`` on one line of a table or a ruleset: control characters (a newline would start a line of
+    its own, an escape would drive the terminal) as ``?``. Interface names come from files."""
+    return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)

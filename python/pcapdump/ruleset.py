@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .flows import Conversation
+from .flows import Conversation, printable
 
 FORMATS = ("nft", "iptables", "ip6tables")
 TABLE = "pcapdump"
@@ -57,10 +57,15 @@ class Rule:
     packets: int
     first_ns: int
     last_ns: int
+    only_leaving: bool  # made only of conversations whose client's packets left the capture interface
 
     @property
     def family(self) -> int:
         return ipaddress.ip_address(self.server).version
+
+    def what(self) -> tuple[object, ...]:
+        """What the rule lets through, whatever the interface."""
+        return (self.client, self.server, self.ip_proto, self.server_port, self.icmp_types)
 
     def sort_key(self) -> tuple[object, ...]:
         return (
@@ -115,8 +120,13 @@ def build(convs: Sequence[Conversation]) -> Policy:
             (seen.packets if seen else 0) + c.packets,
             min(seen.first_ns, c.first_ns) if seen else c.first_ns,
             max(seen.last_ns, c.last_ns) if seen else c.last_ns,
+            (seen.only_leaving if seen else True) and c.client_dir == "out",
         )
-    rules = sorted(merged.values(), key=Rule.sort_key)
+    # The same traffic seen leaving another captured interface (a gateway recorded on both sides) makes
+    # a rule without an interface: the rule that names where it came in already covers it.
+    bound = {r.what() for r in merged.values() if r.iface}
+    kept = [r for r in merged.values() if not (r.only_leaving and r.what() in bound)]
+    rules = sorted(kept, key=Rule.sort_key)
     unbound = sum(1 for r in rules if r.iface is None)
     ipv6 = any(c.family == 6 for c in convs)
     return Policy(rules, refused, unbound, ipv6)
@@ -150,7 +160,7 @@ def render(policy: Policy, format: str, source: str) -> str:
     """The ruleset as text, complete: ``nft -f`` or ``iptables-restore`` loads it as it is."""
     check_format(format)
     header = [
-        f"# pcapdump policy from {_printable(source)}: {len(policy.rules)} rule(s) allow the answered "
+        f"# pcapdump policy from {printable(source)}: {len(policy.rules)} rule(s) allow the answered "
         "conversations; everything else is dropped.",
         "# Loading it replaces this host's input and forward filtering: the host keeps only what was "
         "recorded (plus replies and loopback).",
@@ -249,7 +259,7 @@ def _not_allowed(policy: Policy, format: str) -> list[str]:
     if policy.refused:
         lines.append("# Not allowed: the server did not answer")
         for c in policy.refused:
-            where = f"{c.iface}, " if c.iface else ""
+            where = f"{printable(c.iface)}, " if c.iface else ""
             lines.append(
                 f"#   {c.state:<10}  {c.proto} {c.endpoints()}  ({where}{c.packets} packets, "
                 f"first {_utc(c.first_ns)})"
@@ -260,8 +270,3 @@ def _not_allowed(policy: Policy, format: str) -> list[str]:
 def _utc(ts_ns: int) -> str:
     t = datetime.datetime.fromtimestamp(ts_ns // 1_000_000_000, datetime.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _printable(text: str) -> str:
-    """``text`` on one comment line: control characters (a newline would end the comment) as ``?``."""
-    return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
