@@ -227,8 +227,14 @@ def test_states_from_the_wire(tmp_path):
     ]
     path = write_frames(tmp_path / "s.pcap", frames)
     convs = pcapdump.conversations(path)
-    # What the agent sends is JSON: every value is JSON's.
-    assert json.loads(json.dumps(pcapdump._core.file_conversations(str(path))))
+    # The engine's rows are the typed conversations' fields, in order, and what the agent sends of
+    # them (JSON) reads back the same.
+    assert list(pcapdump.Conversation._fields) == pcapdump._core.CONVERSATION_FIELDS
+    rows = pcapdump._core.file_conversations(str(path))["conversations"]
+    as_json = [
+        json.loads(json.dumps(dict(zip(pcapdump._core.CONVERSATION_FIELDS, r, strict=True)))) for r in rows
+    ]
+    assert [pcapdump.Conversation.from_dict(d) for d in as_json] == pcapdump.conversations(path)
     got = {(c.proto, c.server_port or c.echo_id): c.state for c in convs}
     assert got == {
         ("TCP", 9100): "established",

@@ -15,6 +15,7 @@ from pcapdump.shapes import (
 )
 
 __all__ = [
+    "CONVERSATION_FIELDS",
     "DEFAULT_AFTER",
     "DEFAULT_BUFFER_KB",
     "FILTER_NEGATION",
@@ -56,6 +57,7 @@ __all__ = [
 __version__: str
 MAX_SNAPLEN: int
 MAX_COUNT: int
+CONVERSATION_FIELDS: list[str]
 MIN_DURATION_S: int
 MAX_DURATION_S: int
 MAX_AFTER: int

@@ -10,8 +10,8 @@ never carried out (docs/architecture.md#the-agent-protocol).
 from __future__ import annotations
 
 import contextlib
-import logging
 import json
+import logging
 import os
 import select
 import signal
@@ -571,11 +571,13 @@ class Agent:
         # Counting walks the whole buffer, as `show` does: one at a time.
         with self.showing:
             if buffer is None or not names:
-                report = {"conversations": [], "not_ip": 0, "unattributed": 0}
+                report: dict[str, Any] = {"conversations": [], "not_ip": 0, "unattributed": 0}
             else:
                 report = buffer.conversations(names, flt if str(flt) else None)
         # A buffer may hold more conversations than one message may carry: they follow as JSON lines.
-        lines = "".join(json.dumps(c) + "\n" for c in report.pop("conversations")).encode()
+        fields = _core.CONVERSATION_FIELDS
+        rows: list[tuple[object, ...]] = report.pop("conversations")
+        lines = "".join(json.dumps(dict(zip(fields, row, strict=True))) + "\n" for row in rows).encode()
         conn.send({"ok": True, "ifaces": names, **report, "size": len(lines)})
         conn.send_bytes(lines)
 

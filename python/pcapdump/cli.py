@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import sys
@@ -173,8 +174,10 @@ def run_read(req: grammar.Request) -> None:
 
 def _print_conversations(report: flows.FlowReport, opts: grammar.Options) -> None:
     if opts.json:
-        for c in report.conversations:
-            _echo_json(c.to_dict())
+        convs = report.conversations
+        for at in range(0, len(convs), 4096):  # one write per few thousand lines
+            sys.stdout.write("".join(json.dumps(c.to_dict()) + "\n" for c in convs[at : at + 4096]))
+        sys.stdout.flush()
         return
     for line in _table(flows.table_rows(report.conversations, _time_writer(opts))):
         click.echo(line)
@@ -201,9 +204,12 @@ def _time_writer(opts: grammar.Options) -> Callable[[int], str]:
     zone = datetime.UTC if opts.utc else None
     shape = "%Y-%m-%d %H:%M:%S" if opts.date else "%H:%M:%S"
 
+    @functools.lru_cache(maxsize=4096)
+    def second(s: int) -> str:
+        return datetime.datetime.fromtimestamp(s, zone).strftime(shape)
+
     def write(ts_ns: int) -> str:
-        t = datetime.datetime.fromtimestamp(ts_ns // 1_000_000_000, zone)
-        return f"{t.strftime(shape)}.{ts_ns % 1_000_000_000 // 1000:06d}"
+        return f"{second(ts_ns // 1_000_000_000)}.{ts_ns % 1_000_000_000 // 1000:06d}"
 
     return write
 

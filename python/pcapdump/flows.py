@@ -3,11 +3,10 @@ type, and reads them from a file, from packets, or from the agent's reply."""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _core
 
@@ -15,10 +14,10 @@ STATES = ("established", "closed", "reset", "answered", "refused", "unanswered")
 ANSWERED = frozenset(("established", "closed", "reset", "answered"))
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(NamedTuple):
     """One conversation: both directions of a TCP/UDP/SCTP 5-tuple, of an ICMP echo identifier, or of
-    any other IP protocol between two addresses, on one interface and VLAN stack.
+    any other IP protocol between two addresses, on one interface and VLAN stack. A named tuple, so
+    that a million of them are cheap to make.
 
     The client is the side that sent the first SYN (TCP), the echo request (ICMP echo) or the first
     packet (others). ``state``: TCP ``established``, ``closed`` (a FIN each way), ``reset``, ``refused``
@@ -70,19 +69,15 @@ class Conversation:
 
     def to_dict(self) -> dict[str, Any]:
         """The conversation as its ``-json`` line has it."""
-        d = {name: getattr(self, name) for name in _FIELDS}
+        d = self._asdict()
         d["vlan"], d["icmp_types"] = list(self.vlan), list(self.icmp_types)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Conversation:
-        given = {name: d[name] for name in _FIELDS}
+        given = {name: d[name] for name in cls._fields}
         given["vlan"], given["icmp_types"] = tuple(d["vlan"]), tuple(d["icmp_types"])
         return cls(**given)
-
-
-# In the order of the dataclass, which is the order of a `-json` line's keys.
-_FIELDS = tuple(f.name for f in dataclasses.fields(Conversation))
 
 
 @dataclass(frozen=True)
@@ -95,7 +90,14 @@ class FlowReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FlowReport:
+        """From the agent's reply: a dict per conversation."""
         convs = [Conversation.from_dict(c) for c in d["conversations"]]
+        return cls(convs, int(d["not_ip"]), int(d["unattributed"]))
+
+    @classmethod
+    def from_rows(cls, d: dict[str, Any]) -> FlowReport:
+        """From the engine: a tuple of the fields, in order, per conversation."""
+        convs = [Conversation(*row) for row in d["conversations"]]
         return cls(convs, int(d["not_ip"]), int(d["unattributed"]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,13 +110,13 @@ class FlowReport:
 
 def of_file(path: str, filter: _core.Filter | None = None, count: int | None = None) -> FlowReport:
     """The conversations of the packets of a capture file (pcap, pcapng, .gz) that match ``filter``."""
-    return FlowReport.from_dict(_core.file_conversations(path, filter, count))
+    return FlowReport.from_rows(_core.file_conversations(path, filter, count))
 
 
 def of_packets(packets: Iterable[_core.Packet | tuple[int, bytes]]) -> FlowReport:
     """The conversations of ``packets``, in the order given; ``(ts_ns, bytes)`` pairs are Ethernet
     frames of no named interface."""
-    return FlowReport.from_dict(_core.packet_conversations(_as_packet(p) for p in packets))
+    return FlowReport.from_rows(_core.packet_conversations(_as_packet(p) for p in packets))
 
 
 def _as_packet(p: object) -> object:

@@ -1,5 +1,5 @@
-//! Conversations for Python: the engine's [`FlowTable`] as plain dicts, which `pcapdump.flows` makes
-//! into typed `Conversation` objects (and the agent sends as they are).
+//! Conversations for Python: the engine's [`FlowTable`] as rows of plain values, which `pcapdump.flows`
+//! makes into typed `Conversation` objects (and the agent sends as JSON lines).
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use pcapdump_core::brief::{proto_name, Addr, PacketMeta};
 use pcapdump_core::flows::{Conversation, FlowKind, FlowTable, Flows};
 use pcapdump_core::offline::{OfflineError, RecordReader};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::errors;
 use crate::files::{interruptible, open};
@@ -17,11 +17,37 @@ use crate::packet::PyPacket;
 /// Packets between two looks at Ctrl-C while a file is read.
 const INTERRUPT_EVERY: u64 = 64 * 1024;
 
-/// ``{"conversations": [dict, …], "not_ip": n, "unattributed": n}``.
+/// The names of a conversation row's fields, in order: `pcapdump.Conversation`'s fields, which a test
+/// holds to this.
+pub const FIELDS: [&str; 20] = [
+    "proto",
+    "ip_proto",
+    "kind",
+    "client",
+    "client_port",
+    "server",
+    "server_port",
+    "echo_id",
+    "icmp_types",
+    "state",
+    "packets_to_server",
+    "bytes_to_server",
+    "packets_to_client",
+    "bytes_to_client",
+    "first_ns",
+    "last_ns",
+    "iface",
+    "client_dir",
+    "vlan",
+    "icmp_errors",
+];
+
+/// ``{"conversations": [row, …], "not_ip": n, "unattributed": n}``, each row a tuple of [`FIELDS`]:
+/// no dict per conversation, and the texts that repeat (protocols, states, addresses) shared.
 pub fn table_dict<'py>(py: Python<'py>, table: &FlowTable) -> PyResult<Bound<'py, PyDict>> {
     let list = PyList::empty(py);
     for c in &table.conversations {
-        list.append(conversation_dict(py, c)?)?;
+        list.append(conversation_row(py, c)?)?;
     }
     let d = PyDict::new(py);
     d.set_item("conversations", list)?;
@@ -30,39 +56,41 @@ pub fn table_dict<'py>(py: Python<'py>, table: &FlowTable) -> PyResult<Bound<'py
     Ok(d)
 }
 
-fn conversation_dict<'py>(py: Python<'py>, c: &Conversation) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
+fn conversation_row<'py>(py: Python<'py>, c: &Conversation) -> PyResult<Bound<'py, PyTuple>> {
+    let text = |s: &str| PyString::intern(py, s).into_any();
+    let addr = |a: Addr| text(&a.text().unwrap_or_default());
     let proto = proto_name(c.ip_proto).map_or_else(|| c.ip_proto.to_string(), String::from);
-    d.set_item("iface", c.iface.as_deref())?;
-    d.set_item("vlan", c.vlans.clone())?;
-    d.set_item("proto", proto)?;
-    d.set_item("ip_proto", c.ip_proto)?;
-    d.set_item(
-        "kind",
-        match c.kind {
-            FlowKind::Ports => "ports",
-            FlowKind::Echo => "echo",
-            FlowKind::Pair => "pair",
-        },
-    )?;
-    d.set_item("client", Addr::text(c.client))?;
-    d.set_item("client_port", c.client_port)?;
-    d.set_item("server", Addr::text(c.server))?;
-    d.set_item("server_port", c.server_port)?;
-    d.set_item("echo_id", c.echo_id)?;
-    // A list of numbers (a `Vec<u8>` would become `bytes`).
-    let types: Vec<u16> = c.client_icmp_types.iter().map(|&t| t.into()).collect();
-    d.set_item("icmp_types", types)?;
-    d.set_item("state", c.state.as_str())?;
-    d.set_item("packets_to_server", c.to_server.packets)?;
-    d.set_item("bytes_to_server", c.to_server.bytes)?;
-    d.set_item("packets_to_client", c.to_client.packets)?;
-    d.set_item("bytes_to_client", c.to_client.bytes)?;
-    d.set_item("first_ns", c.first_ns)?;
-    d.set_item("last_ns", c.last_ns)?;
-    d.set_item("client_dir", c.client_direction.map(|dir| dir.as_str()))?;
-    d.set_item("icmp_errors", c.icmp_errors)?;
-    Ok(d)
+    let kind = match c.kind {
+        FlowKind::Ports => "ports",
+        FlowKind::Echo => "echo",
+        FlowKind::Pair => "pair",
+    };
+    let row: [Bound<'py, PyAny>; 20] = [
+        text(&proto),
+        c.ip_proto.into_pyobject(py)?.into_any(),
+        text(kind),
+        addr(c.client),
+        c.client_port.into_pyobject(py)?.into_any(),
+        addr(c.server),
+        c.server_port.into_pyobject(py)?.into_any(),
+        c.echo_id.into_pyobject(py)?.into_any(),
+        PyTuple::new(py, c.client_icmp_types.iter().map(|&t| u16::from(t)))?.into_any(),
+        text(c.state.as_str()),
+        c.to_server.packets.into_pyobject(py)?.into_any(),
+        c.to_server.bytes.into_pyobject(py)?.into_any(),
+        c.to_client.packets.into_pyobject(py)?.into_any(),
+        c.to_client.bytes.into_pyobject(py)?.into_any(),
+        c.first_ns.into_pyobject(py)?.into_any(),
+        c.last_ns.into_pyobject(py)?.into_any(),
+        c.iface.as_deref().map(text).into_pyobject(py)?.into_any(),
+        c.client_direction
+            .map(|d| text(d.as_str()))
+            .into_pyobject(py)?
+            .into_any(),
+        PyTuple::new(py, &c.vlans)?.into_any(),
+        c.icmp_errors.into_pyobject(py)?.into_any(),
+    ];
+    PyTuple::new(py, row)
 }
 
 /// The conversations of the matching packets of a capture file, read in one pass with the GIL released.

@@ -34,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<files::PyFileReader>()?;
     m.add_class::<table::PyTable>()?;
     m.add_function(wrap_pyfunction!(table::read_table, m)?)?;
+    m.add("CONVERSATION_FIELDS", flows::FIELDS.to_vec())?;
     m.add_function(wrap_pyfunction!(flows::file_conversations, m)?)?;
     m.add_function(wrap_pyfunction!(flows::packet_conversations, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_lines, m)?)?;
