@@ -305,6 +305,9 @@ pub struct Flows {
     /// Where the later fragments of the latest fragmented datagram of each direction go.
     fragments: HashMap<FragmentKey, u32>,
     ifaces: Vec<String>,
+    iface_numbers: HashMap<String, u32>,
+    /// The number of the latest packet's interface (0: none yet).
+    last_iface: u32,
     not_ip: u64,
     unattributed: u64,
 }
@@ -404,13 +407,21 @@ impl Flows {
 
     fn iface_number(&mut self, name: Option<&str>) -> u32 {
         let Some(name) = name else { return 0 };
-        match self.ifaces.iter().position(|n| n == name) {
-            Some(at) => at as u32 + 1,
-            None => {
-                self.ifaces.push(name.to_owned());
-                self.ifaces.len() as u32
-            }
+        // Packets mostly come in runs of one interface; a file may name very many.
+        if self.last_iface > 0 && self.ifaces[self.last_iface as usize - 1] == name {
+            return self.last_iface;
         }
+        let next = self.ifaces.len() as u32 + 1;
+        let number = match self.iface_numbers.get(name) {
+            Some(&number) => number,
+            None => {
+                self.iface_numbers.insert(name.to_owned(), next);
+                self.ifaces.push(name.to_owned());
+                next
+            }
+        };
+        self.last_iface = number;
+        number
     }
 }
 
@@ -723,6 +734,32 @@ mod tests {
         let t = flows(&[arp, full, cut, cut_before_ports]);
         assert_eq!((t.not_ip, t.unattributed), (1, 1));
         assert_eq!(t.conversations[0].to_server.packets, 2);
+    }
+
+    #[test]
+    fn each_interface_has_its_own_conversations() {
+        let frame = v4(C, S, 17, &udp(1000, 53));
+        let mut flows = Flows::new();
+        for (i, iface) in ["a", "b", "a", "a", "b", "c"].iter().enumerate() {
+            let meta = PacketMeta {
+                index: i as u64,
+                ts_ns: i as u64,
+                iface: Some(iface),
+                direction: None,
+                wirelen: frame.len() as u32,
+                link: LinkType::Ethernet,
+            };
+            flows.add(&meta, &frame);
+        }
+        let mut got: Vec<_> = flows
+            .finish()
+            .conversations
+            .iter()
+            .map(|c| (c.iface.clone().unwrap(), c.to_server.packets))
+            .collect();
+        got.sort();
+        let want = [("a", 3), ("b", 2), ("c", 1)].map(|(i, n)| (i.to_string(), n));
+        assert_eq!(got, want);
     }
 
     #[test]
