@@ -16,7 +16,7 @@ from pathlib import Path
 import pcapdump
 import pytest
 from conftest import run_pcapdump
-from scapy.all import ICMP, IP, TCP, UDP, Ether, IPv6, Raw  # type: ignore[import-untyped]
+from scapy.all import ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6, Raw  # type: ignore[import-untyped]
 from scapy.utils import RawPcapWriter  # type: ignore[import-untyped]
 from session import one_line_error
 
@@ -428,3 +428,21 @@ def test_a_gateway_recorded_on_both_sides_makes_one_rule_per_conversation(tmp_pa
     assert sorted((x.iface, x.client_dir) for x in convs) == [("ext", "out"), ("int", "in")]
     rules = [line for line in pcapdump.policy(convs).splitlines() if "dport 443" in line]
     assert len(rules) == 1 and 'iifname "int"' in rules[0], rules
+
+
+def test_vlan_tagged_traffic_names_no_input_interface(tmp_path):
+    c, s = "198.18.1.2", "198.18.2.2"
+    packets = []
+    for i, (src, dst, sp, dp) in enumerate([(c, s, 40000, 53), (s, c, 53, 40000)]):
+        frame = bytes(
+            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+            / Dot1Q(vlan=10)
+            / IP(src=src, dst=dst)
+            / UDP(sport=sp, dport=dp)
+        )
+        direction = "in" if src == c else "out"
+        packets.append(pcapdump.Packet(BASE_S * 10**9 + i, frame, iface="int", direction=direction))
+    with pytest.warns(UserWarning, match="VLAN"):
+        text = pcapdump.policy(packets)
+    (rule,) = [line.strip() for line in text.splitlines() if "dport 53" in line]
+    assert rule.startswith("ip saddr 198.18.1.2 ip daddr 198.18.2.2 udp dport 53 accept"), rule

@@ -106,7 +106,7 @@ def build(convs: Sequence[Conversation]) -> Policy:
         if what is None:
             continue  # ICMP errors only: they pass as related
         port, types = what
-        iface = c.iface if c.client_dir == "in" and c.iface and SAFE_IFACE.fullmatch(c.iface) else None
+        iface = _input_interface(c)
         key = (iface, c.client, c.server, c.ip_proto, port, types)
         seen = merged.get(key)
         merged[key] = Rule(
@@ -132,6 +132,15 @@ def build(convs: Sequence[Conversation]) -> Policy:
     return Policy(rules, refused, unbound, ipv6)
 
 
+def _input_interface(c: Conversation) -> str | None:
+    """The interface the client's packets came in on, as a rule can name it: the capture interface
+    when they all came in on it, untagged (tagged packets reach the firewall through a VLAN interface
+    whose name the recording does not give), and its name is a plain interface name."""
+    if c.client_dir != "in" or not c.iface or c.vlan or not SAFE_IFACE.fullmatch(c.iface):
+        return None
+    return c.iface
+
+
 def _what(c: Conversation) -> tuple[int | None, tuple[int, ...]] | None:
     """(server port, ICMP types) a rule for ``c`` allows; ``None`` for none (ICMP errors only)."""
     if c.kind == "ports":
@@ -151,7 +160,8 @@ def warnings(policy: Policy) -> list[str]:
     if policy.unbound:
         said.append(
             f"{policy.unbound} rule(s) name no input interface: the recording does not say which way "
-            "their packets crossed it (a pcap file keeps no directions; pcapng from pcapdump does)"
+            "their packets crossed it (a pcap file keeps no directions; pcapng from pcapdump does), "
+            "or they were VLAN-tagged (the firewall sees them on a VLAN interface)"
         )
     return said
 
