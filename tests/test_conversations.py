@@ -291,8 +291,11 @@ def test_rulesets_load_as_printed(multi_flow_file, fmt):
     assert silent
     for c in silent:
         assert f"unanswered  {c.proto} {c.endpoints()}" in text
-    # Printed again: the same text.
-    assert run_pcapdump("read", str(multi_flow_file), "-policy", "-format", fmt).stdout == text
+    # The header counts the rules this ruleset holds.
+    assert f": {len(wanted)} rule(s) allow" in text.splitlines()[0]
+    # Printed again: the same text; the format's word in any case.
+    again = run_pcapdump("read", str(multi_flow_file), "-policy", f"-format={fmt.upper()}")
+    assert again.stdout == text
 
 
 def test_nothing_answered_is_a_drop_all_ruleset_and_a_warning(tmp_path):
@@ -323,7 +326,9 @@ def test_interface_names_from_a_file_never_break_the_ruleset(tmp_path):
     assert done.returncode == 0, done
     rules = sorted(line.strip() for line in done.stdout.splitlines() if "dport 9100" in line)
     assert len(rules) == 2
-    assert rules[0].startswith('iifname "int" ip saddr 198.18.1.2 ip daddr 198.18.2.2 tcp dport 9100 accept')
+    assert rules[0].startswith(
+        'iifname "int" ip saddr 198.18.1.2 ip daddr 198.18.2.2 tcp dport 9100 counter accept'
+    )
     assert rules[1].startswith("ip saddr 198.18.1.2")  # the forged name is in no rule
     assert "1 rule(s) name no input interface" in done.stderr
     assert unshared("nft", "-f", "-", stdin=done.stdout).returncode == 0
@@ -366,7 +371,7 @@ def test_python_api(multi_flow_file, tmp_path):
         warnings.simplefilter("always")
         pcapdump.policy([c for c in convs if not c.answered])
     assert any("no answered conversation" in str(w.message) for w in said)
-    with pytest.raises(pcapdump.UsageError, match="format"):
+    with pytest.raises(pcapdump.UsageError, match="format='pf'"):
         pcapdump.policy(convs, format="pf")
     with pytest.raises(TypeError, match="expected Packet"):
         pcapdump.conversations([b"not a packet"])
@@ -385,6 +390,7 @@ def test_python_api(multi_flow_file, tmp_path):
         (["-conv", "-policy"], "-policy"),
         (["-format", "nft"], "-format nft"),
         (["-policy", "-json"], "-json"),
+        (["-policy", "-utc"], "-utc"),
     ],
 )
 def test_bad_read_options_are_usage_errors(multi_flow_file, tmp_path, words, named):
@@ -407,12 +413,12 @@ def test_bad_conv_and_policy_words_are_usage_errors(words, named):
     one_line_error(run_pcapdump(*words), 2, named)
 
 
-def test_conv_and_policy_without_an_agent_say_nothing_was_stored(tmp_path):
+def test_conv_and_policy_without_an_agent_fail_instead_of_dropping_everything(tmp_path):
     env = {"PCAPDUMP_HOME": str(tmp_path / "home")}
-    done = run_pcapdump("conv", env=env)
-    assert (done.returncode, done.stdout) == (0, "no conversations\n")
-    policy = run_pcapdump("policy", env=env)
-    assert policy.returncode == 0 and "policy drop" in policy.stdout
+    for words in (["conv"], ["policy"], ["policy", "-format", "iptables"]):
+        done = run_pcapdump(*words, env=env)
+        one_line_error(done, 1, "no agent")
+        assert done.stdout == ""
     assert not (tmp_path / "home" / "agent.sock").exists()
 
 
@@ -445,4 +451,44 @@ def test_vlan_tagged_traffic_names_no_input_interface(tmp_path):
     with pytest.warns(UserWarning, match="VLAN"):
         text = pcapdump.policy(packets)
     (rule,) = [line.strip() for line in text.splitlines() if "dport 53" in line]
-    assert rule.startswith("ip saddr 198.18.1.2 ip daddr 198.18.2.2 udp dport 53 accept"), rule
+    assert rule.startswith("ip saddr 198.18.1.2 ip daddr 198.18.2.2 udp dport 53 counter accept"), rule
+
+
+def test_neighbour_discovery_and_repeated_attempts_do_not_clutter_the_ruleset():
+    from scapy.all import ICMPv6ND_NA, ICMPv6ND_NS  # type: ignore[import-untyped]
+
+    c6, gw6 = "2001:db8:1::2", "2001:db8:1::1"
+    frames = [
+        (eth(IPv6(src=c6, dst=gw6) / ICMPv6ND_NS(tgt=gw6)), "int", "in"),
+        (eth(IPv6(src=gw6, dst=c6) / ICMPv6ND_NA(tgt=gw6)), "int", "out"),
+    ]
+    # One refused attempt recorded on both sides of a gateway.
+    syn = eth(IP(src="198.18.1.2", dst="198.18.2.2") / TCP(sport=40000, dport=23, flags="S"))
+    rst = eth(IP(src="198.18.2.2", dst="198.18.1.2") / TCP(sport=23, dport=40000, flags="RA"))
+    frames += [(syn, "int", "in"), (syn, "ext", "out"), (rst, "ext", "in"), (rst, "int", "out")]
+    packets = [
+        pcapdump.Packet(BASE_S * 10**9 + i, f, iface=n, direction=d) for i, (f, n, d) in enumerate(frames)
+    ]
+    with pytest.warns(UserWarning, match="no answered conversation"):
+        text = pcapdump.policy(packets)
+    assert "icmpv6 type { nd-router-solicit" in text  # the input chain takes them
+    assert "135" not in text and "ICMP6" not in text
+    assert text.count("#   refused") == 1
+
+
+def test_the_warning_says_why_a_rule_names_no_interface(tmp_path):
+    c, s = "198.18.1.2", "198.18.2.2"
+    frames = [(c, s, 40000, 443, "S", "out"), (s, c, 443, 40000, "SA", "in")]
+    packets = [
+        pcapdump.Packet(
+            BASE_S * 10**9 + i,
+            eth(IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags=fl)),
+            iface="ext",
+            direction=d,
+        )
+        for i, (src, dst, sp, dp, fl, d) in enumerate(frames)
+    ]
+    with pytest.warns(UserWarning, match="seen leaving the capture interface"):
+        pcapdump.policy(packets)
+    with pytest.warns(UserWarning, match="does not say which way"):
+        pcapdump.policy([(p.ts_ns, p.data) for p in packets])

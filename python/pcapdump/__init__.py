@@ -261,7 +261,7 @@ def policy(
     must know before loading it (nothing answered; rules without an input interface) comes as a
     ``UserWarning``.
     """
-    ruleset.check_format(format, "format")
+    format = ruleset.check_format(format, f"format={format!r}")
     if isinstance(source, Sequence) and source and all(isinstance(c, Conversation) for c in source):
         convs = [c for c in source if isinstance(c, Conversation)]
         name = "conversations"
@@ -283,7 +283,7 @@ def _report(
     if isinstance(source, str | os.PathLike):
         return flows.of_file(os.fspath(source), as_filter(filter), count)
     if filter is not None or count is not None:
-        raise TypeError("conversations of packets: filter and count apply to a file (filter them first)")
+        raise TypeError("filter and count apply to a file: filter the packets before handing them over")
     if not isinstance(source, Iterable):
         raise TypeError(f"source={source!r:.60}: expected a file path or an iterable of packets")
     return flows.of_packets(source)

@@ -408,21 +408,19 @@ class Console:
         self, ifaces: str | Sequence[str] | None = None, filter: str | _core.Filter = ""
     ) -> FlowReport:
         """The conversations of the stored packets of ``ifaces`` (``None``: every interface; ``"int,ext"``
-        or a list: those) that ``filter`` keeps (docs/conversations.md)."""
+        or a list: those) that ``filter`` keeps (docs/conversations.md). Raises
+        ``AgentNotRunningError`` when no agent runs: nothing is stored."""
         _core.Filter(str(filter))  # a FilterError before asking
         request = {
             "op": "conv",
             "ifaces": _interface_list(ifaces) if ifaces is not None else None,
             "filter": str(filter),
         }
-        try:
-            with self._conversation() as conn:
-                reply = self._ask(conn, request)
-                lines = conn.receive_exact(int(reply["size"])).decode().splitlines()
-        except AgentNotRunningError:
-            if ifaces is None:
-                return FlowReport([], 0, 0)
-            raise
+        # Without an agent nothing is stored: an error, not an empty recording (whose policy would drop
+        # everything).
+        with self._conversation() as conn:
+            reply = self._ask(conn, request)
+            lines = conn.receive_exact(int(reply["size"])).decode().splitlines()
         return FlowReport.from_dict({**reply, "conversations": [json.loads(line) for line in lines]})
 
     def write(self, ifaces: str | Sequence[str], name: str, *, pcapng: bool = False) -> dict[str, Any]:

@@ -269,8 +269,8 @@ OPTIONS: dict[str, _Option] = {
     "p": _Option("promisc", None, ("start",), "promiscuous mode for this capture"),
     "ring": _Option("ring", None, ("start",), "when the buffer is full, overwrite the oldest packets"),
     "json": _Option("json", None, _OUTPUT, "JSON output, one object per line"),
-    "utc": _Option("utc", None, _BRIEF, "brief lines in UTC (default: your local time)"),
-    "date": _Option("date", None, _BRIEF, "brief lines with the date: 2026-11-27 08:22:47.955144"),
+    "utc": _Option("utc", None, _BRIEF, "times in UTC (default: your local time)"),
+    "date": _Option("date", None, _BRIEF, "times with the date: 2026-11-27 08:22:47.955144"),
     "keep": _Option("keep", None, ("demo",), "leave the demo's network and agent running, to go on by hand"),
     "pcapng": _Option(
         "pcapng", None, ("write", "read"), "pcapng even for one interface (write of several: always pcapng)"
@@ -425,10 +425,9 @@ def parse(argv: Sequence[str]) -> Request:
     for attr, token in option_tokens.items():
         opt = next(o for o in OPTIONS.values() if o.attr == attr)
         if attr in options and command not in opt.commands:
-            raise UsageError(f"'{token}': applies to {' and '.join(opt.commands)}, not {command}", token)
+            raise UsageError(f"'{token}': applies to {_listed(opt.commands)}, not {command}", token)
     if filter_tokens and not spec.filters:
-        names = [n for n, c in COMMANDS.items() if c.filters]
-        takers = f"{', '.join(names[:-1])} and {names[-1]}"
+        takers = _listed([n for n, c in COMMANDS.items() if c.filters])
         raise UsageError(
             f"'{filter_tokens[0]}': filter words apply to {takers}, not {command}", filter_tokens[0]
         )
@@ -443,6 +442,11 @@ def parse(argv: Sequence[str]) -> Request:
     flt = _filter(filter_tokens)
     command = spec.alias_of or command
     return Request(command, tuple(args), Options(**options), flt, option_tokens)  # type: ignore[arg-type]
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``start``, ``start and read``, ``start, read and conv``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _option_here(argv: Sequence[str], at: int, command: str | None) -> bool:
@@ -464,8 +468,10 @@ def _check_read_outputs(command: str, options: dict[str, object], tokens: dict[s
         raise UsageError(f"'{second}': cannot be combined with {first} (read does one of them)", second)
     if "format" in options and "policy" not in options:
         raise UsageError(f"'{tokens['format']}': -format applies with -policy", tokens["format"])
-    if "json" in options and "policy" in options:
-        raise UsageError(f"'{tokens['json']}': a policy is a ruleset, not JSON", tokens["json"])
+    for attr in ("json", "utc", "date"):
+        if attr in options and "policy" in options:
+            token = tokens[attr]
+            raise UsageError(f"'{token}': does not apply to -policy (a ruleset; its times are UTC)", token)
 
 
 def _filter(tokens: list[str]) -> _core.Filter:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ IPTABLES_CHAIN = "PCAPDUMP-ALLOWED"
 # What Linux accepts as an interface name and no ruleset syntax can mistake for anything else; a name
 # from a file that is not one of these is not put in a rule.
 SAFE_IFACE = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+# ICMPv6 neighbour discovery (router and neighbour solicitations and advertisements): the input chain
+# accepts them, since IPv6 stops working on a link without them; they make no rules of their own.
+ND_TYPES = (133, 134, 135, 136)
 ND_TYPES_NFT = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert"
 ND_TYPES_IP6TABLES = (
     "router-solicitation",
@@ -33,6 +37,14 @@ ND_TYPES_IP6TABLES = (
     "neighbour-solicitation",
     "neighbour-advertisement",
 )
+_LOADING = {
+    "nft": "# `nft -f` replaces table inet pcapdump and nothing else (other tables still apply); "
+    "`nft delete table inet pcapdump` takes it away.",
+    "iptables": "# `iptables-restore` replaces the IPv4 filter table (IPv6 is left as it is): keep yours "
+    "first with `iptables-save > saved.rules`, and put it back with `iptables-restore < saved.rules`.",
+    "ip6tables": "# `ip6tables-restore` replaces the IPv6 filter table (IPv4 is left as it is): keep yours "
+    "first with `ip6tables-save > saved.rules`, and put it back with `ip6tables-restore < saved.rules`.",
+}
 _L4_WITH_PORTS = {6: "tcp", 17: "udp", 132: "sctp"}
 _ECHO_REQUEST = {1: 8, 58: 128}
 # ICMP types nft and iptables know by name (the others are written as numbers).
@@ -40,9 +52,11 @@ _ICMP_NAMES = {(1, 8): "echo-request", (58, 128): "echo-request"}
 
 
 def check_format(format: str, token: str = "-format") -> str:
-    if format not in FORMATS:
-        raise UsageError(f"'{token}': unknown format (expected {', '.join(FORMATS)})", token)
-    return format
+    """The format, in lower case (words are case-insensitive); a usage error naming ``token`` if it is
+    none of ``FORMATS``."""
+    if not isinstance(format, str) or format.lower() not in FORMATS:
+        raise UsageError(f"'{token}': unknown ruleset format (expected {', '.join(FORMATS)})", token)
+    return format.lower()
 
 
 @dataclass(frozen=True)
@@ -89,25 +103,31 @@ class Rule:
 @dataclass(frozen=True)
 class Policy:
     rules: list[Rule]
-    refused: list[Conversation]  # refused and unanswered, in the order given
-    unbound: int  # rules that name no input interface (the recording did not say)
+    refused: list[Conversation]  # refused and unanswered, in the order given, each once
+    unbound: Counter[str]  # why rules name no input interface: how many for each reason
     ipv6: bool  # whether the recording has IPv6 conversations (neighbour discovery is then allowed)
 
 
 def build(convs: Sequence[Conversation]) -> Policy:
     """The rules the answered conversations make, merged and in a fixed order."""
     merged: dict[tuple[object, ...], Rule] = {}
-    refused: list[Conversation] = []
+    refused: dict[tuple[object, ...], Conversation] = {}
+    why_unbound: dict[tuple[object, ...], str] = {}
     for c in convs:
-        if not c.answered:
-            refused.append(c)
-            continue
         what = _what(c)
         if what is None:
-            continue  # ICMP errors only: they pass as related
+            continue  # ICMP errors and neighbour discovery: they pass as related, or on input
+        if not c.answered:
+            # The same attempt recorded on several interfaces is listed once.
+            refused.setdefault(
+                (c.state, c.proto, c.client, c.client_port, c.server, c.server_port, c.echo_id), c
+            )
+            continue
         port, types = what
-        iface = _input_interface(c)
+        iface, why = _input_interface(c)
         key = (iface, c.client, c.server, c.ip_proto, port, types)
+        if why:
+            why_unbound[key] = why
         seen = merged.get(key)
         merged[key] = Rule(
             iface,
@@ -127,28 +147,46 @@ def build(convs: Sequence[Conversation]) -> Policy:
     bound = {r.what() for r in merged.values() if r.iface}
     kept = [r for r in merged.values() if not (r.only_leaving and r.what() in bound)]
     rules = sorted(kept, key=Rule.sort_key)
-    unbound = sum(1 for r in rules if r.iface is None)
+    unbound = Counter(why_unbound[_key(r)] for r in rules if r.iface is None)
     ipv6 = any(c.family == 6 for c in convs)
-    return Policy(rules, refused, unbound, ipv6)
+    return Policy(rules, list(refused.values()), unbound, ipv6)
 
 
-def _input_interface(c: Conversation) -> str | None:
-    """The interface the client's packets came in on, as a rule can name it: the capture interface
-    when they all came in on it, untagged (tagged packets reach the firewall through a VLAN interface
-    whose name the recording does not give), and its name is a plain interface name."""
-    if c.client_dir != "in" or not c.iface or c.vlan or not SAFE_IFACE.fullmatch(c.iface):
-        return None
-    return c.iface
+def _key(r: Rule) -> tuple[object, ...]:
+    return (r.iface, r.client, r.server, r.ip_proto, r.server_port, r.icmp_types)
+
+
+# Why a rule names no input interface, as the warning says it.
+_NO_DIRECTION = "the recording does not say which way the client's packets went (classic pcap does not)"
+_LEFT = "the client's packets were seen leaving the capture interface (record where they come in)"
+_TAGGED = "the packets were VLAN-tagged (the firewall sees them on a VLAN interface not named here)"
+_BAD_NAME = "the interface name in the recording is not one a rule can carry"
+
+
+def _input_interface(c: Conversation) -> tuple[str | None, str | None]:
+    """The interface the client's packets came in on, as a rule can name it, or why there is none: the
+    capture interface when they all came in on it, untagged, and its name is a plain interface name."""
+    if not c.iface or c.client_dir is None:
+        return None, _NO_DIRECTION
+    if c.client_dir != "in":
+        return None, _LEFT
+    if c.vlan:
+        return None, _TAGGED
+    if not SAFE_IFACE.fullmatch(c.iface):
+        return None, _BAD_NAME
+    return c.iface, None
 
 
 def _what(c: Conversation) -> tuple[int | None, tuple[int, ...]] | None:
-    """(server port, ICMP types) a rule for ``c`` allows; ``None`` for none (ICMP errors only)."""
+    """(server port, ICMP types) a rule for ``c`` allows; ``None`` for none: ICMP errors (related to the
+    conversation they are about) and neighbour discovery (accepted by the input chain)."""
     if c.kind == "ports":
         return c.server_port, ()
     if c.kind == "echo":
         return None, (_ECHO_REQUEST[c.ip_proto],)
     if c.ip_proto in _ECHO_REQUEST:
-        return (None, c.icmp_types) if c.icmp_types else None
+        types = tuple(t for t in c.icmp_types if not (c.ip_proto == 58 and t in ND_TYPES))
+        return (None, types) if types else None
     return None, ()
 
 
@@ -157,25 +195,22 @@ def warnings(policy: Policy) -> list[str]:
     said = []
     if not policy.rules:
         said.append("no answered conversation: the ruleset allows nothing new (it drops all but replies)")
-    if policy.unbound:
-        said.append(
-            f"{policy.unbound} rule(s) name no input interface: the recording does not say which way "
-            "their packets crossed it (a pcap file keeps no directions; pcapng from pcapdump does), "
-            "or they were VLAN-tagged (the firewall sees them on a VLAN interface)"
-        )
+    for why, n in sorted(policy.unbound.items()):
+        said.append(f"{n} rule(s) name no input interface: {why}")
     return said
 
 
 def render(policy: Policy, format: str, source: str) -> str:
     """The ruleset as text, complete: ``nft -f`` or ``iptables-restore`` loads it as it is."""
     check_format(format)
+    families = {"nft": (4, 6), "iptables": (4,), "ip6tables": (6,)}[format]
+    n = sum(1 for r in policy.rules if r.family in families)
     header = [
-        f"# pcapdump policy from {printable(source)}: {len(policy.rules)} rule(s) allow the answered "
-        "conversations; everything else is dropped.",
-        "# Loading it replaces this host's input and forward filtering: the host keeps only what was "
-        "recorded (plus replies and loopback).",
+        f"# pcapdump policy from {printable(source)}: {n} rule(s) allow the answered conversations; "
+        "the input and forward chains drop everything else but replies and loopback.",
+        _LOADING[format],
     ]
-    body = _nft(policy) if format == "nft" else _iptables(policy, 4 if format == "iptables" else 6)
+    body = _nft(policy) if format == "nft" else _iptables(policy, families[0])
     return "\n".join(header + body + _not_allowed(policy, format)) + "\n"
 
 
@@ -187,7 +222,7 @@ def _nft(policy: Policy) -> list[str]:
         f"\tchain {ALLOWED_CHAIN} {{",
     ]
     for r in policy.rules:
-        lines.append(f'\t\t{_nft_rule(r)} accept comment "{r.evidence()}"')
+        lines.append(f'\t\t{_nft_rule(r)} counter accept comment "{r.evidence()}"')
     lines.append("\t}")
     for hook in ("input", "forward"):
         lines += [
@@ -267,7 +302,7 @@ def _not_allowed(policy: Policy, format: str) -> list[str]:
                 f"print them with -format {'ip6tables' if family == 4 else 'iptables'}"
             )
     if policy.refused:
-        lines.append("# Not allowed: the server did not answer")
+        lines.append("# Not allowed: refused (a RST, or an ICMP unreachable) or unanswered")
         for c in policy.refused:
             where = f"{printable(c.iface)}, " if c.iface else ""
             lines.append(
