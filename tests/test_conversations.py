@@ -290,7 +290,12 @@ def test_rulesets_load_as_printed(multi_flow_file, fmt):
     silent = [c for c in convs if not c.answered and c.family in family]
     assert silent
     for c in silent:
-        assert f"unanswered  {c.proto} {c.endpoints()}" in text
+        # Unless a rule lets that port through all the same (another conversation to it was answered).
+        same = [
+            a for a in convs if (a.client, a.server, a.server_port) == (c.client, c.server, c.server_port)
+        ]
+        covered = any(a.answered for a in same)
+        assert (f"unanswered  {c.proto} {c.endpoints()}" in text) != covered, c
     # The header counts the rules this ruleset holds.
     assert f": {len(wanted)} rule(s) allow" in text.splitlines()[0]
     # Printed again: the same text; the format's word in any case.
@@ -492,3 +497,89 @@ def test_the_warning_says_why_a_rule_names_no_interface(tmp_path):
         pcapdump.policy(packets)
     with pytest.warns(UserWarning, match="does not say which way"):
         pcapdump.policy([(p.ts_ns, p.data) for p in packets])
+
+
+def test_conversations_handed_in_are_checked_before_any_ruleset_is_made(multi_flow_file):
+    (good,) = [c for c in pcapdump.conversations(multi_flow_file) if c.answered][:1]
+    forged = {
+        "server_port": "9100 accept\n\t\tip saddr 0.0.0.0/0 accept #",
+        "state": "refused\nadd rule inet pcapdump input accept\n#",
+        "client": "0.0.0.0/0",
+        "ip_proto": 300,
+        "kind": "any",
+        "icmp_types": ("8 accept",),
+    }
+    for field, value in forged.items():
+        with pytest.raises(ValueError, match=f"conversation 0: {field}="):
+            pcapdump.policy([good._replace(**{field: value})])
+    # A protocol name is free text: it reaches the comments only, on one line.
+    silent = good._replace(state="unanswered", proto="TCP\nflush ruleset", server_port=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = pcapdump.policy([silent, good])
+    assert "\nflush ruleset" not in text
+
+
+def test_protocols_a_ruleset_cannot_match_exactly_make_no_rule_or_a_plain_one(tmp_path):
+    needs("iptables-restore")
+    needs("ip6tables-restore")
+    c, s, c6, s6 = "198.18.1.2", "198.18.2.2", "2001:db8:1::2", "2001:db8:2::2"
+    frames = [
+        eth(IP(src=c, dst=s, proto=0) / Raw(b"x" * 8)),  # iptables reads -p 0 as every protocol
+        eth(IP(src=s, dst=c, proto=0) / Raw(b"y" * 8)),
+        eth(IPv6(src=c6, dst=s6, nh=1) / ICMP(type=8, id=9)),  # ICMP in IPv6: just protocol 1
+        eth(IPv6(src=s6, dst=c6, nh=1) / ICMP(type=0, id=9)),
+        eth(IP(src=c, dst=s) / TCP(sport=40000, dport=443, flags="S")),
+        eth(IP(src=s, dst=c) / TCP(sport=443, dport=40000, flags="SA")),
+        eth(IP(src=c, dst=s) / TCP(sport=40001, dport=443, flags="S")),  # refused, but 443 is allowed
+        eth(IP(src=s, dst=c) / TCP(sport=443, dport=40001, flags="RA")),
+        eth(IP(src=c, dst=s) / ICMP(type=8, id=77)),  # an unanswered echo, listed with its id
+    ]
+    path = write_frames(tmp_path / "odd.pcap", frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v4, v6 = pcapdump.policy(path, format="iptables"), pcapdump.policy(path, format="ip6tables")
+        nft = pcapdump.policy(path)
+    assert " -p 0" not in v4 and "l4proto 0" not in nft
+    rules6 = [line for line in v6.splitlines() if line.startswith("-A PCAPDUMP-ALLOWED")]
+    assert len(rules6) == 1 and " -p 1 " in rules6[0], rules6
+    assert unshared("iptables-restore", stdin=v4).returncode == 0, v4
+    assert unshared("ip6tables-restore", stdin=v6).returncode == 0, v6
+    assert "40001" not in v4 and "unanswered  ICMP 198.18.1.2 > 198.18.2.2 echo id 77" in v4
+
+
+def test_table_and_comments_show_no_control_characters(tmp_path):
+    frames = [eth(IP(src="198.18.1.2", dst="198.18.2.2") / UDP(sport=1, dport=2))]
+    packets = [
+        pcapdump.Packet(BASE_S * 10**9, frames[0], iface=name, direction="in")
+        for name in ("a\x9b2J", "b\u2028c")
+    ]
+    pcapdump.write(tmp_path / "c1.pcapng", packets, format="pcapng")
+    table = run_pcapdump("read", str(tmp_path / "c1.pcapng"), "-conv").stdout
+    assert "\x9b" not in table and "\u2028" not in table and "a?2J" in table
+    assert pcapdump.conversations(os.fsencode(tmp_path / "c1.pcapng"))[0].iface in ("a\x9b2J", "b\u2028c")
+
+
+@pytest.mark.parametrize("words", [[], ["-conv"], ["-policy"], ["-conv", "-json"]])
+def test_a_closed_standard_output_is_one_line_and_exit_1(multi_flow_file, words):
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'exec "$0" "$@" >&-',
+            _exe(),
+            "read",
+            str(multi_flow_file),
+            *words,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    one_line_error(done, 1, "standard output is closed")
+
+
+def _exe() -> str:
+    from conftest import pcapdump_exe
+
+    return pcapdump_exe()

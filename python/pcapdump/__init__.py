@@ -235,7 +235,7 @@ def read_table(
 
 
 def conversations(
-    source: str | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]],
+    source: str | bytes | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]],
     filter: FilterLike = None,
     count: int | None = None,
 ) -> list[Conversation]:
@@ -251,7 +251,7 @@ def conversations(
 
 
 def policy(
-    source: str | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]] | Sequence[Conversation],
+    source: str | bytes | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]] | Sequence[Conversation],
     format: str = "nft",
     filter: FilterLike = None,
 ) -> str:
@@ -267,7 +267,7 @@ def policy(
         name = "conversations"
     else:
         convs = _report(source, filter, None).conversations  # type: ignore[arg-type]
-        name = os.fspath(source) if isinstance(source, str | os.PathLike) else "packets"
+        name = os.fsdecode(source) if isinstance(source, str | bytes | os.PathLike) else "packets"
     built = ruleset.build(convs)
     for said in ruleset.warnings(built):
         warnings.warn(said, UserWarning, stacklevel=2)
@@ -275,13 +275,13 @@ def policy(
 
 
 def _report(
-    source: str | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]],
+    source: str | bytes | os.PathLike[str] | Iterable[Packet | tuple[int, bytes]],
     filter: FilterLike,
     count: int | None,
 ) -> FlowReport:
     _check_range("count", count, 1, _core.MAX_COUNT)
-    if isinstance(source, str | os.PathLike):
-        return flows.of_file(os.fspath(source), as_filter(filter), count)
+    if isinstance(source, str | bytes | os.PathLike):
+        return flows.of_file(os.fsdecode(source), as_filter(filter), count)
     if filter is not None or count is not None:
         raise TypeError("filter and count apply to a file: filter the packets before handing them over")
     if not isinstance(source, Iterable):

@@ -574,10 +574,10 @@ class Agent:
                 report: dict[str, Any] = {"conversations": [], "not_ip": 0, "unattributed": 0}
             else:
                 report = buffer.conversations(names, flt if str(flt) else None)
-        # A buffer may hold more conversations than one message may carry: they follow as JSON lines.
-        fields = _core.CONVERSATION_FIELDS
+        # A buffer may hold more conversations than one message may carry: they follow as JSON lines,
+        # one array of the fields (in the order of `_core.CONVERSATION_FIELDS`) each.
         rows: list[tuple[object, ...]] = report.pop("conversations")
-        lines = "".join(json.dumps(dict(zip(fields, row, strict=True))) + "\n" for row in rows).encode()
+        lines = "".join(json.dumps(row) + "\n" for row in rows).encode()
         conn.send({"ok": True, "ifaces": names, **report, "size": len(lines)})
         conn.send_bytes(lines)
 

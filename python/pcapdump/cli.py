@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import functools
 import json
 import os
@@ -151,7 +153,7 @@ def run_read(req: grammar.Request) -> None:
         # then goes to standard error.
         out = opts.output
         summary = _core.read_to_pcap(path, out, flt, opts.snaplen, opts.count, opts.pcapng)
-        to_stderr = out == "-" or _is_stdout(out)
+        to_stderr = out == "-" or _is_stdout(out) or isinstance(sys.stdout, _ClosedOutput)
         if opts.json:
             click.echo(json.dumps({"file": opts.output, **summary}), err=to_stderr)
         else:
@@ -169,6 +171,9 @@ def run_read(req: grammar.Request) -> None:
             _print_policy(report, opts.format, path)
         return
     sys.stdout.flush()
+    if isinstance(sys.stdout, _ClosedOutput):
+        # The engine writes the lines itself, and Rust's standard output takes a closed one for a sink.
+        raise _ClosedOutput.error()
     _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json, **_times(opts))
 
 
@@ -544,7 +549,33 @@ HANDLERS = {
 }
 
 
+class _ClosedOutput:
+    """Standard output when the command was started with it closed (`>&-`): writing to it is the
+    failure it is, not a crash and not a silent success."""
+
+    @staticmethod
+    def error() -> OSError:
+        return OSError(errno.EBADF, "standard output is closed")
+
+    def write(self, text: str) -> int:
+        raise self.error()
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise self.error()
+
+
 def dispatch(argv: Sequence[str]) -> None:
+    if sys.stdout is None:
+        # Descriptor 1 held by something that cannot be written (so that no file opened later takes its
+        # place and receives the output), and every write to it an error.
+        with contextlib.suppress(OSError):
+            held = os.open(os.devnull, os.O_RDONLY)
+            if held != 1:
+                os.close(held)
+        sys.stdout = _ClosedOutput()
     try:
         req = grammar.parse(argv)
         HANDLERS[req.command](req)

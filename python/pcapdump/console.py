@@ -421,7 +421,7 @@ class Console:
         with self._conversation() as conn:
             reply = self._ask(conn, request)
             lines = conn.receive_exact(int(reply["size"])).decode().splitlines()
-        return FlowReport.from_dict({**reply, "conversations": [json.loads(line) for line in lines]})
+        return FlowReport.from_rows({**reply, "conversations": [json.loads(line) for line in lines]})
 
     def write(self, ifaces: str | Sequence[str], name: str, *, pcapng: bool = False) -> dict[str, Any]:
         """Write the packets of ``ifaces`` to ``name`` in the capture store: one interface (``"int"``),

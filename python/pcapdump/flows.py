@@ -74,6 +74,15 @@ class Conversation(NamedTuple):
         return d
 
     @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Conversation:
+        """From the values of the fields in order (the engine's tuples, or JSON arrays of them)."""
+        if isinstance(row, tuple):
+            return cls(*row)
+        values = list(row)
+        values[8], values[18] = tuple(values[8]), tuple(values[18])  # icmp_types, vlan
+        return cls(*values)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Conversation:
         given = {name: d[name] for name in cls._fields}
         given["vlan"], given["icmp_types"] = tuple(d["vlan"]), tuple(d["icmp_types"])
@@ -89,15 +98,9 @@ class FlowReport:
     unattributed: int  # IP packets cut before their ports, later fragments of unseen datagrams
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FlowReport:
-        """From the agent's reply: a dict per conversation."""
-        convs = [Conversation.from_dict(c) for c in d["conversations"]]
-        return cls(convs, int(d["not_ip"]), int(d["unattributed"]))
-
-    @classmethod
     def from_rows(cls, d: dict[str, Any]) -> FlowReport:
-        """From the engine: a tuple of the fields, in order, per conversation."""
-        convs = [Conversation(*row) for row in d["conversations"]]
+        """From the engine, or the agent's JSON lines of it: the fields in order, per conversation."""
+        convs = [Conversation.from_row(row) for row in d["conversations"]]
         return cls(convs, int(d["not_ip"]), int(d["unattributed"]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,5 +170,6 @@ def table_rows(convs: Sequence[Conversation], times: Callable[[int], str]) -> li
 
 def printable(text: str) -> str:
     """``text`` on one line of a table or a ruleset: control characters (a newline would start a line of
-    its own, an escape would drive the terminal) as ``?``. Interface names come from files."""
-    return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
+    its own, an escape would drive the terminal, C1 controls and line separators alike) as ``?``.
+    Interface names come from files."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)

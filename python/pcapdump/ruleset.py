@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .flows import Conversation, printable
+from .flows import STATES, Conversation, printable
 
 FORMATS = ("nft", "iptables", "ip6tables")
 TABLE = "pcapdump"
@@ -109,11 +109,14 @@ class Policy:
 
 
 def build(convs: Sequence[Conversation]) -> Policy:
-    """The rules the answered conversations make, merged and in a fixed order."""
+    """The rules the answered conversations make, merged and in a fixed order. Each conversation is
+    checked first (they may come from a caller, not from the engine): a field that could not have come
+    from a packet raises ``ValueError`` naming it."""
     merged: dict[tuple[object, ...], Rule] = {}
     refused: dict[tuple[object, ...], Conversation] = {}
     why_unbound: dict[tuple[object, ...], str] = {}
-    for c in convs:
+    for at, c in enumerate(convs):
+        _check(at, c)
         what = _what(c)
         if what is None:
             continue  # ICMP errors and neighbour discovery: they pass as related, or on input
@@ -149,7 +152,54 @@ def build(convs: Sequence[Conversation]) -> Policy:
     rules = sorted(kept, key=Rule.sort_key)
     unbound = Counter(why_unbound[_key(r)] for r in rules if r.iface is None)
     ipv6 = any(c.family == 6 for c in convs)
-    return Policy(rules, list(refused.values()), unbound, ipv6)
+    # A refused attempt that a rule lets through all the same (another conversation to that port was
+    # answered) is not listed as not allowed.
+    allowed = {r.what() for r in rules}
+    listed = [c for c in refused.values() if (c.client, c.server, c.ip_proto, *_what_of(c)) not in allowed]
+    return Policy(rules, listed, unbound, ipv6)
+
+
+def _what_of(c: Conversation) -> tuple[int | None, tuple[int, ...]]:
+    what = _what(c)
+    assert what is not None, "listed conversations make rules"
+    return what
+
+
+def _check(at: int, c: Conversation) -> None:
+    """Every value a ruleset would carry, as a packet could have given it."""
+
+    def bad(field: str, expected: str) -> ValueError:
+        return ValueError(f"conversation {at}: {field}={getattr(c, field)!r:.60}: expected {expected}")
+
+    def whole(field: str, low: int, high: int) -> None:
+        value = getattr(c, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad(field, f"a whole number {low}…{high}")
+
+    families = set()
+    for field in ("client", "server"):
+        try:
+            families.add(ipaddress.ip_address(getattr(c, field)).version)
+        except (ValueError, TypeError):
+            raise bad(field, "an IPv4 or IPv6 address") from None
+    if len(families) != 1:
+        raise bad("server", "an address of the client's family")
+    whole("ip_proto", 0, 255)
+    for field in ("client_port", "server_port", "echo_id"):
+        if getattr(c, field) is not None:
+            whole(field, 0, 65535)
+    for field in ("packets_to_server", "packets_to_client", "first_ns", "last_ns"):
+        whole(field, 0, 2**64 - 1)
+    if c.state not in STATES:
+        raise bad("state", f"one of {', '.join(STATES)}")
+    if c.kind not in ("ports", "echo", "pair"):
+        raise bad("kind", "ports, echo or pair")
+    if not isinstance(c.icmp_types, tuple) or not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= 255 for t in c.icmp_types
+    ):
+        raise bad("icmp_types", "a tuple of ICMP types 0…255")
+    if not isinstance(c.proto, str) or (c.iface is not None and not isinstance(c.iface, str)):
+        raise bad("proto", "text")
 
 
 def _key(r: Rule) -> tuple[object, ...]:
@@ -179,15 +229,24 @@ def _input_interface(c: Conversation) -> tuple[str | None, str | None]:
 
 def _what(c: Conversation) -> tuple[int | None, tuple[int, ...]] | None:
     """(server port, ICMP types) a rule for ``c`` allows; ``None`` for none: ICMP errors (related to the
-    conversation they are about) and neighbour discovery (accepted by the input chain)."""
-    if c.kind == "ports":
-        return c.server_port, ()
-    if c.kind == "echo":
-        return None, (_ECHO_REQUEST[c.ip_proto],)
-    if c.ip_proto in _ECHO_REQUEST:
+    conversation they are about), neighbour discovery (accepted by the input chain), and IP protocol 0
+    (iptables reads `-p 0` as every protocol; no real packet is of protocol 0)."""
+    if c.ip_proto == 0:
+        return None
+    if c.ip_proto in _L4_WITH_PORTS:
+        return (c.server_port, ()) if c.kind == "ports" and c.server_port is not None else None
+    if _is_icmp(c.ip_proto, c.family):
+        if c.kind == "echo":
+            return None, (_ECHO_REQUEST[c.ip_proto],)
         types = tuple(t for t in c.icmp_types if not (c.ip_proto == 58 and t in ND_TYPES))
         return (None, types) if types else None
     return None, ()
+
+
+def _is_icmp(ip_proto: int, family: int) -> bool:
+    """ICMP in IPv4, ICMPv6 in IPv6: what `icmp type` and `icmpv6 type` match (the other way round
+    is just a protocol number)."""
+    return (ip_proto, family) in ((1, 4), (58, 6))
 
 
 def warnings(policy: Policy) -> list[str]:
@@ -245,7 +304,7 @@ def _nft_rule(r: Rule) -> str:
     parts += [f"{ip} saddr {r.client}", f"{ip} daddr {r.server}"]
     if r.ip_proto in _L4_WITH_PORTS:
         parts.append(f"{_L4_WITH_PORTS[r.ip_proto]} dport {r.server_port}")
-    elif r.ip_proto in _ECHO_REQUEST:
+    elif _is_icmp(r.ip_proto, r.family):
         word = "icmp" if r.ip_proto == 1 else "icmpv6"
         types = ", ".join(_ICMP_NAMES.get((r.ip_proto, t), str(t)) for t in r.icmp_types)
         parts.append(f"{word} type {types if len(r.icmp_types) == 1 else '{ ' + types + ' }'}")
@@ -285,7 +344,7 @@ def _iptables_rules(r: Rule) -> list[str]:
     if r.ip_proto in _L4_WITH_PORTS:
         name = _L4_WITH_PORTS[r.ip_proto]
         return [f"{head} -p {name} -m {name} --dport {r.server_port}{tail}"]
-    if r.ip_proto in _ECHO_REQUEST:
+    if _is_icmp(r.ip_proto, r.family):
         match = "-p icmp -m icmp --icmp-type" if r.ip_proto == 1 else "-p ipv6-icmp -m icmp6 --icmpv6-type"
         return [f"{head} {match} {_ICMP_NAMES.get((r.ip_proto, t), t)}{tail}" for t in r.icmp_types]
     return [f"{head} -p {r.ip_proto}{tail}"]
@@ -305,9 +364,10 @@ def _not_allowed(policy: Policy, format: str) -> list[str]:
         lines.append("# Not allowed: refused (a RST, or an ICMP unreachable) or unanswered")
         for c in policy.refused:
             where = f"{printable(c.iface)}, " if c.iface else ""
+            echo = f" echo id {c.echo_id}" if c.echo_id is not None else ""
             lines.append(
-                f"#   {c.state:<10}  {c.proto} {c.endpoints()}  ({where}{c.packets} packets, "
-                f"first {_utc(c.first_ns)})"
+                f"#   {c.state:<10}  {printable(c.proto)} {c.endpoints()}{echo}  ({where}{c.packets} "
+                f"packets, first {_utc(c.first_ns)})"
             )
     return lines
 

@@ -2,8 +2,8 @@
 
 use crate::brief::Addr;
 use crate::packet::{
-    array, be16, byte, decode, ethertype, ipproto, locate_transport, LinkType, Located, Net,
-    Transport, MAX_TAGS,
+    array, be16, byte, decode, ethertype, ipproto, locate_transport, Decoded, LinkType, Located,
+    Net, Transport, MAX_TAGS,
 };
 
 /// How a conversation's two ends are told apart.
@@ -112,6 +112,25 @@ pub fn is_icmp_error(kind: u8, v6: bool) -> bool {
     }
 }
 
+/// The reply type of an ICMP (`v6`: ICMPv6) request type, for the requests that have one: echo,
+/// information, timestamp, address mask, router solicitation; ICMPv6 echo, router and neighbour
+/// solicitation, node information, inverse neighbour discovery.
+pub fn icmp_reply_of(kind: u8, v6: bool) -> Option<u8> {
+    Some(match (v6, kind) {
+        (false, 8) => 0,
+        (false, 10) => 9,
+        (false, 13) => 14,
+        (false, 15) => 16,
+        (false, 17) => 18,
+        (true, 128) => 129,
+        (true, 133) => 134,
+        (true, 135) => 136,
+        (true, 139) => 140,
+        (true, 141) => 142,
+        _ => return None,
+    })
+}
+
 fn is_unreachable(kind: u8, v6: bool) -> bool {
     kind == if v6 { 1 } else { 3 }
 }
@@ -127,6 +146,9 @@ pub(super) fn sort(data: &[u8], link: LinkType, iface: u32) -> Sorted {
     let Some(l2) = d.l2 else {
         return Sorted::NotIp;
     };
+    if bogus(data, &d, l2.ethertype, l2.l3) {
+        return Sorted::Unknown;
+    }
     let mut vlans = [NO_VLAN; MAX_TAGS];
     vlans[..l2.vlan_ids().len()].copy_from_slice(l2.vlan_ids());
     // A first fragment: its datagram's later fragments, which carry no ports, are looked up by this.
@@ -213,6 +235,24 @@ pub(super) fn sort(data: &[u8], link: LinkType, iface: u32) -> Sorted {
         },
         Transport::None => Sorted::Unknown,
     }
+}
+
+/// Whether the headers cannot be what they say (tshark calls them bogus and counts no conversation): an
+/// IP version that is not the ethertype's, an IPv4 header shorter than 20 bytes, a TCP header shorter
+/// than 20 bytes. Their ports and flags would be read from the wrong bytes.
+fn bogus(data: &[u8], d: &Decoded, ether: u16, l3: usize) -> bool {
+    let version = byte(data, l3).map_or(0, |b| b >> 4);
+    match d.net {
+        Net::Ipv4(ip) if version != 4 || ip.header_len < 20 => return true,
+        Net::Ipv6(_) if version != 6 => return true,
+        _ => {}
+    }
+    if let Transport::Tcp(_) = d.transport {
+        if let Located::At(at) = locate_transport(data, ether, l3) {
+            return byte(data, at.l4 + 12).is_some_and(|b| (b >> 4) < 5);
+        }
+    }
+    false
 }
 
 /// The ports of a TCP, UDP or SCTP header of which only the start was captured.

@@ -11,7 +11,7 @@ mod key;
 
 use std::collections::HashMap;
 
-pub use key::{is_icmp_error, FlowKind};
+pub use key::{icmp_reply_of, is_icmp_error, FlowKind};
 use key::{FragmentKey, Key, Says, Sorted, NO_VLAN};
 
 use crate::brief::{Addr, PacketMeta};
@@ -78,8 +78,8 @@ pub struct Conversation {
     pub server_port: Option<u16>,
     /// The identifier, for ICMP echo.
     pub echo_id: Option<u16>,
-    /// For ICMP other than echo: the types the client sent, errors left out (a firewall passes those as
-    /// related to the conversation they are about).
+    /// For ICMP other than echo: the types the client sent that the server answered with their reply
+    /// type (timestamp, address mask, router and neighbour solicitation, …).
     pub client_icmp_types: Vec<u8>,
     pub to_server: Count,
     pub to_client: Count,
@@ -111,6 +111,9 @@ const FIN: u8 = 8;
 /// A segment without RST: the side is talking, not refusing.
 const NOT_RST: u8 = 16;
 
+/// Ports below this are well known: a server's.
+const WELL_KNOWN: u16 = 1024;
+
 // Which ways one side's packets crossed the interface.
 const WENT_IN: u8 = 1;
 const WENT_OUT: u8 = 2;
@@ -124,8 +127,12 @@ struct Tally {
     last_ns: u64,
     counts: [Count; 2],
     first_from: u8,
+    /// The earliest timestamp each end sent at.
+    first_at: [u64; 2],
     ways: [u8; 2],
     tcp: [u8; 2],
+    /// A RST came once the connection was accepted (a RST before, then a new handshake, is not one).
+    reset: bool,
     /// The end that sent the first SYN without ACK; the first SYN-ACK.
     opened_by: Option<u8>,
     accepted_by: Option<u8>,
@@ -145,8 +152,10 @@ impl Tally {
             last_ns: ts_ns,
             counts: [Count::default(); 2],
             first_from: from as u8,
+            first_at: [u64::MAX; 2],
             ways: [0; 2],
             tcp: [0; 2],
+            reset: false,
             opened_by: None,
             accepted_by: None,
             requested_by: None,
@@ -160,6 +169,7 @@ impl Tally {
     fn count(&mut self, from: usize, meta: &PacketMeta) {
         self.first_ns = self.first_ns.min(meta.ts_ns);
         self.last_ns = self.last_ns.max(meta.ts_ns);
+        self.first_at[from] = self.first_at[from].min(meta.ts_ns);
         let c = &mut self.counts[from];
         c.packets += 1;
         c.bytes += meta.wirelen as u64;
@@ -180,6 +190,10 @@ impl Tally {
                     flags & 0x04 != 0,
                     flags & 0x01 != 0,
                 );
+                let talking = |seen: u8| seen & NOT_RST != 0;
+                if rst && (self.accepted_by.is_some() || self.tcp.iter().all(|&t| talking(t))) {
+                    self.reset = true;
+                }
                 let seen = &mut self.tcp[from];
                 if syn && !ack {
                     *seen |= SYN;
@@ -203,8 +217,9 @@ impl Tally {
     }
 
     /// The client's end of the key: the side that opened (TCP's SYN, echo's request), else the one
-    /// the other accepted or answered, else for TCP the higher port (an ephemeral one), else the first
-    /// to send.
+    /// the other accepted or answered. When the recording missed the start (a ring buffer overwrote
+    /// it, or the capture began late): a well-known port (below 1024) on one side only is the server's;
+    /// else for TCP the higher port (an ephemeral one) is the client's; else the first to send.
     fn client(&self) -> usize {
         let other = |side: u8| 1 - side as usize;
         if let Some(side) = self.opened_by.or(self.requested_by) {
@@ -214,10 +229,31 @@ impl Tally {
             return other(side);
         }
         let [(_, a), (_, b)] = self.key.ends;
-        if self.key.kind == FlowKind::Ports && self.key.ip_proto == ipproto::TCP && a != b {
-            return if a > b { 0 } else { 1 };
+        if self.key.kind == FlowKind::Ports {
+            if (a < WELL_KNOWN) != (b < WELL_KNOWN) {
+                return if a < WELL_KNOWN { 1 } else { 0 };
+            }
+            if self.key.ip_proto == ipproto::TCP && a != b {
+                return if a > b { 0 } else { 1 };
+            }
         }
-        self.first_from as usize
+        match self.first_at[0].cmp(&self.first_at[1]) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Greater => 1,
+            std::cmp::Ordering::Equal => self.first_from as usize,
+        }
+    }
+
+    /// For an ICMP conversation other than echo: the types the client sent that the server answered
+    /// with their reply type.
+    fn answered_icmp_types(&self, client: usize) -> Vec<u8> {
+        let v6 = self.key.ip_proto == ipproto::ICMPV6;
+        let sent =
+            |side: usize, t: u8| self.icmp_types[side][t as usize / 64] & (1 << (t % 64)) != 0;
+        (0..=255u8)
+            .filter(|&t| sent(client, t))
+            .filter(|&t| icmp_reply_of(t, v6).is_some_and(|r| sent(1 - client, r)))
+            .collect()
     }
 
     fn state(&self, client: usize) -> State {
@@ -225,9 +261,11 @@ impl Tally {
         let talked = self.counts[client].packets > 0 && self.counts[server].packets > 0;
         if self.key.kind == FlowKind::Ports && self.key.ip_proto == ipproto::TCP {
             let (c, s) = (self.tcp[client], self.tcp[server]);
-            // Without the handshake in the recording, a server that talks has answered.
-            let accepted =
-                s & SYN_ACK != 0 || (self.opened_by.is_none() && talked && s & NOT_RST != 0);
+            // Accepted: a SYN-ACK to the client's SYN, or both sides talking (without RST): the
+            // handshake may be missing from the recording, but a RST or a SYN-ACK alone from one side
+            // (a scan, a stray segment) is no conversation.
+            let accepted = (s & SYN_ACK != 0 && self.opened_by == Some(client as u8))
+                || (c & NOT_RST != 0 && s & NOT_RST != 0);
             return if !accepted {
                 if s & RST != 0 || self.unreachable {
                     State::Refused
@@ -236,13 +274,19 @@ impl Tally {
                 }
             } else if c & FIN != 0 && s & FIN != 0 {
                 State::Closed
-            } else if (c | s) & RST != 0 {
+            } else if self.reset {
                 State::Reset
             } else {
                 State::Established
             };
         }
-        if talked {
+        let answered = match (self.key.kind, self.key.ip_proto) {
+            (FlowKind::Pair, ipproto::ICMP | ipproto::ICMPV6) => {
+                !self.answered_icmp_types(client).is_empty()
+            }
+            _ => talked,
+        };
+        if answered {
             State::Answered
         } else if self.unreachable {
             State::Refused
@@ -260,11 +304,7 @@ impl Tally {
             FlowKind::Echo => ((None, None), Some(key.ends[0].1)),
             FlowKind::Pair => ((None, None), None),
         };
-        let v6 = key.ip_proto == ipproto::ICMPV6;
-        let client_icmp_types = (0..=255u8)
-            .filter(|&t| self.icmp_types[client][t as usize / 64] & (1 << (t % 64)) != 0)
-            .filter(|&t| !is_icmp_error(t, v6))
-            .collect();
+        let client_icmp_types = self.answered_icmp_types(client);
         let ways = self.ways[client];
         Conversation {
             iface: (key.iface > 0).then(|| ifaces[key.iface as usize - 1].clone()),
@@ -583,6 +623,84 @@ mod tests {
         assert_eq!(states(&closed), ["closed"]);
         // Recorded mid-stream: both sides talk, so it was accepted.
         assert_eq!(states(&[s2c(ACK), c2s(ACK)]), ["established"]);
+    }
+
+    #[test]
+    fn one_side_alone_is_no_accepted_connection() {
+        let c2s = |flags| v4(C, S, 6, &tcp(50001, 6667, flags));
+        let s2c = |flags| v4(S, C, 6, &tcp(6667, 50001, flags));
+        // A stray segment from outside, and the RST it draws: not a conversation anyone accepted.
+        assert_eq!(states(&[s2c(ACK), c2s(RSTACK)]), ["unanswered"]);
+        assert_eq!(states(&[s2c(SYNACK), c2s(RSTACK)]), ["unanswered"]);
+        assert_eq!(states(&[s2c(SYNACK)]), ["unanswered"]);
+        // The SYN-ACK missing from the recording: both sides talking is acceptance enough.
+        let mut talk = vec![c2s(SYN)];
+        for _ in 0..5 {
+            talk.extend([c2s(ACK), s2c(ACK)]);
+        }
+        assert_eq!(states(&talk), ["established"]);
+        // A port used again after a refusal: the RST belongs to the earlier attempt.
+        let again = [c2s(SYN), s2c(RSTACK), c2s(SYN), s2c(SYNACK), c2s(ACK)];
+        assert_eq!(states(&again), ["established"]);
+    }
+
+    #[test]
+    fn without_the_first_packet_a_well_known_port_is_the_server() {
+        // A ring buffer kept the reply but not its query.
+        let t = flows(&[
+            v4(S, C, 17, &udp(161, 45555)),
+            v4(C, S, 17, &udp(45555, 161)),
+        ]);
+        let c = &t.conversations[0];
+        assert_eq!((c.client, c.server_port), (Addr::V4(C), Some(161)));
+        // Both ports ephemeral: the earliest packet by its time, not by its place in the file.
+        let mut flows = Flows::new();
+        for (ts, frame) in [
+            (2, v4(S, C, 17, &udp(5000, 6000))),
+            (1, v4(C, S, 17, &udp(6000, 5000))),
+        ] {
+            let meta = PacketMeta {
+                index: 0,
+                ts_ns: ts,
+                iface: None,
+                direction: None,
+                wirelen: frame.len() as u32,
+                link: LinkType::Ethernet,
+            };
+            flows.add(&meta, &frame);
+        }
+        assert_eq!(flows.finish().conversations[0].client, Addr::V4(C));
+    }
+
+    #[test]
+    fn icmp_types_count_when_their_reply_came_back() {
+        let t = flows(&[
+            v4(C, S, 1, &icmp(13, [0; 4], &[0; 12])),
+            v4(S, C, 1, &icmp(14, [0; 4], &[0; 12])),
+            v4(C, S, 1, &icmp(15, [0; 4], &[])),
+        ]);
+        let c = &t.conversations[0];
+        assert_eq!(
+            (c.state, c.client_icmp_types.clone()),
+            (State::Answered, vec![13])
+        );
+        let t = flows(&[
+            v4(C, S, 1, &icmp(15, [0; 4], &[])),
+            v4(S, C, 1, &icmp(3, [0; 4], &[])),
+        ]);
+        assert_eq!(t.conversations[0].state, State::Unanswered);
+    }
+
+    #[test]
+    fn bogus_headers_tell_no_conversation() {
+        let mut short_ip = v4(C, S, 6, &tcp(40000, 80, SYN));
+        short_ip[14] = 0x40; // IHL 0
+        let mut short_tcp = v4(C, S, 6, &tcp(40000, 80, SYN));
+        short_tcp[14 + 20 + 12] = 0x00; // data offset 0
+        let mut wrong_version = v4(C, S, 17, &udp(1, 2));
+        wrong_version[14] = 0x65;
+        let t = flows(&[short_ip, short_tcp, wrong_version]);
+        assert_eq!((t.conversations.len(), t.unattributed), (0, 3));
     }
 
     #[test]
