@@ -103,13 +103,6 @@ class FlowReport:
         convs = [Conversation.from_row(row) for row in d["conversations"]]
         return cls(convs, int(d["not_ip"]), int(d["unattributed"]))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "conversations": [c.to_dict() for c in self.conversations],
-            "not_ip": self.not_ip,
-            "unattributed": self.unattributed,
-        }
-
 
 def of_file(path: str, filter: _core.Filter | None = None, count: int | None = None) -> FlowReport:
     """The conversations of the packets of a capture file (pcap, pcapng, .gz) that match ``filter``."""

@@ -150,7 +150,7 @@ def build(convs: Sequence[Conversation]) -> Policy:
     bound = {r.what() for r in merged.values() if r.iface}
     kept = [r for r in merged.values() if not (r.only_leaving and r.what() in bound)]
     rules = sorted(kept, key=Rule.sort_key)
-    unbound = Counter(why_unbound[_key(r)] for r in rules if r.iface is None)
+    unbound = Counter(why_unbound[(None, *r.what())] for r in rules if r.iface is None)
     ipv6 = any(c.family == 6 for c in convs)
     # A refused attempt that a rule lets through all the same (another conversation to that port was
     # answered) is not listed as not allowed.
@@ -200,10 +200,6 @@ def _check(at: int, c: Conversation) -> None:
         raise bad("icmp_types", "a tuple of ICMP types 0…255")
     if not isinstance(c.proto, str) or (c.iface is not None and not isinstance(c.iface, str)):
         raise bad("proto", "text")
-
-
-def _key(r: Rule) -> tuple[object, ...]:
-    return (r.iface, r.client, r.server, r.ip_proto, r.server_port, r.icmp_types)
 
 
 # Why a rule names no input interface, as the warning says it.

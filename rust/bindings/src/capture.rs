@@ -47,6 +47,22 @@ impl PyCaptureBuffer {
             .find_interface(name)
             .ok_or_else(|| errors::to_py(py, CaptureError::NothingCaptured(name.to_owned())))
     }
+
+    /// The buffer's interfaces of these names, each with its link type; one it holds nothing of is an
+    /// error naming it.
+    fn named<'n>(&self, py: Python<'_>, names: &'n [String]) -> PyResult<Vec<BufferIface<'n>>> {
+        let ids = names
+            .iter()
+            .map(|name| self.iface(py, name))
+            .collect::<PyResult<Vec<_>>>()?;
+        let b = self.inner.lock();
+        let named = ids.iter().zip(names).map(|(&id, name)| BufferIface {
+            id,
+            name,
+            link: b.iface(id).link,
+        });
+        Ok(named.collect())
+    }
 }
 
 #[pymethods]
@@ -165,20 +181,7 @@ impl PyCaptureBuffer {
         filter: Option<PyRef<'_, crate::filter::PyFilter>>,
     ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let filter = filter.map(|f| f.inner.clone());
-        let ids = ifaces
-            .iter()
-            .map(|name| self.iface(py, name))
-            .collect::<PyResult<Vec<_>>>()?;
-        let links: Vec<_> = {
-            let b = self.inner.lock();
-            ids.iter().map(|&id| b.iface(id).link).collect()
-        };
-        let named: Vec<_> = ids
-            .iter()
-            .zip(&ifaces)
-            .zip(links)
-            .map(|((&id, name), link)| BufferIface { id, name, link })
-            .collect();
+        let named = self.named(py, &ifaces)?;
         let buffer = &self.inner;
         let table = crate::gil::detach(py, || {
             pcapdump_core::flows::from_buffer(buffer, &named, filter.as_ref())
@@ -233,22 +236,16 @@ impl PyCaptureBuffer {
                 "ifaces, snaplens and captures must be as long as each other",
             ));
         }
-        let ids = ifaces
-            .iter()
-            .map(|name| self.iface(py, name))
-            .collect::<PyResult<Vec<_>>>()?;
-        let links: Vec<_> = {
-            let b = self.inner.lock();
-            ids.iter().map(|&id| b.iface(id).link).collect()
-        };
+        let named = self.named(py, &ifaces)?;
+        let ids: Vec<_> = named.iter().map(|i| i.id).collect();
         let captures: Vec<Option<&Capture>> = captures
             .iter()
             .map(|c| c.as_ref().map(|c| &c.capture))
             .collect();
         let blocks: Vec<InterfaceBlock> = (0..ids.len())
             .map(|i| InterfaceBlock {
-                name: &ifaces[i],
-                link: links[i],
+                name: named[i].name,
+                link: named[i].link,
                 snaplen: snaplens[i],
                 filter: captures[i].and_then(Capture::program),
             })

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use pcapdump_core::brief::PacketMeta;
 use pcapdump_core::limits::MAX_SNAPLEN;
 use pcapdump_core::offline::{self, OfflineError, RecordReader, Selection, Summary, Written};
 use pcapdump_core::packet::LinkType;
@@ -31,6 +32,37 @@ pub fn interruptible<T: Send>(
         Some(e) => Err(e),
         None => Ok(done),
     }
+}
+
+/// Packets between two looks at Ctrl-C while a file is read: a few milliseconds of work.
+const INTERRUPT_EVERY: u64 = 16 * 1024;
+
+/// Hand every packet of the file at `path` that `filter` keeps (cut to `snaplen`, at most `count`) to
+/// `visit`, in one pass with the GIL released; Ctrl-C ends it and is raised.
+pub fn for_each_packet(
+    py: Python<'_>,
+    path: &std::path::Path,
+    filter: Option<pcapdump_core::filter::Filter>,
+    snaplen: Option<u32>,
+    count: Option<u64>,
+    mut visit: impl FnMut(&PacketMeta, &[u8]) + Send,
+) -> PyResult<()> {
+    let file = open(py, path)?;
+    let mut reader = RecordReader::new(file, filter, snaplen, count);
+    let walked = interruptible(py, |interrupted| {
+        // A mapped file never keeps the reader waiting, so Ctrl-C is looked at between packets too.
+        let mut packets = 0u64;
+        while let Some(next) = reader.next_packet(&mut { &mut *interrupted }) {
+            let (record, data) = next?;
+            visit(&PacketMeta::from(&record), data);
+            packets += 1;
+            if packets.is_multiple_of(INTERRUPT_EVERY) && interrupted() {
+                break;
+            }
+        }
+        Ok::<_, OfflineError>(())
+    })?;
+    walked.map_err(|e| errors::to_py(py, e))
 }
 
 /// Open a capture file with the GIL released; Ctrl-C ends a wait on a silent pipe.

@@ -3,19 +3,14 @@
 
 use std::path::PathBuf;
 
-use pcapdump_core::brief::{proto_name, Addr, PacketMeta};
+use pcapdump_core::brief::{proto_name, Addr};
 use pcapdump_core::flows::{Conversation, FlowKind, FlowTable, Flows};
-use pcapdump_core::offline::{OfflineError, RecordReader};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::errors;
-use crate::files::{interruptible, open};
+use crate::files::for_each_packet;
 use crate::filter::PyFilter;
 use crate::packet::PyPacket;
-
-/// Packets between two looks at Ctrl-C while a file is read.
-const INTERRUPT_EVERY: u64 = 64 * 1024;
 
 /// The names of a conversation row's fields, in order: `pcapdump.Conversation`'s fields, which a test
 /// holds to this.
@@ -102,23 +97,12 @@ pub fn file_conversations<'py>(
     filter: Option<PyRef<'_, PyFilter>>,
     count: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let file = open(py, &path)?;
-    let mut reader = RecordReader::new(file, filter.map(|f| f.inner.clone()), None, count);
-    let counted = interruptible(py, |interrupted| {
-        let mut flows = Flows::new();
-        let mut packets = 0u64;
-        while let Some(next) = reader.next_packet(&mut { &mut *interrupted }) {
-            let (record, data) = next?;
-            flows.add(&PacketMeta::from(&record), data);
-            packets += 1;
-            if packets.is_multiple_of(INTERRUPT_EVERY) && interrupted() {
-                break;
-            }
-        }
-        Ok::<_, OfflineError>(flows.finish())
+    let mut flows = Flows::new();
+    let filter = filter.map(|f| f.inner.clone());
+    for_each_packet(py, &path, filter, None, count, |meta, data| {
+        flows.add(meta, data)
     })?;
-    let table = counted.map_err(|e| errors::to_py(py, e))?;
-    table_dict(py, &table)
+    table_dict(py, &flows.finish())
 }
 
 /// The conversations of ``packets`` (any iterable of ``Packet``), taken in the order given.

@@ -6,14 +6,12 @@ use std::path::PathBuf;
 
 use arrow_array::ffi_stream::FFI_ArrowArrayStream;
 use arrow_array::{RecordBatch, RecordBatchIterator};
-use pcapdump_core::brief::PacketMeta;
-use pcapdump_core::offline::RecordReader;
 use pcapdump_core::table::{self, Column, Table, TableBuilder};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyString};
 
 use crate::errors;
-use crate::files::{interruptible, open};
+use crate::files::for_each_packet;
 use crate::filter::PyFilter;
 
 /// The name the PyCapsule interface gives a capsule holding an `ArrowArrayStream`.
@@ -115,9 +113,6 @@ impl PyTable {
     }
 }
 
-/// Rows between two looks at Ctrl-C while a file is read: a few milliseconds of work.
-const INTERRUPT_EVERY: u64 = 16 * 1024;
-
 /// The matching packets of a capture file as a table, read in one pass with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (path, filter = None, snaplen = None, count = None, columns = None))]
@@ -130,21 +125,10 @@ pub fn read_table(
     columns: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PyTable> {
     let columns = self::columns(py, columns.as_ref())?;
-    let file = open(py, &path)?;
-    let mut reader = RecordReader::new(file, filter.map(|f| f.inner.clone()), snaplen, count);
-    let built = interruptible(py, |interrupted| {
-        let mut builder = TableBuilder::new(columns);
-        // A mapped file never keeps the reader waiting, so Ctrl-C is looked at between packets too.
-        let mut rows = 0u64;
-        while let Some(next) = reader.next_packet(&mut { &mut *interrupted }) {
-            let (record, data) = next?;
-            builder.push(&PacketMeta::from(&record), data);
-            rows += 1;
-            if rows.is_multiple_of(INTERRUPT_EVERY) && interrupted() {
-                break;
-            }
-        }
-        Ok::<_, pcapdump_core::offline::OfflineError>(builder.finish())
+    let filter = filter.map(|f| f.inner.clone());
+    let mut builder = TableBuilder::new(columns);
+    for_each_packet(py, &path, filter, snaplen, count, |meta, data| {
+        builder.push(meta, data)
     })?;
-    built.map(PyTable::new).map_err(|e| errors::to_py(py, e))
+    Ok(PyTable::new(builder.finish()))
 }

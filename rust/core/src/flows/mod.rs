@@ -11,7 +11,8 @@ mod key;
 
 use std::collections::HashMap;
 
-pub use key::{icmp_reply_of, is_icmp_error, FlowKind};
+use key::icmp_reply_of;
+pub use key::FlowKind;
 use key::{FragmentKey, Key, Says, Sorted, NO_VLAN};
 
 use crate::brief::{Addr, PacketMeta};
@@ -355,15 +356,6 @@ pub struct Flows {
 impl Flows {
     pub fn new() -> Flows {
         Flows::default()
-    }
-
-    /// How many conversations so far.
-    pub fn len(&self) -> usize {
-        self.tallies.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tallies.is_empty()
     }
 
     /// Count one packet: `data` as captured, `meta` its time, length on the wire, interface and link.
