@@ -51,15 +51,28 @@ class Server:
     host_key_line: str
     proc: subprocess.Popen[bytes]
     config: Path
+    address: str = "127.0.0.1"
+    netns: str | None = None
+
+    def listening(self) -> bool:
+        if self.netns is None:
+            with socket.socket() as s:
+                return s.connect_ex((self.address, self.port)) == 0
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.netns, "ss", "-Hltn", f"sport = :{self.port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return bool(out.strip())
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            if self.listening():
+                return
             time.sleep(0.05)
         raise RuntimeError("sshd did not start")
 
@@ -75,7 +88,9 @@ class Server:
             self.kill_all()
 
 
-def start(root: Path, authorized: list[str]) -> Server:
+def start(root: Path, authorized: list[str], address: str = "127.0.0.1", netns: str | None = None) -> Server:
+    """An sshd on ``address`` (inside network namespace ``netns`` if given) that lets the keys in
+    ``authorized`` log in as the user running the tests."""
     root.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation folder
     host_key = root / "host_key"
@@ -85,7 +100,7 @@ def start(root: Path, authorized: list[str]) -> Server:
     config = root / "sshd_config"
     config.write_text(
         f"""Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {host_key}
 PidFile {root}/sshd.pid
 AuthorizedKeysFile {root}/authorized_keys
@@ -101,10 +116,11 @@ LogLevel ERROR
 """
     )
     with open(root / "sshd.log", "ab") as log:
+        inside = ["ip", "netns", "exec", netns] if netns else []
         proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)], stderr=log, env={"PATH": os.environ["PATH"]}
+            [*inside, SSHD, "-D", "-e", "-f", str(config)], stderr=log, env={"PATH": os.environ["PATH"]}
         )
     key_type, key_data = host_pub.split()[:2]
-    server = Server(root, port, f"[127.0.0.1]:{port} {key_type} {key_data}", proc, config)
+    server = Server(root, port, f"[{address}]:{port} {key_type} {key_data}", proc, config, address, netns)
     server.wait_ready()
     return server

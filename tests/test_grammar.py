@@ -62,7 +62,7 @@ def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
         ("write int x.cappp", "x.cappp", "8 characters"),
         ("write int", "write", "missing file"),
         ("write capture.cap", "write", "missing file (usage: write <if>[,<if>…]|all <file>)"),
-        ("show tcp", "tcp", "filter words apply to start, read, conv and policy, not show"),
+        ("show tcp", "tcp", "filter words apply to start, read, conv, policy and stream, not show"),
         ("-size 1024 status", "-size 1024", "applies to start"),
         ("-w out.cap start int", "-w out.cap", "applies to read"),
         ("start a/b", "a/b", "not an interface name"),

@@ -525,6 +525,46 @@ def run_agent(req: grammar.Request) -> None:
     run_foreground(Home.from_env())
 
 
+def run_stream(req: grammar.Request) -> None:
+    from . import stream
+
+    (iface,) = req.args
+    opts = req.options
+    try:
+        fd = sys.stdout.fileno()
+    except ValueError:
+        raise _ClosedOutput.error() from None
+    if os.isatty(fd):
+        raise UsageError(
+            "stream writes pcapng, which a terminal cannot show: pipe it to a reader "
+            "(| wireshark -k -i -, | tshark -r -) or redirect it to a file",
+            "stream",
+        )
+    sys.stdout.flush()
+    plan = stream.plan(req.filter if str(req.filter) else None, opts.keep_ssh)
+    left_out = (
+        f", leaving out this SSH connection ({stream.describe(plan.left_out)})" if plan.left_out else ""
+    )
+    result = stream.run(
+        iface,
+        fd,
+        plan,
+        snaplen=opts.snaplen,
+        count=opts.count,
+        duration=opts.duration,
+        promisc=opts.promisc,
+        buffer_kb=opts.size_kb or _core.DEFAULT_STREAM_BUFFER_KB,
+        started=lambda: click.echo(f"{iface}: streaming {req.filter or 'everything'}{left_out}", err=True),
+    )
+    click.echo(stream.summary(iface, result), err=True)
+
+
+def run_extcap(req: grammar.Request) -> None:
+    from . import extcap
+
+    click.echo(extcap.install() if req.arg("action") == "install" else extcap.uninstall())
+
+
 def run_demo(req: grammar.Request) -> None:
     from .demo import run
 
@@ -545,6 +585,8 @@ HANDLERS = {
     "cleanup": run_cleanup,
     "agent": run_agent,
     "demo": run_demo,
+    "stream": run_stream,
+    "extcap": run_extcap,
     "help": run_help,
 }
 
@@ -609,6 +651,11 @@ def main(words: tuple[str, ...]) -> None:
     if words[0] == "--version":
         click.echo(f"pcapdump {__version__} (engine {_core.__version__})")
         return
+    if words[0].lstrip("-").lower() == "extcap" and len(words) > 1 and words[1].startswith("--"):
+        # Wireshark's own arguments (`pcapdump extcap --extcap-interfaces`): the extcap program.
+        from . import extcap
+
+        extcap.main(words[1:])
     dispatch(words)
 
 

@@ -267,7 +267,7 @@ def _where(gw: Gateway) -> str:
     return f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
 
 
-def _failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchError:
+def failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchError:
     """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway and the file
     ``name`` asked for (none: the store itself was listed)."""
     where = _where(gw)
@@ -348,7 +348,7 @@ async def _fetch(
         size = await watchdog.run(transfer())
         return Fetched(gw.label, dest, landing.commit(size))
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise _failure(gw, e, name) from None
+        raise failure(gw, e, name) from None
     finally:
         landing.discard()
 
@@ -456,7 +456,7 @@ async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
     try:
         entries = await watchdog.run(listing())
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise _failure(gw, e) from None
+        raise failure(gw, e) from None
     return sorted(
         (
             {"target": gw.label, "name": e.filename, "size": e.attrs.size, "mtime": e.attrs.mtime}

@@ -37,6 +37,7 @@ class Options:
     utc: bool = False
     date: bool = False
     keep: bool = False
+    keep_ssh: bool = False
     pcapng: bool = False
     merge: bool = False
     conv: bool = False
@@ -84,8 +85,15 @@ class _Command:
         return " and ".join(named)
 
 
-_SHOWN = {"iface": "<if>", "ifaces": "<if>[,<if>…]|all", "file": "<file>", "command": "<command>"}
+_SHOWN = {
+    "iface": "<if>",
+    "ifaces": "<if>[,<if>…]|all",
+    "file": "<file>",
+    "command": "<command>",
+    "action": "install|uninstall",
+}
 _SAID = {
+    "action": "action (install or uninstall)",
     "iface": "interface",
     "ifaces": "interface list (int, int,ext or all)",
     "file": "file",
@@ -142,6 +150,19 @@ COMMANDS: dict[str, _Command] = {
         ("ifaces",),
         True,
         example="pcapdump policy int -format iptables",
+    ),
+    "stream": _Command(
+        ("iface",),
+        "capture in the foreground and write pcapng to standard output as packets come, until Ctrl-C, "
+        "-c, -duration or the reader closes the pipe",
+        (),
+        True,
+        example="pcapdump -c 100 udp port 53 stream int",
+    ),
+    "extcap": _Command(
+        ("action",),
+        "install or uninstall the Wireshark extcap program (live capture from Wireshark)",
+        example="pcapdump extcap install",
     ),
     "interfaces": _Command(
         (),
@@ -220,15 +241,15 @@ OPTIONS: dict[str, _Option] = {
     "size": _Option(
         "size_kb",
         BoundedInt(_core.MIN_BUFFER_KB, _core.MAX_BUFFER_KB, "the buffer size in KB"),
-        ("start",),
-        "capture buffer size in KB",
+        ("start", "stream"),
+        "capture buffer size in KB (stream: the room for a reader that falls behind)",
         "<KB>",
-        str(_core.DEFAULT_BUFFER_KB),
+        f"{_core.DEFAULT_BUFFER_KB}, stream {_core.DEFAULT_STREAM_BUFFER_KB}",
     ),
     "s": _Option(
         "snaplen",
         BoundedInt(1, _core.MAX_SNAPLEN, "the snap length"),
-        ("start", "read"),
+        ("start", "read", "stream"),
         "keep at most this many bytes of each packet",
         "<snaplen>",
         "whole packet",
@@ -236,7 +257,7 @@ OPTIONS: dict[str, _Option] = {
     "c": _Option(
         "count",
         BoundedInt(1, _core.MAX_COUNT, "the packet count"),
-        ("start", "read"),
+        ("start", "read", "stream"),
         "stop after this many stored (read: matching) packets",
         "<count>",
         "no limit",
@@ -244,7 +265,7 @@ OPTIONS: dict[str, _Option] = {
     "duration": _Option(
         "duration",
         BoundedInt(_core.MIN_DURATION_S, _core.MAX_DURATION_S, "the duration in seconds"),
-        ("start",),
+        ("start", "stream"),
         "stop by itself after this many seconds",
         "<s>",
         "no limit",
@@ -266,14 +287,23 @@ OPTIONS: dict[str, _Option] = {
     ),
     "o": _Option("live", None, ("start",), "also print each packet as it is captured"),
     "ou": _Option("live_only", None, ("start",), "print packets as captured, store nothing"),
-    "p": _Option("promisc", None, ("start",), "promiscuous mode for this capture"),
+    "p": _Option("promisc", None, ("start", "stream"), "promiscuous mode for this capture"),
+    "keepssh": _Option(
+        "keep_ssh",
+        None,
+        ("stream",),
+        "also capture the SSH connection the stream runs over (left out by default)",
+    ),
     "ring": _Option("ring", None, ("start",), "when the buffer is full, overwrite the oldest packets"),
     "json": _Option("json", None, _OUTPUT, "JSON output, one object per line"),
     "utc": _Option("utc", None, _BRIEF, "times in UTC (default: your local time)"),
     "date": _Option("date", None, _BRIEF, "times with the date: 2026-11-27 08:22:47.955144"),
     "keep": _Option("keep", None, ("demo",), "leave the demo's network and agent running, to go on by hand"),
     "pcapng": _Option(
-        "pcapng", None, ("write", "read"), "pcapng even for one interface (write of several: always pcapng)"
+        "pcapng",
+        None,
+        ("write", "read", "stream"),
+        "pcapng even for one interface (write of several, stream: always pcapng)",
     ),
     "merge": _Option("merge", None, ("show",), "the interfaces as one timeline, not a section each"),
     "w": _Option("output", _text, ("read",), "write the matching packets to <out> (pcap)", "<out>"),
@@ -297,6 +327,8 @@ OPTIONS: dict[str, _Option] = {
         "<file>",
     ),
 }
+
+EXTCAP_ACTIONS = ("install", "uninstall")
 
 # Each filter word and the syntax of its value (None: it takes none), from the engine's filter parser.
 FILTER_WORD_SYNTAX: dict[str, str | None] = dict(_core.filter_words())
@@ -503,6 +535,10 @@ def _check_args(command: str, args: list[str]) -> None:
             raise UsageError(f"'{value}': not an interface name ({IFACE_NAME_RULE})", value)
         if name == "ifaces" and value != "all":
             _check_iface_list(value)
+        if name == "action" and value not in EXTCAP_ACTIONS:
+            raise UsageError(
+                f"'{value}': expected install or uninstall (usage: extcap install|uninstall)", value
+            )
         if name == "command" and value not in COMMANDS:
             raise UsageError(f"'{value}': not a command (expected one of {', '.join(COMMANDS)})", value)
         if name == "file" and command == "write" and not STORE_NAME.fullmatch(value):

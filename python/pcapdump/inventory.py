@@ -5,7 +5,8 @@
     host = "gw1.example.net"
     user = "root"
     store = "/var/lib/pcapdump/store"
-    # port = 22, identity = "~/.ssh/gw_ed25519", known_hosts = "~/.ssh/known_hosts"
+    # port = 22, identity = "~/.ssh/gw_ed25519", known_hosts = "~/.ssh/known_hosts",
+    # pcapdump = "/usr/local/bin/pcapdump"   (the command the extcap runs there; default: pcapdump)
 
 The data source ``local`` is this machine's capture store and needs no inventory.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from .errors import InventoryError, UnknownGatewayError, UsageError
 
 LOCAL = "local"
-_KEYS = {"host", "port", "user", "identity", "store", "known_hosts"}
+_KEYS = {"host", "port", "user", "identity", "store", "known_hosts", "pcapdump"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Gateway:
     store: str
     identity: Path | None = None
     known_hosts: Path | None = None
+    #: The pcapdump command on the gateway, for a remote `stream` (the extcap).
+    pcapdump: str = "pcapdump"
 
     @property
     def label(self) -> str:
@@ -88,6 +91,9 @@ def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
     if not store.startswith("/"):
         raise InventoryError(f"{where}: 'store' must be an absolute path on the gateway")
     identity, known_hosts = text("identity", False), text("known_hosts", False)
+    command = text("pcapdump", False) or "pcapdump"
+    if any(c.isspace() or not c.isprintable() for c in command):
+        raise InventoryError(f"{where}: 'pcapdump' must be a command path without spaces")
     return Gateway(
         source=source,
         name=name,
@@ -97,6 +103,7 @@ def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
         store=store,
         identity=Path(identity).expanduser() if identity else None,
         known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+        pcapdump=command,
     )
 
 

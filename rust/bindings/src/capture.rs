@@ -10,7 +10,7 @@ use pcapdump_core::capture::{
     show_merged_lines, BufferIface, BufferMode, Capture, CaptureConfig, CaptureError, IfaceId,
     LiveLine, LiveLines, RingConfig, SharedBuffer, State,
 };
-use pcapdump_core::limits::{DEFAULT_AFTER, DEFAULT_BUFFER_KB, MAX_SNAPLEN};
+use pcapdump_core::limits::{DEFAULT_AFTER, DEFAULT_BUFFER_KB, MAX_SNAPLEN, WAIT_SLICE};
 use pcapdump_core::pcap::{AtomicFile, InterfaceBlock, Section};
 use pcapdump_core::Error;
 use pyo3::prelude::*;
@@ -22,9 +22,6 @@ use crate::packet::PyPacket;
 use crate::readiness::PyReadiness;
 use crate::table::PyTable;
 use pcapdump_core::table;
-
-/// How long one wait for packets lasts before Ctrl-C is looked at again.
-const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// A capture buffer that several captures can share (the agent's).
 #[pyclass(name = "CaptureBuffer", module = "pcapdump._core", frozen)]
@@ -698,6 +695,51 @@ impl PyCapture {
             writer.into_inner().commit().map(|()| written[0].packets)
         })
         .map_err(|e| errors::to_py(py, Error::write(&path, e)))
+    }
+
+    /// Write this capture's packets to the open descriptor ``fd`` as pcapng, each as soon as it is
+    /// stored (a pipe's reader sees it at once): a section header, the interface block, the packets,
+    /// and once the capture stops (``count``, ``duration``, ``stop()`` from another thread or a signal
+    /// handler) its statistics block. Returns ``(packets written, why it ended)`` once the capture has
+    /// stopped and everything was written, or the reader closed its end (``"reader gone"``, the
+    /// capture is then stopped), or the capture stopped and the reader took nothing for 2 s
+    /// (``"reader stopped reading"``). The capture's packets are taken as iteration takes them: start
+    /// the stream before any are iterated over. ``fd`` is non-blocking while the stream lasts. Ctrl-C
+    /// stops the capture, writes what it kept, then raises. ``name`` names ``fd`` in errors.
+    #[cfg(unix)]
+    #[pyo3(signature = (fd, name = "standard output"))]
+    fn stream(&self, py: Python<'_>, fd: i32, name: &str) -> PyResult<(u64, &'static str)> {
+        use std::os::fd::BorrowedFd;
+        if fd < 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "fd={fd}: expected an open file descriptor"
+            )));
+        }
+        // SAFETY: the caller keeps `fd` open during the call (as os.write would need it open).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut interrupted: Option<PyErr> = None;
+        let capture = &self.capture;
+        let cursor = &self.cursor;
+        let section = Section::here();
+        let streamed = crate::gil::detach(py, || {
+            let mut cursor = cursor.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tick = || {
+                crate::gil::attach(|py| match py.check_signals() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        interrupted.get_or_insert(e);
+                        false
+                    }
+                })
+            };
+            capture.stream_pcapng(&mut cursor, fd, &section, &mut tick)
+        });
+        let streamed =
+            streamed.map_err(|e| errors::to_py(py, Error::write(std::path::Path::new(name), e)))?;
+        match interrupted {
+            Some(e) => Err(e),
+            None => Ok((streamed.packets, streamed.end.as_str())),
+        }
     }
 
     /// The stored packets as a table (see ``read_table``), built with the GIL released.

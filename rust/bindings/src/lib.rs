@@ -56,6 +56,7 @@ fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MIN_BUFFER_KB", MIN_BUFFER_KB)?;
     m.add("MAX_BUFFER_KB", MAX_BUFFER_KB)?;
     m.add("DEFAULT_BUFFER_KB", DEFAULT_BUFFER_KB)?;
+    m.add("DEFAULT_STREAM_BUFFER_KB", DEFAULT_STREAM_BUFFER_KB)?;
     m.add("RING_BLOCKS", RING_BLOCKS)?;
     m.add("SHARED_RING_BLOCKS", SHARED_RING_BLOCKS)?;
     m.add("MIN_RING_BLOCKS", MIN_RING_BLOCKS)?;

@@ -29,6 +29,16 @@ pub const RING_BLOCK_SIZE: u32 = 1 << 20;
 pub const RING_BLOCKS: u32 = 8;
 /// A block that is not full is handed over after this long, so live output keeps flowing.
 pub const RING_BLOCK_TIMEOUT_MS: u32 = 20;
+/// A wait for packets is cut in slices this long, so that a Ctrl-C, a stop or a reader that went away
+/// is seen while nothing arrives.
+pub const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+/// `stream` hands its reader at most about this many bytes per write.
+pub const STREAM_BATCH: usize = 256 * 1024;
+/// Once the capture has stopped, `stream` waits at most this long for a reader that takes nothing.
+pub const STREAM_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The capture buffer of `stream` (KB): the slack for a reader that falls behind.
+pub const DEFAULT_STREAM_BUFFER_KB: u64 = 16_384;
+
 /// Interfaces started together share this many ring blocks (ring memory cannot be swapped: `start` on
 /// a box with dozens of interfaces would otherwise pin hundreds of MiB)…
 pub const SHARED_RING_BLOCKS: u32 = 64;

@@ -2,7 +2,9 @@
 //! over random frames: tagged or not, with IPv4 options, IPv6 extension headers, fragments, and cut anywhere.
 
 use pcapdump_core::bpf::interp::{self, Ancillary};
-use pcapdump_core::filter::{Filter, LinkHeader};
+use std::net::IpAddr;
+
+use pcapdump_core::filter::{Filter, LinkHeader, TcpConnection};
 use pcapdump_core::limits::MAX_SNAPLEN;
 use pcapdump_core::packet::LinkType;
 use proptest::prelude::*;
@@ -82,6 +84,32 @@ fn plain_filter_word() -> impl Strategy<Value = String> {
         ])
         .prop_map(|t| format!("icmptype {t}")),
     ]
+}
+
+/// A TCP connection to leave out (as `stream` leaves out its SSH session), one time in three: ends
+/// among the frames' addresses and ports, of one family.
+fn left_out() -> impl Strategy<Value = Option<TcpConnection>> {
+    let end = |v6: bool, i: usize, port: u16| {
+        let addr = if v6 {
+            IpAddr::from(V6[i % 2])
+        } else {
+            IpAddr::from(V4[i])
+        };
+        (addr, port)
+    };
+    prop::option::weighted(
+        0.33,
+        (
+            any::<bool>(),
+            0..3usize,
+            0..3usize,
+            prop::sample::select(PORTS.to_vec()),
+            prop::sample::select(PORTS.to_vec()),
+        )
+            .prop_map(move |(v6, a, b, pa, pb)| {
+                TcpConnection::new(end(v6, a, pa), end(v6, b, pb)).unwrap()
+            }),
+    )
 }
 
 /// A frame: Ethernet, 0–2 tags, then one of the network layers below, then the transport header.
@@ -194,9 +222,13 @@ proptest! {
         words in prop::collection::vec(filter_word(), 0..5),
         (frame, stripped) in frame(),
         snaplen in prop::sample::select(vec![64u32, 1500, MAX_SNAPLEN]),
+        connection in left_out(),
     ) {
-        let text = words.join(" ");
-        let filter = Filter::parse_str(&text).unwrap();
+        let mut filter = Filter::parse_str(&words.join(" ")).unwrap();
+        if let Some(c) = connection {
+            filter = filter.excluding(c);
+        }
+        let text = filter.to_string();
         let prog = filter.compile(snaplen, LinkHeader::Ethernet).unwrap();
         let anc = Ancillary { vlan_tci: stripped, protocol: 0 };
         let by_program = interp::run(&prog, &frame, &anc);
@@ -241,13 +273,17 @@ proptest! {
         words in prop::collection::vec(filter_word(), 0..5),
         (frame, stripped) in frame(),
         snaplen in prop::sample::select(vec![64u32, MAX_SNAPLEN]),
+        connection in left_out(),
     ) {
         prop_assume!(stripped.is_none() && frame.len() >= 14);
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         prop_assume!(ethertype == 0x0800 || ethertype == 0x86dd);
         let packet = &frame[14..];
-        let text = words.join(" ");
-        let filter = Filter::parse_str(&text).unwrap();
+        let mut filter = Filter::parse_str(&words.join(" ")).unwrap();
+        if let Some(c) = connection {
+            filter = filter.excluding(c);
+        }
+        let text = filter.to_string();
         let prog = filter.compile(snaplen, LinkHeader::None).unwrap();
         // The kernel notes the protocol for the packet (skb->protocol) instead of a header holding it.
         let anc = Ancillary { vlan_tci: None, protocol: ethertype };
@@ -340,4 +376,40 @@ fn tcp_flags_and_icmp_types_match_over_ipv4_and_ipv6_alike() {
         ("not icmptype echo", &echo6, false),
         ("icmptype echo", &syn_ack, false),
     ]);
+}
+
+#[test]
+fn a_left_out_connection_is_left_out_both_ways_and_nothing_else() {
+    let a = ([198, 18, 0, 1].into(), 40000);
+    let b = ([198, 18, 0, 2].into(), 22);
+    let filter = Filter::default().excluding(TcpConnection::new(a, b).unwrap());
+    let ports = |s: u16, d: u16| [s.to_be_bytes(), d.to_be_bytes()].concat();
+    let forward = ipv4_tcp(&ports(40000, 22));
+    let mut backward = ipv4_tcp(&ports(22, 40000));
+    backward[26..30].copy_from_slice(&[198, 18, 0, 2]);
+    backward[30..34].copy_from_slice(&[198, 18, 0, 1]);
+    // The same ports between the same addresses, but not this connection's direction of them.
+    let swapped_ports = ipv4_tcp(&ports(22, 40000));
+    let other_port = ipv4_tcp(&ports(40001, 22));
+    let mut udp = forward.clone();
+    udp[23] = 17;
+    let mut later_fragment = forward.clone();
+    later_fragment[20..22].copy_from_slice(&185u16.to_be_bytes());
+    for (frame, kept) in [
+        (&forward, false),
+        (&backward, false),
+        (&swapped_ports, true),
+        (&other_port, true),
+        (&udp, true),
+        (&later_fragment, true),
+    ] {
+        let prog = filter.compile(96, LinkHeader::Ethernet).unwrap();
+        assert_eq!(filter.matches_stripped(frame, None), kept, "{frame:02x?}");
+        assert_eq!(interp::run(&prog, frame, &Ancillary::default()) != 0, kept);
+    }
+    assert!(TcpConnection::new(a, ("2001:db8::1".parse().unwrap(), 22)).is_none());
+    assert_eq!(
+        filter.to_string(),
+        "not tcp-connection 198.18.0.1:40000 198.18.0.2:22"
+    );
 }

@@ -6,6 +6,8 @@ mod ready;
 mod session;
 mod show;
 mod stored;
+#[cfg(unix)]
+mod stream;
 pub mod trigger;
 
 mod backend;
@@ -30,6 +32,8 @@ pub use session::{
     Capture, CaptureConfig, CaptureStats, LiveQueue, OwnedPacket, Received, State, StopReason,
 };
 pub use show::{show_merged_lines, LiveLine, LiveLines};
+#[cfg(unix)]
+pub use stream::{StreamEnd, Streamed};
 
 use backend::RingBackend;
 /// This system's ring: AF_PACKET on Linux; elsewhere one whose `open` says live capture is unsupported.

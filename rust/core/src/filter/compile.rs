@@ -10,7 +10,8 @@
 
 use super::eval::Needs;
 use super::expr::{
-    mask128, mask32, Expr, Group, IcmpType, IpNet, Mac, PortRange, Proto, Side, TcpFlag,
+    mask128, mask32, Expr, Group, IcmpType, IpNet, Mac, PortRange, Proto, Side, TcpConnection,
+    TcpFlag,
 };
 use crate::bpf::asm::{Asm, AsmError, Label};
 use crate::bpf::{ancillary, op, Insn};
@@ -73,6 +74,7 @@ pub fn compile(expr: &Expr, snaplen: u32, header: LinkHeader) -> Result<Vec<Insn
             Group::Port(side, ranges) => c.port(*side, ranges, yes, no),
             Group::TcpFlags(flags) => c.tcp_flags(flags, yes, no),
             Group::IcmpType(types) => c.icmp_type(types, yes, no),
+            Group::Connection(conn) => c.connection(conn, yes, no),
         }
         c.asm.goto(no);
         c.asm.place(next);
@@ -456,6 +458,47 @@ impl Compiler {
             self.asm.goto(unmatched);
             if next == v6 {
                 self.asm.place(v6);
+            }
+        }
+    }
+
+    /// Either direction of a TCP connection: source address, destination address, source port,
+    /// destination port, each tested only when the one before matched (as `eval` reads them).
+    fn connection(&mut self, conn: &TcpConnection, matched: Label, unmatched: Label) {
+        let tcp = self.asm.label();
+        self.asm.ld_mem(slot::PROTO);
+        self.asm.jump(op::JEQ, ipproto::TCP as u32, tcp, unmatched);
+        self.asm.place(tcp);
+        for (i, [(src, sport), (dst, dport)]) in conn.directions().into_iter().enumerate() {
+            let other = if i == 0 { self.asm.label() } else { unmatched };
+            let steps = [self.asm.label(), self.asm.label(), self.asm.label()];
+            self.ip(Side::Src, &[src], steps[0], other);
+            self.asm.place(steps[0]);
+            self.ip(Side::Dst, &[dst], steps[1], other);
+            self.asm.place(steps[1]);
+            self.port(
+                Side::Src,
+                &[PortRange {
+                    lo: sport,
+                    hi: sport,
+                }],
+                steps[2],
+                other,
+            );
+            self.asm.goto(other);
+            self.asm.place(steps[2]);
+            self.port(
+                Side::Dst,
+                &[PortRange {
+                    lo: dport,
+                    hi: dport,
+                }],
+                matched,
+                other,
+            );
+            self.asm.goto(other);
+            if i == 0 {
+                self.asm.place(other);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The filter as a value: groups of alternatives, all groups required.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Which address or port of a packet a word looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +92,39 @@ pub struct IcmpType {
     pub v6: Option<u8>,
 }
 
+/// One TCP connection, both directions, by its two ends (address and port). Not a filter word: `stream`
+/// leaves out the SSH connection it runs over with it, so the packets it sends are not captured again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpConnection {
+    /// Host addresses (full prefixes) of one family.
+    pub ends: [(IpNet, u16); 2],
+}
+
+impl TcpConnection {
+    /// `None` when the two addresses are of different families.
+    pub fn new(a: (IpAddr, u16), b: (IpAddr, u16)) -> Option<TcpConnection> {
+        let host = |addr: IpAddr| match addr {
+            IpAddr::V4(v4) => IpNet::V4 {
+                addr: v4.into(),
+                prefix: 32,
+            },
+            IpAddr::V6(v6) => IpNet::V6 {
+                addr: v6.into(),
+                prefix: 128,
+            },
+        };
+        (a.0.is_ipv4() == b.0.is_ipv4()).then(|| TcpConnection {
+            ends: [(host(a.0), a.1), (host(b.0), b.1)],
+        })
+    }
+
+    /// The two directions, as (source, destination).
+    pub fn directions(&self) -> [[(IpNet, u16); 2]; 2] {
+        let [a, b] = self.ends;
+        [[a, b], [b, a]]
+    }
+}
+
 /// One filter word, repeated: its values are alternatives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Group {
@@ -104,6 +137,8 @@ pub enum Group {
     TcpFlags(Vec<TcpFlag>),
     /// ICMP or ICMPv6 messages of any of these types (first fragments only).
     IcmpType(Vec<IcmpType>),
+    /// The packets of one TCP connection (first fragments only); only ever excluded.
+    Connection(TcpConnection),
 }
 
 impl Group {
@@ -218,6 +253,14 @@ impl Words<'_, '_, '_> {
                         None => self.one(format_args!("icmptype {}", t.v4.or(t.v6).unwrap_or(0))),
                     })
             }
+            Group::Connection(c) => {
+                let end = |(net, port): (IpNet, u16)| match net {
+                    IpNet::V6 { .. } => format!("[{net}]:{port}"),
+                    IpNet::V4 { .. } => format!("{net}:{port}"),
+                };
+                let [a, b] = c.ends;
+                self.one(format_args!("tcp-connection {} {}", end(a), end(b)))
+            }
             Group::Proto(v) => v.iter().try_for_each(|p| match p {
                 Proto::Arp => self.one(format_args!("arp")),
                 Proto::Ip(n) => match super::words::proto_alias(*n) {
@@ -229,7 +272,8 @@ impl Words<'_, '_, '_> {
     }
 }
 
-/// The canonical classic spelling, e.g. `ipsrc 198.18.0.1 tcp port 80 port 443 not port 22`.
+/// The canonical classic spelling, e.g. `ipsrc 198.18.0.1 tcp port 80 port 443 not port 22`; a left-out
+/// connection, which no word makes, reads `not tcp-connection 198.18.0.1:40000 198.18.0.2:22`.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut words = Words {

@@ -6,7 +6,7 @@ mod expr;
 mod words;
 
 pub use compile::LinkHeader;
-pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side};
+pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side, TcpConnection};
 pub use words::{filter_words, FilterError, NEGATION};
 
 use crate::bpf::asm::AsmError;
@@ -44,6 +44,16 @@ impl Filter {
     pub fn parse_str(text: &str) -> Result<Filter, FilterError> {
         let tokens: Vec<&str> = text.split_whitespace().collect();
         Filter::parse(&tokens)
+    }
+
+    /// This filter, and not the packets of `connection` either.
+    pub fn excluding(&self, connection: TcpConnection) -> Filter {
+        let mut expr = self.expr.clone();
+        expr.excluded.push(Group::Connection(connection));
+        Filter {
+            program: eval::Program::of(&expr),
+            expr,
+        }
     }
 
     pub fn expr(&self) -> &Expr {

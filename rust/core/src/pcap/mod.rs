@@ -10,8 +10,8 @@ mod writer;
 
 pub use atomic::{AtomicFile, TEMP_SUFFIX};
 pub use pcapng::{
-    encode_commented_packet, encode_packet_into, packet_block_len, InterfaceBlock, InterfaceStats,
-    PcapngWriter, Section,
+    encode_commented_packet, encode_packet_into, encode_stats, packet_block_len, InterfaceBlock,
+    InterfaceStats, PcapngWriter, Section,
 };
 pub use reader::{CaptureFile, Cursor, ReadError, ReadErrorKind, Record, Waiter, MAX_BLOCK};
 pub use writer::{encode_record, encode_record_into, PcapWriter};

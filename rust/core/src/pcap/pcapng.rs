@@ -286,6 +286,19 @@ pub fn encode_commented_packet(
     b.text_option(opt::COMMENT, comment).finish(true);
 }
 
+/// Append the statistics block of interface `iface` to `out`, stamped `stats.end_ns`.
+pub fn encode_stats(out: &mut Vec<u8>, iface: u32, stats: &InterfaceStats) {
+    let mut b = Block::begin(out, ISB);
+    b.u32(iface).timestamp(stats.end_ns);
+    b.timestamp_option(opt::ISB_STARTTIME, stats.start_ns)
+        .timestamp_option(opt::ISB_ENDTIME, Some(stats.end_ns))
+        .u64_option(opt::ISB_IFRECV, stats.received)
+        .u64_option(opt::ISB_IFDROP, stats.kernel_drops)
+        .u64_option(opt::ISB_OSDROP, stats.buffer_drops)
+        .u64_option(opt::ISB_USRDELIV, stats.delivered)
+        .finish(true);
+}
+
 /// The most bytes `encode_packet_into` writes for `caplen` bytes of data.
 pub const fn packet_block_len(caplen: usize) -> usize {
     EPB_FIXED + ((caplen + 3) & !3) + 12
@@ -393,15 +406,7 @@ impl<W: Write> PcapngWriter<W> {
 
     /// The statistics of interface `iface`, stamped `stats.end_ns`.
     pub fn write_stats(&mut self, iface: u32, stats: &InterfaceStats) -> io::Result<()> {
-        let mut b = Block::begin(&mut self.block, ISB);
-        b.u32(iface).timestamp(stats.end_ns);
-        b.timestamp_option(opt::ISB_STARTTIME, stats.start_ns)
-            .timestamp_option(opt::ISB_ENDTIME, Some(stats.end_ns))
-            .u64_option(opt::ISB_IFRECV, stats.received)
-            .u64_option(opt::ISB_IFDROP, stats.kernel_drops)
-            .u64_option(opt::ISB_OSDROP, stats.buffer_drops)
-            .u64_option(opt::ISB_USRDELIV, stats.delivered)
-            .finish(true);
+        encode_stats(&mut self.block, iface, stats);
         self.emit()
     }
 

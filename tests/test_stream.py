@@ -1,0 +1,254 @@
+"""`pcapdump stream <if>`: a foreground capture written as pcapng to standard output as packets come.
+Read by Wireshark's own engine (tshark), ended by -c, -duration, SIGTERM/SIGINT or a reader that goes
+away (quietly, exit 0); the SSH connection it runs over is left out. Live, in the test namespaces."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+from conftest import need_tool, pcapdump_exe, wait_until
+from netns import CAP_V4, SND_V4
+from pcapdump import Filter
+from pcapdump.stream import plan, ssh_connection
+from session import one_line_error
+
+EPB, ISB = 6, 5
+
+
+def blocks(data: bytes) -> list[int]:
+    """The block types of a little-endian pcapng byte string, in order (a cut block ends the list)."""
+    types, at = [], 0
+    while at + 12 <= len(data):
+        kind, length = struct.unpack_from("<II", data, at)
+        if length < 12 or at + length > len(data):
+            break
+        types.append(kind)
+        at += length
+    return types
+
+
+class Stream:
+    """`pcapdump [words] stream int` in the capture namespace, its standard output a pipe to us."""
+
+    def __init__(self, net, *words: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", net.cap_ns, pcapdump_exe(), *words],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        # The first line says the capture runs: only then is traffic sent.
+        line = self.proc.stderr.readline().decode()
+        assert "streaming" in line, line + self.proc.stderr.read().decode()
+        self.header = line
+
+    def read_available(self, seconds: float) -> bytes:
+        """What the stream wrote within `seconds` (it keeps running)."""
+        assert self.proc.stdout is not None
+        got, deadline = b"", time.monotonic() + seconds
+        fd = self.proc.stdout.fileno()
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    def hand_over_stdout(self) -> None:
+        """Another reader holds the pipe now (or nobody does): ours is closed."""
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.proc.stdout = None
+
+    def finish(self, timeout: float = 10) -> tuple[bytes, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return out or b"", err.decode()
+
+
+@pytest.mark.live
+def test_count_packets_read_by_tshark_with_interface_names(testnet, tmp_path):
+    tshark = need_tool("tshark")
+    s = Stream(testnet, "-c", "10", "udp", "stream", "int")
+    reader = subprocess.Popen(
+        [tshark, "-r", "-", "-T", "fields", "-e", "frame.interface_name", "-e", "udp.dstport"],
+        stdin=s.proc.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    s.hand_over_stdout()
+    testnet.connect_tcp(CAP_V4, 9, 3)  # not UDP: left out by the filter
+    testnet.send_udp(CAP_V4, 9000, 15)
+    out, err = reader.communicate(timeout=30)
+    _, tail = s.finish()
+    assert s.proc.returncode == 0, tail
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows == [["int", "9000"]] * 10, (out, err)
+    assert "int: count reached: 10 packets streamed, kernel drops 0" in tail, tail
+
+
+@pytest.mark.live
+def test_each_packet_reaches_the_reader_while_the_stream_runs(testnet):
+    s = Stream(testnet, "udp", "stream", "int")
+    try:
+        head = s.read_available(0.5)
+        assert blocks(head)[:2] == [0x0A0D0D0A, 1], "section and interface come first, at once"
+        testnet.send_udp(CAP_V4, 9000, 1)
+        # One datagram, nothing after it: it must come out by itself (generous bound, not a timing check).
+        got = s.read_available(3)
+        assert blocks(head + got).count(EPB) == 1
+        assert s.proc.poll() is None
+    finally:
+        s.proc.send_signal(signal.SIGINT)
+    out, err = s.finish()
+    assert s.proc.returncode == 0, err
+    assert blocks(head + got + out)[-1] == ISB, "the statistics block ends a stopped stream"
+    assert "int: stopped: 1 packet streamed" in err
+
+
+@pytest.mark.live
+def test_sigterm_ends_the_stream_with_what_it_kept_and_its_statistics(testnet, tmp_path):
+    tshark = need_tool("tshark")
+    s = Stream(testnet, "udp", "destport", "9000", "stream", "int")
+    testnet.send_udp(CAP_V4, 9000, 5)
+    testnet.send_udp(CAP_V4, 9001, 5)
+    assert wait_until(lambda: False, seconds=0.3) is False  # let the ring hand the block over
+    s.proc.send_signal(signal.SIGTERM)
+    out, err = s.finish()
+    assert s.proc.returncode == 0, err
+    assert blocks(out).count(EPB) == 5 and blocks(out)[-1] == ISB
+    path = tmp_path / "s.pcapng"
+    path.write_bytes(out)
+    read = subprocess.run([tshark, "-r", str(path)], capture_output=True, text=True, check=False)
+    assert read.returncode == 0 and len(read.stdout.splitlines()) == 5, read
+    assert err.strip().splitlines()[-1].startswith("int: stopped: 5 packets streamed, kernel drops 0")
+
+
+@pytest.mark.live
+def test_ctrl_c_ends_the_stream_while_packets_keep_coming(testnet):
+    import threading
+
+    s = Stream(testnet, "udp", "stream", "int")
+    drained = threading.Thread(target=lambda: s.read_available(15), daemon=True)
+    drained.start()
+    # About four seconds of datagrams (bounded by count), the stream busy writing them all along.
+    sender = threading.Thread(target=testnet.send_udp, args=(CAP_V4, 9000, 200_000, 64, 100), daemon=True)
+    sender.start()
+    time.sleep(1)
+    s.proc.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    assert s.proc.wait(timeout=10) == 0
+    assert time.monotonic() - stopped < 3
+    assert sender.is_alive(), "the traffic was still flowing when the stream ended"
+    sender.join(timeout=30)
+    drained.join(timeout=20)
+    _, err = s.finish()
+    assert "int: stopped:" in err, err
+
+
+@pytest.mark.live
+def test_a_reader_that_goes_away_ends_the_stream_quietly_at_once(testnet):
+    # While packets flow: the next write finds the pipe closed.
+    s = Stream(testnet, "udp", "stream", "int")
+    s.read_available(0.3)
+    s.hand_over_stdout()
+    testnet.send_udp(CAP_V4, 9000, 3)
+    _, err = s.finish(timeout=5)
+    assert s.proc.returncode == 0, err
+    assert "reader gone" in err and "Traceback" not in err and "rror" not in err, err
+    # While nothing flows: the stream sees the reader leave without writing anything.
+    s = Stream(testnet, "udp", "port", "9", "stream", "int")
+    s.hand_over_stdout()
+    started = time.monotonic()
+    _, err = s.finish(timeout=5)
+    assert s.proc.returncode == 0, err
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.live
+def test_duration_ends_the_stream(testnet):
+    s = Stream(testnet, "-duration", "1", "stream", "int")
+    started = time.monotonic()
+    out, err = s.finish(timeout=10)
+    assert s.proc.returncode == 0, err
+    assert 0.9 < time.monotonic() - started < 4
+    assert "int: duration:" in err and blocks(out)[-1] == ISB
+
+
+@pytest.mark.live
+def test_the_ssh_connection_it_runs_over_is_left_out_in_the_kernel(testnet):
+    """SSH_CONNECTION names the connection: the stream's kernel program leaves it out both ways, and
+    nothing else; -keepssh keeps it. (A real sshd does this in test_extcap_remote.py.)"""
+    conn = f"{SND_V4} 40000 {CAP_V4} 22"
+    s = Stream(testnet, "tcp", "stream", "int", env={"SSH_CONNECTION": conn})
+    assert f"leaving out this SSH connection ({SND_V4}:40000 > {CAP_V4}:22)" in s.header
+    s.proc.send_signal(signal.SIGTERM)
+    s.finish()
+    flt = plan(Filter("tcp"), keep_ssh=False, env={"SSH_CONNECTION": conn}).filter
+    assert flt is not None
+    assert str(flt) == f"tcp not tcp-connection {SND_V4}:40000 {CAP_V4}:22"
+    assert plan(Filter("tcp"), keep_ssh=True, env={"SSH_CONNECTION": conn}).filter == Filter("tcp")
+    s = Stream(testnet, "-keepssh", "stream", "int", env={"SSH_CONNECTION": conn})
+    assert "leaving out" not in s.header
+    s.proc.send_signal(signal.SIGTERM)
+    s.finish()
+
+
+def test_ssh_connection_is_read_as_sshd_sets_it():
+    assert ssh_connection({"SSH_CONNECTION": "198.18.0.1 40000 198.18.0.2 22"}) == (
+        ("198.18.0.1", 40000),
+        ("198.18.0.2", 22),
+    )
+    # An IPv4 client of a server listening on IPv6 travels as IPv4; a scope id is not part of an address.
+    assert ssh_connection({"SSH_CONNECTION": "::ffff:198.18.0.1 5 ::ffff:198.18.0.2 22"}) == (
+        ("198.18.0.1", 5),
+        ("198.18.0.2", 22),
+    )
+    assert ssh_connection({"SSH_CONNECTION": "fe80::1%int 5 fe80::2%int 22"}) == (
+        ("fe80::1", 5),
+        ("fe80::2", 22),
+    )
+    for bad in ("", "1.2.3.4 5 6.7.8.9", "x 1 y 2", "1.2.3.4 0 5.6.7.8 22", "1.2.3.4 5 ::1 22"):
+        assert ssh_connection({"SSH_CONNECTION": bad}) is None, bad
+    assert ssh_connection({}) is None
+
+
+@pytest.mark.live
+def test_bad_input_is_one_line_and_nothing_streams(testnet):
+    def run(*words: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", testnet.cap_ns, pcapdump_exe(), *words],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    one_line_error(run("stream"), 2, "'stream'", "missing interface")
+    one_line_error(run("-ring", "stream", "int"), 2, "'-ring'", "not stream")
+    one_line_error(run("-trigger", "udp", "stream", "int"), 2, "-trigger", "not stream")
+    one_line_error(run("-o", "stream", "int"), 2, "'-o'", "not stream")
+    one_line_error(run("stream", "int", "ext"), 2, "'ext'")
+    one_line_error(run("-keepssh", "start", "int"), 2, "'-keepssh'", "not start")
+    one_line_error(run("ipdest", "300.1.1.1", "stream", "int"), 2, "300.1.1.1")
+    one_line_error(run("stream", "nosuch0"), 1, "nosuch0")
+    # A terminal cannot show pcapng: refused before anything is captured.
+    leader, follower = pty.openpty()
+    try:
+        done = run("stream", "int", stdout=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    one_line_error(done, 2, "terminal")
