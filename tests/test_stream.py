@@ -252,3 +252,42 @@ def test_bad_input_is_one_line_and_nothing_streams(testnet):
         os.close(follower)
         os.close(leader)
     one_line_error(done, 2, "terminal")
+
+
+@pytest.mark.live
+def test_the_python_stream_and_an_iteration_run_at_once(testnet):
+    """`Capture.stream` in one thread while another iterates the same capture: neither waits for the
+    other (the iteration's lock is taken with the GIL held; the stream takes the GIL for Ctrl-C)."""
+    import threading
+
+    import pcapdump
+
+    with testnet.on_capture_side():
+        cap = pcapdump.capture("int", filter="udp", ring=True)
+    read_end, write_end = os.pipe()
+    got: dict[str, object] = {}
+    streamer = threading.Thread(target=lambda: got.update(streamed=cap.stream(write_end, "pipe")))
+    drained = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            drained.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    with cap:
+        streamer.start()
+        reader.start()
+        testnet.send_udp(CAP_V4, 9000, 50, pause_every=10)
+        iterated = 0
+        deadline = time.monotonic() + 10
+        while iterated < 50 and time.monotonic() < deadline:
+            if cap.next(timeout=0.2) is not None:
+                iterated += 1
+        cap.stop()
+        streamer.join(timeout=10)
+    os.close(write_end)
+    reader.join(timeout=10)
+    os.close(read_end)
+    assert not streamer.is_alive() and iterated == 50
+    assert got["streamed"] == (50, "stopped")
+    assert blocks(bytes(drained)).count(EPB) == 50 and blocks(bytes(drained))[-1] == ISB

@@ -115,6 +115,11 @@ def interface_lines(help_file: str | None) -> list[str]:
         sources = {}
     for gateways in sources.values():
         for gw in gateways.values():
+            if _field(gw.label) != gw.label:
+                # Wireshark would call it back by another name.
+                print(f"{PROGRAM}: {gw.label!r}: not listed: braces, line ends or controls in its name",
+                      file=sys.stderr)  # fmt: skip
+                continue
             lines.append(
                 f"interface {{value={_field(gw.label)}}}"
                 f"{{display=pcapdump: gateway {_field(gw.label)} ({_field(gw.user)}@{_field(gw.host)})}}"
@@ -232,6 +237,9 @@ def _open_fifo(path: str) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as e:
         raise PcapdumpError(f"'{path}': cannot open Wireshark's pipe: {e.strerror}") from None
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PcapdumpError(f"'{path}': not a pipe (--fifo names the pipe Wireshark reads)")
     os.set_blocking(fd, False)
     return fd
 

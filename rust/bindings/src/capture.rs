@@ -703,8 +703,8 @@ impl PyCapture {
     /// handler) its statistics block. Returns ``(packets written, why it ended)`` once the capture has
     /// stopped and everything was written, or the reader closed its end (``"reader gone"``, the
     /// capture is then stopped), or the capture stopped and the reader took nothing for 2 s
-    /// (``"reader stopped reading"``). The capture's packets are taken as iteration takes them: start
-    /// the stream before any are iterated over. ``fd`` is non-blocking while the stream lasts. Ctrl-C
+    /// (``"reader stopped reading"``). The stream starts where iteration has got to and does not move
+    /// it. ``fd`` is non-blocking while the stream lasts. Ctrl-C
     /// stops the capture, writes what it kept, then raises. ``name`` names ``fd`` in errors.
     #[cfg(unix)]
     #[pyo3(signature = (fd, name = "standard output"))]
@@ -719,10 +719,11 @@ impl PyCapture {
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let mut interrupted: Option<PyErr> = None;
         let capture = &self.capture;
-        let cursor = &self.cursor;
+        // A cursor of its own, from where iteration has got to: the iteration's lock is taken with the
+        // GIL held, and the stream takes the GIL (for Ctrl-C) while it reads.
+        let mut cursor = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
         let section = Section::here();
         let streamed = crate::gil::detach(py, || {
-            let mut cursor = cursor.lock().unwrap_or_else(|e| e.into_inner());
             let mut tick = || {
                 crate::gil::attach(|py| match py.check_signals() {
                     Ok(()) => true,
