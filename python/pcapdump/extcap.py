@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, _core, inventory, stream
+from . import __version__, _core, inventory, sshroute, stream
 from .errors import EXIT_RUNTIME, EXIT_USAGE, FilterError, InventoryError, PcapdumpError, UsageError
 from .grammar import IFACE_NAME, IFACE_NAME_RULE
 
@@ -318,7 +318,8 @@ async def capture_remote(gw: inventory.Gateway, opts: argparse.Namespace, fd: in
     assert task is not None
     for sig in _STOPPING:
         loop.add_signal_handler(sig, task.cancel)
-    watchdog = fwctl.Watchdog(gw, fwctl.DEFAULT_TIMEOUT_S)
+    # The user's ~/.ssh/config applies, as for fwctl: a gateway behind a bastion is reached the same way.
+    watchdog = fwctl.Watchdog(gw, fwctl.DEFAULT_TIMEOUT_S, sshroute.config_file(None))
     said: list[str] = []
     try:
         async with await watchdog.run(watchdog.connect()) as conn:
@@ -339,7 +340,7 @@ async def capture_remote(gw: inventory.Gateway, opts: argparse.Namespace, fd: in
     except asyncio.CancelledError:
         return 0
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise fwctl.failure(gw, e) from None
+        raise watchdog.failure(e) from None
     if process.exit_status == 0:
         return 0
     for line in said:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import sshroute
 from .errors import (
     AuthenticationError,
     DestinationError,
@@ -230,10 +231,13 @@ def remove_leftovers(folder: Path) -> list[str]:
 
 
 class Watchdog:
-    """Ends a coroutine that has not made progress for ``timeout`` seconds: a stalled gateway."""
+    """Ends a coroutine that has not made progress for ``timeout`` seconds: a stalled gateway, or a
+    bastion on the way to it. Knows which hop of the route it is on, for the messages."""
 
-    def __init__(self, gw: Gateway, timeout: float) -> None:
+    def __init__(self, gw: Gateway, timeout: float, ssh_config: Path | None = None) -> None:
         self.gw, self.timeout = gw, timeout
+        self.route = sshroute.route(gw, ssh_config)
+        self.at = self.route.gateway
         self.last = time.monotonic()
         # Closed at once on a stall: a polite close would wait for the silent gateway too.
         self.conn: asyncssh.SSHClientConnection | None = None
@@ -241,8 +245,11 @@ class Watchdog:
     def touch(self) -> None:
         self.last = time.monotonic()
 
+    def where(self) -> str:
+        return _where(self.gw, self.at)
+
     async def connect(self) -> asyncssh.SSHClientConnection:
-        self.conn = await _connect(self.gw)
+        self.conn = await _connect(self)
         self.touch()
         return self.conn
 
@@ -256,21 +263,30 @@ class Watchdog:
                 if time.monotonic() - self.last > self.timeout:
                     if self.conn is not None:
                         self.conn.abort()
-                    raise StalledError(gateway=_where(self.gw), seconds=self.timeout)
+                    raise StalledError(gateway=self.where(), seconds=self.timeout)
         finally:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
 
+    def failure(self, e: BaseException, name: str | None = None) -> FetchError:
+        return failure(self.gw, e, name, self.at)
 
-def _where(gw: Gateway) -> str:
-    return f"{gw.label} ({gw.user}@{gw.host}:{gw.port})"
+
+def _where(gw: Gateway, at: sshroute.Endpoint | None = None) -> str:
+    if at is not None and at.bastion:
+        return f"{gw.label}: bastion {at}"
+    port = gw.port or sshroute.SSH_PORT
+    return f"{gw.label} ({at or f'{gw.user}@{gw.host}:{port}'})"
 
 
-def failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchError:
-    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway and the file
-    ``name`` asked for (none: the store itself was listed)."""
-    where = _where(gw)
+def failure(
+    gw: Gateway, e: BaseException, name: str | None = None, at: sshroute.Endpoint | None = None
+) -> FetchError:
+    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway (and the
+    bastion, when the failure was on the way to it) and the file ``name`` asked for (none: the store
+    itself was listed)."""
+    where = _where(gw, at)
     if isinstance(e, asyncssh.HostKeyNotVerifiable):
         known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
         return HostKeyError(f"{where}: host key not trusted or does not match {known}: {e.reason}")
@@ -278,6 +294,8 @@ def failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchErro
         return AuthenticationError(
             f"{where}: authentication failed (key refused): check identity, the ssh agent or authorized_keys"
         )
+    if isinstance(e, asyncssh.ChannelOpenError) and at is not None:
+        return UnreachableError(f"{where}: the bastion could not reach the next hop: {e.reason}")
     if isinstance(e, asyncssh.SFTPNoSuchFile):
         if name is None:
             return FetchError(
@@ -295,37 +313,64 @@ def failure(gw: Gateway, e: BaseException, name: str | None = None) -> FetchErro
     return FetchError(f"{where}: {e}")
 
 
-async def _connect(gw: Gateway) -> asyncssh.SSHClientConnection:
-    """The SSH connection to ``gw``. How long it may take is the watchdog's to say (``Watchdog.run``): a
-    second clock here would race it, and a silent gateway would get either of two messages."""
-    known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
+async def _connect(watchdog: Watchdog) -> asyncssh.SSHClientConnection:
+    """The SSH connection to the gateway, through each bastion of its route in turn, every hop checked
+    against the same known_hosts and offered the same keys. Closing it closes the hops behind it. How
+    long it may take is the watchdog's to say (``Watchdog.run``): a second clock here would race it, and
+    a silent hop would get either of two messages."""
+    gw, route = watchdog.gw, watchdog.route
+    known = route.known_hosts
     if not known.is_file():
+        first = route.endpoints[0]
         raise FetchError(
-            f"{gw.label}: no known_hosts file at {known}: add the gateway's host key first "
-            f"(ssh-keyscan -p {gw.port} {gw.host} >> {known}, then check it)"
+            f"{gw.label}: no known_hosts file at {known}: add the host keys first "
+            f"(ssh-keyscan -p {first.port} {first.address} >> {known}, then check it)"
         )
     options: dict[str, Any] = {}
-    if gw.identity is not None:
-        if not gw.identity.is_file():
-            raise FetchError(f"{gw.label}: identity {gw.identity}: no such key file")
-        options["client_keys"] = [str(gw.identity)]
-    return await asyncssh.connect(
-        gw.host,
-        port=gw.port,
-        username=gw.user,
-        known_hosts=str(known),
-        encryption_algs=list(CIPHERS),
-        keepalive_interval=KEEPALIVE_S,
-        keepalive_count_max=KEEPALIVE_MISSES,
-        **options,
-    )
+    if gw.identity is not None and not gw.identity.is_file():
+        raise FetchError(f"{gw.label}: identity {gw.identity}: no such key file")
+    if route.client_keys is not None:
+        options["client_keys"] = list(route.client_keys)
+    behind: asyncssh.SSHClientConnection | None = None
+    try:
+        for endpoint in route.endpoints:
+            watchdog.at = endpoint
+            conn = await asyncssh.connect(
+                endpoint.address,
+                port=endpoint.port,
+                username=endpoint.user,
+                known_hosts=str(known),
+                tunnel=behind or (),
+                # The route is resolved already: asyncssh is not to read ~/.ssh/config again.
+                config=[],
+                encryption_algs=list(CIPHERS),
+                keepalive_interval=KEEPALIVE_S,
+                keepalive_count_max=KEEPALIVE_MISSES,
+                **options,
+            )
+            if behind is not None:
+                conn.set_tunnel(behind)
+            behind = conn
+            watchdog.touch()
+    except BaseException:
+        if behind is not None:
+            behind.abort()
+        raise
+    assert behind is not None
+    return behind
 
 
 async def _fetch(
-    gw: Gateway, name: str, dest: Path, force: bool, progress: Progress | None, timeout: float
+    gw: Gateway,
+    name: str,
+    dest: Path,
+    force: bool,
+    progress: Progress | None,
+    timeout: float,
+    ssh_config: Path | None,
 ) -> Fetched:
+    watchdog = Watchdog(gw, timeout, ssh_config)
     landing = Landing(dest, force)
-    watchdog = Watchdog(gw, timeout)
 
     async def transfer() -> int:
         async with await watchdog.connect() as conn, conn.start_sftp_client() as sftp:
@@ -348,7 +393,7 @@ async def _fetch(
         size = await watchdog.run(transfer())
         return Fetched(gw.label, dest, landing.commit(size))
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise failure(gw, e, name) from None
+        raise watchdog.failure(e, name) from None
     finally:
         landing.discard()
 
@@ -404,6 +449,7 @@ def download(
     force: bool = False,
     progress: Progress | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    ssh_config: str | os.PathLike[str] | None = None,
 ) -> list[Fetched]:
     """Fetch ``source_file`` from the store of ``target`` (``source:gateway``) to ``destination``.
 
@@ -414,17 +460,19 @@ def download(
     is reported in its ``Fetched.error``, does not stop the others and leaves no folder it made. A
     single target raises ``FetchError`` on failure; a destination that cannot be written raises
     ``DestinationError`` before any gateway is asked. A gateway that sends nothing for ``timeout``
-    seconds fails with ``StalledError``.
+    seconds fails with ``StalledError``. Gateways are reached as ``~/.ssh/config`` says, through the
+    bastions of their ``jump`` or its ``ProxyJump``; ``ssh_config`` names another file, or ``"none"``.
     """
     check_store_name(source_file)
     _check_timeout(timeout)
+    config = sshroute.config_file(ssh_config)
     source, gateway = split_target(target)
     gateways = [] if source == LOCAL else resolve(target)
     dest = _destination(destination, source_file, target)
     if gateway != "*":
         if source == LOCAL:
             return [_fetch_local(source_file, dest, force)]
-        return [asyncio.run(_fetch(gateways[0], source_file, dest, force, progress, timeout))]
+        return [asyncio.run(_fetch(gateways[0], source_file, dest, force, progress, timeout, config))]
     if source == LOCAL:
         try:
             with _gateway_folder(dest / LOCAL, LOCAL) as folder:
@@ -436,7 +484,9 @@ def download(
         async def one(gw: Gateway) -> Fetched:
             try:
                 with _gateway_folder(dest / gw.name, gw.label) as folder:
-                    return await _fetch(gw, source_file, folder / source_file, force, progress, timeout)
+                    return await _fetch(
+                        gw, source_file, folder / source_file, force, progress, timeout, config
+                    )
             except PcapdumpError as e:
                 return Fetched(gw.label, None, 0, e)
 
@@ -445,8 +495,8 @@ def download(
     return asyncio.run(fleet())
 
 
-async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
-    watchdog = Watchdog(gw, timeout)
+async def _list(gw: Gateway, timeout: float, ssh_config: Path | None) -> list[dict[str, Any]]:
+    watchdog = Watchdog(gw, timeout, ssh_config)
 
     async def listing() -> list[asyncssh.SFTPName]:
         async with await watchdog.connect() as conn, conn.start_sftp_client() as sftp:
@@ -456,7 +506,7 @@ async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
     try:
         entries = await watchdog.run(listing())
     except (asyncssh.Error, OSError, TimeoutError) as e:
-        raise failure(gw, e) from None
+        raise watchdog.failure(e) from None
     return sorted(
         (
             {"target": gw.label, "name": e.filename, "size": e.attrs.size, "mtime": e.attrs.mtime}
@@ -467,11 +517,14 @@ async def _list(gw: Gateway, timeout: float) -> list[dict[str, Any]]:
     )
 
 
-def listings(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Listing]:
+def listings(
+    target: str, timeout: float = DEFAULT_TIMEOUT_S, ssh_config: str | os.PathLike[str] | None = None
+) -> list[Listing]:
     """One ``Listing`` per gateway of ``target``, in the inventory's order. With ``source:*`` every gateway
     is listed concurrently; a failed gateway is reported in its ``Listing.error`` and does not stop the
-    others. A single target raises ``FetchError`` on failure."""
+    others. A single target raises ``FetchError`` on failure. ``ssh_config`` as for ``download``."""
     _check_timeout(timeout)
+    config = sshroute.config_file(ssh_config)
     source, gateway = split_target(target)
     if source == LOCAL:
         try:
@@ -482,12 +535,12 @@ def listings(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Listing]:
             return [Listing(LOCAL, [], e)]
     gateways = resolve(target)
     if gateway != "*":
-        return [Listing(gateways[0].label, asyncio.run(_list(gateways[0], timeout)))]
+        return [Listing(gateways[0].label, asyncio.run(_list(gateways[0], timeout, config)))]
 
     async def every() -> list[Listing]:
         async def one(gw: Gateway) -> Listing:
             try:
-                return Listing(gw.label, await _list(gw, timeout))
+                return Listing(gw.label, await _list(gw, timeout, config))
             except PcapdumpError as e:
                 return Listing(gw.label, [], e)
 
@@ -496,11 +549,13 @@ def listings(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Listing]:
     return asyncio.run(every())
 
 
-def filelist(target: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+def filelist(
+    target: str, timeout: float = DEFAULT_TIMEOUT_S, ssh_config: str | os.PathLike[str] | None = None
+) -> list[dict[str, Any]]:
     """The capture files in the store of ``target``: ``name``, ``size``, ``mtime`` (and ``target``). With
     ``source:*``, a failed gateway raises its error once every gateway has answered (the first in the
     inventory's order); ``listings`` gives each gateway's files or error instead."""
-    found = listings(target, timeout)
+    found = listings(target, timeout, ssh_config)
     for listing in found:
         if listing.error is not None:
             raise listing.error

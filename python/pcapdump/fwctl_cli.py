@@ -43,8 +43,11 @@ Gateways come from $PCAPDUMP_GATEWAYS, else ~/.config/pcapdump/gateways.toml:
   user = "root"
   store = "/var/lib/pcapdump/store"
   # identity = "~/.ssh/gw_ed25519"   known_hosts = "~/.ssh/known_hosts"
-Host keys are always checked against known_hosts; keys come from identity,
-the ssh agent or ~/.ssh/id_*.
+  # jump = "admin@bastion.example.net"   (bastions on the way, in order)
+Host keys are always checked against known_hosts, bastions' too; keys come
+from identity, the ssh agent or ~/.ssh/id_*. Host entries of ~/.ssh/config
+(HostName, Port, IdentityFile, ProxyJump, UserKnownHostsFile) fill in what
+the inventory leaves out (--ssh-config FILE or none).
 
 \b
 Examples:
@@ -115,10 +118,12 @@ def said(e: PcapdumpError) -> str:
     return str(e)
 
 
-def run_download(source_file: str, destination: str, target: str, force: bool, timeout: float) -> None:
+def run_download(
+    source_file: str, destination: str, target: str, force: bool, timeout: float, ssh_config: str | None
+) -> None:
     started = time.monotonic()
     with _Bars() as bars:
-        results = fwctl.download(source_file, destination, target, force, bars.update, timeout)
+        results = fwctl.download(source_file, destination, target, force, bars.update, timeout, ssh_config)
     took = time.monotonic() - started
     failed = [r for r in results if r.error]
     for r in results:
@@ -134,8 +139,8 @@ def run_download(source_file: str, destination: str, target: str, force: bool, t
         sys.exit(1)
 
 
-def run_filelist(target: str, timeout: float) -> None:
-    listings = fwctl.listings(target, timeout)
+def run_filelist(target: str, timeout: float, ssh_config: str | None) -> None:
+    listings = fwctl.listings(target, timeout, ssh_config)
     failed = [g for g in listings if g.error]
     files = [f for g in listings for f in g.files]
     if not files and len(failed) < len(listings):
@@ -173,12 +178,18 @@ class _Command(click.Command):
     metavar="SECONDS",
     help="give up on a gateway that sends nothing for this long",
 )
+@click.option(
+    "--ssh-config",
+    metavar="FILE",
+    help="the OpenSSH client configuration to follow (default ~/.ssh/config; none: no file)",
+)
 @click.option("--version", is_flag=True, help="print the version and exit")
 def cli(
     filedownload: tuple[str, str, str] | None,
     filelist: str | None,
     force: bool,
     timeout: float,
+    ssh_config: str | None,
     version: bool,
 ) -> None:
     if version:
@@ -192,10 +203,10 @@ def cli(
                 "give one of --filedownload <source> <destination> <target> or --filelist <target>"
             )
         if filedownload:
-            run_download(*filedownload, force=force, timeout=timeout)
+            run_download(*filedownload, force=force, timeout=timeout, ssh_config=ssh_config)
         else:
             assert filelist is not None
-            run_filelist(filelist, timeout)
+            run_filelist(filelist, timeout, ssh_config)
     except UsageError as e:
         fail(e.message, 2)
     except PcapdumpError as e:

@@ -7,6 +7,11 @@
     store = "/var/lib/pcapdump/store"
     # port = 22, identity = "~/.ssh/gw_ed25519", known_hosts = "~/.ssh/known_hosts",
     # pcapdump = "/usr/local/bin/pcapdump"   (the command the extcap runs there; default: pcapdump)
+    # jump = "admin@bastion.example.net:2222"   (or a list of hops; also for a whole data source)
+
+Host entries of ``~/.ssh/config`` that match a gateway's ``host`` fill in what the inventory leaves out
+(``HostName``, ``Port``, ``User`` of a hop, ``IdentityFile``, ``ProxyJump``, ``UserKnownHostsFile``): see
+``sshroute``.
 
 The data source ``local`` is this machine's capture store and needs no inventory.
 """
@@ -14,6 +19,7 @@ The data source ``local`` is this machine's capture store and needs no inventory
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,39 @@ from pathlib import Path
 from .errors import InventoryError, UnknownGatewayError, UsageError
 
 LOCAL = "local"
-_KEYS = {"host", "port", "user", "identity", "store", "known_hosts", "pcapdump"}
+_KEYS = {"host", "port", "user", "identity", "store", "known_hosts", "pcapdump", "jump"}
+# A data source's own keys, beside its gateways: defaults for each of them.
+_SOURCE_KEYS = {"jump"}
+JUMP_FORM = "user@host or user@host:port (host a name, an IPv4 address or an [IPv6] address)"
+_HOP = re.compile(
+    r"(?:(?P<user>[^@\s:/\[\]]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*))(?::(?P<port>\d{1,5}))?"
+)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A bastion on the way to a gateway: ``user@host:port`` (user and port may be left to the ssh
+    configuration, then to the local user and 22)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{host}" + (f":{self.port}" if self.port else "")
+
+
+def parse_hop(text: str) -> Hop | None:
+    """``"admin@bastion:2222"`` → ``Hop``; ``None`` when it is not of that form."""
+    m = _HOP.fullmatch(text)
+    if not m:
+        return None
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 1 <= port <= 65535:
+        return None
+    return Hop(m["v6"] or m["host"], m["user"], port)
 
 
 @dataclass(frozen=True)
@@ -29,17 +67,34 @@ class Gateway:
     source: str
     name: str
     host: str
-    port: int
+    #: ``None``: not in the inventory (the ssh configuration's ``Port``, else 22).
+    port: int | None
     user: str
     store: str
     identity: Path | None = None
     known_hosts: Path | None = None
     #: The pcapdump command on the gateway, for a remote `stream` (the extcap).
     pcapdump: str = "pcapdump"
+    #: Bastions to go through, in order; ``None``: not in the inventory (the ssh configuration's
+    #: ``ProxyJump``, else straight); ``()``: straight, whatever the configuration says.
+    jump: tuple[Hop, ...] | None = None
 
     @property
     def label(self) -> str:
         return f"{self.source}:{self.name}"
+
+
+def _jump(where: str, value: object) -> tuple[Hop, ...]:
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InventoryError(f"{where}: 'jump' must be a string or a list of strings: {JUMP_FORM}")
+    hops = []
+    for text in texts:
+        hop = parse_hop(text)
+        if hop is None:
+            raise InventoryError(f"{where}: 'jump': {text!r} is not {JUMP_FORM}")
+        hops.append(hop)
+    return tuple(hops)
 
 
 def inventory_path() -> Path:
@@ -59,7 +114,7 @@ def split_target(target: str) -> tuple[str, str]:
     return source, gateway
 
 
-def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
+def _gateway(path: Path, source: str, name: str, table: object, jump: tuple[Hop, ...] | None) -> Gateway:
     where = f"{path}: [{source}.{name}]"
     if name in ("", ".", "..", "*") or "/" in name or "\0" in name:
         # A fan-out writes each gateway's file into a folder of the gateway's name.
@@ -83,9 +138,11 @@ def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
             raise InventoryError(f"{where}: '{key}' must be a non-empty string")
         return value
 
-    port = table.get("port", 22)
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+    port = table.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535):
         raise InventoryError(f"{where}: 'port' must be a whole number 1…65535")
+    if "jump" in table:
+        jump = _jump(where, table["jump"])
     store = text("store")
     assert store is not None
     if not store.startswith("/"):
@@ -104,6 +161,7 @@ def _gateway(path: Path, source: str, name: str, table: object) -> Gateway:
         identity=Path(identity).expanduser() if identity else None,
         known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
         pcapdump=command,
+        jump=jump,
     )
 
 
@@ -125,7 +183,12 @@ def load(path: Path | None = None) -> dict[str, dict[str, Gateway]]:
             raise InventoryError(f"{path}: [{LOCAL}] is reserved for this machine's store")
         if not isinstance(gateways, dict):
             raise InventoryError(f"{path}: '{source}' must be a table of gateways ([{source}.<gateway>])")
-        sources[source] = {name: _gateway(path, source, name, t) for name, t in gateways.items()}
+        jump = _jump(f"{path}: [{source}]", gateways["jump"]) if "jump" in gateways else None
+        sources[source] = {
+            name: _gateway(path, source, name, t, jump)
+            for name, t in gateways.items()
+            if name not in _SOURCE_KEYS
+        }
     return sources
 
 
