@@ -222,3 +222,34 @@ def test_jump_values_are_parsed_as_openssh_writes_them():
     assert hop is not None and hop.host == "2001:db8::1" and hop.port == 22
     for bad in ("", "a b", "a@", "@h", "a@h:0", "a@h:65536", "a@-oProxyCommand=x", "a@h:x"):
         assert parse_hop(bad) is None, bad
+
+
+def test_the_extcap_streams_a_gateway_behind_the_bastion(site, tmp_path):
+    """The extcap's gateway capture takes the same way: through the bastion, its own session (which
+    reaches the gateway from the bastion) left out unless kept."""
+    import threading
+
+    from test_extcap import extcap_exe
+    from test_stream import EPB, blocks
+
+    inventory(site, by_jump(site) + f'pcapdump = "{pcapdump_exe()}"\n')
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = bytearray()
+
+    def read() -> None:
+        with open(fifo, "rb") as f:
+            while chunk := f.read1(1 << 16):
+                got.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    done = subprocess.run(
+        ["ip", "netns", "exec", site["desk"], extcap_exe(), "--extcap-interface", "site:gw2", "--capture",
+         "--fifo", str(fifo), "--remote-interface", "eth0", "--keep-ssh", "--count", "5",
+         "--filter-words", "tcp"],
+        env=site["env"], capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    reader.join(timeout=10)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert blocks(bytes(got)).count(EPB) == 5
