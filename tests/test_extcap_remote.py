@@ -8,6 +8,7 @@ keys are one line each, and leave nothing running."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -19,7 +20,7 @@ import sshd
 from conftest import need_tool, pcapdump_exe, wait_until
 from netns import CAP_V4
 from test_extcap import extcap_exe
-from test_stream import EPB, blocks
+from test_stream import EPB, ISB, blocks
 
 pytestmark = pytest.mark.live
 
@@ -71,6 +72,8 @@ class Capture:
         self.fifo = tmp_path / f"pipe{time.monotonic_ns()}"
         os.mkfifo(self.fifo)
         self.data = b""
+        # Set: the reader closes the pipe after its next read, as Wireshark does when it stops.
+        self.leave = False
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", gw["net"].snd_ns, extcap_exe(), "--extcap-interface", "site:gw1",
              "--capture", "--fifo", str(self.fifo), *config],
@@ -80,9 +83,16 @@ class Capture:
         self.reader.start()
 
     def _read(self) -> None:
-        with open(self.fifo, "rb") as f:
-            while chunk := f.read1(1 << 16):
-                self.data += chunk
+        fd = os.open(self.fifo, os.O_RDONLY)
+        try:
+            while not self.leave:
+                if select.select([fd], [], [], 0.1)[0]:
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        break
+                    self.data += chunk
+        finally:
+            os.close(fd)
 
     def packets(self) -> int:
         return blocks(self.data).count(EPB)
@@ -117,6 +127,7 @@ def test_a_gateway_is_streamed_without_its_own_ssh_session(gateway, tmp_path):
         cap.proc.send_signal(signal.SIGTERM)
     err = cap.end()
     assert cap.proc.returncode == 0 and err == "", err
+    assert blocks(cap.data)[-1] == ISB, "the gateway's statistics come through after SIGTERM"
     rows = tshark_fields(tmp_path, cap.data, "frame.interface_name", "tcp.port", "udp.dstport")
     assert [r for r in rows if r[2] == "9000"] == [["int", "", "9000"]] * 20
     assert not [r for r in rows if str(port) in r[1].split(",")], "the SSH session is left out"
@@ -132,6 +143,19 @@ def test_keep_ssh_keeps_it_and_a_count_ends_the_capture_by_itself(gateway, tmp_p
     assert cap.proc.returncode == 0 and err == "", err
     rows = tshark_fields(tmp_path, cap.data, "tcp.port")
     assert len(rows) == 40 and all(str(port) in r[0].split(",") for r in rows)
+    assert wait_until(lambda: not streams_in(net.cap_ns), seconds=5)
+
+
+def test_wireshark_leaving_while_nothing_flows_ends_the_capture_on_both_sides(gateway, tmp_path):
+    net = gateway["net"]
+    cap = Capture(gateway, tmp_path, "--filter-words", "udp port 7")
+    assert wait_until(lambda: blocks(cap.data)[:2] == [0x0A0D0D0A, 1], seconds=20)
+    assert streams_in(net.cap_ns)
+    cap.leave = True  # the pipe closes, as Wireshark closes it when it stops
+    started = time.monotonic()
+    err = cap.end(timeout=10)
+    assert cap.proc.returncode == 0 and err == "", err
+    assert time.monotonic() - started < 5
     assert wait_until(lambda: not streams_in(net.cap_ns), seconds=5)
 
 

@@ -554,7 +554,9 @@ def run_stream(req: grammar.Request) -> None:
         duration=opts.duration,
         promisc=opts.promisc,
         buffer_kb=opts.size_kb or _core.DEFAULT_STREAM_BUFFER_KB,
-        started=lambda: click.echo(f"{iface}: streaming {req.filter or 'everything'}{left_out}", err=True),
+        started=lambda: click.echo(
+            f"{iface}: streaming {str(req.filter) or 'everything'}{left_out}", err=True
+        ),
     )
     click.echo(stream.summary(iface, result), err=True)
 

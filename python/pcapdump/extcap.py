@@ -15,19 +15,26 @@ import argparse
 import asyncio
 import contextlib
 import os
+import select
 import shlex
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import __version__, _core, inventory, sshroute, stream
 from .errors import EXIT_RUNTIME, EXIT_USAGE, FilterError, InventoryError, PcapdumpError, UsageError
 from .grammar import IFACE_NAME, IFACE_NAME_RULE
 
 PROGRAM = "pcapdump-extcap"
+# How often a gateway capture looks whether Wireshark left while nothing flows.
+WAIT_SLICE_S = 0.1
+# After SIGTERM, how long the gateway's stream has to send what it kept and its statistics.
+STOP_GRACE_S = 2.0
+T = TypeVar("T")
 # Wireshark ends a capture with SIGTERM; a terminal with SIGINT or SIGHUP.
 _STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 LOCAL = inventory.LOCAL
@@ -275,7 +282,10 @@ def remote_command(gw: inventory.Gateway, opts: argparse.Namespace) -> str:
     words += ["-p"] if opts.promisc else []
     words += ["-keepssh"] if opts.keep_ssh else []
     words += str(filter_words(opts)).split()
-    return shlex.join([*words, "stream", iface])
+    # The shell says its process id, then becomes pcapdump (same id): a stop is then a `kill -TERM`
+    # of it over the same connection. sshd passes SSH signal requests on only to sessions of users
+    # other than root, and closing the session would cut the stream's last packets and statistics.
+    return f"echo $$ >&2; exec {shlex.join([*words, 'stream', iface])}"
 
 
 async def _write_all(fd: int, data: bytes) -> bool:
@@ -297,52 +307,129 @@ async def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
-async def _collect_stderr(process: object, lines: list[str]) -> None:
-    async for line in process.stderr:  # type: ignore[attr-defined]
-        text = line.decode(errors="replace").rstrip()
-        if text:
-            lines.append(text)
+class _Remote:
+    """The gateway's stream: its process id (the first line on its standard error) and what else it
+    said there."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pid: int | None = None
+        self.said: list[str] = []
+
+    async def collect(self) -> None:
+        async for line in self.process.stderr:
+            text = line.decode(errors="replace").rstrip()
+            if self.pid is None and not self.said and text.isdigit():
+                self.pid = int(text)
+            elif text:
+                self.said.append(text)
+
+    async def stop(self, conn: Any) -> None:
+        """Ask the stream to end: it then writes what it kept and its statistics block."""
+        with contextlib.suppress(Exception):
+            self.process.send_signal("TERM")
+        if self.pid is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.run(f"kill -TERM {self.pid}", check=False), STOP_GRACE_S)
+
+
+def _reader_left(fd: int) -> bool:
+    """Wireshark closed its end of the pipe: poll says so without writing anything."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+async def _reader_gone(fd: int) -> None:
+    while not _reader_left(fd):
+        await asyncio.sleep(WAIT_SLICE_S)
+
+
+async def _relay(remote: _Remote, conn: Any, fd: int, stop: asyncio.Event) -> bool:
+    """Copy the gateway's stream to the pipe: true once it ended (its end of file), false once Wireshark
+    left, or a stop was asked for and the gateway did not end within ``STOP_GRACE_S``. A stop asks the
+    gateway's stream to end, which then writes what it kept and its statistics block."""
+    loop = asyncio.get_running_loop()
+    gone = asyncio.ensure_future(_reader_gone(fd))
+    stopping = asyncio.ensure_future(stop.wait())
+    reading: asyncio.Future[bytes] | None = None
+    deadline: float | None = None
+    try:
+        while True:
+            if reading is None:
+                reading = asyncio.ensure_future(remote.process.stdout.read(1 << 16))
+            waiting: set[asyncio.Future[Any]] = {reading, gone}
+            if deadline is None:
+                waiting.add(stopping)
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if gone in done:
+                return False
+            if stopping in done and deadline is None:
+                await remote.stop(conn)
+                deadline = loop.time() + STOP_GRACE_S
+            if reading in done:
+                chunk, reading = reading.result(), None
+                if not chunk:
+                    return True
+                if not await _write_all(fd, chunk):
+                    return False
+            elif deadline is not None and loop.time() >= deadline:
+                return False
+    finally:
+        for f in (reading, gone, stopping):
+            if f is not None:
+                f.cancel()
+
+
+async def _until(stop: asyncio.Event, coro: Coroutine[Any, Any, T]) -> T | None:
+    """``coro``'s result, or ``None`` if a stop is asked for first (``coro`` is then cancelled)."""
+    work, stopping = asyncio.ensure_future(coro), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        return work.result() if work.done() else None
+    finally:
+        work.cancel()
+        stopping.cancel()
 
 
 async def capture_remote(gw: inventory.Gateway, opts: argparse.Namespace, fd: int) -> int:
     """Run ``pcapdump … stream`` on the gateway and copy its pcapng to Wireshark's pipe until it ends,
-    Wireshark closes the pipe, or SIGTERM; then end the remote stream and the connection. What the
-    gateway says on standard error is passed on when it fails (Wireshark shows any of it as an error)."""
+    Wireshark closes the pipe, or SIGTERM (the gateway's stream is then asked to end, so that its last
+    packets and statistics still come); then close the session, which ends the stream if it has not.
+    What the gateway says on standard error is passed on when it fails (Wireshark shows any of it as an
+    error)."""
     import asyncssh
 
     from . import fwctl  # first: it imports asyncssh its own way
 
     command = remote_command(gw, opts)
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
+    stop = asyncio.Event()
     for sig in _STOPPING:
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop.set)
     # The user's ~/.ssh/config applies, as for fwctl: a gateway behind a bastion is reached the same way.
     watchdog = fwctl.Watchdog(gw, fwctl.DEFAULT_TIMEOUT_S, sshroute.config_file(None))
-    said: list[str] = []
     try:
-        async with await watchdog.run(watchdog.connect()) as conn:
-            process = await conn.create_process(command, encoding=None)
-            collect = asyncio.ensure_future(_collect_stderr(process, said))
+        conn = await _until(stop, watchdog.run(watchdog.connect()))
+        if conn is None:
+            return 0
+        async with conn:
+            remote = _Remote(await conn.create_process(command, encoding=None))
+            collect = asyncio.ensure_future(remote.collect())
             try:
-                while chunk := await process.stdout.read(1 << 16):
-                    if not await _write_all(fd, chunk):
-                        return 0  # Wireshark closed the pipe
-                await process.wait_closed()
+                if not await _relay(remote, conn, fd, stop) or stop.is_set():
+                    return 0
+                await remote.process.wait_closed()
                 await collect
             finally:
-                # The gateway's stream ends at once: asked to, and its pipe closes with the channel.
-                with contextlib.suppress(Exception):
-                    process.send_signal("TERM")
-                process.close()
+                remote.process.close()
                 collect.cancel()
-    except asyncio.CancelledError:
-        return 0
     except (asyncssh.Error, OSError, TimeoutError) as e:
         raise watchdog.failure(e) from None
-    if process.exit_status == 0:
+    if remote.process.exit_status == 0:
         return 0
+    said = remote.said
     for line in said:
         print(f"{gw.label}: {line}", file=sys.stderr)
     if not said:
@@ -372,7 +459,9 @@ def run(argv: Sequence[str]) -> int:
         raise UsageError(f"{PROGRAM}: expected --extcap-interfaces, or --extcap-interface <name> and more")
     if opts.extcap_capture_filter is not None and not opts.capture:
         resolve(opts.extcap_interface)
-        print(check_filter(opts.extcap_capture_filter))
+        # Wireshark takes any output at all, a bare line end too, for "invalid".
+        if problem := check_filter(opts.extcap_capture_filter):
+            print(problem)
         return 0
     target = resolve(opts.extcap_interface)
     if opts.extcap_dlts:
@@ -423,13 +512,21 @@ def personal_folder() -> tuple[Path, str]:
             (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines()) if v
         )
         if folders.get("Personal Extcap path"):
-            return Path(folders["Personal Extcap path"]), "tshark -G folders"
+            return Path(folders["Personal Extcap path"]), "the personal extcap folder tshark -G folders names"
         if folders.get("Personal configuration"):
             # Wireshark before 4.1 looks in the personal configuration folder's extcap/.
-            return Path(folders["Personal configuration"]) / "extcap", "tshark -G folders (Wireshark < 4.1)"
+            return (
+                Path(folders["Personal configuration"]) / "extcap",
+                "Wireshark before 4.1: extcap/ in the personal configuration folder tshark -G folders names",
+            )
     if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", Path.home())) / "Wireshark" / "extcap", "Wireshark's default"
-    return Path.home() / ".local" / "lib" / "wireshark" / "extcap", "Wireshark's default (4.1 or later)"
+        return Path(
+            os.environ.get("APPDATA", Path.home())
+        ) / "Wireshark" / "extcap", "Wireshark's default folder"
+    return (
+        Path.home() / ".local" / "lib" / "wireshark" / "extcap",
+        "Wireshark's default folder (4.1 and later)",
+    )
 
 
 def _launcher(folder: Path) -> tuple[str, str, str]:
@@ -455,7 +552,7 @@ def install() -> str:
         temp.write_text(content)
         temp.chmod(mode)
         os.replace(temp, target)
-    return f"installed {path} (the folder from {how}); Wireshark lists its interfaces after a restart"
+    return f"installed {path} ({how}); Wireshark lists its interfaces after a restart"
 
 
 def uninstall() -> str:
@@ -463,7 +560,7 @@ def uninstall() -> str:
     name, _, page = _launcher(folder)
     path = folder / name
     if not path.exists() and not path.is_symlink():
-        return f"not installed: no {path} (the folder from {how})"
+        return f"not installed: no {path} ({how})"
     _refuse_foreign(path)
     path.unlink()
     with contextlib.suppress(FileNotFoundError):
