@@ -186,12 +186,69 @@ def test_a_wrong_bastion_host_key_is_refused_naming_the_bastion(site, tmp_path):
     bastion = site["bastion"]
     known = tmp_path / "known_hosts"
     lines = (site["home"] / ".ssh" / "known_hosts").read_text().splitlines()
+    right = lines[0]
     lines[0] = f"[{BASTION_OUT}]:{bastion.port} {key_type} {key_data}"
     known.write_text("\n".join(lines) + "\n")
     inventory(site, by_jump(site, known=str(known)))
     done = fwctl(site, "--filedownload", "big.cap", str(tmp_path / "x.cap"), "site:gw1")
-    one_line(done, 1, f"site:gw1: bastion root@{BASTION_OUT}:{bastion.port}", "host key")
+    one_line(
+        done, 1, f"site:gw1: bastion root@{BASTION_OUT}:{bastion.port}", "host key changed", "ssh-keygen -R"
+    )
     assert not (tmp_path / "x.cap").exists() and not leftovers(tmp_path)
+    # Not there at all: unknown, with how to fetch it (for a gateway: from its bastion).
+    known.write_text("\n".join(lines[1:]) + "\n")
+    done = fwctl(site, "--filelist", "site:gw1")
+    one_line(
+        done, 1, f"site:gw1: bastion root@{BASTION_OUT}:{bastion.port}", "host key unknown", "ssh-keyscan"
+    )
+    known.write_text(right + "\n")
+    done = fwctl(site, "--filelist", "site:gw1")
+    one_line(
+        done,
+        1,
+        f"site:gw1 (root@{GATEWAY}:{site['gw1'].port})",
+        "host key unknown",
+        f"on the bastion {BASTION_OUT}",
+    )
+
+
+def test_known_hosts_files_and_bastions_of_the_configuration_as_openssh_reads_them(site, tmp_path):
+    """Several UserKnownHostsFile (the bastion's key in one, the gateway's in the other); a bastion
+    whose own entry has a ProxyJump (the same bastion, reached through itself); the file named in an
+    error is the one the configuration gave."""
+    lines = (site["home"] / ".ssh" / "known_hosts").read_text().splitlines()
+    (tmp_path / "kh_bastion").write_text(lines[0] + "\n")
+    (tmp_path / "kh_gateways").write_text("\n".join(lines[1:]) + "\n")
+    bp = site["bastion"].port
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host gw1\n  HostName {GATEWAY}\n  Port {site['gw1'].port}\n  ProxyJump b2\n"
+        f"  UserKnownHostsFile {tmp_path}/kh_bastion {tmp_path}/kh_gateways\n"
+        f"Host b2\n  HostName {BASTION_OUT}\n  Port {bp}\n  User root\n  ProxyJump b1\n"
+        f"Host b1\n  HostName {BASTION_OUT}\n  Port {bp}\n  User root\n"
+    )
+    inventory(site, f'[cfg.gw1]\nhost = "gw1"\nuser = "root"\nstore = "{site["store"]}"\n')
+    done = fwctl(
+        site, "--ssh-config", str(config), "--filedownload", "big.cap", str(tmp_path / "a.cap"), "cfg:gw1"
+    )
+    assert done.returncode == 0, done.stderr
+    assert digest(tmp_path / "a.cap") == digest(site["store"] / "big.cap")
+    (tmp_path / "kh_gateways").write_text("")
+    done = fwctl(site, "--ssh-config", str(config), "--filelist", "cfg:gw1")
+    one_line(done, 1, "host key unknown", str(tmp_path / "kh_gateways"))
+    config.write_text(f"Host gw1\n  ProxyCommand ssh -W %h:%p root@{BASTION_OUT}\n")
+    done = fwctl(site, "--ssh-config", str(config), "--filelist", "cfg:gw1")
+    one_line(done, 2, "ProxyCommand", "ProxyJump")
+
+
+def test_a_gateway_down_behind_a_working_bastion_is_named_so(site, tmp_path):
+    inventory(site, by_jump(site).replace(f"port = {site['gw1'].port}", "port = 1", 1))
+    done = fwctl(site, "--filelist", "site:gw1")
+    one_line(
+        done,
+        1,
+        f"site:gw1: bastion root@{BASTION_OUT}:{site['bastion'].port} could not reach root@{GATEWAY}:1",
+    )
 
 
 def test_an_unreachable_bastion_is_named_within_the_timeout(site, tmp_path):
@@ -204,7 +261,7 @@ def test_an_unreachable_bastion_is_named_within_the_timeout(site, tmp_path):
     # Refused at once: a bastion address where no sshd listens on that port.
     inventory(site, by_jump(site, jump=f"root@{BASTION_OUT}:1"))
     done = fwctl(site, "--filelist", "site:gw1")
-    one_line(done, 1, f"site:gw1: bastion root@{BASTION_OUT}:1", "unreachable")
+    one_line(done, 1, f"site:gw1: bastion root@{BASTION_OUT}:1", "unreachable: Connection refused")
     assert not leftovers(tmp_path)
 
 
@@ -212,7 +269,7 @@ def test_a_malformed_jump_names_the_key_and_the_form(site):
     for bad in ('"bad host"', '"root@"', '"root@h:99999"', "5", '["ok@h", 7]'):
         inventory(site, f'[site.gw1]\nhost = "h"\nuser = "u"\nstore = "/s"\njump = {bad}\n')
         done = fwctl(site, "--filelist", "site:gw1")
-        one_line(done, 1, "[site.gw1]", "'jump'", "user@host")
+        one_line(done, 1, "[site.gw1]", "'jump'", "[user@]host[:port]")
 
 
 def test_jump_values_are_parsed_as_openssh_writes_them():

@@ -53,7 +53,9 @@ class _Usage(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Usage(prog=PROGRAM, add_help=False)
+    # Whole option names only: `--help` must not be taken for `--help-file`.
+    p = _Usage(prog=PROGRAM, add_help=False, allow_abbrev=False)
+    p.add_argument("-h", "--help", action="store_true")
     for flag in ("--extcap-interfaces", "--extcap-dlts", "--extcap-config", "--capture"):
         p.add_argument(flag, action="store_true")
     p.add_argument("--extcap-interface")
@@ -452,6 +454,15 @@ def capture(opts: argparse.Namespace) -> int:
 
 def run(argv: Sequence[str]) -> int:
     opts = _parser().parse_args(list(argv))
+    if opts.help:
+        print(
+            f"{PROGRAM}: Wireshark's extcap program for pcapdump.\n"
+            f"Install it with `pcapdump extcap install`; Wireshark then runs it with --extcap-interfaces,\n"
+            "--extcap-interface <name> --extcap-dlts | --extcap-config | --extcap-capture-filter <words>,\n"
+            "and --extcap-interface <name> --capture --fifo <pipe> [--filter-words <words>] [--snaplen <n>]\n"
+            "[--promisc] [--count <n>] [--duration <s>] [--remote-interface <if>] [--keep-ssh]."
+        )
+        return 0
     if opts.extcap_interfaces:
         print("\n".join(interface_lines(opts.help_file)))
         return 0

@@ -237,7 +237,9 @@ class Watchdog:
     def __init__(self, gw: Gateway, timeout: float, ssh_config: Path | None = None) -> None:
         self.gw, self.timeout = gw, timeout
         self.route = sshroute.route(gw, ssh_config)
+        # The hop being reached, and the bastion it is reached through (None: straight from here).
         self.at = self.route.gateway
+        self.via: sshroute.Endpoint | None = None
         self.last = time.monotonic()
         # Closed at once on a stall: a polite close would wait for the silent gateway too.
         self.conn: asyncssh.SSHClientConnection | None = None
@@ -270,7 +272,7 @@ class Watchdog:
                 await task
 
     def failure(self, e: BaseException, name: str | None = None) -> FetchError:
-        return failure(self.gw, e, name, self.at)
+        return failure(self.gw, e, name, self.at, self.via)
 
 
 def _where(gw: Gateway, at: sshroute.Endpoint | None = None) -> str:
@@ -281,21 +283,24 @@ def _where(gw: Gateway, at: sshroute.Endpoint | None = None) -> str:
 
 
 def failure(
-    gw: Gateway, e: BaseException, name: str | None = None, at: sshroute.Endpoint | None = None
+    gw: Gateway,
+    e: BaseException,
+    name: str | None = None,
+    at: sshroute.Endpoint | None = None,
+    via: sshroute.Endpoint | None = None,
 ) -> FetchError:
-    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway (and the
-    bastion, when the failure was on the way to it) and the file ``name`` asked for (none: the store
-    itself was listed)."""
+    """What an SSH or SFTP failure means, as the error class of its kind, naming the gateway, the hop
+    ``at`` when it is a bastion (reached through ``via``), and the file ``name`` asked for (none: the
+    store itself was listed)."""
     where = _where(gw, at)
     if isinstance(e, asyncssh.HostKeyNotVerifiable):
-        known = gw.known_hosts or Path.home() / ".ssh" / "known_hosts"
-        return HostKeyError(f"{where}: host key not trusted or does not match {known}: {e.reason}")
+        return HostKeyError(f"{where}: {_host_key_problem(at, via)}")
     if isinstance(e, asyncssh.PermissionDenied):
         return AuthenticationError(
             f"{where}: authentication failed (key refused): check identity, the ssh agent or authorized_keys"
         )
-    if isinstance(e, asyncssh.ChannelOpenError) and at is not None:
-        return UnreachableError(f"{where}: the bastion could not reach the next hop: {e.reason}")
+    if isinstance(e, asyncssh.ChannelOpenError) and via is not None:
+        return UnreachableError(f"{gw.label}: bastion {via} could not reach {at}: {e.reason}")
     if isinstance(e, asyncssh.SFTPNoSuchFile):
         if name is None:
             return FetchError(
@@ -309,37 +314,66 @@ def failure(
     if isinstance(e, TimeoutError):
         return UnreachableError(f"{where}: unreachable (no answer in time)")
     if isinstance(e, OSError):
-        return UnreachableError(f"{where}: unreachable: {e.strerror or e}")
+        # asyncio words a refused connection "Connect call failed (...)": say what happened instead.
+        said = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+        return UnreachableError(f"{where}: unreachable: {said}")
     return FetchError(f"{where}: {e}")
 
 
-async def _connect(watchdog: Watchdog) -> asyncssh.SSHClientConnection:
-    """The SSH connection to the gateway, through each bastion of its route in turn, every hop checked
-    against the same known_hosts and offered the same keys. Closing it closes the hops behind it. How
-    long it may take is the watchdog's to say (``Watchdog.run``): a second clock here would race it, and
-    a silent hop would get either of two messages."""
-    gw, route = watchdog.gw, watchdog.route
-    known = route.known_hosts
-    if not known.is_file():
-        first = route.endpoints[0]
-        raise FetchError(
-            f"{gw.label}: no known_hosts file at {known}: add the host keys first "
-            f"(ssh-keyscan -p {first.port} {first.address} >> {known}, then check it)"
+def _host_key_problem(at: sshroute.Endpoint | None, via: sshroute.Endpoint | None) -> str:
+    """Why a host key was refused, and what to do: a host not known yet, or a key that changed."""
+    if at is None:
+        return "host key not trusted"
+    shown = ", ".join(str(p) for p in at.known_hosts)
+    name = at.host_key_alias or at.address
+    entry = name if at.port == sshroute.SSH_PORT else f"[{name}]:{at.port}"
+    try:
+        files = [str(p) for p in at.known_hosts if p.is_file()]
+        changed = bool(
+            asyncssh.match_known_hosts(asyncssh.read_known_hosts(files), name, at.address, at.port)[0]
         )
-    options: dict[str, Any] = {}
+    except (OSError, ValueError):
+        changed = False
+    if changed:
+        return (
+            f"host key changed: the key it offered is not the one {shown} holds for {entry}; if the change "
+            f"is expected, remove the old one (ssh-keygen -R '{entry}' -f <file>) and add the new one"
+        )
+    scan = f"ssh-keyscan -p {at.port} {at.address}" + (f", run on the bastion {via.address}" if via else "")
+    return f"host key unknown: {entry} is not in {shown}; check its key and add it ({scan})"
+
+
+async def _connect(watchdog: Watchdog) -> asyncssh.SSHClientConnection:
+    """The SSH connection to the gateway, through each bastion of its route in turn, each hop checked
+    against its known_hosts files and offered its keys. Closing it closes the hops behind it. How long
+    it may take is the watchdog's to say (``Watchdog.run``): a second clock here would race it, and a
+    silent hop would get either of two messages."""
+    gw = watchdog.gw
     if gw.identity is not None and not gw.identity.is_file():
         raise FetchError(f"{gw.label}: identity {gw.identity}: no such key file")
-    if route.client_keys is not None:
-        options["client_keys"] = list(route.client_keys)
     behind: asyncssh.SSHClientConnection | None = None
     try:
-        for endpoint in route.endpoints:
-            watchdog.at = endpoint
+        for endpoint in watchdog.route.endpoints:
+            watchdog.at, watchdog.via = endpoint, watchdog.at if behind is not None else None
+            files = [str(p) for p in endpoint.known_hosts if p.is_file()]
+            if not files:
+                shown = ", ".join(str(p) for p in endpoint.known_hosts)
+                raise FetchError(
+                    f"{_where(gw, endpoint)}: no known_hosts file at {shown}: add the host key first "
+                    f"(ssh-keyscan -p {endpoint.port} {endpoint.address} >> {shown}, then check it)"
+                )
+            options: dict[str, Any] = {}
+            if endpoint.client_keys is not None:
+                options["client_keys"] = list(endpoint.client_keys)
+            if endpoint.identities_only:
+                options["agent_path"] = None
+            if endpoint.host_key_alias:
+                options["host_key_alias"] = endpoint.host_key_alias
             conn = await asyncssh.connect(
                 endpoint.address,
                 port=endpoint.port,
                 username=endpoint.user,
-                known_hosts=str(known),
+                known_hosts=asyncssh.read_known_hosts(files),
                 tunnel=behind or (),
                 # The route is resolved already: asyncssh is not to read ~/.ssh/config again.
                 config=[],

@@ -30,7 +30,7 @@ LOCAL = "local"
 _KEYS = {"host", "port", "user", "identity", "store", "known_hosts", "pcapdump", "jump"}
 # A data source's own keys, beside its gateways: defaults for each of them.
 _SOURCE_KEYS = {"jump"}
-JUMP_FORM = "user@host or user@host:port (host a name, an IPv4 address or an [IPv6] address)"
+JUMP_FORM = "[user@]host[:port] (host a name, an IPv4 address or an [IPv6] address)"
 _HOP = re.compile(
     r"(?:(?P<user>[^@\s:/\[\]]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*))(?::(?P<port>\d{1,5}))?"
 )
@@ -85,6 +85,9 @@ class Gateway:
 
 
 def _jump(where: str, value: object) -> tuple[Hop, ...]:
+    """``jump``: one hop, a list of hops, or ``"none"`` (as OpenSSH's ProxyJump none) for straight."""
+    if isinstance(value, str) and value.lower() == "none":
+        return ()
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise InventoryError(f"{where}: 'jump' must be a string or a list of strings: {JUMP_FORM}")
@@ -92,7 +95,8 @@ def _jump(where: str, value: object) -> tuple[Hop, ...]:
     for text in texts:
         hop = parse_hop(text)
         if hop is None:
-            raise InventoryError(f"{where}: 'jump': {text!r} is not {JUMP_FORM}")
+            several = ' (several hops are a list: jump = ["a@bastion1", "b@bastion2"])' if "," in text else ""
+            raise InventoryError(f"{where}: 'jump': {text!r} is not {JUMP_FORM}{several}")
         hops.append(hop)
     return tuple(hops)
 

@@ -1,17 +1,18 @@
 """How ``fwctl`` and the extcap reach a gateway: the bastions on the way and the SSH settings of each hop,
 from the inventory and the user's OpenSSH configuration (docs/fwctl.md#gateways-behind-a-bastion).
 
-As OpenSSH would, a ``Host`` entry of the configuration that matches a gateway's ``host`` (or a bastion's)
-supplies ``HostName``, ``Port``, ``User``, ``IdentityFile``, ``ProxyJump`` and ``UserKnownHostsFile``;
-whatever the inventory says itself comes first. Every hop is checked against the same ``known_hosts``
-and offered the same keys as the gateway: a bastion's host key is never skipped.
+As OpenSSH would, the configuration's ``Host`` (and ``Match``) entries for a host supply ``HostName``,
+``Port``, ``User``, ``IdentityFile``, ``IdentitiesOnly``, ``ProxyJump``, ``UserKnownHostsFile`` and
+``HostKeyAlias``; whatever the inventory says itself comes first. A bastion takes its own entry's keys and
+known_hosts files, else the gateway's, and its own ``ProxyJump`` carries it in turn. Host keys are
+always checked: no setting turns the check off.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import UsageError
@@ -19,18 +20,38 @@ from .inventory import JUMP_FORM, Gateway, Hop, parse_hop
 
 DEFAULT_CONFIG = Path("~") / ".ssh" / "config"
 SSH_PORT = 22
+# Bastions in front of bastions, at most: a ProxyJump that comes back to itself must end.
+MAX_HOPS = 8
 # What the configuration may supply, by OpenSSH's names (as asyncssh's parser keeps them).
-_USED = ("Hostname", "Port", "User", "IdentityFile", "ProxyJump", "UserKnownHostsFile")
+_USED = (
+    "Hostname",
+    "Port",
+    "User",
+    "IdentityFile",
+    "IdentitiesOnly",
+    "ProxyJump",
+    "ProxyCommand",
+    "UserKnownHostsFile",
+    "HostKeyAlias",
+)
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One SSH server on the way: a bastion, or the gateway itself."""
+    """One SSH server on the way, a bastion or the gateway itself, and how to talk to it."""
 
     bastion: bool
     address: str
     port: int
     user: str
+    #: The files its host key is checked against (at least one must exist).
+    known_hosts: tuple[Path, ...]
+    #: Key files to offer; ``None``: the default keys. The ssh agent's keys are offered too, unless
+    #: ``identities_only``.
+    client_keys: tuple[str, ...] | None = None
+    identities_only: bool = False
+    #: The name its host key is looked up under, instead of its address.
+    host_key_alias: str | None = None
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
@@ -41,9 +62,6 @@ class Endpoint:
 class Route:
     hops: tuple[Endpoint, ...]
     gateway: Endpoint
-    known_hosts: Path
-    #: Key files to offer; ``None``: the ssh agent and the default keys.
-    client_keys: tuple[str, ...] | None
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -77,10 +95,17 @@ def _settings(config: Path | None, host: str, user: str | None, port: int | None
         )
     except (OSError, ValueError) as e:
         raise UsageError(f"'{config}': not a usable ssh configuration: {e}", str(config)) from None
-    return {name: parsed.get(name) for name in _USED if parsed.get(name) is not None}
+    said = {name: parsed.get(name) for name in _USED if parsed.get(name) is not None}
+    if said.get("ProxyCommand"):
+        raise UsageError(
+            f"'{config}': ProxyCommand for {host}: not followed (each hop is an SSH connection of its "
+            "own here): write ProxyJump instead, or the inventory's jump",
+            str(config),
+        )
+    return said
 
 
-def _hops(config: Path | None, text: str) -> tuple[Hop, ...]:
+def _jumps(config: Path | None, text: str) -> tuple[Hop, ...]:
     """``ProxyJump`` of the configuration: hops separated by commas, or ``none``."""
     if text.lower() == "none":
         return ()
@@ -93,44 +118,76 @@ def _hops(config: Path | None, text: str) -> tuple[Hop, ...]:
     return tuple(hops)
 
 
+def _paths(value: object) -> tuple[Path, ...]:
+    values = value if isinstance(value, list | tuple) else [value]
+    return tuple(Path(str(v)).expanduser() for v in values)
+
+
+def _keys(value: object) -> tuple[str, ...] | None:
+    """The key files the configuration names that exist (OpenSSH passes over the missing ones)."""
+    found = tuple(str(p) for p in _paths(value) if p.is_file())
+    return found or None
+
+
+def _bastion(config: Path | None, hop: Hop, like: Endpoint) -> tuple[Endpoint, tuple[Hop, ...]]:
+    """A bastion, with its own entry's settings, else those of ``like`` (the gateway's); and the
+    bastions its own ``ProxyJump`` puts in front of it."""
+    said = _settings(config, hop.host, hop.user, hop.port)
+    endpoint = Endpoint(
+        bastion=True,
+        address=str(said.get("Hostname", hop.host)),
+        port=hop.port or int(str(said.get("Port", SSH_PORT))),
+        user=hop.user or str(said.get("User") or getpass.getuser()),
+        known_hosts=_paths(said["UserKnownHostsFile"]) if "UserKnownHostsFile" in said else like.known_hosts,
+        client_keys=_keys(said["IdentityFile"]) if "IdentityFile" in said else like.client_keys,
+        identities_only=bool(said.get("IdentitiesOnly", like.identities_only)),
+        host_key_alias=str(said["HostKeyAlias"]) if "HostKeyAlias" in said else None,
+    )
+    return endpoint, _jumps(config, str(said.get("ProxyJump", "none")))
+
+
 def route(gw: Gateway, config: Path | None) -> Route:
     """The way to ``gw``: the inventory first, then what ``config`` says for its host and bastions."""
     said = _settings(config, gw.host, gw.user, gw.port)
-    jump = gw.jump if gw.jump is not None else _hops(config, str(said.get("ProxyJump", "none")))
-    hops = []
-    for hop in jump:
-        for_hop = _settings(config, hop.host, hop.user, hop.port)
-        hops.append(
-            Endpoint(
-                True,
-                str(for_hop.get("Hostname", hop.host)),
-                hop.port or int(str(for_hop.get("Port", SSH_PORT))),
-                hop.user or str(for_hop.get("User") or getpass.getuser()),
-            )
-        )
-    known = gw.known_hosts
-    if known is None and said.get("UserKnownHostsFile"):
-        known = Path(str(_first(said["UserKnownHostsFile"]))).expanduser()
-    keys: tuple[str, ...] | None = (str(gw.identity),) if gw.identity is not None else None
-    if keys is None and said.get("IdentityFile"):
-        found = [Path(str(k)).expanduser() for k in _all(said["IdentityFile"])]
-        keys = tuple(str(k) for k in found if k.is_file()) or None
-    return Route(
-        hops=tuple(hops),
-        gateway=Endpoint(
-            False,
-            str(said.get("Hostname", gw.host)),
-            gw.port or int(str(said.get("Port", SSH_PORT))),
-            gw.user,
-        ),
-        known_hosts=known or Path.home() / ".ssh" / "known_hosts",
+    if gw.known_hosts is not None:
+        known: tuple[Path, ...] = (gw.known_hosts,)
+    elif "UserKnownHostsFile" in said:
+        known = _paths(said["UserKnownHostsFile"])
+    else:
+        known = (Path.home() / ".ssh" / "known_hosts",)
+    if gw.identity is not None:
+        keys: tuple[str, ...] | None = (str(gw.identity),)
+    else:
+        keys = _keys(said["IdentityFile"]) if "IdentityFile" in said else None
+    gateway = Endpoint(
+        bastion=False,
+        address=str(said.get("Hostname", gw.host)),
+        port=gw.port or int(str(said.get("Port", SSH_PORT))),
+        user=gw.user,
+        known_hosts=known,
         client_keys=keys,
+        identities_only=bool(said.get("IdentitiesOnly", False)),
+        host_key_alias=str(said["HostKeyAlias"]) if "HostKeyAlias" in said else None,
     )
+    jump = gw.jump if gw.jump is not None else _jumps(config, str(said.get("ProxyJump", "none")))
+    hops = _chain(config, jump, replace(gateway, bastion=True), gw.label, 0)
+    return Route(tuple(hops), gateway)
 
 
-def _all(value: object) -> list[object]:
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _first(value: object) -> object:
-    return _all(value)[0]
+def _chain(
+    config: Path | None, jump: tuple[Hop, ...], like: Endpoint, label: str, depth: int
+) -> list[Endpoint]:
+    """The bastions of ``jump``, as ``ssh -J a,b`` takes them: b through a, and a as its own
+    configuration says, whose ``ProxyJump`` may put more bastions in front of it."""
+    hops: list[Endpoint] = []
+    for at, hop in enumerate(jump):
+        endpoint, before = _bastion(config, hop, like)
+        if at == 0 and before:
+            if depth >= MAX_HOPS:
+                raise UsageError(
+                    f"{label}: more than {MAX_HOPS} bastions deep (a ProxyJump that leads back to itself?)",
+                    label,
+                )
+            hops += _chain(config, before, like, label, depth + 1)
+        hops.append(endpoint)
+    return hops
