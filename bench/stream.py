@@ -12,7 +12,7 @@ reader, same filter `udp`):
           Floor: a UDP socket in the capture namespace, the same packets, from the kernel's receive
           timestamp (SO_TIMESTAMPNS) to recvmsg returning.
   dense:  --dense 60-byte frames as fast as the sender goes (bench/live.py's C sender). Packets written
-          to the pipe, kernel drops, packets lost while the reader was behind, CPU per written packet.
+          to the pipe, kernel drops, packets captured but not written, CPU per written packet.
           Floor: `dd` pushing the same number of bytes through a pipe to this reader.
 
 Peers: tcpdump -U (packet-buffered; libpcap's default 1 s ring timeout) and tcpdump -U --immediate-mode
@@ -135,7 +135,7 @@ def run(net, tool: str, tcpdump: str, pcapdump: str, traffic, parse: bool) -> di
     proc.stderr.close()
     if "pcapdump" in tool:
         m = re.search(
-            r"(\d+) packets? streamed, kernel drops (\d+), lost while the reader was behind (\d+)", err
+            r"(\d+) packets? streamed, kernel drops (\d+), buffer drops \d+, not written (\d+)", err
         )
         assert m, err
         written, drops, lost = (int(g) for g in m.groups())
@@ -265,7 +265,7 @@ def main() -> None:
                 per = r["cpu_s"] * 1e9 / max(r["records"], 1)
                 print(
                     f"  {tool:<28} written {r['records']:>9,}  kernel drops {r['kernel_drops']:>9,}  "
-                    f"lost behind {r['lost']:>7,}  cpu {r['cpu_s']:6.3f} s = {per:6.1f} ns/packet  "
+                    f"not written {r['lost']:>7,}  cpu {r['cpu_s']:6.3f} s = {per:6.1f} ns/packet  "
                     f"{r['bytes'] / 1e6:7.1f} MB"
                 )
         nbytes = max(r["bytes"] for runs in dense.values() for r in runs)

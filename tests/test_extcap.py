@@ -51,6 +51,16 @@ def extcap_pids(ns: str) -> list[int]:
     return found
 
 
+def send_until_done(net, proc: subprocess.Popen[str], bursts: list[tuple[int, int]]) -> None:
+    """Datagrams in bursts until tshark has its count (the extcap starts its capture a moment after
+    Wireshark opens the pipe; a burst sent before then is not seen): at most 20 rounds."""
+    for _ in range(20):
+        for port, count in bursts:
+            net.send_udp(CAP_V4, port, count)
+        if wait_until(lambda: proc.poll() is not None, seconds=0.5):
+            return
+
+
 def tshark_interfaces(env, ns: str) -> list[str]:
     done = run(env, need_tool("tshark"), "-D", ns=ns)
     assert done.returncode == 0, done.stderr
@@ -85,7 +95,7 @@ def test_install_leaves_a_file_that_is_not_its_own(desk, tmp_path):
     launcher.write_text("#!/bin/sh\necho someone else's\n")
     for action in ("install", "uninstall"):
         refused = run(desk, pcapdump_exe(), "extcap", action)
-        assert refused.returncode == 1 and "not a pcapdump launcher" in refused.stderr
+        assert refused.returncode == 1 and "not pcapdump's" in refused.stderr
         assert launcher.read_text() == "#!/bin/sh\necho someone else's\n"
     bad = run(desk, pcapdump_exe(), "extcap", "reinstall")
     assert bad.returncode == 2 and "'reinstall'" in bad.stderr
@@ -105,8 +115,7 @@ def test_tshark_captures_twenty_packets_with_the_interface_name(testnet, desk, t
     )
     try:
         assert wait_until(lambda: extcap_pids(testnet.cap_ns), seconds=15)
-        time.sleep(1)  # the extcap opens its capture after Wireshark opens the pipe
-        testnet.send_udp(CAP_V4, 9000, 30)
+        send_until_done(testnet, cap, [(9000, 30)])
         _, err = cap.communicate(timeout=30)
     finally:
         cap.kill()
@@ -128,9 +137,7 @@ def test_the_capture_filter_is_our_filter_words_and_a_bad_one_is_named(testnet, 
     )  # fmt: skip
     try:
         assert wait_until(lambda: extcap_pids(testnet.cap_ns), seconds=15)
-        time.sleep(1)
-        testnet.send_udp(CAP_V4, 9001, 10)
-        testnet.send_udp(CAP_V4, 9000, 10)
+        send_until_done(testnet, cap, [(9001, 10), (9000, 10)])
         _, err = cap.communicate(timeout=30)
     finally:
         cap.kill()
@@ -201,3 +208,65 @@ def test_the_queries_answer_as_wireshark_reads_them(desk, tmp_path):
     for name in ("int", "local:a/b", "site:*"):
         odd = run(desk, extcap_exe(), "--extcap-interface", name, "--extcap-config")
         assert odd.returncode == 2 and f"'{name}'" in odd.stderr and odd.stderr.count("\n") == 1
+
+
+@pytest.mark.live
+def test_a_capture_that_fails_early_does_not_leave_tshark_waiting(testnet, desk, tmp_path):
+    """Wireshark waits for its pipe to open: a capture that fails before it would (a bad word in the
+    dialog's filter words, here in the newer spelling that starts with a dash) still opens and closes
+    it, so tshark ends, naming the word."""
+    tshark = need_tool("tshark")
+    assert run(desk, pcapdump_exe(), "extcap", "install").returncode == 0
+    out = tmp_path / "x.pcapng"
+    done = run(desk, tshark, "-i", "local:int", "-o", "extcap.local_int.filterwords:-portt=80", "-c", "1",
+               "-w", str(out), ns=testnet.cap_ns, timeout=60)  # fmt: skip
+    assert done.returncode != 0 and "'-portt=80'" in done.stderr, done.stderr
+    # A value that starts with a dash is a value: `-udp` is a word of the newer spelling.
+    valid = run(desk, extcap_exe(), "--extcap-interface", "local:lo", "--extcap-capture-filter", "-udp")
+    assert valid.returncode == 0 and valid.stdout == ""
+    assert wait_until(lambda: not extcap_pids(testnet.cap_ns), seconds=5)
+
+
+@pytest.mark.live
+def test_interfaces_whose_names_cannot_come_back_are_not_listed(desk):
+    ns = f"pdt-names-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", ns, "link", "add", "pd{x}", "type", "veth", "peer", "name", "pdx"], check=True
+        )
+        listed = run(desk, extcap_exe(), "--extcap-interfaces", ns=ns)
+        assert listed.returncode == 0
+        assert "value=local:pdx}" in listed.stdout and listed.stdout.count("value=local:pdx") == 1
+        assert "'pd{x}': not listed" in listed.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_install_finds_wireshark_by_its_dumpcap_without_tshark(desk, tmp_path):
+    dumpcap = need_tool("dumpcap")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dumpcap").symlink_to(dumpcap)
+    env = {**desk, "PATH": str(bin_dir)}
+    done = run(env, pcapdump_exe(), "extcap", "install")
+    version = subprocess.run([dumpcap, "--version"], capture_output=True, text=True).stdout
+    before_4_1 = any("(Wireshark) 4.0." in line or "(Wireshark) 3." in line for line in version.splitlines())
+    assert done.returncode == 0, done.stderr
+    wanted = ".config/wireshark/extcap" if before_4_1 else ".local/lib/wireshark/extcap"
+    assert wanted in done.stdout, done.stdout
+
+
+def test_the_help_page_of_someone_else_is_neither_replaced_nor_removed(desk):
+    done = run(desk, pcapdump_exe(), "extcap", "install")
+    page = Path(done.stdout.split()[1]).with_name("pcapdump-extcap.txt")
+    page.write_text("someone else's notes\n")
+    refused = run(desk, pcapdump_exe(), "extcap", "install")
+    assert refused.returncode == 1 and "not pcapdump's" in refused.stderr and refused.stderr.count("\n") == 1
+    assert run(desk, pcapdump_exe(), "extcap", "uninstall").returncode == 0
+    assert page.read_text() == "someone else's notes\n"
+    page.unlink()
+    page.mkdir()
+    refused = run(desk, pcapdump_exe(), "extcap", "install")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert not [p for p in page.parent.iterdir() if p.name.endswith(".tmp")]

@@ -159,6 +159,22 @@ def test_wireshark_leaving_while_nothing_flows_ends_the_capture_on_both_sides(ga
     assert wait_until(lambda: not streams_in(net.cap_ns), seconds=5)
 
 
+def test_a_gateway_that_sends_no_pcapng_is_named(gateway, tmp_path):
+    """Its pcapdump is not what it runs (a login script writing to standard output has the same effect):
+    what came is not passed on as a capture."""
+    try:
+        for command, said in (("/bin/echo", "is not pcapng"), ("/bin/true", "without sending anything")):
+            write_inventory(gateway, f'pcapdump = "{command}"\n'.replace("pcapdump = ", "pcapdump = ", 1))
+            cfg = gateway["home"] / ".config" / "pcapdump" / "gateways.toml"
+            cfg.write_text(cfg.read_text().replace(f'pcapdump = "{pcapdump_exe()}"\n', ""))
+            cap = Capture(gateway, tmp_path)
+            err = cap.end()
+            assert cap.proc.returncode == 1
+            one_line(err, "site:gw1", said)
+    finally:
+        write_inventory(gateway)
+
+
 def one_line(err: str, *needles: str) -> None:
     assert err.count("\n") == 1 and "Traceback" not in err, err
     for needle in needles:

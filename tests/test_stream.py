@@ -4,12 +4,17 @@ away (quietly, exit 0); the SSH connection it runs over is left out. Live, in th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pty
+import re
 import select
 import signal
+import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -34,6 +39,20 @@ def blocks(data: bytes) -> list[int]:
     return types
 
 
+def epb_frames(data: bytes) -> list[bytes]:
+    """The frames of the enhanced packet blocks of a little-endian pcapng byte string."""
+    frames, at = [], 0
+    while at + 12 <= len(data):
+        kind, length = struct.unpack_from("<II", data, at)
+        if length < 12 or at + length > len(data):
+            break
+        if kind == EPB:
+            caplen = struct.unpack_from("<I", data, at + 20)[0]
+            frames.append(data[at + 28 : at + 28 + caplen])
+        at += length
+    return frames
+
+
 class Stream:
     """`pcapdump [words] stream int` in the capture namespace, its standard output a pipe to us."""
 
@@ -45,10 +64,13 @@ class Stream:
             env={**os.environ, **(env or {})},
         )
         assert self.proc.stderr is not None and self.proc.stdout is not None
-        # The first line says the capture runs: only then is traffic sent.
-        line = self.proc.stderr.readline().decode()
-        assert "streaming" in line, line + self.proc.stderr.read().decode()
-        self.header = line
+        # The capture runs once a line says it streams (notes may come before it): only then is traffic
+        # sent.
+        self.header = ""
+        while "streaming" not in self.header:
+            line = self.proc.stderr.readline().decode()
+            assert line, self.header
+            self.header += line
 
     def read_available(self, seconds: float) -> bytes:
         """What the stream wrote within `seconds` (it keeps running)."""
@@ -192,15 +214,30 @@ def test_the_ssh_connection_it_runs_over_is_left_out_in_the_kernel(testnet):
     nothing else; -keepssh keeps it. (A real sshd does this in test_extcap_remote.py.)"""
     conn = f"{SND_V4} 40000 {CAP_V4} 22"
     s = Stream(testnet, "tcp", "stream", "int", env={"SSH_CONNECTION": conn})
-    assert f"leaving out this SSH connection ({SND_V4}:40000 > {CAP_V4}:22)" in s.header
+    assert f"leaving out this SSH connection ({SND_V4}:40000 > {CAP_V4}:22, and every SSH session" in s.header
     s.proc.send_signal(signal.SIGTERM)
     s.finish()
     flt = plan(Filter("tcp"), keep_ssh=False, env={"SSH_CONNECTION": conn}).filter
     assert flt is not None
-    assert str(flt) == f"tcp not tcp-connection {SND_V4}:40000 {CAP_V4}:22"
+    assert str(flt) == f"tcp not tcp-end {SND_V4}:40000 not tcp-end {CAP_V4}:22"
     assert plan(Filter("tcp"), keep_ssh=True, env={"SSH_CONNECTION": conn}).filter == Filter("tcp")
     s = Stream(testnet, "-keepssh", "stream", "int", env={"SSH_CONNECTION": conn})
     assert s.header.strip() == "int: streaming everything"
+    s.proc.send_signal(signal.SIGTERM)
+    s.finish()
+    # The server's end too, whoever the client: another session's SSH to this server is not captured
+    # (two streams would capture each other's), a connection to another port is.
+    s = Stream(testnet, "tcp", "stream", "int", env={"SSH_CONNECTION": conn})
+    testnet.connect_tcp(CAP_V4, 22, 2)
+    testnet.connect_tcp(CAP_V4, 23, 2)
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    out, err = s.finish()
+    assert s.proc.returncode == 0, err
+    ports = {struct.unpack_from("!HH", rec, 34) for rec in epb_frames(out)}
+    assert ports and all(22 not in p for p in ports) and any(23 in p for p in ports), ports
+    s = Stream(testnet, "stream", "int", env={"SSH_CONNECTION": "nonsense"})
+    assert "SSH_CONNECTION 'nonsense' not understood: no SSH connection left out" in s.header
     s.proc.send_signal(signal.SIGTERM)
     s.finish()
 
@@ -291,3 +328,107 @@ def test_the_python_stream_and_an_iteration_run_at_once(testnet):
     assert not streamer.is_alive() and iterated == 50
     assert got["streamed"] == (50, "stopped")
     assert blocks(bytes(drained)).count(EPB) == 50 and blocks(bytes(drained))[-1] == ISB
+
+
+@pytest.mark.live
+def test_a_reader_that_stops_reading_costs_packets_that_are_counted_and_fail_the_stream(testnet):
+    """The reader never reads: the stream writes what the pipe takes, and after SIGTERM gives up on the
+    reader; every packet kept and not written is counted, and the exit status says it failed."""
+    s = Stream(testnet, "-size", "64", "udp", "stream", "int")
+    testnet.send_udp(CAP_V4, 9000, 3000, size=200, pause_every=100)
+    time.sleep(0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=10) == 1
+    out, err = s.finish()
+    streamed = int(re.search(r"(\d+) packets? streamed", err).group(1))
+    unwritten = int(re.search(r"not written (\d+)", err).group(1))
+    assert "reader stopped reading" in err
+    assert blocks(out).count(EPB) == streamed, "packets written whole are counted, a cut one is not"
+    assert streamed + unwritten == 3000, err
+
+
+@pytest.mark.live
+def test_a_second_stop_gives_up_a_slow_reader(testnet):
+    s = Stream(testnet, "udp", "stream", "int")
+    testnet.send_udp(CAP_V4, 9000, 3000, size=1000, pause_every=100)
+    assert s.proc.stdout is not None
+    fd = s.proc.stdout.fileno()
+
+    def trickle() -> None:  # alive, but slow: 64 bytes every 20 ms
+        with contextlib.suppress(OSError):
+            while os.read(fd, 64):
+                time.sleep(0.02)
+
+    reader = threading.Thread(target=trickle, daemon=True)
+    reader.start()
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    assert s.proc.poll() is None, "the reader still takes what was kept"
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=3) == 1
+    err = s.proc.stderr.read().decode() if s.proc.stderr else ""
+    assert "stopped again before the reader took everything" in err and "not written" in err
+    s.proc.stderr.close()
+    s.hand_over_stdout()
+
+
+@pytest.mark.live
+def test_packets_bigger_than_the_buffer_are_counted(testnet):
+    s = Stream(testnet, "-size", "16", "-duration", "2", "udp", "stream", "lo")
+    with testnet.on_capture_side():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        for _ in range(5):
+            sock.sendto(b"x" * 60000, ("127.0.0.1", 9))
+    _, err = s.finish()
+    assert "buffer drops 5" in err, err
+
+
+@pytest.mark.live
+def test_a_killed_stream_leaves_a_shared_pipe_blocking(testnet):
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", testnet.cap_ns, pcapdump_exe(), "udp", "stream", "int"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None and "streaming" in proc.stderr.readline().decode()
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+        assert not fcntl.fcntl(write_end, fcntl.F_GETFL) & os.O_NONBLOCK
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@pytest.mark.live
+def test_without_standard_error_the_stream_still_streams(testnet):
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            testnet.cap_ns,
+            "sh",
+            "-c",
+            f"exec {pcapdump_exe()} -c 3 udp stream int 2>&-",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    time.sleep(1.5)
+    testnet.send_udp(CAP_V4, 9000, 5)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and blocks(out).count(EPB) == 3
+
+
+@pytest.mark.live
+def test_an_interface_removed_under_the_stream_fails_it(testnet):
+    testnet.in_ns(testnet.cap_ns, "ip", "link", "add", "pdtgone0", "type", "veth", "peer", "name", "pdtgone1")
+    testnet.in_ns(testnet.cap_ns, "ip", "link", "set", "pdtgone0", "up")
+    s = Stream(testnet, "stream", "pdtgone0")
+    testnet.in_ns(testnet.cap_ns, "ip", "link", "del", "pdtgone0")
+    assert s.proc.wait(timeout=10) == 1
+    _, err = s.finish()
+    assert "pdtgone0: interface removed:" in err

@@ -545,6 +545,14 @@ def run_stream(req: grammar.Request) -> None:
     left_out = (
         f", leaving out this SSH connection ({stream.describe(plan.left_out)})" if plan.left_out else ""
     )
+
+    def say(line: str) -> None:
+        # Standard error may be gone (closed, its reader killed): the capture still goes to its reader.
+        with contextlib.suppress(OSError):
+            click.echo(line, err=True)
+
+    if plan.note:
+        say(f"pcapdump: {plan.note}")
     result = stream.run(
         iface,
         fd,
@@ -554,11 +562,11 @@ def run_stream(req: grammar.Request) -> None:
         duration=opts.duration,
         promisc=opts.promisc,
         buffer_kb=opts.size_kb or _core.DEFAULT_STREAM_BUFFER_KB,
-        started=lambda: click.echo(
-            f"{iface}: streaming {str(req.filter) or 'everything'}{left_out}", err=True
-        ),
+        started=lambda: say(f"{iface}: streaming {str(req.filter) or 'everything'}{left_out}"),
     )
-    click.echo(stream.summary(iface, result), err=True)
+    say(stream.summary(iface, result))
+    if result.end in stream.FAILED_ENDS:
+        sys.exit(EXIT_RUNTIME)
 
 
 def run_extcap(req: grammar.Request) -> None:

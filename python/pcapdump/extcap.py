@@ -20,6 +20,7 @@ import shlex
 import signal
 import stat
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ PROGRAM = "pcapdump-extcap"
 WAIT_SLICE_S = 0.1
 # After SIGTERM, how long the gateway's stream has to send what it kept and its statistics.
 STOP_GRACE_S = 2.0
+# A capture that failed early waits this long for Wireshark to open its pipe, to close it.
+FIFO_RELEASE_S = 5.0
+# The first bytes of any pcapng stream: a section header block.
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 T = TypeVar("T")
 # Wireshark ends a capture with SIGTERM; a terminal with SIGINT or SIGHUP.
 _STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -112,6 +117,10 @@ def interface_lines(help_file: str | None) -> list[str]:
     shown = f"{{help={Path(help_file).as_uri()}}}" if help_file and Path(help_file).is_absolute() else ""
     lines = [f"extcap {{version={__version__}}}{shown}"]
     for i in _core.interfaces():
+        if _field(i["name"]) != i["name"]:
+            # Wireshark would call it back by another name, maybe another interface's.
+            print(f"{PROGRAM}: {i['name']!r}: not listed: braces or controls in its name", file=sys.stderr)
+            continue
         addresses = ", ".join(i["addresses"]) or "no address"
         lines.append(
             f"interface {{value={LOCAL}:{_field(i['name'])}}}"
@@ -124,10 +133,10 @@ def interface_lines(help_file: str | None) -> list[str]:
         sources = {}
     for gateways in sources.values():
         for gw in gateways.values():
-            if _field(gw.label) != gw.label:
+            if _field(gw.label) != gw.label or gw.label.count(":") != 1 or gw.label.startswith(("-", ":")):
                 # Wireshark would call it back by another name.
-                print(f"{PROGRAM}: {gw.label!r}: not listed: braces, line ends or controls in its name",
-                      file=sys.stderr)  # fmt: skip
+                print(f"{PROGRAM}: {gw.label!r}: not listed: its name cannot be given back as an interface "
+                      "(braces, colons, controls, or a leading dash)", file=sys.stderr)  # fmt: skip
                 continue
             lines.append(
                 f"interface {{value={_field(gw.label)}}}"
@@ -192,7 +201,7 @@ def help_text() -> str:
     options = [f"  {a.display}{' (gateways)' if a.gateway_only else ''}: {a.tooltip}" for a in _CONFIG]
     return "\n".join(
         [
-            f"pcapdump {__version__}: live capture in Wireshark",
+            f"pcapdump {__version__}: live capture in Wireshark ({MARK[2:]} help)",
             "",
             f"Interfaces: {LOCAL}:<if> is an interface of this machine; <datasource>:<gateway> is a",
             "gateway of the fwctl inventory, captured over SSH by `pcapdump stream` there.",
@@ -238,6 +247,11 @@ def _bounded(opts: argparse.Namespace) -> tuple[int | None, int | None, int | No
     return opts.snaplen, opts.count or None, opts.duration or None
 
 
+# Whether this run opened Wireshark's pipe: a failure after that is told by its closing, and the pipe
+# must not be opened again.
+_fifo_opened = False
+
+
 def _open_fifo(path: str) -> int:
     """Wireshark's pipe, open for writing (once Wireshark has opened it for reading). It is opened
     before anything can fail: Wireshark waits for it to open, and then takes its closing with an error
@@ -246,6 +260,8 @@ def _open_fifo(path: str) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as e:
         raise PcapdumpError(f"'{path}': cannot open Wireshark's pipe: {e.strerror}") from None
+    global _fifo_opened
+    _fifo_opened = True
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):
         os.close(fd)
         raise PcapdumpError(f"'{path}': not a pipe (--fifo names the pipe Wireshark reads)")
@@ -317,6 +333,8 @@ class _Remote:
         self.process = process
         self.pid: int | None = None
         self.said: list[str] = []
+        # The stream's first bytes, once they came.
+        self.first: bytes | None = None
 
     async def collect(self) -> None:
         async for line in self.process.stderr:
@@ -374,6 +392,13 @@ async def _relay(remote: _Remote, conn: Any, fd: int, stop: asyncio.Event) -> bo
                 chunk, reading = reading.result(), None
                 if not chunk:
                     return True
+                if remote.first is None:
+                    remote.first = chunk[:16]
+                    if not chunk.startswith(PCAPNG_MAGIC[: len(chunk)]):
+                        raise PcapdumpError(
+                            f"the gateway's stream is not pcapng (it began with {chunk[:16]!r}): does a "
+                            "login script write to standard output?"
+                        )
                 if not await _write_all(fd, chunk):
                     return False
             elif deadline is not None and loop.time() >= deadline:
@@ -429,13 +454,24 @@ async def capture_remote(gw: inventory.Gateway, opts: argparse.Namespace, fd: in
                 collect.cancel()
     except (asyncssh.Error, OSError, TimeoutError) as e:
         raise watchdog.failure(e) from None
-    if remote.process.exit_status == 0:
+    except PcapdumpError as e:
+        raise PcapdumpError(f"{gw.label}: {e}") from None
+    process = remote.process
+    if process.exit_status == 0 and remote.first is not None:
         return 0
-    said = remote.said
-    for line in said:
-        print(f"{gw.label}: {line}", file=sys.stderr)
-    if not said:
-        print(f"pcapdump: {gw.label}: the remote stream ended ({command})", file=sys.stderr)
+    if process.exit_status == 0:
+        print(f"pcapdump: {gw.label}: the gateway's stream ended without sending anything", file=sys.stderr)
+    elif process.exit_signal:
+        print(f"pcapdump: {gw.label}: the gateway's stream was killed (signal {process.exit_signal[0]})",
+              file=sys.stderr)  # fmt: skip
+    else:
+        # The last thing the gateway's pcapdump said: its error, or its final counters.
+        said = (
+            remote.said[-1]
+            if remote.said
+            else f"the gateway's stream ended with status {process.exit_status}"
+        )
+        print(f"pcapdump: {gw.label}: {said}", file=sys.stderr)
     return EXIT_RUNTIME
 
 
@@ -452,8 +488,44 @@ def capture(opts: argparse.Namespace) -> int:
         os.close(fd)
 
 
+# Options whose value may start with a dash (`--filter-words -tcp`, pcapdump's newer spelling).
+_VALUED = ("--filter-words", "--extcap-capture-filter", "--remote-interface", "--fifo")
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """``--opt value`` as ``--opt=value`` for the options above, so that a value starting with a dash
+    is taken as the value it is."""
+    out: list[str] = []
+    it = iter(argv)
+    for word in it:
+        if word in _VALUED:
+            value = next(it, None)
+            out.append(word if value is None else f"{word}={value}")
+        else:
+            out.append(word)
+    return out
+
+
+def _release_fifo(argv: Sequence[str]) -> None:
+    """A capture that failed before it opened Wireshark's pipe: open and close it, or Wireshark (which
+    waits for it to open) would wait for ever. Only a pipe, only without blocking."""
+    words = _joined(argv)
+    path = next((w.split("=", 1)[1] for w in words if w.startswith("--fifo=")), None)
+    if "--capture" not in words or path is None or _fifo_opened:
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            deadline = time.monotonic() + FIFO_RELEASE_S
+            while time.monotonic() < deadline:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+                    return
+                except OSError:  # ENXIO: Wireshark has not opened it yet
+                    time.sleep(0.05)
+
+
 def run(argv: Sequence[str]) -> int:
-    opts = _parser().parse_args(list(argv))
+    opts = _parser().parse_args(_joined(argv))
     if opts.help:
         print(
             f"{PROGRAM}: Wireshark's extcap program for pcapdump.\n"
@@ -488,8 +560,9 @@ def run(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The entry point Wireshark runs: errors are one line on standard error and a non-zero exit."""
+    words = sys.argv[1:] if argv is None else argv
     try:
-        code = run(sys.argv[1:] if argv is None else argv)
+        code = run(words)
     except UsageError as e:
         print(f"pcapdump: {e.message}", file=sys.stderr)
         code = EXIT_USAGE
@@ -498,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = e.exit_code
     except KeyboardInterrupt:
         code = 0
+    if code != 0:
+        _release_fifo(words)
     sys.stdout.flush()
     sys.exit(code)
 
@@ -534,10 +609,35 @@ def personal_folder() -> tuple[Path, str]:
         return Path(
             os.environ.get("APPDATA", Path.home())
         ) / "Wireshark" / "extcap", "Wireshark's default folder"
+    version = _wireshark_version()
+    if version is not None and version < (4, 1):
+        # Wireshark before 4.1 looks in extcap/ of its personal configuration folder.
+        shown = ".".join(map(str, version))
+        return Path.home() / ".config" / "wireshark" / "extcap", f"Wireshark {shown}'s personal folder"
     return (
         Path.home() / ".local" / "lib" / "wireshark" / "extcap",
         "Wireshark's default folder (4.1 and later)",
     )
+
+
+def _wireshark_version() -> tuple[int, int] | None:
+    """The version of this machine's Wireshark, from whichever of its programs is here (dumpcap comes
+    with every Wireshark; tshark not always)."""
+    import re
+    import shutil
+    import subprocess
+
+    for program in ("dumpcap", "wireshark", "tshark"):
+        path = shutil.which(program)
+        if path is None:
+            continue
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if m := re.search(r"\(Wireshark\) (\d+)\.(\d+)", out):
+            return int(m[1]), int(m[2])
+    return None
 
 
 def _launcher(folder: Path) -> tuple[str, str, str]:
@@ -554,15 +654,23 @@ def _launcher(folder: Path) -> tuple[str, str, str]:
 
 def install() -> str:
     folder, how = personal_folder()
+    if not folder.is_absolute():
+        raise PcapdumpError(f"'{folder}': not an absolute folder (is HOME set?)")
     name, text, page = _launcher(folder)
     path = folder / name
     _refuse_foreign(path)
+    _refuse_foreign(folder / page)
     folder.mkdir(parents=True, exist_ok=True)
     for target, content, mode in ((folder / page, help_text(), 0o644), (path, text, 0o755)):
         temp = folder / f".{target.name}.{os.getpid()}.tmp"
-        temp.write_text(content)
-        temp.chmod(mode)
-        os.replace(temp, target)
+        try:
+            temp.write_text(content)
+            temp.chmod(mode)
+            os.replace(temp, target)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise PcapdumpError(f"'{target}': cannot write it: {e.strerror}") from None
     return f"installed {path} ({how}); Wireshark lists its interfaces after a restart"
 
 
@@ -574,7 +682,8 @@ def uninstall() -> str:
         return f"not installed: no {path} ({how})"
     _refuse_foreign(path)
     path.unlink()
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError, PcapdumpError):
+        _refuse_foreign(folder / page)
         (folder / page).unlink()
     return f"removed {path}"
 
@@ -587,7 +696,9 @@ def _refuse_foreign(path: Path) -> None:
         return
     ours = stat.S_ISREG(st.st_mode) and MARK[2:] in path.read_text(errors="replace")[:200]
     if not ours:
-        raise PcapdumpError(f"'{path}': not a pcapdump launcher; remove or rename it first")
+        raise PcapdumpError(
+            f"'{path}': not pcapdump's (someone else's file, a link or a folder); remove or rename it first"
+        )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def describe(conn: tuple[Endpoint, Endpoint]) -> str:
     def end(e: Endpoint) -> str:
         return f"[{e[0]}]:{e[1]}" if ":" in e[0] else f"{e[0]}:{e[1]}"
 
-    return f"{end(conn[0])} > {end(conn[1])}"
+    return f"{end(conn[0])} > {end(conn[1])}, and every SSH session to {end(conn[1])}"
 
 
 @dataclass(frozen=True)
@@ -70,17 +70,28 @@ class Streamed:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a stream will capture: the filter with the SSH connection left out (``left_out``)."""
+    """What a stream will capture: the filter with the SSH connection left out (``left_out``), and
+    what to tell the user about it (``note``: an ``SSH_CONNECTION`` that could not be read)."""
 
     filter: Filter | None
     left_out: tuple[Endpoint, Endpoint] | None
+    note: str | None = None
 
 
 def plan(flt: Filter | None, keep_ssh: bool, env: Mapping[str, str] = os.environ) -> Plan:
-    conn = None if keep_ssh else ssh_connection(env)
-    if conn is None:
+    """Both ends of the SSH connection are left out, each whatever the other end: the client's (so a
+    port translated on the way to the server changes nothing) and the server's (so that two streams of
+    two sessions do not capture each other's, each feeding the other)."""
+    if keep_ssh:
         return Plan(flt, None)
-    return Plan((flt or Filter()).without_connection(*conn), conn)
+    conn = ssh_connection(env)
+    if conn is None:
+        said = env.get("SSH_CONNECTION")
+        note = f"SSH_CONNECTION {said[:80]!r} not understood: no SSH connection left out" if said else None
+        return Plan(flt, None, note)
+    (client, server) = conn
+    left = (flt or Filter()).without_tcp_end(*client).without_tcp_end(*server)
+    return Plan(left, conn)
 
 
 @contextlib.contextmanager
@@ -131,10 +142,26 @@ def run(
     return Streamed(packets, end, dict(cap.stats()))
 
 
+# Ends that leave captured packets unwritten, or the capture without its interface: a failure.
+FAILED_ENDS = (
+    "reader stopped reading",
+    "stopped again before the reader took everything",
+    "interface removed",
+)
+
+
+def not_written(result: Streamed) -> int:
+    """Packets the capture kept that never reached the reader: it fell behind (the ring overwrote
+    them), left, stopped reading, or the stream was given up."""
+    kept: int = result.stats["packets"]
+    return max(0, kept - result.packets)
+
+
 def summary(iface: str, result: Streamed) -> str:
     """The final counters, one line: ``int: count reached: 10 packets streamed, kernel drops 0, ...``."""
     s = result.stats
     return (
         f"{iface}: {result.end}: {result.packets} packet{'s' if result.packets != 1 else ''} streamed, "
-        f"kernel drops {s['kernel_drops']}, lost while the reader was behind {s['live_dropped']}"
+        f"kernel drops {s['kernel_drops']}, buffer drops {s['buffer_full_drops']}, "
+        f"not written {not_written(result)}"
     )

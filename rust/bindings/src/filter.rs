@@ -1,5 +1,5 @@
 use pcapdump_core::bpf::interp::{self, Ancillary};
-use pcapdump_core::filter::{filter_words as words, Filter, LinkHeader, TcpConnection};
+use pcapdump_core::filter::{filter_words as words, Filter, LinkHeader, TcpEnd};
 use pcapdump_core::limits::MAX_SNAPLEN;
 use pcapdump_core::packet::LinkType;
 use pyo3::prelude::*;
@@ -76,22 +76,12 @@ impl PyFilter {
         ))
     }
 
-    /// This filter, and not the packets of the TCP connection between ``a`` and ``b`` (each an
-    /// (address, port) pair), either way: how ``stream`` leaves out the SSH connection it runs over.
-    fn without_connection(
-        &self,
-        a: (std::net::IpAddr, u16),
-        b: (std::net::IpAddr, u16),
-    ) -> PyResult<PyFilter> {
-        let connection = TcpConnection::new(a, b).ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "{} and {}: the two ends of a connection are of one address family",
-                a.0, b.0
-            ))
-        })?;
-        Ok(PyFilter {
-            inner: self.inner.excluding(connection),
-        })
+    /// This filter, and not the TCP packets from or to ``addr`` port ``port`` either: how ``stream``
+    /// leaves out the SSH connection it runs over (both of its ends).
+    fn without_tcp_end(&self, addr: std::net::IpAddr, port: u16) -> PyFilter {
+        PyFilter {
+            inner: self.inner.excluding(TcpEnd::new(addr, port)),
+        }
     }
 
     fn __str__(&self) -> String {

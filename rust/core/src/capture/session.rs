@@ -182,6 +182,8 @@ impl LiveQueue {
 /// What the capture thread and the owner share.
 struct Shared {
     stop_requested: AtomicBool,
+    /// How many times a stop was asked for: a second one tells a stream to give up its reader.
+    stop_requests: AtomicU64,
     state: Mutex<State>,
     /// Wall-clock time (ns since the epoch) the capture stopped; 0 while it runs.
     stopped_ns: AtomicU64,
@@ -238,6 +240,7 @@ impl Capture {
         })?);
         let shared = Arc::new(Shared {
             stop_requested: AtomicBool::new(false),
+            stop_requests: AtomicU64::new(0),
             state: Mutex::new(State::Running),
             stopped_ns: AtomicU64::new(0),
             packets: AtomicU64::new(0),
@@ -344,8 +347,14 @@ impl Capture {
 
     /// Ask the thread to stop without waiting for it.
     pub fn request_stop(&self) {
+        self.shared.stop_requests.fetch_add(1, Ordering::SeqCst);
         self.shared.stop_requested.store(true, Ordering::SeqCst);
         self.waker.wake();
+    }
+
+    /// How many times a stop was asked for (`request_stop`, `stop`).
+    pub fn stop_requests(&self) -> u64 {
+        self.shared.stop_requests.load(Ordering::SeqCst)
     }
 
     /// Stop and wait until every packet the kernel already handed over is stored. Packets of a block

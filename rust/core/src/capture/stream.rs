@@ -1,11 +1,13 @@
 //! `stream`: one capture's packets written as pcapng to a pipe (Wireshark, ssh) as they come, each
 //! handed over at once. The capture thread never waits for the reader: packets go through the capture
 //! buffer (a ring), and a reader that falls a whole buffer behind loses the oldest of them, counted as
-//! the capture's `live_dropped`. Writes never block either: the descriptor is made non-blocking for the
-//! stream, so a Ctrl-C, a stop or a reader that went away is seen within a wait slice.
+//! the capture's `live_dropped`. Writes never block either (a pipe is written through a description of
+//! its own, made non-blocking), so a Ctrl-C, a stop or a reader that went away is seen within a wait
+//! slice.
 
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::buffer::Cursor;
@@ -25,6 +27,9 @@ pub enum StreamEnd {
     ReaderGone,
     /// The capture stopped but the reader took nothing for a while: the rest was not written.
     ReaderStuck,
+    /// A second stop came while the reader was still taking what the capture kept: the rest was not
+    /// written.
+    GivenUp,
 }
 
 impl StreamEnd {
@@ -33,6 +38,7 @@ impl StreamEnd {
             StreamEnd::Stopped(reason) => reason.as_str(),
             StreamEnd::ReaderGone => "reader gone",
             StreamEnd::ReaderStuck => "reader stopped reading",
+            StreamEnd::GivenUp => "stopped again before the reader took everything",
         }
     }
 }
@@ -50,7 +56,7 @@ impl Capture {
     /// capture after `cursor` as it is stored, until the capture stops (then its statistics block) or
     /// the reader goes away; the capture is stopped when the stream ends. `tick` is called after each
     /// wait of at most `WAIT_SLICE` (a Ctrl-C can be looked at); when it returns false the capture
-    /// is stopped and what it kept is still written.
+    /// is stopped and what it kept is still written, unless a stop is asked for again.
     pub fn stream_pcapng(
         &self,
         cursor: &mut Cursor,
@@ -83,45 +89,58 @@ impl Capture {
             filter: self.program(),
         })?;
         let mut pending = header.into_inner();
+        // Where each packet of `pending` ends: a write cut short still counts the packets it carried.
+        let mut ends = Vec::new();
         // While the reader takes nothing: look at Ctrl-C, and wait on (the capture runs, or it has
-        // stopped and the reader took something lately), else give up on the reader.
+        // stopped and the reader took something lately and no second stop came), else give up.
         let mut waiting = |idle: Duration| {
             if !tick() {
                 self.request_stop();
             }
-            self.state() == State::Running || idle < STREAM_DRAIN_GRACE
+            if self.stop_requests() >= 2 {
+                return Some(StreamEnd::GivenUp);
+            }
+            let keep_on = self.state() == State::Running || idle < STREAM_DRAIN_GRACE;
+            (!keep_on).then_some(StreamEnd::ReaderStuck)
         };
         let mut looked = Instant::now();
         loop {
             // Under steady traffic nothing waits: Ctrl-C is still looked at every slice.
             if looked.elapsed() >= WAIT_SLICE {
-                waiting(Duration::ZERO);
+                if let Some(end) = waiting(Duration::ZERO).filter(|e| *e == StreamEnd::GivenUp) {
+                    streamed.end = end;
+                    return Ok(streamed);
+                }
                 looked = Instant::now();
             }
             // The state is read before the buffer: a capture seen stopped has stored its last packet.
             let state = self.state();
-            let batch = self.take_batch(cursor, &mut pending);
-            if let (0, State::Stopped(reason)) = (batch, state) {
+            let batch = self.take_batch(cursor, &mut pending, &mut ends);
+            let last = if let (0, State::Stopped(reason)) = (batch, state) {
                 let mut stats = self.interface_stats(streamed.packets);
                 let s = self.stats();
                 stats.buffer_drops = Some(s.buffer_full_drops + s.live_dropped);
                 encode_stats(&mut pending, 0, &stats);
-                streamed.end = match out.write_all(&pending, &mut waiting)? {
-                    Written::All => StreamEnd::Stopped(reason),
-                    Written::ReaderGone => StreamEnd::ReaderGone,
-                    Written::GaveUp => StreamEnd::ReaderStuck,
-                };
-                return Ok(streamed);
-            }
-            match out.write_all(&pending, &mut waiting)? {
-                Written::All => streamed.packets += batch,
-                Written::ReaderGone => return Ok(streamed),
-                Written::GaveUp => {
-                    streamed.end = StreamEnd::ReaderStuck;
+                Some(reason)
+            } else {
+                None
+            };
+            let (written, bytes) = out.write_all(&pending, &mut waiting)?;
+            streamed.packets += ends.iter().filter(|&&end| end <= bytes).count() as u64;
+            match (written, last) {
+                (Written::All, Some(reason)) => {
+                    streamed.end = StreamEnd::Stopped(reason);
+                    return Ok(streamed);
+                }
+                (Written::All, None) => {}
+                (Written::ReaderGone, _) => return Ok(streamed),
+                (Written::GaveUp(end), _) => {
+                    streamed.end = end;
                     return Ok(streamed);
                 }
             }
             pending.clear();
+            ends.clear();
             if batch > 0 {
                 continue;
             }
@@ -129,14 +148,17 @@ impl Capture {
                 return Ok(streamed);
             }
             self.wait_stored(cursor, WAIT_SLICE);
-            waiting(Duration::ZERO);
+            if let Some(StreamEnd::GivenUp) = waiting(Duration::ZERO) {
+                streamed.end = StreamEnd::GivenUp;
+                return Ok(streamed);
+            }
             looked = Instant::now();
         }
     }
 
     /// This capture's packets after `cursor`, encoded onto `pending` up to about `STREAM_BATCH`
-    /// bytes, under one lock of the buffer: how many.
-    fn take_batch(&self, cursor: &mut Cursor, pending: &mut Vec<u8>) -> u64 {
+    /// bytes, under one lock of the buffer, with where each ends in `ends`: how many.
+    fn take_batch(&self, cursor: &mut Cursor, pending: &mut Vec<u8>, ends: &mut Vec<usize>) -> u64 {
         let b = self.buffer().lock();
         let (mut missed, mut taken) = (0, 0);
         while pending.len() < STREAM_BATCH {
@@ -157,6 +179,7 @@ impl Capture {
                 Some(p.direction),
             );
             pending.truncate(start + n);
+            ends.push(pending.len());
             taken += 1;
         }
         drop(b);
@@ -171,26 +194,55 @@ impl Capture {
 enum Written {
     All,
     ReaderGone,
-    GaveUp,
+    GaveUp(StreamEnd),
 }
 
-/// The stream's descriptor, non-blocking while the stream lasts (its flags are put back after).
+/// Where the stream writes, without ever blocking. A pipe is written through a description of its own
+/// (opened again through /proc), made non-blocking: the one the caller shares with others (a shell
+/// pipeline's standard output) keeps its flags, even if this process is killed. A socket is made
+/// non-blocking for the stream and put back; a file never blocks.
 struct Output<'a> {
     fd: BorrowedFd<'a>,
-    flags: libc::c_int,
+    /// The pipe's own description, when `fd` is a pipe.
+    own: Option<OwnedFd>,
+    /// A socket's flags, to put back.
+    restore: Option<libc::c_int>,
 }
 
 impl<'a> Output<'a> {
     fn new(fd: BorrowedFd<'a>) -> io::Result<Output<'a>> {
-        // SAFETY: fcntl on a descriptor the caller keeps open for the stream's lifetime.
-        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
+        let kind = File::from(fd.try_clone_to_owned()?).metadata()?.file_type();
+        let mut out = Output {
+            fd,
+            own: None,
+            restore: None,
+        };
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            match reopen_nonblocking(fd) {
+                Ok(own) => out.own = Some(own),
+                // No reader any more: the first write says so (EPIPE), without blocking.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => return Err(e),
+            }
+        } else if kind.is_socket() {
+            // SAFETY: fcntl on a descriptor the caller keeps open for the stream's lifetime.
+            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            if flags < 0
+                || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }
+                    < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            out.restore = Some(flags);
         }
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Output { fd, flags })
+        Ok(out)
+    }
+
+    fn raw(&self) -> libc::c_int {
+        self.own
+            .as_ref()
+            .map_or(self.fd.as_raw_fd(), |o| o.as_fd().as_raw_fd())
     }
 
     /// The reader closed its end: poll says so without writing anything.
@@ -200,7 +252,7 @@ impl<'a> Output<'a> {
 
     fn poll(&self, timeout: Duration) -> libc::c_short {
         let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
+            fd: self.raw(),
             events: libc::POLLOUT,
             revents: 0,
         };
@@ -213,19 +265,21 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Write `bytes` whole. While the reader has no room, wait for it in slices, as long as
-    /// `waiting(time since it last took something)` says so.
+    /// Write `bytes` whole, and say how much went out. While the reader has no room, wait for it in
+    /// slices, as long as `waiting(time since it last took something)` gives no reason to stop.
     fn write_all(
         &mut self,
-        mut bytes: &[u8],
-        waiting: &mut dyn FnMut(Duration) -> bool,
-    ) -> io::Result<Written> {
+        bytes: &[u8],
+        waiting: &mut dyn FnMut(Duration) -> Option<StreamEnd>,
+    ) -> io::Result<(Written, usize)> {
+        let mut done = 0;
         let mut progress = Instant::now();
-        while !bytes.is_empty() {
-            // SAFETY: writes from a slice we hold to a descriptor the caller keeps open.
-            let n = unsafe { libc::write(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        while done < bytes.len() {
+            let rest = &bytes[done..];
+            // SAFETY: writes from a slice we hold to a descriptor open for the stream's lifetime.
+            let n = unsafe { libc::write(self.raw(), rest.as_ptr().cast(), rest.len()) };
             if n > 0 {
-                bytes = &bytes[n as usize..];
+                done += n as usize;
                 progress = Instant::now();
                 continue;
             }
@@ -234,27 +288,47 @@ impl<'a> Output<'a> {
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EPIPE | libc::ECONNRESET) => return Ok(Written::ReaderGone),
+                Some(libc::EPIPE | libc::ECONNRESET) => return Ok((Written::ReaderGone, done)),
                 Some(libc::EINTR) => {}
                 Some(code) if code == libc::EAGAIN || code == libc::EWOULDBLOCK => {
                     let revents = self.poll(WAIT_SLICE);
                     if revents & libc::POLLOUT == 0 && revents & libc::POLLERR != 0 {
-                        return Ok(Written::ReaderGone);
+                        return Ok((Written::ReaderGone, done));
                     }
                 }
                 _ => return Err(e),
             }
-            if !waiting(progress.elapsed()) {
-                return Ok(Written::GaveUp);
+            if let Some(end) = waiting(progress.elapsed()) {
+                return Ok((Written::GaveUp(end), done));
             }
         }
-        Ok(Written::All)
+        Ok((Written::All, done))
     }
+}
+
+/// A description of the pipe `fd` of its own, write-only and non-blocking.
+fn reopen_nonblocking(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path; the descriptor returned is ours to own.
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 impl Drop for Output<'_> {
     fn drop(&mut self) {
-        // SAFETY: as in `new`.
-        unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, self.flags) };
+        if let Some(flags) = self.restore {
+            // SAFETY: as in `new`.
+            unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, flags) };
+        }
     }
 }

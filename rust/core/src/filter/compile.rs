@@ -10,8 +10,7 @@
 
 use super::eval::Needs;
 use super::expr::{
-    mask128, mask32, Expr, Group, IcmpType, IpNet, Mac, PortRange, Proto, Side, TcpConnection,
-    TcpFlag,
+    mask128, mask32, Expr, Group, IcmpType, IpNet, Mac, PortRange, Proto, Side, TcpEnd, TcpFlag,
 };
 use crate::bpf::asm::{Asm, AsmError, Label};
 use crate::bpf::{ancillary, op, Insn};
@@ -74,7 +73,7 @@ pub fn compile(expr: &Expr, snaplen: u32, header: LinkHeader) -> Result<Vec<Insn
             Group::Port(side, ranges) => c.port(*side, ranges, yes, no),
             Group::TcpFlags(flags) => c.tcp_flags(flags, yes, no),
             Group::IcmpType(types) => c.icmp_type(types, yes, no),
-            Group::Connection(conn) => c.connection(conn, yes, no),
+            Group::TcpEnd(end) => c.tcp_end(end, yes, no),
         }
         c.asm.goto(no);
         c.asm.place(next);
@@ -462,43 +461,26 @@ impl Compiler {
         }
     }
 
-    /// Either direction of a TCP connection: source address, destination address, source port,
-    /// destination port, each tested only when the one before matched (as `eval` reads them).
-    fn connection(&mut self, conn: &TcpConnection, matched: Label, unmatched: Label) {
+    /// TCP from or to one end: the source address, then its port; the destination address, then its
+    /// port (each tested only when the one before matched, as `eval` reads them).
+    fn tcp_end(&mut self, end: &TcpEnd, matched: Label, unmatched: Label) {
         let tcp = self.asm.label();
         self.asm.ld_mem(slot::PROTO);
         self.asm.jump(op::JEQ, ipproto::TCP as u32, tcp, unmatched);
         self.asm.place(tcp);
-        for (i, [(src, sport), (dst, dport)]) in conn.directions().into_iter().enumerate() {
-            let other = if i == 0 { self.asm.label() } else { unmatched };
-            let steps = [self.asm.label(), self.asm.label(), self.asm.label()];
-            self.ip(Side::Src, &[src], steps[0], other);
-            self.asm.place(steps[0]);
-            self.ip(Side::Dst, &[dst], steps[1], other);
-            self.asm.place(steps[1]);
-            self.port(
-                Side::Src,
-                &[PortRange {
-                    lo: sport,
-                    hi: sport,
-                }],
-                steps[2],
-                other,
-            );
+        let port = [PortRange {
+            lo: end.port,
+            hi: end.port,
+        }];
+        let as_destination = self.asm.label();
+        for (side, other) in [(Side::Src, as_destination), (Side::Dst, unmatched)] {
+            let address_matched = self.asm.label();
+            self.ip(side, &[end.addr], address_matched, other);
+            self.asm.place(address_matched);
+            self.port(side, &port, matched, other);
             self.asm.goto(other);
-            self.asm.place(steps[2]);
-            self.port(
-                Side::Dst,
-                &[PortRange {
-                    lo: dport,
-                    hi: dport,
-                }],
-                matched,
-                other,
-            );
-            self.asm.goto(other);
-            if i == 0 {
-                self.asm.place(other);
+            if side == Side::Src {
+                self.asm.place(as_destination);
             }
         }
     }

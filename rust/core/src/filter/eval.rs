@@ -9,7 +9,7 @@
 //! [`Program`]: its terms sorted into the stage of the frame they read, each with its values in the form
 //! its test wants (one mask for TCP flags, bit sets for protocols and ICMP types, address masks made).
 
-use super::expr::{Expr, Group, IpNet, PortRange, Proto, Side, TcpConnection};
+use super::expr::{Expr, Group, IpNet, PortRange, Proto, Side, TcpEnd};
 use crate::packet::{
     ethertype, ipproto, locate_transport, walk_l2, LinkType, Located, Tags, MAX_TAGS,
 };
@@ -37,7 +37,7 @@ impl Needs {
                 | Group::Port(..)
                 | Group::TcpFlags(_)
                 | Group::IcmpType(_)
-                | Group::Connection(_) => {
+                | Group::TcpEnd(_) => {
                     n.link_layer = true;
                     n.transport |= reads_transport(g);
                 }
@@ -49,7 +49,7 @@ impl Needs {
 
 fn reads_transport(g: &Group) -> bool {
     match g {
-        Group::Port(..) | Group::TcpFlags(_) | Group::IcmpType(_) | Group::Connection(_) => true,
+        Group::Port(..) | Group::TcpFlags(_) | Group::IcmpType(_) | Group::TcpEnd(_) => true,
         Group::Proto(ps) => ps.iter().any(|p| matches!(p, Proto::Ip(_))),
         Group::Eth(..) | Group::Vlan(_) | Group::Ip(..) => false,
     }
@@ -80,7 +80,7 @@ pub struct Program {
     tcp_flags: Box<[Term<u8>]>,
     icmp_types: Box<[Term<IcmpTest>]>,
     ports: Box<[Term<PortTest>]>,
-    connections: Box<[Term<ConnectionTest>]>,
+    tcp_ends: Box<[Term<EndTest>]>,
 }
 
 /// A test, and whether it is one a packet must fail (`not …`).
@@ -214,7 +214,7 @@ impl Program {
         let mut p = Program::default();
         let (mut vlans, mut ips, mut arp, mut protocols) = (vec![], vec![], vec![], vec![]);
         let (mut macs, mut tcp_flags, mut icmp_types, mut ports) = (vec![], vec![], vec![], vec![]);
-        let mut connections = vec![];
+        let mut tcp_ends = vec![];
         let mut required_protocols: Option<ByteSet> = None;
         let mut require = |set: ByteSet, excluded: bool| {
             if !excluded {
@@ -273,10 +273,10 @@ impl Program {
                     require(ByteSet::from_iter(carried.map(|(_, p)| *p)), excluded);
                     icmp_types.push(Term { test, excluded });
                 }
-                Group::Connection(c) => {
+                Group::TcpEnd(e) => {
                     require(ByteSet::from_iter([ipproto::TCP]), excluded);
-                    connections.push(Term {
-                        test: ConnectionTest::of(c),
+                    tcp_ends.push(Term {
+                        test: EndTest::of(e),
                         excluded,
                     });
                 }
@@ -296,7 +296,7 @@ impl Program {
             || !tcp_flags.is_empty()
             || !icmp_types.is_empty()
             || !ports.is_empty()
-            || !connections.is_empty();
+            || !tcp_ends.is_empty();
         p.link_layer = p.transport || !vlans.is_empty() || !ips.is_empty() || !arp.is_empty();
         p.ipv4_protocols = required_protocols;
         p.macs = macs.into();
@@ -307,7 +307,7 @@ impl Program {
         p.tcp_flags = tcp_flags.into();
         p.icmp_types = icmp_types.into();
         p.ports = ports.into();
-        p.connections = connections.into();
+        p.tcp_ends = tcp_ends.into();
         p
     }
 
@@ -414,41 +414,35 @@ impl Program {
             Ok(bits & mask != 0)
         }) && all(&self.icmp_types, |t| t.run(bytes, at))
             && all(&self.ports, |t| t.run(bytes, at))
-            && all(&self.connections, |c| c.run(bytes, net, at))
+            && all(&self.tcp_ends, |e| e.run(bytes, net, at))
     }
 }
 
-/// One TCP connection's tests: for each direction, source address, destination address, source port,
-/// destination port.
+/// The tests of one end of TCP connections: as source (address, port), then as destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct ConnectionTest([[(IpTest, PortTest); 2]; 2]);
+struct EndTest([(IpTest, PortTest); 2]);
 
-impl ConnectionTest {
-    fn of(c: &TcpConnection) -> ConnectionTest {
-        let end = |side, (net, port): (IpNet, u16)| {
-            let ranges = Box::new([PortRange { lo: port, hi: port }]);
-            (IpTest::of(side, &[net]), PortTest { side, ranges })
+impl EndTest {
+    fn of(e: &TcpEnd) -> EndTest {
+        let side = |side| {
+            let ranges = Box::new([PortRange {
+                lo: e.port,
+                hi: e.port,
+            }]);
+            (IpTest::of(side, &[e.addr]), PortTest { side, ranges })
         };
-        ConnectionTest(
-            c.directions()
-                .map(|[src, dst]| [end(Side::Src, src), end(Side::Dst, dst)]),
-        )
+        EndTest([side(Side::Src), side(Side::Dst)])
     }
 
-    /// Whether the packet is a (first) segment of the connection, either way. Read as the program
-    /// reads it: for each direction the source address, the destination address, then the two ports,
-    /// each only if the one before matched.
+    /// Whether the packet is a (first) TCP segment from or to the end. Read as the program reads it:
+    /// the source address, its port if that matched, then the destination address and its port.
     #[inline(always)]
     fn run(&self, bytes: &[u8], net: &Network, at: Transport) -> Result<bool, Cut> {
         if at.proto != Some(ipproto::TCP) {
             return Ok(false);
         }
-        for [(src_ip, src_port), (dst_ip, dst_port)] in &self.0 {
-            if src_ip.run(bytes, net)?
-                && dst_ip.run(bytes, net)?
-                && src_port.run(bytes, at)?
-                && dst_port.run(bytes, at)?
-            {
+        for (ip, port) in &self.0 {
+            if ip.run(bytes, net)? && port.run(bytes, at)? {
                 return Ok(true);
             }
         }

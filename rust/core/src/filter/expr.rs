@@ -92,18 +92,19 @@ pub struct IcmpType {
     pub v6: Option<u8>,
 }
 
-/// One TCP connection, both directions, by its two ends (address and port). Not a filter word: `stream`
-/// leaves out the SSH connection it runs over with it, so the packets it sends are not captured again.
+/// One end of TCP connections (an address and a port), either way: the packets it sends and those
+/// sent to it. Not a filter word: `stream` leaves out the two ends of the SSH connection it runs over,
+/// so that what it sends is not captured again (by itself, or by a stream of another session).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TcpConnection {
-    /// Host addresses (full prefixes) of one family.
-    pub ends: [(IpNet, u16); 2],
+pub struct TcpEnd {
+    /// A host address (a full prefix).
+    pub addr: IpNet,
+    pub port: u16,
 }
 
-impl TcpConnection {
-    /// `None` when the two addresses are of different families.
-    pub fn new(a: (IpAddr, u16), b: (IpAddr, u16)) -> Option<TcpConnection> {
-        let host = |addr: IpAddr| match addr {
+impl TcpEnd {
+    pub fn new(addr: IpAddr, port: u16) -> TcpEnd {
+        let addr = match addr {
             IpAddr::V4(v4) => IpNet::V4 {
                 addr: v4.into(),
                 prefix: 32,
@@ -113,15 +114,7 @@ impl TcpConnection {
                 prefix: 128,
             },
         };
-        (a.0.is_ipv4() == b.0.is_ipv4()).then(|| TcpConnection {
-            ends: [(host(a.0), a.1), (host(b.0), b.1)],
-        })
-    }
-
-    /// The two directions, as (source, destination).
-    pub fn directions(&self) -> [[(IpNet, u16); 2]; 2] {
-        let [a, b] = self.ends;
-        [[a, b], [b, a]]
+        TcpEnd { addr, port }
     }
 }
 
@@ -137,8 +130,8 @@ pub enum Group {
     TcpFlags(Vec<TcpFlag>),
     /// ICMP or ICMPv6 messages of any of these types (first fragments only).
     IcmpType(Vec<IcmpType>),
-    /// The packets of one TCP connection (first fragments only); only ever excluded.
-    Connection(TcpConnection),
+    /// The TCP packets from or to one end (first fragments only); only ever excluded.
+    TcpEnd(TcpEnd),
 }
 
 impl Group {
@@ -253,14 +246,10 @@ impl Words<'_, '_, '_> {
                         None => self.one(format_args!("icmptype {}", t.v4.or(t.v6).unwrap_or(0))),
                     })
             }
-            Group::Connection(c) => {
-                let end = |(net, port): (IpNet, u16)| match net {
-                    IpNet::V6 { .. } => format!("[{net}]:{port}"),
-                    IpNet::V4 { .. } => format!("{net}:{port}"),
-                };
-                let [a, b] = c.ends;
-                self.one(format_args!("tcp-connection {} {}", end(a), end(b)))
-            }
+            Group::TcpEnd(e) => match e.addr {
+                IpNet::V6 { .. } => self.one(format_args!("tcp-end [{}]:{}", e.addr, e.port)),
+                IpNet::V4 { .. } => self.one(format_args!("tcp-end {}:{}", e.addr, e.port)),
+            },
             Group::Proto(v) => v.iter().try_for_each(|p| match p {
                 Proto::Arp => self.one(format_args!("arp")),
                 Proto::Ip(n) => match super::words::proto_alias(*n) {
@@ -273,7 +262,7 @@ impl Words<'_, '_, '_> {
 }
 
 /// The canonical classic spelling, e.g. `ipsrc 198.18.0.1 tcp port 80 port 443 not port 22`; a left-out
-/// connection, which no word makes, reads `not tcp-connection 198.18.0.1:40000 198.18.0.2:22`.
+/// end of TCP connections, which no word makes, reads `not tcp-end 198.18.0.1:40000`.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut words = Words {

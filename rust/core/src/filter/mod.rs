@@ -6,7 +6,7 @@ mod expr;
 mod words;
 
 pub use compile::LinkHeader;
-pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side, TcpConnection};
+pub use expr::{Expr, Group, IpNet, Mac, PortRange, Proto, Side, TcpEnd};
 pub use words::{filter_words, FilterError, NEGATION};
 
 use crate::bpf::asm::AsmError;
@@ -46,10 +46,10 @@ impl Filter {
         Filter::parse(&tokens)
     }
 
-    /// This filter, and not the packets of `connection` either.
-    pub fn excluding(&self, connection: TcpConnection) -> Filter {
+    /// This filter, and not the TCP packets from or to `end` either.
+    pub fn excluding(&self, end: TcpEnd) -> Filter {
         let mut expr = self.expr.clone();
-        expr.excluded.push(Group::Connection(connection));
+        expr.excluded.push(Group::TcpEnd(end));
         Filter {
             program: eval::Program::of(&expr),
             expr,
