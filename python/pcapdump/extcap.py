@@ -484,6 +484,10 @@ def capture(opts: argparse.Namespace) -> int:
         if target.gateway is None:
             return capture_local(target, opts, fd)
         return asyncio.run(capture_remote(target.gateway, opts, fd))
+    except PcapdumpError as e:
+        # Said while the pipe is still open: Wireshark stops the program once the pipe closes, and
+        # takes what it said until then for the error.
+        return _report(e)
     finally:
         os.close(fd)
 
@@ -558,17 +562,19 @@ def run(argv: Sequence[str]) -> int:
     raise UsageError(f"{PROGRAM}: expected --extcap-dlts, --extcap-config or --capture")
 
 
+def _report(e: PcapdumpError) -> int:
+    """One line on standard error, flushed at once; the exit status of the error."""
+    print(f"pcapdump: {e.message if isinstance(e, UsageError) else e}", file=sys.stderr, flush=True)
+    return EXIT_USAGE if isinstance(e, UsageError) else e.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The entry point Wireshark runs: errors are one line on standard error and a non-zero exit."""
     words = sys.argv[1:] if argv is None else argv
     try:
         code = run(words)
-    except UsageError as e:
-        print(f"pcapdump: {e.message}", file=sys.stderr)
-        code = EXIT_USAGE
     except PcapdumpError as e:
-        print(f"pcapdump: {e}", file=sys.stderr)
-        code = e.exit_code
+        code = _report(e)
     except KeyboardInterrupt:
         code = 0
     if code != 0:
