@@ -30,7 +30,9 @@ __all__ = [
     "MIN_RING_BLOCKS",
     "RING_BLOCKS",
     "SHARED_RING_BLOCKS",
+    "STREAM_DRAIN_GRACE_S",
     "TEMP_SUFFIX",
+    "WAIT_SLICE_S",
     "Capture",
     "CaptureBuffer",
     "FileReader",
@@ -67,6 +69,8 @@ MIN_BUFFER_KB: int
 MAX_BUFFER_KB: int
 DEFAULT_BUFFER_KB: int
 DEFAULT_STREAM_BUFFER_KB: int
+WAIT_SLICE_S: float
+STREAM_DRAIN_GRACE_S: float
 RING_BLOCKS: int
 SHARED_RING_BLOCKS: int
 MIN_RING_BLOCKS: int

@@ -31,10 +31,11 @@ from .errors import EXIT_RUNTIME, EXIT_USAGE, FilterError, InventoryError, Pcapd
 from .grammar import IFACE_NAME, IFACE_NAME_RULE
 
 PROGRAM = "pcapdump-extcap"
-# How often a gateway capture looks whether Wireshark left while nothing flows.
-WAIT_SLICE_S = 0.1
-# After SIGTERM, how long the gateway's stream has to send what it kept and its statistics.
-STOP_GRACE_S = 2.0
+# How often a gateway capture looks whether Wireshark left while nothing flows: the engine's wait slice.
+WAIT_SLICE_S = _core.WAIT_SLICE_S
+# After SIGTERM, how long the gateway's stream has to send what it kept and its statistics: as long as
+# a stream waits for its reader once stopped.
+STOP_GRACE_S = _core.STREAM_DRAIN_GRACE_S
 # A capture that failed early waits this long for Wireshark to open its pipe, to close it.
 FIFO_RELEASE_S = 5.0
 # The first bytes of any pcapng stream: a section header block.

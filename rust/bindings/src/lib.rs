@@ -57,6 +57,8 @@ fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_BUFFER_KB", MAX_BUFFER_KB)?;
     m.add("DEFAULT_BUFFER_KB", DEFAULT_BUFFER_KB)?;
     m.add("DEFAULT_STREAM_BUFFER_KB", DEFAULT_STREAM_BUFFER_KB)?;
+    m.add("WAIT_SLICE_S", WAIT_SLICE.as_secs_f64())?;
+    m.add("STREAM_DRAIN_GRACE_S", STREAM_DRAIN_GRACE.as_secs_f64())?;
     m.add("RING_BLOCKS", RING_BLOCKS)?;
     m.add("SHARED_RING_BLOCKS", SHARED_RING_BLOCKS)?;
     m.add("MIN_RING_BLOCKS", MIN_RING_BLOCKS)?;
