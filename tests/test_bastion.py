@@ -60,6 +60,8 @@ def site(tmp_path_factory):
         servers.append(sshd.start(root / "bastion", [client], address=BASTION_OUT, netns=bastion))
         servers.append(sshd.start(root / "gw1", [client], address=GATEWAY, netns=gw))
         servers.append(sshd.start(root / "gw2", [client], address=GATEWAY, netns=gw))
+        # The bastion again, on its inner address: a second bastion that only the first one reaches.
+        servers.append(sshd.start(root / "bastion-in", [client], address=BASTION_IN, netns=bastion))
         (home / ".ssh" / "known_hosts").write_text("".join(s.host_key_line + "\n" for s in servers))
         store = root / "store"
         store.mkdir()
@@ -71,6 +73,7 @@ def site(tmp_path_factory):
             "bastion": servers[0],
             "gw1": servers[1],
             "gw2": servers[2],
+            "bastion_in": servers[3],
             "env": {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"} | {"HOME": str(home)},
         }
     finally:
@@ -213,18 +216,18 @@ def test_a_wrong_bastion_host_key_is_refused_naming_the_bastion(site, tmp_path):
 
 
 def test_known_hosts_files_and_bastions_of_the_configuration_as_openssh_reads_them(site, tmp_path):
-    """Several UserKnownHostsFile (the bastion's key in one, the gateway's in the other); a bastion
-    whose own entry has a ProxyJump (the same bastion, reached through itself); the file named in an
-    error is the one the configuration gave."""
+    """Several UserKnownHostsFile (the bastions' keys in one, the gateways' in the other); a bastion
+    whose own entry has a ProxyJump (the bastion's inner address, reached through its outer one); the
+    file named in an error is the one the configuration gave."""
     lines = (site["home"] / ".ssh" / "known_hosts").read_text().splitlines()
-    (tmp_path / "kh_bastion").write_text(lines[0] + "\n")
-    (tmp_path / "kh_gateways").write_text("\n".join(lines[1:]) + "\n")
-    bp = site["bastion"].port
+    (tmp_path / "kh_bastion").write_text(lines[0] + "\n" + lines[3] + "\n")
+    (tmp_path / "kh_gateways").write_text("\n".join(lines[1:3]) + "\n")
+    bp, bp_in = site["bastion"].port, site["bastion_in"].port
     config = tmp_path / "ssh_config"
     config.write_text(
         f"Host gw1\n  HostName {GATEWAY}\n  Port {site['gw1'].port}\n  ProxyJump b2\n"
         f"  UserKnownHostsFile {tmp_path}/kh_bastion {tmp_path}/kh_gateways\n"
-        f"Host b2\n  HostName {BASTION_OUT}\n  Port {bp}\n  User root\n  ProxyJump b1\n"
+        f"Host b2\n  HostName {BASTION_IN}\n  Port {bp_in}\n  User root\n  ProxyJump b1\n"
         f"Host b1\n  HostName {BASTION_OUT}\n  Port {bp}\n  User root\n"
     )
     inventory(site, f'[cfg.gw1]\nhost = "gw1"\nuser = "root"\nstore = "{site["store"]}"\n')

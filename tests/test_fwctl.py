@@ -637,3 +637,26 @@ def test_loading_fwctl_runs_no_compiler():
 def test_fwctl_help_has_one_usage_line():
     done = subprocess.run([FWCTL_EXE, "--help"], capture_output=True, text=True, check=True)
     assert done.stdout.count("Usage:") == 1 and "--filedownload" in done.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_mid_download_ends_it_and_leaves_nothing(gateway, tmp_path, sig):
+    """A signal that ends fwctl arrives while the file is coming (here held back: the gateway's session is
+    stopped): it ends as Ctrl-C does, at once, and the landing folder goes with it."""
+    huge = gateway["store"] / "huge.cap"
+    with open(huge, "wb") as f:
+        f.truncate(4 << 30)
+    proc = big_download_under_way(gateway, tmp_path, name="huge.cap")
+    sessions = sshd.descendants(gateway["server"].proc.pid)
+    for pid in sessions:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        huge.unlink()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []

@@ -58,7 +58,7 @@ def test_a_bastions_own_proxyjump_puts_its_bastions_in_front(tmp_path):
     # As `ssh -J b2,b3`: b2 as its own entry says (through b1); b3 through b2, its own ProxyJump unused.
     assert [(h.address, h.user) for h in hops] == [("b1", "one"), ("b2", "two"), ("b3", getpass.getuser())]
     config.write_text("Host gw1\n  ProxyJump b1\nHost b1\n  ProxyJump b1\n")
-    with pytest.raises(UsageError, match="bastions deep"):
+    with pytest.raises(UsageError, match="more than 8 bastions"):
         route(gateway(), config)
 
 
@@ -79,3 +79,31 @@ def test_jump_none_is_straight_and_a_comma_list_says_to_write_a_list(tmp_path):
     inv.write_text('[site.gw1]\nhost = "h"\nuser = "u"\nstore = "/s"\njump = "a@b,c@d"\n')
     with pytest.raises(InventoryError, match=r"several hops are a list"):
         load(inv)
+
+
+def test_the_inventorys_known_hosts_and_identity_hold_for_every_hop(tmp_path):
+    """A `Host *` entry matches the bastions too: it must not replace the files the inventory names."""
+    (tmp_path / "key").write_text("key")
+    config = tmp_path / "config"
+    config.write_text(f"Host *\n  UserKnownHostsFile {tmp_path}/lax\n  IdentityFile {tmp_path}/key\n")
+    team = tmp_path / "team_known_hosts"
+    r = route(gateway(known_hosts=team, identity=tmp_path / "mine", jump=(Hop("b"),)), config)
+    assert [e.known_hosts for e in r.endpoints] == [(team,), (team,)]
+    assert [e.client_keys for e in r.endpoints] == [(str(tmp_path / "mine"),)] * 2
+
+
+def test_hostile_configurations_are_one_usage_error(tmp_path):
+    config = tmp_path / "config"
+    for text, said in (
+        (f"Include {config}\n", "Include leads back to itself"),
+        ("Host gw1\n  Port 70000\n", "expected 1…65535"),
+        ("Host gw1\n  ProxyJump a,a\n", "comes twice"),
+        ("Host gw1\n  ProxyJump " + ",".join(f"h{i}" for i in range(20)) + "\n", "at most"),
+    ):
+        config.write_text(text)
+        with pytest.raises(UsageError, match=said):
+            route(gateway(), config)
+    inv = tmp_path / "gateways.toml"
+    # A gateway may be called `jump`: a table is a gateway, a value the data source's own jump.
+    inv.write_text('[site.jump]\nhost = "h"\nuser = "u"\nstore = "/s"\n')
+    assert load(inv)["site"]["jump"].host == "h"

@@ -453,7 +453,7 @@ async def capture_remote(gw: inventory.Gateway, opts: argparse.Namespace, fd: in
             finally:
                 remote.process.close()
                 collect.cancel()
-    except (asyncssh.Error, OSError, TimeoutError) as e:
+    except (asyncssh.Error, OSError, TimeoutError, ValueError) as e:
         raise watchdog.failure(e) from None
     except PcapdumpError as e:
         raise PcapdumpError(f"{gw.label}: {e}") from None

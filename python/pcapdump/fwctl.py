@@ -21,6 +21,7 @@ import posixpath
 import re
 import secrets
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -263,10 +264,12 @@ class Watchdog:
                 if done:
                     return task.result()
                 if time.monotonic() - self.last > self.timeout:
-                    if self.conn is not None:
-                        self.conn.abort()
                     raise StalledError(gateway=self.where(), seconds=self.timeout)
         finally:
+            if not task.done() and self.conn is not None:
+                # Ended from outside (a stall, Ctrl-C, SIGTERM): a polite close would wait for a peer
+                # that may never answer.
+                self.conn.abort()
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
@@ -313,10 +316,14 @@ def failure(
         return UnreachableError(f"{where}: connection lost: {e.reason}")
     if isinstance(e, TimeoutError):
         return UnreachableError(f"{where}: unreachable (no answer in time)")
+    if isinstance(e, socket.gaierror):
+        return UnreachableError(f"{where}: unreachable: {e.strerror}")
     if isinstance(e, OSError):
         # asyncio words a refused connection "Connect call failed (...)": say what happened instead.
         said = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
         return UnreachableError(f"{where}: unreachable: {said}")
+    if isinstance(e, UnicodeError):
+        return UnreachableError(f"{where}: unreachable: not a usable host name")
     return FetchError(f"{where}: {e}")
 
 
@@ -329,11 +336,12 @@ def _host_key_problem(at: sshroute.Endpoint | None, via: sshroute.Endpoint | Non
     entry = name if at.port == sshroute.SSH_PORT else f"[{name}]:{at.port}"
     try:
         files = [str(p) for p in at.known_hosts if p.is_file()]
-        changed = bool(
-            asyncssh.match_known_hosts(asyncssh.read_known_hosts(files), name, at.address, at.port)[0]
-        )
+        found = asyncssh.read_known_hosts(files).match(name, "", at.port)
+        changed, revoked = bool(found[0]), bool(found[2])
     except (OSError, ValueError):
-        changed = False
+        changed = revoked = False
+    if revoked:
+        return f"host key revoked: {shown} marks the key of {entry} as @revoked; do not trust it"
     if changed:
         return (
             f"host key changed: the key it offered is not the one {shown} holds for {entry}; if the change "
@@ -369,11 +377,20 @@ async def _connect(watchdog: Watchdog) -> asyncssh.SSHClientConnection:
                 options["agent_path"] = None
             if endpoint.host_key_alias:
                 options["host_key_alias"] = endpoint.host_key_alias
+            known = asyncssh.read_known_hosts(files)
             conn = await asyncssh.connect(
                 endpoint.address,
                 port=endpoint.port,
                 username=endpoint.user,
-                known_hosts=asyncssh.read_known_hosts(files),
+                # By the name only (OpenSSH's CheckHostIP no): with a HostKeyAlias, an entry under
+                # the address must not do.
+                known_hosts=lambda host, _addr, port, known=known: known.match(host, "", port),
+                # Host keys come from known_hosts alone, not from X.509 authorities asyncssh would
+                # otherwise load from ~/.ssh.
+                x509_trusted_certs=None,
+                x509_trusted_cert_paths=None,
+                # An encrypted key file is passed over (its key may be in the agent), as OpenSSH does.
+                ignore_encrypted=True,
                 tunnel=behind or (),
                 # The route is resolved already: asyncssh is not to read ~/.ssh/config again.
                 config=[],
@@ -426,7 +443,7 @@ async def _fetch(
     try:
         size = await watchdog.run(transfer())
         return Fetched(gw.label, dest, landing.commit(size))
-    except (asyncssh.Error, OSError, TimeoutError) as e:
+    except (asyncssh.Error, OSError, TimeoutError, ValueError) as e:
         raise watchdog.failure(e, name) from None
     finally:
         landing.discard()
@@ -539,7 +556,7 @@ async def _list(gw: Gateway, timeout: float, ssh_config: Path | None) -> list[di
 
     try:
         entries = await watchdog.run(listing())
-    except (asyncssh.Error, OSError, TimeoutError) as e:
+    except (asyncssh.Error, OSError, TimeoutError, ValueError) as e:
         raise watchdog.failure(e) from None
     return sorted(
         (

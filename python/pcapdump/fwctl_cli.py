@@ -229,9 +229,11 @@ def _one_dash_options(argv: list[str]) -> None:
 
 def main() -> None:
     _one_dash_options(sys.argv[1:])
-    # SIGTERM and SIGHUP end a download as Ctrl-C does: the landing folder is removed on the way out.
+    # SIGTERM and SIGHUP end a download as Ctrl-C does, by becoming one: asyncio then cancels the
+    # download where it waits (an exception raised anywhere inside asyncssh could leave it waiting for
+    # ever), and the landing folder is removed on the way out.
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
+        signal.signal(sig, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         try:
             cli.main(standalone_mode=False)

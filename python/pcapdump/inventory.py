@@ -32,7 +32,7 @@ _KEYS = {"host", "port", "user", "identity", "store", "known_hosts", "pcapdump",
 _SOURCE_KEYS = {"jump"}
 JUMP_FORM = "[user@]host[:port] (host a name, an IPv4 address or an [IPv6] address)"
 _HOP = re.compile(
-    r"(?:(?P<user>[^@\s:/\[\]]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*))(?::(?P<port>\d{1,5}))?"
+    r"(?:(?P<user>[^@\s:/\[\]\x00-\x1f\x7f]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*))(?::(?P<port>\d{1,5}))?"
 )
 
 
@@ -187,11 +187,11 @@ def load(path: Path | None = None) -> dict[str, dict[str, Gateway]]:
             raise InventoryError(f"{path}: [{LOCAL}] is reserved for this machine's store")
         if not isinstance(gateways, dict):
             raise InventoryError(f"{path}: '{source}' must be a table of gateways ([{source}.<gateway>])")
-        jump = _jump(f"{path}: [{source}]", gateways["jump"]) if "jump" in gateways else None
+        # A data source's own keys are values; a table of that name is a gateway of that name.
+        own = {k: v for k, v in gateways.items() if k in _SOURCE_KEYS and not isinstance(v, dict)}
+        jump = _jump(f"{path}: [{source}]", own["jump"]) if "jump" in own else None
         sources[source] = {
-            name: _gateway(path, source, name, t, jump)
-            for name, t in gateways.items()
-            if name not in _SOURCE_KEYS
+            name: _gateway(path, source, name, t, jump) for name, t in gateways.items() if name not in own
         }
     return sources
 

@@ -79,7 +79,8 @@ def config_file(choice: str | os.PathLike[str] | None) -> Path | None:
         return None
     path = Path(text).expanduser()
     if not path.is_file():
-        raise UsageError(f"'{text}': no such ssh configuration file (or none to read none)", text)
+        problem = "not a regular file" if path.exists() else "no such ssh configuration file"
+        raise UsageError(f"'{text}': {problem} (or none to read none)", text)
     return path
 
 
@@ -93,9 +94,14 @@ def _settings(config: Path | None, host: str, user: str | None, port: int | None
         parsed = SSHClientConfig.load(
             None, [config], False, False, False, getpass.getuser(), user or (), host, port or ()
         )
+    except RecursionError:
+        raise UsageError(f"'{config}': Include leads back to itself", str(config)) from None
     except (OSError, ValueError) as e:
         raise UsageError(f"'{config}': not a usable ssh configuration: {e}", str(config)) from None
     said = {name: parsed.get(name) for name in _USED if parsed.get(name) is not None}
+    port_said = said.get("Port")
+    if port_said is not None and not (isinstance(port_said, int) and 1 <= port_said <= 65535):
+        raise UsageError(f"'{config}': Port {port_said} for {host}: expected 1…65535", str(config))
     if said.get("ProxyCommand"):
         raise UsageError(
             f"'{config}': ProxyCommand for {host}: not followed (each hop is an SSH connection of its "
@@ -119,8 +125,9 @@ def _jumps(config: Path | None, text: str) -> tuple[Hop, ...]:
 
 
 def _paths(value: object) -> tuple[Path, ...]:
+    """Files the configuration names; ``none`` names none (then no host key can be trusted)."""
     values = value if isinstance(value, list | tuple) else [value]
-    return tuple(Path(str(v)).expanduser() for v in values)
+    return tuple(Path(str(v)).expanduser() for v in values if str(v).lower() != "none")
 
 
 def _keys(value: object) -> tuple[str, ...] | None:
@@ -129,17 +136,22 @@ def _keys(value: object) -> tuple[str, ...] | None:
     return found or None
 
 
-def _bastion(config: Path | None, hop: Hop, like: Endpoint) -> tuple[Endpoint, tuple[Hop, ...]]:
+def _bastion(
+    config: Path | None, hop: Hop, like: Endpoint, inventory: Gateway
+) -> tuple[Endpoint, tuple[Hop, ...]]:
     """A bastion, with its own entry's settings, else those of ``like`` (the gateway's); and the
-    bastions its own ``ProxyJump`` puts in front of it."""
+    bastions its own ``ProxyJump`` puts in front of it. The inventory's ``known_hosts`` and
+    ``identity`` hold for every hop: no configuration entry (a ``Host *`` among them) replaces them."""
     said = _settings(config, hop.host, hop.user, hop.port)
+    own_known = "UserKnownHostsFile" in said and inventory.known_hosts is None
+    own_keys = "IdentityFile" in said and inventory.identity is None
     endpoint = Endpoint(
         bastion=True,
         address=str(said.get("Hostname", hop.host)),
         port=hop.port or int(str(said.get("Port", SSH_PORT))),
         user=hop.user or str(said.get("User") or getpass.getuser()),
-        known_hosts=_paths(said["UserKnownHostsFile"]) if "UserKnownHostsFile" in said else like.known_hosts,
-        client_keys=_keys(said["IdentityFile"]) if "IdentityFile" in said else like.client_keys,
+        known_hosts=_paths(said["UserKnownHostsFile"]) if own_known else like.known_hosts,
+        client_keys=_keys(said["IdentityFile"]) if own_keys else like.client_keys,
         identities_only=bool(said.get("IdentitiesOnly", like.identities_only)),
         host_key_alias=str(said["HostKeyAlias"]) if "HostKeyAlias" in said else None,
     )
@@ -170,24 +182,33 @@ def route(gw: Gateway, config: Path | None) -> Route:
         host_key_alias=str(said["HostKeyAlias"]) if "HostKeyAlias" in said else None,
     )
     jump = gw.jump if gw.jump is not None else _jumps(config, str(said.get("ProxyJump", "none")))
-    hops = _chain(config, jump, replace(gateway, bastion=True), gw.label, 0)
+    if len(jump) > MAX_HOPS:
+        raise UsageError(f"{gw.label}: {len(jump)} bastions: at most {MAX_HOPS}", gw.label)
+    hops = _chain(config, jump, replace(gateway, bastion=True), gw, 0)
+    seen: set[tuple[str, int]] = set()
+    for hop in (*hops, gateway):
+        if (hop.address, hop.port) in seen:
+            raise UsageError(f"{gw.label}: {hop} comes twice on the way (a loop of bastions)", gw.label)
+        seen.add((hop.address, hop.port))
     return Route(tuple(hops), gateway)
 
 
 def _chain(
-    config: Path | None, jump: tuple[Hop, ...], like: Endpoint, label: str, depth: int
+    config: Path | None, jump: tuple[Hop, ...], like: Endpoint, gw: Gateway, depth: int
 ) -> list[Endpoint]:
     """The bastions of ``jump``, as ``ssh -J a,b`` takes them: b through a, and a as its own
     configuration says, whose ``ProxyJump`` may put more bastions in front of it."""
     hops: list[Endpoint] = []
     for at, hop in enumerate(jump):
-        endpoint, before = _bastion(config, hop, like)
+        endpoint, before = _bastion(config, hop, like, gw)
         if at == 0 and before:
-            if depth >= MAX_HOPS:
+            if depth >= MAX_HOPS or len(before) > MAX_HOPS:
                 raise UsageError(
-                    f"{label}: more than {MAX_HOPS} bastions deep (a ProxyJump that leads back to itself?)",
-                    label,
+                    f"{gw.label}: more than {MAX_HOPS} bastions (a ProxyJump that leads back to itself?)",
+                    gw.label,
                 )
-            hops += _chain(config, before, like, label, depth + 1)
+            hops += _chain(config, before, like, gw, depth + 1)
+        if len(hops) >= MAX_HOPS:
+            raise UsageError(f"{gw.label}: more than {MAX_HOPS} bastions on the way", gw.label)
         hops.append(endpoint)
     return hops
