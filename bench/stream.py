@@ -45,6 +45,8 @@ from live import SENDER_C, TARGET, send  # noqa: E402
 
 ENV = {**os.environ, "TZ": "UTC"}
 RATE = 20  # sparse datagrams a second
+# Linux's SO_TIMESTAMPNS (Python's socket module does not name it).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 class Records:
@@ -170,7 +172,7 @@ def socket_floor(net, count: int) -> list[int]:
     got: list[int] = []
     with net.on_capture_side():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind((netns.CAP_V4, 9001))
     s.settimeout(5)
     script = (
@@ -186,7 +188,7 @@ def socket_floor(net, count: int) -> list[int]:
             _, anc, _, _ = s.recvmsg(64, 64)
             now = time.time_ns()
             for level, kind, data in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     sec, nsec = struct.unpack("qq", data[:16])
                     got.append(now - (sec * 1_000_000_000 + nsec))
     finally:
