@@ -142,12 +142,9 @@ def run(
     return Streamed(packets, end, dict(cap.stats()))
 
 
-# Ends that leave captured packets unwritten, or the capture without its interface: a failure.
-FAILED_ENDS = (
-    "reader stopped reading",
-    "stopped again before the reader took everything",
-    "interface removed",
-)
+# Ends that leave captured packets unwritten, or the capture without its interface: a failure (the
+# engine's list; absent where live capture is not built).
+FAILED_ENDS: tuple[str, ...] = tuple(getattr(_core, "STREAM_FAILED_ENDS", ()))
 
 
 def not_written(result: Streamed) -> int:

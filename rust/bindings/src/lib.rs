@@ -59,6 +59,13 @@ fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_STREAM_BUFFER_KB", DEFAULT_STREAM_BUFFER_KB)?;
     m.add("WAIT_SLICE_S", WAIT_SLICE.as_secs_f64())?;
     m.add("STREAM_DRAIN_GRACE_S", STREAM_DRAIN_GRACE.as_secs_f64())?;
+    #[cfg(unix)]
+    m.add(
+        "STREAM_FAILED_ENDS",
+        pcapdump_core::capture::StreamEnd::FAILURES
+            .map(|e| e.as_str())
+            .to_vec(),
+    )?;
     m.add("RING_BLOCKS", RING_BLOCKS)?;
     m.add("SHARED_RING_BLOCKS", SHARED_RING_BLOCKS)?;
     m.add("MIN_RING_BLOCKS", MIN_RING_BLOCKS)?;

@@ -33,6 +33,14 @@ pub enum StreamEnd {
 }
 
 impl StreamEnd {
+    /// The ends that leave packets the capture kept undelivered, or the capture without its interface:
+    /// a stream that ends so has failed.
+    pub const FAILURES: [StreamEnd; 3] = [
+        StreamEnd::ReaderStuck,
+        StreamEnd::GivenUp,
+        StreamEnd::Stopped(StopReason::InterfaceGone),
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StreamEnd::Stopped(reason) => reason.as_str(),
