@@ -39,8 +39,12 @@ DROPPED_WAIT = 1.5  # seconds a dropped connection attempt or datagram is waited
 # ("silent"). One log line per connection or datagram, flushed: the test reads what reached the server.
 SERVERS = r"""
 import socket, sys, threading, time
+lock = threading.Lock()
 def log(*words):
-    print(*words, flush=True)
+    # One write per line under a lock: the servers' threads would otherwise interleave their words.
+    with lock:
+        sys.stdout.write(" ".join(map(str, words)) + "\n")
+        sys.stdout.flush()
 def tcp(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
