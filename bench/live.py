@@ -122,6 +122,19 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def prepare_sender(net: netns.TestNet, work: Path, cc: str) -> Path:
+    """The sender, compiled into `work`; TARGET made a neighbour of the sender's side, so its frames
+    reach `int` without ARP and nothing answers them."""
+    (work / "sender.c").write_text(SENDER_C)
+    sender = work / "sender"
+    subprocess.run([cc, "-O2", "-o", str(sender), str(work / "sender.c")], check=True)
+    cap_mac = netns.mac_of(net.cap_ns, "int")
+    net.in_ns(
+        net.snd_ns, "ip", "neigh", "replace", TARGET, "lladdr", cap_mac, "dev", "ext", "nud", "permanent"
+    )
+    return sender
+
+
 def send(net: netns.TestNet, sender: Path, frames: int) -> dict:
     out = net.in_ns(net.snd_ns, "taskset", "-c", "0", str(sender), TARGET, str(frames))
     return json.loads(out)
@@ -220,13 +233,7 @@ def main() -> None:
     shm = Path(tempfile.mkdtemp(prefix="pcapdump-live-", dir="/dev/shm"))
     net = netns.create()
     try:
-        (work / "sender.c").write_text(SENDER_C)
-        sender = work / "sender"
-        subprocess.run([cc, "-O2", "-o", str(sender), str(work / "sender.c")], check=True)
-        cap_mac = netns.mac_of(net.cap_ns, "int")
-        net.in_ns(
-            net.snd_ns, "ip", "neigh", "replace", TARGET, "lladdr", cap_mac, "dev", "ext", "nud", "permanent"
-        )
+        sender = prepare_sender(net, work, cc)
         version = subprocess.run([tcpdump, "--version"], capture_output=True, text=True).stdout.splitlines()
         print(
             f"{args.frames:,} frames of 60 bytes per run, {args.rounds} alternating rounds; "

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 import netns  # noqa: E402
-from live import SENDER_C, TARGET, send  # noqa: E402
+from live import prepare_sender, send  # noqa: E402
 
 ENV = {**os.environ, "TZ": "UTC"}
 RATE = 20  # sparse datagrams a second
@@ -240,13 +240,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pcapdump-stream-"))
     net = netns.create()
     try:
-        (work / "sender.c").write_text(SENDER_C)
-        sender = work / "sender"
-        subprocess.run([cc, "-O2", "-o", str(sender), str(work / "sender.c")], check=True)
-        mac = netns.mac_of(net.cap_ns, "int")
-        net.in_ns(
-            net.snd_ns, "ip", "neigh", "replace", TARGET, "lladdr", mac, "dev", "ext", "nud", "permanent"
-        )
+        sender = prepare_sender(net, work, cc)
         print(f"sparse: {args.sparse} datagrams at {RATE}/s, wire to pipe (kernel timestamp to read here)")
         sparse: dict[str, list[int]] = {t: [] for t in tools}
         for _ in range(args.rounds):
