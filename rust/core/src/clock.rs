@@ -119,13 +119,16 @@ fn read_zone_file(path: &str) -> Option<tz::TimeZone> {
     tz::TimeZone::from_tz_data(&bytes).ok()
 }
 
-/// Writes the time column. The zone's offset is looked up once per hour of timestamps, not per packet.
+/// Writes the time column. Everything down to the second is formatted once per second of timestamps
+/// (the zone's offset looked up then), so a packet costs only its microseconds.
 #[derive(Clone, Debug)]
 pub struct Clock {
     zone: Zone,
     date: bool,
-    cached_hour: Option<i64>,
-    offset_secs: i64,
+    /// The second (Unix time) `prefix` shows.
+    cached_second: Option<i64>,
+    /// `YYYY-MM-DD HH:MM:SS.` (the date only with `date`) of that second.
+    prefix: Vec<u8>,
 }
 
 impl Default for Clock {
@@ -141,19 +144,28 @@ impl Clock {
         Clock {
             zone,
             date,
-            cached_hour: None,
-            offset_secs: 0,
+            cached_second: None,
+            prefix: Vec::with_capacity(32),
         }
     }
 
     pub fn push_time(&mut self, out: &mut Vec<u8>, ts_ns: u64) {
         let secs = (ts_ns / 1_000_000_000) as i64;
-        let hour = secs.div_euclid(3600);
-        if self.cached_hour != Some(hour) {
-            self.offset_secs = self.zone.offset_at(secs);
-            self.cached_hour = Some(hour);
+        if self.cached_second != Some(secs) {
+            self.cached_second = Some(secs);
+            self.prefix.clear();
+            self.push_second(secs);
         }
-        let local = secs + self.offset_secs;
+        out.extend_from_slice(&self.prefix);
+        push_padded(out, ((ts_ns % 1_000_000_000) / 1_000) as u32, 6);
+    }
+
+    /// The time of `secs` down to the second, then the decimal point, into `prefix`. The zone's offset
+    /// is looked up for that very second: zones change at any second of an hour (Adelaide's summer
+    /// time ends at 16:30 UTC).
+    fn push_second(&mut self, secs: i64) {
+        let out = &mut self.prefix;
+        let local = secs + self.zone.offset_at(secs);
         if self.date {
             let (y, m, d) = civil_date(local.div_euclid(86_400));
             push_padded(out, y as u32, 4);
@@ -170,7 +182,6 @@ impl Clock {
         out.push(b':');
         push_padded(out, day_secs % 60, 2);
         out.push(b'.');
-        push_padded(out, ((ts_ns % 1_000_000_000) / 1_000) as u32, 6);
     }
 }
 
@@ -239,6 +250,26 @@ mod tests {
                 "13:52:47.955144"
             );
         }
+    }
+
+    #[test]
+    fn a_zone_change_inside_an_hour_is_seen_at_its_second() {
+        // Adelaide (+10:30 in summer, +9:30 in winter) leaves summer time on 2026-04-05 at 03:00 local,
+        // 16:30 UTC: one clock sees both sides within one hour of UTC.
+        if !std::path::Path::new("/usr/share/zoneinfo/Australia/Adelaide").is_file() {
+            return;
+        }
+        let mut clock = Clock::new(Zone::from_tz(Some("Australia/Adelaide")), false);
+        let change = 1_775_320_200; // 2026-04-04 16:30:00 UTC
+        let mut out = Vec::new();
+        for secs in [change - 1800, change - 1, change, change + 1800] {
+            clock.push_time(&mut out, secs as u64 * 1_000_000_000 + 5_000);
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "02:30:00.000005 02:59:59.000005 02:00:00.000005 02:30:00.000005 "
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (memory-mapped files, and streams read as they arrive, gzip-compressed ones inflated on the way).
 
 mod atomic;
+mod chunks;
 mod guard;
 mod gzip;
 mod pcapng;
@@ -9,6 +10,7 @@ mod reader;
 mod writer;
 
 pub use atomic::{AtomicFile, TEMP_SUFFIX};
+pub use chunks::{ChunkRecords, Frame, PcapLayout, MAX_PCAP_RECORD, PCAP_HEADER_LEN};
 pub use pcapng::{
     encode_commented_packet, encode_packet_into, encode_stats, packet_block_len, InterfaceBlock,
     InterfaceStats, PcapngWriter, Section,

@@ -9,12 +9,15 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
+use super::chunks::{PcapLayout, PCAP_HEADER_LEN};
 use super::guard::MapGuard;
 use super::gzip;
 use super::MAX_RECORD;
@@ -65,6 +68,8 @@ pub enum ReadErrorKind {
     UnknownInterface { record: u64, id: u32 },
     #[error("the file was cut short while it was being read (another program truncated it)")]
     CutWhileReading,
+    #[error("the file changed while it was being read (another program wrote over it)")]
+    ChangedWhileReading,
     /// The gzip data ended before its end: the packets before are good, the rest is lost.
     #[error("the gzip data ends early, after {inflated} bytes of the capture; the .gz file was cut short")]
     GzipCut { inflated: usize },
@@ -131,6 +136,9 @@ pub struct CaptureFile {
     input: Input,
     format: Format,
     path: String,
+    /// How far the reader of a mapped file has gone, published every `KEPT_BEHIND` bytes: the helper
+    /// that maps pages ahead of it stays within `PREFAULT_AHEAD` of this.
+    progress: AtomicUsize,
 }
 
 /// A regular file is mapped; a pipe or a device (`-`, `/dev/stdin`, `<(zcat x.pcap.gz)`) cannot be, and
@@ -482,6 +490,7 @@ impl CaptureFile {
             input: Input::Mapped(MapGuard::register(map.as_ptr(), map.len()), map, file),
             format,
             path: shown,
+            progress: AtomicUsize::new(0),
         })
     }
 
@@ -544,6 +553,7 @@ impl CaptureFile {
             input: Input::Stream(stream),
             format,
             path,
+            progress: AtomicUsize::new(0),
         })
     }
 
@@ -567,28 +577,68 @@ impl CaptureFile {
         }
     }
 
-    /// Map the file's pages into our page tables ahead of the reader, a chunk at a time, until done or
-    /// `stop` is set. Run on another thread, it takes the page faults off the reader's path; the pages
-    /// themselves are already in the page cache (or are read in now). A no-op where unsupported, and for
-    /// a stream.
-    pub fn prefault(&self, stop: &std::sync::atomic::AtomicBool) {
-        #[cfg(target_os = "linux")]
-        if let Input::Mapped(_, map, _) = &self.input {
-            const CHUNK: usize = 32 << 20;
-            let mut at = 0;
-            while at < map.len() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let len = CHUNK.min(map.len() - at);
-                if map
-                    .advise_range(memmap2::Advice::PopulateRead, at, len)
-                    .is_err()
-                {
-                    return; // an old kernel (before 5.14): the reader faults the pages in itself
-                }
-                at += len;
+    /// Map the file's pages into our page tables ahead of the reader, a piece at a time, until done or
+    /// `stop` is set, never more than `PREFAULT_AHEAD` past where the reader is. Run on another thread,
+    /// it takes the page faults off the reader's path; the pages themselves are already in the page
+    /// cache (or are read in now). A no-op for a stream.
+    pub fn prefault(&self, stop: &AtomicBool) {
+        const PIECE: usize = 4 << 20;
+        let Input::Mapped(_, map, _) = &self.input else {
+            return;
+        };
+        let mut at = 0;
+        while at < map.len() && !stop.load(Ordering::Relaxed) {
+            if at >= self.progress.load(Ordering::Relaxed) + PREFAULT_AHEAD {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
             }
+            let len = PIECE.min(map.len() - at);
+            #[cfg(target_os = "linux")]
+            if map
+                .advise_range(memmap2::Advice::PopulateRead, at, len)
+                .is_err()
+            {
+                return; // an old kernel (before 5.14): the reader faults the pages in itself
+            }
+            at += len;
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = stop;
+    }
+
+    /// A mapped classic pcap file, to be read in buffers on several threads: the file, its layout,
+    /// and its length when it was opened (what the map holds, and the general parser reads).
+    pub fn pcap_source(&self) -> Option<(&File, PcapLayout, usize)> {
+        match (&self.input, self.format) {
+            (
+                Input::Mapped(_, map, file),
+                Format::Pcap {
+                    big_endian,
+                    nanos,
+                    link,
+                },
+            ) => Some((
+                file,
+                PcapLayout {
+                    big_endian,
+                    nanos,
+                    link,
+                },
+                map.len(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// A cursor at the record of a mapped classic pcap file that starts at `offset` and is numbered
+    /// `number` (where a walk in chunks left off).
+    pub fn cursor_at(&self, offset: usize, number: u64) -> Cursor {
+        let mut cursor = self.cursor();
+        debug_assert!(self.pcap_source().is_some() && offset >= PCAP_HEADER_LEN);
+        let state = &mut cursor.state;
+        state.offset = offset;
+        state.prefetched = offset;
+        state.released = offset.saturating_sub(KEPT_BEHIND) & !(PAGE - 1);
+        state.number = number - 1;
+        cursor
     }
 
     /// The whole record (16-byte header and data) of `record`, as stored in a mapped file, when it is
@@ -680,7 +730,7 @@ impl CaptureFile {
         let parsed = self.step(cursor, waiter, false);
         if let Parsed::Packet = parsed {
             if let Input::Mapped(_, map, _) = &self.input {
-                release_behind(map, &mut cursor.state);
+                release_behind(map, &mut cursor.state, &self.progress);
             }
             return Some(Ok(()));
         }
@@ -853,9 +903,6 @@ enum Magic {
     Pcap { big_endian: bool, nanos: bool },
 }
 
-/// Classic pcap's file header.
-const PCAP_HEADER_LEN: usize = 24;
-
 fn detect_magic(b: &[u8]) -> Result<Magic, ReadErrorKind> {
     let first = u32::from_le_bytes(
         b.get(0..4)
@@ -908,7 +955,7 @@ fn detect(b: &[u8]) -> Result<Format, ReadErrorKind> {
 }
 
 #[inline]
-fn read_u32(b: &[u8], at: usize, big_endian: bool) -> u32 {
+pub(super) fn read_u32(b: &[u8], at: usize, big_endian: bool) -> u32 {
     let v: [u8; 4] = b[at..at + 4].try_into().unwrap();
     if big_endian {
         u32::from_be_bytes(v)
@@ -1297,36 +1344,43 @@ impl Step<'_, '_> {
 }
 
 /// How much of a mapped file behind the reader stays in its page tables (see `release_behind`).
-const KEPT_BEHIND: usize = 32 << 20;
+const KEPT_BEHIND: usize = 16 << 20;
+/// How far ahead of the reader the helper maps pages (see `CaptureFile::prefault`).
+const PREFAULT_AHEAD: usize = 32 << 20;
+const PAGE: usize = 4096;
 
-/// Take the pages a cursor has left well behind out of our page tables. A file read front to back then
-/// costs this process about `KEPT_BEHIND` of resident memory, not its size (a table of a 10 GB file
-/// would otherwise hold 10 GB resident as well). The bytes stay in the page cache, and a page touched
-/// again (a record handed out earlier and still in use) is simply mapped again.
-fn release_behind(map: &Mmap, state: &mut State) {
+/// Take the pages a cursor has left well behind out of our page tables, and publish how far it is. A
+/// file read front to back then costs this process a window of resident memory, not its size (a table
+/// of a 10 GB file would otherwise hold 10 GB resident as well).
+fn release_behind(map: &Mmap, state: &mut State, progress: &AtomicUsize) {
+    let upto = state.offset.saturating_sub(KEPT_BEHIND) & !(PAGE - 1);
+    if upto < state.released + KEPT_BEHIND {
+        return;
+    }
+    release_range(map, state.released..upto);
+    state.released = upto;
+    progress.store(state.offset, Ordering::Relaxed);
+}
+
+fn release_range(map: &Mmap, range: Range<usize>) {
     #[cfg(unix)]
     {
-        const PAGE: usize = 4096;
-        let upto = state.offset.saturating_sub(KEPT_BEHIND) & !(PAGE - 1);
-        if upto < state.released + KEPT_BEHIND {
+        let start = range.start.next_multiple_of(PAGE);
+        let end = range.end.min(map.len()) & !(PAGE - 1);
+        if start >= end {
             return;
         }
         // SAFETY: the map is a read-only view of a file. MADV_DONTNEED drops our page-table entries
         // for the range; every later read of it finds the file's bytes again, so no reference into
         // the map (a record still in use, a batch `read -w` writes from) sees anything else.
         let dropped = unsafe {
-            map.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                state.released,
-                upto - state.released,
-            )
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
         };
         // Refused, the pages simply stay: nothing is lost but memory.
         let _ = dropped;
-        state.released = upto;
     }
     #[cfg(not(unix))]
-    let _ = (map, state);
+    let _ = (map, range);
 }
 
 /// How far ahead of the reader the cache is asked for the file's bytes.
@@ -1336,7 +1390,7 @@ const CACHE_LINE: usize = 64;
 /// Ask the cache for the bytes a little ahead of `at`. Records form a chain (each header gives the next
 /// one's offset), so the hardware cannot run ahead of us; we can, since the file is read in order.
 #[inline]
-fn prefetch_ahead(b: &[u8], at: usize, prefetched: &mut usize) {
+pub(super) fn prefetch_ahead(b: &[u8], at: usize, prefetched: &mut usize) {
     let until = (at + PREFETCH_DISTANCE).min(b.len());
     while *prefetched < until {
         #[cfg(target_arch = "x86_64")]
@@ -1350,7 +1404,7 @@ fn prefetch_ahead(b: &[u8], at: usize, prefetched: &mut usize) {
 }
 
 /// The packet type of a Linux cooked header says whether the packet was sent or received.
-fn cooked_direction(data: &[u8], link: LinkType) -> Option<Direction> {
+pub(super) fn cooked_direction(data: &[u8], link: LinkType) -> Option<Direction> {
     let packet_type = match link {
         LinkType::LinuxSll => u16::from_be_bytes([*data.first()?, *data.get(1)?]) as u8,
         LinkType::LinuxSll2 => *data.get(10)?,

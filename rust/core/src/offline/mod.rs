@@ -2,6 +2,8 @@
 //! it arrives), the filter evaluated in place, matching records cut to the snap length and printed as
 //! brief lines or written as pcap.
 
+mod chunked;
+
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +15,10 @@ use crate::filter::Filter;
 use crate::limits::MAX_SNAPLEN;
 use crate::packet::LinkType;
 use crate::pcap::{
-    encode_record, AtomicFile, CaptureFile, Cursor, InterfaceBlock, PcapWriter, PcapngWriter,
-    ReadError, ReadErrorKind, Record, Section, Waiter,
+    encode_record, AtomicFile, CaptureFile, ChunkRecords, Cursor, Frame, InterfaceBlock,
+    PcapWriter, PcapngWriter, ReadError, ReadErrorKind, Record, Section, Waiter,
 };
+use chunked::{walk_chunks, Chunk, ChunkWork, Plan};
 
 /// Brief lines are gathered into chunks of this size before each write.
 const LINE_CHUNK: usize = 1 << 20;
@@ -68,6 +71,56 @@ impl<'a> Selection<'a> {
     #[inline]
     pub fn cut<'d>(&self, data: &'d [u8]) -> &'d [u8] {
         &data[..data.len().min(self.snaplen as usize)]
+    }
+
+    /// The records of `chunk` the filter keeps, with their data cut to the snap length, to `each`; all
+    /// are counted in the summary.
+    #[inline]
+    fn each_kept<'b>(
+        &self,
+        path: &str,
+        chunk: &ChunkRecords<'b>,
+        mut each: impl FnMut(Frame<'b>, Record<'b>, &'b [u8]),
+    ) -> Result<Summary, OfflineError> {
+        let mut sum = Summary::default();
+        let link = chunk.link();
+        let filter = self.filter.filter(|f| !f.is_empty());
+        if let (Some(_), LinkType::Other(link)) = (filter, link) {
+            return Err(OfflineError::UndecodedLink {
+                path: path.into(),
+                record: chunk.first(),
+                link,
+            });
+        }
+        for (number, frame) in (chunk.first()..).zip(chunk.frames()) {
+            sum.read += 1;
+            if filter.is_some_and(|f| !f.matches(frame.data, link)) {
+                continue;
+            }
+            let data = self.cut(frame.data);
+            sum.matched += 1;
+            sum.bytes += data.len() as u64;
+            each(frame, chunk.record(frame, number), data);
+        }
+        Ok(sum)
+    }
+
+    /// Count `r` as read, and when the filter keeps it, as matched: its data cut to the snap length.
+    #[inline]
+    fn take<'d>(
+        &self,
+        path: &str,
+        r: &Record<'d>,
+        sum: &mut Summary,
+    ) -> Result<Option<&'d [u8]>, OfflineError> {
+        sum.read += 1;
+        if self.filter.is_some() && !self.keeps(path, r)? {
+            return Ok(None);
+        }
+        let data = self.cut(r.data);
+        sum.matched += 1;
+        sum.bytes += data.len() as u64;
+        Ok(Some(data))
     }
 }
 
@@ -131,21 +184,15 @@ fn next_selected<'a>(
         if let Err(e) = file.advance(cursor, waiter)? {
             return Some(Err(e.into()));
         }
-        sum.read += 1;
-        if sel.filter.is_some() {
-            match sel.keeps(file.path(), &file.current(cursor)?) {
-                Ok(false) => continue,
-                Ok(true) => {}
-                Err(e) => return Some(Err(e)),
-            }
+        match sel.take(file.path(), &file.current(cursor)?, sum) {
+            Ok(None) => continue,
+            Ok(Some(_)) => {}
+            Err(e) => return Some(Err(e)),
         }
         // Borrowed again, for as long as the caller keeps it, once it is known to be handed out.
         let cursor: &'a Cursor = cursor;
         let r = file.current(cursor)?;
-        let data = sel.cut(r.data);
-        sum.matched += 1;
-        sum.bytes += data.len() as u64;
-        return Some(Ok((r, data)));
+        return Some(Ok((r, sel.cut(r.data))));
     }
 }
 
@@ -206,7 +253,7 @@ impl OfflineError {
 
 /// Print brief lines (or JSON lines) of the selected records to `out`, times written by `clock`. From a
 /// stream, the lines gathered are written whenever it falls silent, and `interrupted` is asked while it
-/// is.
+/// is. A large classic pcap file is formatted on every core, in chunks printed in order.
 pub fn print_lines(
     file: &CaptureFile,
     sel: &Selection,
@@ -215,6 +262,27 @@ pub fn print_lines(
     out: &mut dyn Write,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Summary, OfflineError> {
+    let mut sum = Summary::default();
+    let mut cursor = file.cursor();
+    if let Some(plan) = Plan::for_file(file, sel.count) {
+        let work = LineWork {
+            sel,
+            json,
+            clock: &clock,
+            path: file.path(),
+        };
+        let mut emit = |mut chunk: Vec<u8>| {
+            write_lines(out, &chunk)?;
+            chunk.clear();
+            Ok(Some(chunk))
+        };
+        let walked = walk_chunks(file.path(), plan, &work, &mut emit, interrupted)?;
+        sum = walked.sum;
+        match walked.rest {
+            None => return Ok(sum),
+            Some((offset, number)) => cursor = file.cursor_at(offset, number),
+        }
+    }
     let mut fmt = BriefFormatter::with_clock(clock);
     let mut lines = Lines {
         buf: Vec::with_capacity(LINE_CHUNK + 4096),
@@ -222,8 +290,6 @@ pub fn print_lines(
         interrupted,
         failed: None,
     };
-    let mut sum = Summary::default();
-    let mut cursor = file.cursor();
     let result = with_prefault(file, || loop {
         let (r, data) = match next_selected(file, &mut cursor, sel, &mut sum, &mut lines) {
             None => break Ok(()),
@@ -263,15 +329,61 @@ struct Lines<'o> {
 impl Lines<'_> {
     /// Write and flush the lines gathered.
     fn write(&mut self) -> Result<(), OfflineError> {
-        let written = self.out.write_all(&self.buf).and_then(|_| self.out.flush());
+        let written = write_lines(self.out, &self.buf);
         self.buf.clear();
-        written.map_err(|e| match e.kind() {
-            io::ErrorKind::BrokenPipe => OfflineError::OutputClosed,
-            _ => OfflineError::Write {
-                path: "standard output".into(),
-                source: e,
-            },
-        })
+        written
+    }
+}
+
+/// Write and flush `lines` to standard output.
+fn write_lines(out: &mut dyn Write, lines: &[u8]) -> Result<(), OfflineError> {
+    let written = out.write_all(lines).and_then(|_| out.flush());
+    written.map_err(|e| match e.kind() {
+        io::ErrorKind::BrokenPipe => OfflineError::OutputClosed,
+        _ => OfflineError::Write {
+            path: "standard output".into(),
+            source: e,
+        },
+    })
+}
+
+/// Brief lines of the records of a chunk, for `walk_chunks`.
+struct LineWork<'s> {
+    sel: &'s Selection<'s>,
+    json: bool,
+    clock: &'s Clock,
+    path: &'s str,
+}
+
+impl ChunkWork for LineWork<'_> {
+    type Worker = BriefFormatter;
+    type Out = Vec<u8>;
+
+    fn worker(&self) -> BriefFormatter {
+        BriefFormatter::with_clock(self.clock.clone())
+    }
+
+    fn fresh(&self) -> Vec<u8> {
+        Vec::with_capacity(LINE_CHUNK)
+    }
+
+    fn work(
+        &self,
+        fmt: &mut BriefFormatter,
+        chunk: Chunk,
+        out: &mut Vec<u8>,
+    ) -> (Result<Summary, OfflineError>, Vec<u8>) {
+        let formatted = self
+            .sel
+            .each_kept(self.path, &chunk.records(), |_, r, data| {
+                let meta = PacketMeta::from(&r);
+                if self.json {
+                    fmt.json(out, &meta, data);
+                } else {
+                    fmt.text(out, &meta, data);
+                }
+            });
+        (formatted, chunk.bytes)
     }
 }
 
@@ -503,33 +615,46 @@ fn scan(
             empty_rx,
             interrupted,
         };
-        let scanned = with_prefault(file, || loop {
-            let (r, data) = match next_selected(file, cursor, sel, sum, &mut batches) {
-                None => break Ok(()),
-                Some(Ok(selected)) => selected,
-                Some(Err(e)) => break Err(e),
-            };
-            if r.link != link {
-                break Err(OfflineError::MixedLinkTypes {
-                    path: file.path().into(),
-                    record: r.number,
-                    first: link.number(),
-                    found: r.link.number(),
-                });
-            }
-            match file.stored_pcap_record(&r) {
-                Some(raw) if data.len() == r.data.len() && r.wirelen as usize >= data.len() => {
-                    batches.batch.push_mapped(raw)
+        let scanned = (|| {
+            if let Some(plan) = Plan::for_file(file, sel.count) {
+                let work = BatchWork {
+                    sel,
+                    path: file.path(),
+                    batch: std::marker::PhantomData,
+                };
+                let (full_tx, empty_rx) = (&batches.full_tx, &batches.empty_rx);
+                let mut emit = |batch| match full_tx.send(batch) {
+                    Ok(()) => Ok(empty_rx.try_recv().ok()),
+                    Err(_) => Err(OfflineError::OutputClosed),
+                };
+                let walked = walk_chunks(file.path(), plan, &work, &mut emit, batches.interrupted)?;
+                *sum = walked.sum;
+                match walked.rest {
+                    None => return Ok(()),
+                    Some((offset, number)) => *cursor = file.cursor_at(offset, number),
                 }
-                _ => batches
-                    .batch
-                    .push_encoded(r.ts_ns, data, r.wirelen, sel.snaplen),
             }
-            // A writer that stopped on an error says why below.
-            if batches.batch.bytes >= BATCH_BYTES && !batches.hand_over() {
-                break Err(OfflineError::OutputClosed);
-            }
-        });
+            with_prefault(file, || loop {
+                let (r, data) = match next_selected(file, cursor, sel, sum, &mut batches) {
+                    None => break Ok(()),
+                    Some(Ok(selected)) => selected,
+                    Some(Err(e)) => break Err(e),
+                };
+                if r.link != link {
+                    break Err(OfflineError::MixedLinkTypes {
+                        path: file.path().into(),
+                        record: r.number,
+                        first: link.number(),
+                        found: r.link.number(),
+                    });
+                }
+                batches.batch.push_record(file, &r, data, sel.snaplen);
+                // A writer that stopped on an error says why below.
+                if batches.batch.bytes >= BATCH_BYTES && !batches.hand_over() {
+                    break Err(OfflineError::OutputClosed);
+                }
+            })
+        })();
         let keep = match &scanned {
             Ok(()) => true,
             Err(OfflineError::Read(e)) => is_cut(e),
@@ -584,26 +709,86 @@ impl Waiter for Batches<'_, '_> {
     }
 }
 
+/// A record kept from a chunk shorter than this, and not next to the one before, is copied into the
+/// batch rather than written from the chunk as a piece of its own.
+const COPIED_BELOW: usize = 512;
 /// Kept records are handed to the writer thread in batches of about this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// The kernel takes at most this many pieces per writev (IOV_MAX on Linux).
 const MAX_IOVECS: usize = 1024;
 
-/// A stretch of output: bytes of the mapped input file, or bytes encoded into the batch.
+/// A stretch of output: bytes of the mapped input file, of the input read into the batch, or encoded
+/// into the batch.
 enum Piece<'f> {
     Mapped(&'f [u8]),
+    Input(std::ops::Range<usize>),
     Encoded(std::ops::Range<usize>),
 }
 
 #[derive(Default)]
 struct Batch<'f> {
     pieces: Vec<Piece<'f>>,
+    /// Bytes of the input file read into memory (a chunk's buffer), which `Input` pieces are of.
+    input: Vec<u8>,
     encoded: Vec<u8>,
     bytes: usize,
 }
 
+/// The pcap output of the records of a chunk, for `walk_chunks`: the batch keeps the chunk's bytes,
+/// and records stored as we write them go out straight from there.
+struct BatchWork<'s, 'f> {
+    sel: &'s Selection<'s>,
+    path: &'s str,
+    /// Its batches are those of the mapped file's writer.
+    batch: std::marker::PhantomData<Batch<'f>>,
+}
+
+impl<'f> ChunkWork for BatchWork<'_, 'f> {
+    type Worker = ();
+    type Out = Batch<'f>;
+
+    fn worker(&self) {}
+
+    fn fresh(&self) -> Batch<'f> {
+        Batch::default()
+    }
+
+    fn work(
+        &self,
+        _: &mut (),
+        chunk: Chunk,
+        out: &mut Batch<'f>,
+    ) -> (Result<Summary, OfflineError>, Vec<u8>) {
+        let as_ours = chunk.layout.is_written_as_ours();
+        let records = chunk.records();
+        let pieces = self.sel.each_kept(self.path, &records, |frame, r, data| {
+            if as_ours && data.len() == r.data.len() && r.wirelen as usize >= data.len() {
+                let (at, stored) = records.stored(frame);
+                out.push_stored(at, stored);
+            } else {
+                out.push_encoded(r.ts_ns, data, r.wirelen, self.sel.snaplen);
+            }
+        });
+        // The batch keeps the chunk's bytes, and gives the reader the buffer it held before.
+        let held = std::mem::replace(&mut out.input, chunk.bytes);
+        (pieces, held)
+    }
+}
+
 impl<'f> Batch<'f> {
+    /// `r`, its data cut to `data`: straight from the map when it is stored as we would write it
+    /// (classic pcap, µs, little-endian, not cut), else encoded.
+    #[inline]
+    fn push_record(&mut self, file: &'f CaptureFile, r: &Record, data: &[u8], snaplen: u32) {
+        match file.stored_pcap_record(r) {
+            Some(raw) if data.len() == r.data.len() && r.wirelen as usize >= data.len() => {
+                self.push_mapped(raw)
+            }
+            _ => self.push_encoded(r.ts_ns, data, r.wirelen, snaplen),
+        }
+    }
+
     fn push_mapped(&mut self, raw: &'f [u8]) {
         self.bytes += raw.len();
         if let Some(Piece::Mapped(last)) = self.pieces.last_mut() {
@@ -618,14 +803,36 @@ impl<'f> Batch<'f> {
         self.pieces.push(Piece::Mapped(raw));
     }
 
-    fn push_encoded(&mut self, ts_ns: u64, data: &[u8], wirelen: u32, snaplen: u32) {
-        let start = self.encoded.len();
-        encode_record(&mut self.encoded, ts_ns, data, wirelen, snaplen);
-        self.bytes += self.encoded.len() - start;
+    /// `stored`, a record as we write it, at `at` in the buffer this batch will hold as its `input`:
+    /// written from there, or copied when it is small and alone (many small pieces would cost the
+    /// kernel more than the copy).
+    fn push_stored(&mut self, at: usize, stored: &[u8]) {
+        let range = at..at + stored.len();
+        self.bytes += stored.len();
+        match self.pieces.last_mut() {
+            // Records next to each other in the input go out as one piece.
+            Some(Piece::Input(last)) if last.end == range.start => last.end = range.end,
+            _ if stored.len() < COPIED_BELOW => {
+                let start = self.encoded.len();
+                self.encoded.extend_from_slice(stored);
+                self.extend_encoded(start);
+            }
+            _ => self.pieces.push(Piece::Input(range)),
+        }
+    }
+
+    fn extend_encoded(&mut self, start: usize) {
         match self.pieces.last_mut() {
             Some(Piece::Encoded(range)) if range.end == start => range.end = self.encoded.len(),
             _ => self.pieces.push(Piece::Encoded(start..self.encoded.len())),
         }
+    }
+
+    fn push_encoded(&mut self, ts_ns: u64, data: &[u8], wirelen: u32, snaplen: u32) {
+        let start = self.encoded.len();
+        encode_record(&mut self.encoded, ts_ns, data, wirelen, snaplen);
+        self.bytes += self.encoded.len() - start;
+        self.extend_encoded(start);
     }
 
     fn clear(&mut self) {
@@ -640,6 +847,7 @@ impl<'f> Batch<'f> {
             slices.clear();
             slices.extend(group.iter().map(|p| match p {
                 Piece::Mapped(bytes) => io::IoSlice::new(bytes),
+                Piece::Input(range) => io::IoSlice::new(&self.input[range.clone()]),
                 Piece::Encoded(range) => io::IoSlice::new(&self.encoded[range.clone()]),
             }));
             out.write_direct_vectored(&mut slices)?;

@@ -1,0 +1,154 @@
+"""`read` of a large classic pcap file walks it in chunks on every core: what it prints and writes is byte for
+byte what the one-thread walk gives (a count no file reaches keeps that walk), errors included, and its memory
+stays a window of the file whatever the file's size."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import corpus
+import pytest
+from conftest import run_pcapdump
+
+# Larger than the size below which one thread reads (4 chunks of 1 MiB), so the chunked walk runs.
+BIG_BYTES = 12 << 20
+NEVER = str(10**15)
+
+
+def big_capture(
+    path: Path, frames: list[corpus.Frame], *, nano: bool = False, big_endian: bool = False
+) -> int:
+    """The corpus's frames over and over until the file is BIG_BYTES long; returns the number of records."""
+    order = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = bytearray(struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, 1))
+    n = 0
+    while len(out) < BIG_BYTES:
+        for f in frames:
+            frac = (n * 7919) % (1_000_000_000 if nano else 1_000_000)
+            out += struct.pack(order + "IIII", corpus.BASE + n // 50, frac, len(f.data), f.wirelen) + f.data
+            n += 1
+    path.write_bytes(out)
+    return n
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory, corpus_frames) -> Path:
+    path = tmp_path_factory.mktemp("big") / "big.pcap"
+    big_capture(path, corpus_frames)
+    return path
+
+
+def both(
+    *args: str, tz: str = "UTC"
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    chunked = run_pcapdump(*args, env={"TZ": tz})
+    one_thread = run_pcapdump(*args, "-c", NEVER, env={"TZ": tz})
+    return chunked, one_thread
+
+
+@pytest.mark.parametrize(
+    "words", [[], ["udp"], ["ipsrc", "198.18.0.1", "tcp"], ["vlan", "7"], ["-s", "60", "tcp"], ["port", "53"]]
+)
+def test_written_files_are_those_of_the_one_thread_walk(big, tmp_path, words):
+    a, b = tmp_path / "chunked.cap", tmp_path / "one.cap"
+    chunked = run_pcapdump("read", str(big), *words, "-w", str(a))
+    one = run_pcapdump("read", str(big), *words, "-c", NEVER, "-w", str(b))
+    assert chunked.returncode == one.returncode == 0, chunked.stderr + one.stderr
+    assert a.read_bytes() == b.read_bytes()
+    assert chunked.stdout.replace(str(a), "X") == one.stdout.replace(str(b), "X")
+
+
+@pytest.mark.parametrize("form", [[], ["-json"], ["-date"]])
+def test_brief_lines_are_those_of_the_one_thread_walk(big, form):
+    chunked, one = both("read", str(big), *form, tz="Australia/Adelaide")
+    assert chunked.returncode == one.returncode == 0, chunked.stderr + one.stderr
+    assert chunked.stdout == one.stdout
+    lines = chunked.stdout.splitlines()
+    assert len(lines) > 100_000 and lines[0].startswith("{" if form == ["-json"] else "1 ")
+
+
+@pytest.mark.parametrize(("nano", "big_endian"), [(True, False), (False, True), (True, True)])
+def test_other_layouts_read_in_chunks_agree(tmp_path, corpus_frames, nano, big_endian):
+    path = tmp_path / "layout.pcap"
+    big_capture(path, corpus_frames, nano=nano, big_endian=big_endian)
+    chunked, one = both("read", str(path), "tcp")
+    assert chunked.returncode == one.returncode == 0 and chunked.stdout == one.stdout
+    a, b = tmp_path / "a.cap", tmp_path / "b.cap"
+    assert run_pcapdump("read", str(path), "udp", "-w", str(a)).returncode == 0
+    assert run_pcapdump("read", str(path), "udp", "-c", NEVER, "-w", str(b)).returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def damaged(big: Path, tmp_path: Path, how: str) -> Path:
+    data = bytearray(big.read_bytes())
+    at, n = 24, 0
+    while at < len(data) * 2 // 3:  # a record two thirds in
+        at += 16 + int.from_bytes(data[at + 8 : at + 12], "little")
+        n += 1
+    if how == "cut":
+        del data[at + 10 :]
+    elif how == "oversized":
+        data[at + 8 : at + 12] = (1 << 20).to_bytes(4, "little")
+    path = tmp_path / f"{how}.pcap"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["cut", "oversized"])
+def test_a_damaged_large_file_gives_the_same_packets_and_the_same_error(big, tmp_path, how):
+    path = damaged(big, tmp_path, how)
+    chunked, one = both("read", str(path), "udp")
+    assert chunked.returncode == one.returncode != 0
+    assert chunked.stdout == one.stdout and chunked.stdout
+    assert chunked.stderr == one.stderr and "record" in chunked.stderr
+    a, b = tmp_path / "a.cap", tmp_path / "b.cap"
+    wa = run_pcapdump("read", str(path), "udp", "-w", str(a))
+    wb = run_pcapdump("read", str(path), "udp", "-c", NEVER, "-w", str(b))
+    assert wa.returncode == wb.returncode != 0
+    assert wa.stderr.replace(str(a), "X") == wb.stderr.replace(str(b), "X")
+    assert a.exists() == b.exists() == (how == "cut")
+    if how == "cut":
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
+    """A 400 MB file read whole (lines, a written file, and the one-thread walk that a count forces) costs
+    the process far less memory than the file's size."""
+    path = tmp_path / "huge.pcap"
+    frames = corpus_frames * 8
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        block = b"".join(
+            struct.pack("<IIII", corpus.BASE, 0, len(x.data), x.wirelen) + x.data for x in frames
+        )
+        for _ in range((400 << 20) // len(block) + 1):
+            out.write(block)
+    # A fresh interpreter runs the command, so that the peak is the command's own (a child carries its
+    # parent's high-water mark across exec).
+    probe = (
+        "import resource, subprocess, sys; "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    from conftest import pcapdump_exe
+
+    out = tmp_path / "out.cap"
+    for args in (
+        ["read", str(path), "tcp"],
+        ["read", str(path), "udp", "-w", str(out)],
+        ["read", str(path), "udp", "-c", NEVER, "-w", str(out)],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-S", "-c", probe, pcapdump_exe(), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TZ": "UTC"},
+            check=True,
+        )
+        peak_mb = int(done.stdout) / 1024
+        assert peak_mb < 150, f"{args}: peak {peak_mb:.0f} MB for a {path.stat().st_size >> 20} MB file"
