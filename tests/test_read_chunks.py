@@ -5,9 +5,11 @@ stays a window of the file whatever the file's size."""
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import corpus
@@ -152,3 +154,98 @@ def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
         )
         peak_mb = int(done.stdout) / 1024
         assert peak_mb < 150, f"{args}: peak {peak_mb:.0f} MB for a {path.stat().st_size >> 20} MB file"
+
+
+def test_memory_of_tiny_records_printed_as_json_stays_bounded(tmp_path):
+    """Records of no bytes make the longest output per byte read: a chunk's JSON lines stay a few MB."""
+    path = tmp_path / "tiny.pcap"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
+    path.write_bytes(header + struct.pack("<IIII", corpus.BASE, 0, 0, 60) * ((64 << 20) // 16))
+    probe = (
+        "import resource, subprocess, sys; "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    from conftest import pcapdump_exe
+
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe, pcapdump_exe(), "read", str(path), "-json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "UTC"},
+        check=True,
+    )
+    assert int(done.stdout) / 1024 < 100, f"peak {int(done.stdout) / 1024:.0f} MB"
+
+
+def test_lines_to_a_standard_output_that_cannot_be_written_are_an_error(big):
+    from conftest import pcapdump_exe
+
+    with open(os.devnull) as read_only:
+        done = subprocess.run(
+            [pcapdump_exe(), "read", str(big)],
+            stdout=read_only,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TZ": "UTC"},
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and "standard output" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_read_w_leaves_no_file_behind(tmp_path, corpus_file, sig):
+    from conftest import pcapdump_exe
+
+    fifo, out = tmp_path / "in.fifo", tmp_path / "out.cap"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [pcapdump_exe(), "read", str(fifo), "-w", str(out)],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    try:
+        with open(fifo, "wb") as writer:
+            writer.write(corpus_file.read_bytes())
+            writer.flush()
+            # The packets are in the file being written; the input is still open, with more to come.
+            deadline = time.monotonic() + 10
+            while not list(tmp_path.glob(".out.cap.*")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert list(tmp_path.glob(".out.cap.*")), "the output was never started"
+            proc.send_signal(sig)
+            assert proc.wait(timeout=10) == 128 + sig
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fifo"]
+
+
+def test_more_files_read_at_once_than_guarded_maps_is_no_crash(tmp_path, corpus_file):
+    """Past the 64 maps the SIGBUS guard can hold, a file is read as a stream: cutting it while it is read
+    is an error or an early end, never a crash of the interpreter."""
+    path = tmp_path / "many.pcap"
+    data = corpus_file.read_bytes()
+    path.write_bytes(data + data[24:] * 20)
+    script = f"""
+import os, pcapdump
+path = {str(path)!r}
+held = []
+for i in range(70):
+    it = iter(pcapdump.read(path))
+    next(it)
+    held.append(it)
+os.truncate(path, 0)
+for it in held:
+    try:
+        for _ in it:
+            pass
+    except pcapdump.CaptureFileError:
+        pass
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "ok\n", (done.returncode, done.stderr[-2000:])

@@ -8,9 +8,11 @@ import errno
 import functools
 import json
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import Any
 
 import click
@@ -144,7 +146,36 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP during a read: it ends as Ctrl-C does, with 128 + the signal as exit code."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _ended_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a read the way Ctrl-C does: the engine sees them where it looks for Ctrl-C,
+    and a file being written is dropped, not left behind under its temporary name."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_read(req: grammar.Request) -> None:
+    with _ended_by_signals():
+        _read(req)
+
+
+def _read(req: grammar.Request) -> None:
     (path,) = req.args
     opts = req.options
     flt = req.filter if str(req.filter) else None
@@ -641,6 +672,8 @@ def dispatch(argv: Sequence[str]) -> None:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except _Terminated as e:
+        sys.exit(128 + e.signum)
     except OSError as e:
         # Not foreseen where it happened: still one line that names the file, never a traceback.
         where = f"'{e.filename}': " if e.filename else ""

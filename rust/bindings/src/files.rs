@@ -142,14 +142,18 @@ pub fn read_lines<'py>(
     let clock = crate::clock::clock(tz, utc, date);
     let filter = filter.map(|f| f.inner.clone());
     let result = interruptible(py, |interrupted| {
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
+        // Descriptor 1 itself: Rust's `Stdout` takes a descriptor that cannot be written (EBADF: one
+        // opened read-only) for a sink, and would report lines nobody got as printed.
+        let mut out = std::mem::ManuallyDrop::new(unsafe {
+            // SAFETY: descriptor 1 stays open for the process's life; ManuallyDrop never closes it.
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1)
+        });
         offline::print_lines(
             &file,
             &Selection::new(filter.as_ref(), snaplen, count),
             json,
             clock,
-            &mut out,
+            &mut *out,
             interrupted,
         )
     })?;

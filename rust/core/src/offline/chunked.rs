@@ -23,12 +23,16 @@ use crate::pcap::{
 /// small enough that a few in flight stay in the processor's caches. Larger than any record.
 const CHUNK_BYTES: usize = 1 << 20;
 const _: () = assert!(CHUNK_BYTES > MAX_PCAP_RECORD);
+/// Records per chunk at most, so that a chunk's output stays a few megabytes (a JSON line of a record of
+/// a few bytes is a few hundred). It binds only for records under 48 bytes.
+const CHUNK_RECORDS: u64 = 16_384;
 /// Below this size, one thread reads the file: the others would not have started by its end.
 const PARALLEL_MIN_BYTES: usize = 4 * CHUNK_BYTES;
 /// Worker threads at most, whatever the machine.
 const MAX_WORKERS: usize = 8;
-/// Chunks read ahead of the output, per worker.
+/// Chunks read ahead of the output, per thread, and in all.
 const IN_FLIGHT_PER_WORKER: usize = 3;
+const MAX_IN_FLIGHT: usize = 12;
 
 /// How a file is read in chunks.
 pub(super) struct Plan<'f> {
@@ -135,7 +139,8 @@ pub(super) fn walk_chunks<W: ChunkWork>(
             scope.spawn(move || {
                 let mut worker = work.worker();
                 loop {
-                    // The lock is held only to take a job; the sender gone ends the worker.
+                    // A worker waiting for a job holds the lock, the others wait behind it; the
+                    // sender gone ends them all.
                     let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((index, chunk)) = job else { return };
                     let done = run_job(work, &mut worker, chunk, outs, buffers);
@@ -250,7 +255,7 @@ struct Feed<'p, 'f> {
 impl Feed<'_, '_> {
     /// Keep the chunks up to `emitted` + the in-flight allowance sent, until the chunks end.
     fn top_up(&mut self, emitted: usize) {
-        let budget = (self.plan.workers + 1) * IN_FLIGHT_PER_WORKER;
+        let budget = ((self.plan.workers + 1) * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT);
         while self.job_tx.is_some() && self.sent < emitted + budget {
             match self.read_chunk() {
                 Ok(Some(chunk)) => {
@@ -299,7 +304,7 @@ impl Feed<'_, '_> {
                 Err(e) => return Err(read_error(self.path, ReadErrorKind::Io(e))),
             }
         }
-        let (len, records) = self.plan.layout.skim(&bytes[..filled]);
+        let (len, records) = self.plan.layout.skim(&bytes[..filled], CHUNK_RECORDS);
         if records == 0 {
             // Nothing whole here: the end of the file, or a record for the general parser to name
             // (cut, not well formed, or the file shrank since it was opened).

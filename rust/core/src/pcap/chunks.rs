@@ -26,12 +26,12 @@ pub struct PcapLayout {
 }
 
 impl PcapLayout {
-    /// The run of whole, well-formed records at the start of `bytes`: its length and its number of
-    /// records.
-    pub fn skim(&self, bytes: &[u8]) -> (usize, u64) {
+    /// The run of whole, well-formed records at the start of `bytes`, at most `max_records` of them:
+    /// its length and its number of records.
+    pub fn skim(&self, bytes: &[u8], max_records: u64) -> (usize, u64) {
         let (mut at, mut records, mut prefetched) = (0, 0, 0);
         loop {
-            if bytes.len() - at < RECORD_HEADER {
+            if bytes.len() - at < RECORD_HEADER || records == max_records {
                 return (at, records);
             }
             prefetch_ahead(bytes, at, &mut prefetched);
@@ -202,7 +202,8 @@ mod tests {
                 let (mut at, mut first, mut seen) = (0, 1, Vec::new());
                 while at < bytes.len() {
                     let buf = &bytes[at..bytes.len().min(at + size.max(16 + 300))];
-                    let (len, n) = layout(be).skim(buf);
+                    let (len, n) = layout(be).skim(buf, 7);
+                    assert!(n <= 7);
                     assert!(len > 0, "no progress at {at}");
                     let recs: Vec<_> = layout(be).records(&buf[..len], at, first).iter().collect();
                     assert_eq!(recs.len() as u64, n);
@@ -229,7 +230,7 @@ mod tests {
     fn a_skim_stops_before_a_record_that_is_not_whole_or_well_formed() {
         let whole = records(&[10, 20, 30], false);
         let third = 16 + 10 + 16 + 20;
-        let end = |bytes: &[u8]| layout(false).skim(bytes);
+        let end = |bytes: &[u8]| layout(false).skim(bytes, u64::MAX);
         assert_eq!(end(&whole[..whole.len() - 1]), (third, 2));
         assert_eq!(end(&whole[..third + 8]), (third, 2));
         let mut oversized = whole.clone();

@@ -18,7 +18,8 @@ mod sigbus {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    /// Maps read at the same time, at most (one per open file being read); more are read unguarded.
+    /// Maps guarded at the same time, at most (one per open file being read); files opened beyond them
+    /// are read as streams instead (`CaptureFile::open`).
     const SLOTS: usize = 64;
 
     struct Slot {
@@ -65,6 +66,11 @@ mod sigbus {
                 }
             }
             MapGuard { slot: None }
+        }
+
+        /// Whether the map is guarded (false: every slot was in use).
+        pub fn is_registered(&self) -> bool {
+            self.slot.is_some()
         }
 
         /// Whether the file was cut under the map: pages past its new end now read as zeros.
@@ -213,6 +219,10 @@ mod unguarded {
     impl MapGuard {
         pub fn register(_start: *const u8, _len: usize) -> MapGuard {
             MapGuard
+        }
+
+        pub fn is_registered(&self) -> bool {
+            true
         }
 
         pub fn was_cut(&self) -> bool {

@@ -68,8 +68,6 @@ pub enum ReadErrorKind {
     UnknownInterface { record: u64, id: u32 },
     #[error("the file was cut short while it was being read (another program truncated it)")]
     CutWhileReading,
-    #[error("the file changed while it was being read (another program wrote over it)")]
-    ChangedWhileReading,
     /// The gzip data ended before its end: the packets before are good, the rest is lost.
     #[error("the gzip data ends early, after {inflated} bytes of the capture; the .gz file was cut short")]
     GzipCut { inflated: usize },
@@ -476,18 +474,24 @@ impl CaptureFile {
         }
         // SAFETY: the map is read-only; a file truncated under us by another process would raise
         // SIGBUS on the pages past its new end, which the guard turns into zeros and a mark that the
-        // reader checks.
+        // reader checks. It guards the map before its first byte is read.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| err(ReadErrorKind::Io(e)))?;
-        // Compressed: inflated as it is read, through a window (the file's position is still 0).
-        if gzip::is_gzip(&map) {
-            drop(map);
-            return CaptureFile::from_stream(shown.clone(), Box::new(file), None, interrupted);
-        }
+        let guard = MapGuard::register(map.as_ptr(), map.len());
+        let format = match guard.is_registered().then(|| mapped_format(&guard, &map)) {
+            Some(Ok(Some(format))) => format,
+            Some(Err(kind)) => return Err(err(kind)),
+            // Compressed: inflated as it is read, through a window (the file's position is still 0).
+            // Or every guard is in use (that many files read at once): this one is read as a stream,
+            // which no cut can crash.
+            Some(Ok(None)) | None => {
+                drop((guard, map));
+                return CaptureFile::from_stream(shown.clone(), Box::new(file), None, interrupted);
+            }
+        };
         #[cfg(unix)]
         let _ = map.advise(memmap2::Advice::Sequential);
-        let format = detect(&map).map_err(err)?;
         Ok(CaptureFile {
-            input: Input::Mapped(MapGuard::register(map.as_ptr(), map.len()), map, file),
+            input: Input::Mapped(guard, map, file),
             format,
             path: shown,
             progress: AtomicUsize::new(0),
@@ -586,7 +590,8 @@ impl CaptureFile {
         let Input::Mapped(_, map, _) = &self.input else {
             return;
         };
-        let mut at = 0;
+        // From where the reader starts (a cursor made by `cursor_at` starts inside the file).
+        let mut at = self.progress.load(Ordering::Relaxed) & !(PAGE - 1);
         while at < map.len() && !stop.load(Ordering::Relaxed) {
             if at >= self.progress.load(Ordering::Relaxed) + PREFAULT_AHEAD {
                 std::thread::sleep(Duration::from_millis(1));
@@ -638,6 +643,7 @@ impl CaptureFile {
         state.prefetched = offset;
         state.released = offset.saturating_sub(KEPT_BEHIND) & !(PAGE - 1);
         state.number = number - 1;
+        self.progress.store(offset, Ordering::Relaxed);
         cursor
     }
 
@@ -683,6 +689,7 @@ impl CaptureFile {
             Format::Pcap { big_endian, .. } => (PCAP_HEADER_LEN, big_endian),
             Format::Pcapng => (0, false),
         };
+        self.progress.store(offset, Ordering::Relaxed);
         let window = match &self.input {
             Input::Mapped(..) => None,
             Input::Stream(stream) => {
@@ -854,6 +861,20 @@ impl CaptureFile {
             Format::Pcapng => step.next_block(peek),
         }
     }
+}
+
+/// What the start of a guarded map says: a capture's format, or `None` for gzip data. A file cut under
+/// the map meanwhile reads as zeros there, and is said to have been cut.
+fn mapped_format(guard: &MapGuard, map: &[u8]) -> Result<Option<Format>, ReadErrorKind> {
+    let format = if gzip::is_gzip(map) {
+        Ok(None)
+    } else {
+        detect(map).map(Some)
+    };
+    if guard.was_cut() {
+        return Err(ReadErrorKind::CutWhileReading);
+    }
+    format
 }
 
 /// Open for reading without blocking in `open` itself: a FIFO with no writer yet would hold the call
@@ -1684,6 +1705,30 @@ mod tests {
         ) {
             outcome(stream(&bytes, &sizes));
         }
+    }
+
+    #[test]
+    fn a_file_cut_to_nothing_right_after_it_was_mapped_is_said_to_be_cut() {
+        let path =
+            std::env::temp_dir().join(format!("pcapdump-cut-at-open-{}", std::process::id()));
+        std::fs::write(&path, pcap(&captures(50))).unwrap();
+        let file = File::open(&path).unwrap();
+        // SAFETY: as in `CaptureFile::open`: read-only, and guarded before any byte is read.
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        let guard = MapGuard::register(map.as_ptr(), map.len());
+        assert!(guard.is_registered());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // Its first byte is past the file's new end: a fault the guard takes, not a crash.
+        assert!(matches!(
+            mapped_format(&guard, &map),
+            Err(ReadErrorKind::CutWhileReading)
+        ));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
