@@ -37,7 +37,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # the test extras have it: pip install '.[test]'
+    sys.exit("bench: needs numpy (pip install numpy, or the test extras: pip install '.[test]')")
 
 # One environment for every command timed: the same time zone setting for both tools.
 ENV = {**os.environ, "TZ": "UTC"}
@@ -196,6 +199,8 @@ def main() -> None:
     tcpdump, cat, dd = shutil.which("tcpdump"), shutil.which("cat"), shutil.which("dd")
     if not (pcapdump and tcpdump and cat and dd and os.access(TIME, os.X_OK)):
         sys.exit(f"bench: needs the pcapdump command (pip install .), tcpdump, cat, dd and {TIME} (GNU time)")
+    if not args.dir.is_dir():
+        sys.exit(f"bench: --dir {args.dir}: no such folder")
     work = args.dir / f"pcapdump-bench-{os.getpid()}"
     work.mkdir()
     try:
@@ -275,15 +280,23 @@ def main() -> None:
             f"  tcpdump / pcapdump {med['tcpdump'].wall / med['pcapdump'].wall:.2f}x wall,"
             f" {med['tcpdump'].cpu / med['pcapdump'].cpu:.2f}x cpu\n"
         )
+        # The targets: (at least, at most).
         targets = {
-            "sparse filter+write vs tcpdump": ">= 3",
-            "dense filter+write vs tcpdump": ">= 2",
-            "sparse filter+write / cat": "<= 3",
-            "brief lines vs tcpdump -nn": ">= 5",
+            "sparse filter+write vs tcpdump": (3.0, None),
+            "dense filter+write vs tcpdump": (2.0, None),
+            "sparse filter+write / cat": (None, 3.0),
+            "brief lines vs tcpdump -nn": (5.0, None),
         }
         print("summary (wall-time medians):")
         for key, value in ratios.items():
-            print(f"  {key:<34} {value:6.2f}x   target {targets.get(key, '-')}")
+            low, high = targets.get(key, (None, None))
+            if low is None and high is None:
+                verdict = ""
+            else:
+                met = (low is None or value >= low) and (high is None or value <= high)
+                bound = f">= {low}" if low is not None else f"<= {high}"
+                verdict = f"target {bound}: {'met' if met else 'MISSED'}"
+            print(f"  {key:<34} {value:6.2f}x   {verdict}")
         if len(set(counts.values())) != 1 or counts["pcapdump"] != args.dense_frames:
             sys.exit("bench: the two tools printed different numbers of lines")
     finally:

@@ -22,14 +22,19 @@ NEVER = str(10**15)
 
 
 def big_capture(
-    path: Path, frames: list[corpus.Frame], *, nano: bool = False, big_endian: bool = False
+    path: Path,
+    frames: list[corpus.Frame],
+    *,
+    nano: bool = False,
+    big_endian: bool = False,
+    size: int = BIG_BYTES,
 ) -> int:
-    """The corpus's frames over and over until the file is BIG_BYTES long; returns the number of records."""
+    """The corpus's frames over and over until the file is `size` long; returns the number of records."""
     order = ">" if big_endian else "<"
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     out = bytearray(struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, 1))
     n = 0
-    while len(out) < BIG_BYTES:
+    while len(out) < size:
         for f in frames:
             frac = (n * 7919) % (1_000_000_000 if nano else 1_000_000)
             out += struct.pack(order + "IIII", corpus.BASE + n // 50, frac, len(f.data), f.wirelen) + f.data
@@ -144,6 +149,8 @@ def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
         ["read", str(path), "tcp"],
         ["read", str(path), "udp", "-w", str(out)],
         ["read", str(path), "udp", "-c", NEVER, "-w", str(out)],
+        # Few packets kept, far apart: written from pages the reader had already let go.
+        ["read", str(path), "ipsrc", "198.18.0.1", "tcp", "-c", NEVER, "-w", str(out)],
     ):
         done = subprocess.run(
             [sys.executable, "-S", "-c", probe, pcapdump_exe(), *args],
@@ -249,3 +256,26 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "ok\n", (done.returncode, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("one_thread", [False, True])
+def test_ctrl_c_ends_a_long_read_of_a_file_soon(tmp_path, corpus_frames, one_thread):
+    """The lines of a 100 MB file go to a pipe read slowly; after Ctrl-C only a little more comes out."""
+    from conftest import pcapdump_exe
+
+    path = tmp_path / "long.pcap"
+    big_capture(path, corpus_frames, size=100 << 20)
+    count = ["-c", NEVER] if one_thread else []
+    proc = subprocess.Popen(
+        [pcapdump_exe(), "read", str(path), *count],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    assert proc.stdout is not None
+    with proc.stdout:
+        got = proc.stdout.read(1 << 20)
+        proc.send_signal(signal.SIGINT)
+        after = sum(len(b) for b in iter(lambda: proc.stdout.read(1 << 20), b""))  # type: ignore[union-attr]
+    assert proc.wait(timeout=30) == 130
+    assert len(got) == 1 << 20 and after < 30 << 20, f"{after >> 20} MB printed after Ctrl-C"

@@ -34,9 +34,6 @@ pub fn interruptible<T: Send>(
     }
 }
 
-/// Packets between two looks at Ctrl-C while a file is read: a few milliseconds of work.
-const INTERRUPT_EVERY: u64 = 16 * 1024;
-
 /// Hand every packet of the file at `path` that `filter` keeps (cut to `snaplen`, at most `count`) to
 /// `visit`, in one pass with the GIL released; Ctrl-C ends it and is raised.
 pub fn for_each_packet(
@@ -50,15 +47,10 @@ pub fn for_each_packet(
     let file = open(py, path)?;
     let mut reader = RecordReader::new(file, filter, snaplen, count);
     let walked = interruptible(py, |interrupted| {
-        // A mapped file never keeps the reader waiting, so Ctrl-C is looked at between packets too.
-        let mut packets = 0u64;
+        // The reader asks about Ctrl-C while a pipe is silent, and every so many records of a file.
         while let Some(next) = reader.next_packet(&mut { &mut *interrupted }) {
             let (record, data) = next?;
             visit(&PacketMeta::from(&record), data);
-            packets += 1;
-            if packets.is_multiple_of(INTERRUPT_EVERY) && interrupted() {
-                break;
-            }
         }
         Ok::<_, OfflineError>(())
     })?;

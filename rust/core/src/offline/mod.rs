@@ -22,6 +22,8 @@ use chunked::{walk_chunks, Chunk, ChunkWork, Plan};
 
 /// Brief lines are gathered into chunks of this size before each write.
 const LINE_CHUNK: usize = 1 << 20;
+/// Records between two looks at Ctrl-C in a file read by one thread: a few milliseconds of work.
+const INTERRUPT_EVERY: u64 = 1 << 16;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Selection<'a> {
@@ -181,6 +183,14 @@ fn next_selected<'a>(
         return None;
     }
     loop {
+        // A mapped file never waits: Ctrl-C is asked every so many records instead.
+        if sum.read % INTERRUPT_EVERY == INTERRUPT_EVERY - 1 && waiter.interrupted() {
+            return Some(Err(ReadError {
+                path: file.path().into(),
+                kind: ReadErrorKind::Interrupted,
+            }
+            .into()));
+        }
         if let Err(e) = file.advance(cursor, waiter)? {
             return Some(Err(e.into()));
         }
@@ -603,6 +613,7 @@ fn scan(
         let drain = scope.spawn(move || -> io::Result<()> {
             for mut batch in full_rx {
                 batch.write_to(out)?;
+                batch.release_mapped(file);
                 batch.clear();
                 // The scanner may have finished and gone: then the batch is simply dropped.
                 let _ = empty_tx.send(batch);
@@ -833,6 +844,18 @@ impl<'f> Batch<'f> {
         encode_record(&mut self.encoded, ts_ns, data, wirelen, snaplen);
         self.bytes += self.encoded.len() - start;
         self.extend_encoded(start);
+    }
+
+    /// Out of our page tables again: the pages of the mapped file the kernel's copy of this batch
+    /// mapped (behind the reader, which released them once already).
+    fn release_mapped(&self, file: &CaptureFile) {
+        let mut mapped = self.pieces.iter().filter_map(|p| match p {
+            Piece::Mapped(bytes) => Some(*bytes),
+            _ => None,
+        });
+        if let Some(first) = mapped.next() {
+            file.release_spanning(first, mapped.last().unwrap_or(first));
+        }
     }
 
     fn clear(&mut self) {

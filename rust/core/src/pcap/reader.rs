@@ -609,6 +609,27 @@ impl CaptureFile {
         }
     }
 
+    /// Take the pages from the start of `first` to the end of `last`, slices of this file's map (`last`
+    /// not before `first`), out of our page tables, as `release_behind` does behind the reader: the
+    /// kernel's copy of them for a write mapped them again, each with its neighbours (fault-around),
+    /// behind the reader's window. Nothing for slices of anything else.
+    pub fn release_spanning(&self, first: &[u8], last: &[u8]) {
+        /// What a fault maps around the faulting page, at most (the kernel's `fault_around_bytes`).
+        const FAULT_AROUND: usize = 64 << 10;
+        let Input::Mapped(_, map, _) = &self.input else {
+            return;
+        };
+        let offset = |p: *const u8| (p as usize).checked_sub(map.as_ptr() as usize);
+        let (Some(start), Some(end)) = (offset(first.as_ptr()), offset(last.as_ptr_range().end))
+        else {
+            return;
+        };
+        if start <= end && end <= map.len() {
+            let end = end.next_multiple_of(FAULT_AROUND);
+            release_range(map, start & !(FAULT_AROUND - 1)..end);
+        }
+    }
+
     /// A mapped classic pcap file, to be read in buffers on several threads: the file, its layout,
     /// and its length when it was opened (what the map holds, and the general parser reads).
     pub fn pcap_source(&self) -> Option<(&File, PcapLayout, usize)> {
@@ -1383,11 +1404,11 @@ fn release_behind(map: &Mmap, state: &mut State, progress: &AtomicUsize) {
     progress.store(state.offset, Ordering::Relaxed);
 }
 
+/// `range` must start on a page; its end is cut to the map's.
 fn release_range(map: &Mmap, range: Range<usize>) {
     #[cfg(unix)]
     {
-        let start = range.start.next_multiple_of(PAGE);
-        let end = range.end.min(map.len()) & !(PAGE - 1);
+        let (start, end) = (range.start, range.end.min(map.len()));
         if start >= end {
             return;
         }
