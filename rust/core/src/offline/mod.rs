@@ -854,7 +854,7 @@ impl<'f> Batch<'f> {
             _ => None,
         });
         if let Some(first) = mapped.next() {
-            file.release_spanning(first, mapped.last().unwrap_or(first));
+            file.release_spanning(first, mapped.next_back().unwrap_or(first));
         }
     }
 
