@@ -134,13 +134,6 @@ impl<'b> ChunkRecords<'b> {
             &self.bytes[frame.at..frame.at + RECORD_HEADER + frame.data.len()],
         )
     }
-
-    /// Every record, in order.
-    pub fn iter(&self) -> impl Iterator<Item = Record<'b>> + '_ {
-        (self.first..)
-            .zip(self.frames())
-            .map(|(n, f)| self.record(f, n))
-    }
 }
 
 pub struct Frames<'b> {
@@ -205,7 +198,11 @@ mod tests {
                     let (len, n) = layout(be).skim(buf, 7);
                     assert!(n <= 7);
                     assert!(len > 0, "no progress at {at}");
-                    let recs: Vec<_> = layout(be).records(&buf[..len], at, first).iter().collect();
+                    let chunk = layout(be).records(&buf[..len], at, first);
+                    let recs: Vec<_> = (first..)
+                        .zip(chunk.frames())
+                        .map(|(n, f)| chunk.record(f, n))
+                        .collect();
                     assert_eq!(recs.len() as u64, n);
                     seen.extend(
                         recs.iter()
