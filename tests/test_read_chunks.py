@@ -14,7 +14,7 @@ from pathlib import Path
 
 import corpus
 import pytest
-from conftest import run_pcapdump
+from conftest import pcapdump_exe, run_pcapdump
 
 # Larger than the size below which one thread reads (4 chunks of 1 MiB), so the chunked walk runs.
 BIG_BYTES = 12 << 20
@@ -123,6 +123,25 @@ def test_a_damaged_large_file_gives_the_same_packets_and_the_same_error(big, tmp
         assert a.read_bytes() == b.read_bytes()
 
 
+def peak_mb(*args: str) -> float:
+    """The peak resident memory of `pcapdump <args>` (output thrown away), in MB. A fresh interpreter
+    runs it, so that the peak is the command's own: a child carries its parent's high-water mark across
+    exec."""
+    probe = (
+        "import resource, subprocess, sys; "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe, pcapdump_exe(), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "UTC"},
+        check=True,
+    )
+    return int(done.stdout) / 1024
+
+
 def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
     """A 400 MB file read whole (lines, a written file, and the one-thread walk that a count forces) costs
     the process far less memory than the file's size."""
@@ -135,15 +154,6 @@ def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
         )
         for _ in range((400 << 20) // len(block) + 1):
             out.write(block)
-    # A fresh interpreter runs the command, so that the peak is the command's own (a child carries its
-    # parent's high-water mark across exec).
-    probe = (
-        "import resource, subprocess, sys; "
-        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    from conftest import pcapdump_exe
-
     out = tmp_path / "out.cap"
     for args in (
         ["read", str(path), "tcp"],
@@ -152,15 +162,8 @@ def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
         # Few packets kept, far apart: written from pages the reader had already let go.
         ["read", str(path), "ipsrc", "198.18.0.1", "tcp", "-c", NEVER, "-w", str(out)],
     ):
-        done = subprocess.run(
-            [sys.executable, "-S", "-c", probe, pcapdump_exe(), *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TZ": "UTC"},
-            check=True,
-        )
-        peak_mb = int(done.stdout) / 1024
-        assert peak_mb < 150, f"{args}: peak {peak_mb:.0f} MB for a {path.stat().st_size >> 20} MB file"
+        peak = peak_mb(*args)
+        assert peak < 150, f"{args}: peak {peak:.0f} MB for a {path.stat().st_size >> 20} MB file"
 
 
 def test_memory_of_tiny_records_printed_as_json_stays_bounded(tmp_path):
@@ -168,26 +171,11 @@ def test_memory_of_tiny_records_printed_as_json_stays_bounded(tmp_path):
     path = tmp_path / "tiny.pcap"
     header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
     path.write_bytes(header + struct.pack("<IIII", corpus.BASE, 0, 0, 60) * ((64 << 20) // 16))
-    probe = (
-        "import resource, subprocess, sys; "
-        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    from conftest import pcapdump_exe
-
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", probe, pcapdump_exe(), "read", str(path), "-json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TZ": "UTC"},
-        check=True,
-    )
-    assert int(done.stdout) / 1024 < 100, f"peak {int(done.stdout) / 1024:.0f} MB"
+    peak = peak_mb("read", str(path), "-json")
+    assert peak < 100, f"peak {peak:.0f} MB"
 
 
 def test_lines_to_a_standard_output_that_cannot_be_written_are_an_error(big):
-    from conftest import pcapdump_exe
-
     with open(os.devnull) as read_only:
         done = subprocess.run(
             [pcapdump_exe(), "read", str(big)],
@@ -202,8 +190,6 @@ def test_lines_to_a_standard_output_that_cannot_be_written_are_an_error(big):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_during_read_w_leaves_no_file_behind(tmp_path, corpus_file, sig):
-    from conftest import pcapdump_exe
-
     fifo, out = tmp_path / "in.fifo", tmp_path / "out.cap"
     os.mkfifo(fifo)
     proc = subprocess.Popen(
@@ -261,8 +247,6 @@ print("ok")
 @pytest.mark.parametrize("one_thread", [False, True])
 def test_ctrl_c_ends_a_long_read_of_a_file_soon(tmp_path, corpus_frames, one_thread):
     """The lines of a 100 MB file go to a pipe read slowly; after Ctrl-C only a little more comes out."""
-    from conftest import pcapdump_exe
-
     path = tmp_path / "long.pcap"
     big_capture(path, corpus_frames, size=100 << 20)
     count = ["-c", NEVER] if one_thread else []

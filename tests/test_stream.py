@@ -16,6 +16,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import need_tool, pcapdump_exe, wait_until
@@ -27,29 +28,29 @@ from session import one_line_error
 EPB, ISB = 6, 5
 
 
-def blocks(data: bytes) -> list[int]:
-    """The block types of a little-endian pcapng byte string, in order (a cut block ends the list)."""
-    types, at = [], 0
+def walk(data: bytes) -> Iterator[tuple[int, int]]:
+    """Each whole block of a little-endian pcapng byte string: its type and offset (a cut block ends it)."""
+    at = 0
     while at + 12 <= len(data):
         kind, length = struct.unpack_from("<II", data, at)
         if length < 12 or at + length > len(data):
-            break
-        types.append(kind)
+            return
+        yield kind, at
         at += length
-    return types
+
+
+def blocks(data: bytes) -> list[int]:
+    """The block types of a little-endian pcapng byte string, in order."""
+    return [kind for kind, _ in walk(data)]
 
 
 def epb_frames(data: bytes) -> list[bytes]:
     """The frames of the enhanced packet blocks of a little-endian pcapng byte string."""
-    frames, at = [], 0
-    while at + 12 <= len(data):
-        kind, length = struct.unpack_from("<II", data, at)
-        if length < 12 or at + length > len(data):
-            break
+    frames = []
+    for kind, at in walk(data):
         if kind == EPB:
             caplen = struct.unpack_from("<I", data, at + 20)[0]
             frames.append(data[at + 28 : at + 28 + caplen])
-        at += length
     return frames
 
 

@@ -249,14 +249,19 @@ impl BriefFormatter {
 }
 
 impl BriefFormatter {
+    /// Append the line, newline included: the text form, or its JSON object.
+    pub fn push(&mut self, out: &mut Vec<u8>, meta: &PacketMeta, data: &[u8], json: bool) {
+        if json {
+            self.json(out, meta, data);
+        } else {
+            self.text(out, meta, data);
+        }
+    }
+
     /// One line as a `String`, without the newline: the text form, or its JSON object.
     pub fn line(&mut self, meta: &PacketMeta, data: &[u8], json: bool) -> String {
         let mut out = Vec::with_capacity(160);
-        if json {
-            self.json(&mut out, meta, data);
-        } else {
-            self.text(&mut out, meta, data);
-        }
+        self.push(&mut out, meta, data, json);
         out.pop();
         String::from_utf8_lossy(&out).into_owned()
     }

@@ -79,11 +79,7 @@ pub fn show_merged_lines(
                     link: *link,
                 };
                 let data = &bytes[start..h.end];
-                if json {
-                    fmt.json(&mut lines, &meta, data);
-                } else {
-                    fmt.text(&mut lines, &meta, data);
-                }
+                fmt.push(&mut lines, &meta, data, json);
                 if mark == Some(h.seq) {
                     // Before the newline, and for JSON before the closing brace.
                     let end = lines.len() - 1 - usize::from(json);

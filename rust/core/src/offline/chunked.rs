@@ -15,7 +15,7 @@ use std::sync::{mpsc, Mutex};
 
 use super::{OfflineError, Summary};
 use crate::pcap::{
-    CaptureFile, ChunkRecords, PcapLayout, ReadError, ReadErrorKind, MAX_PCAP_RECORD,
+    CaptureFile, ChunkRecords, Cursor, PcapLayout, ReadError, ReadErrorKind, MAX_PCAP_RECORD,
     PCAP_HEADER_LEN,
 };
 
@@ -35,7 +35,7 @@ const IN_FLIGHT_PER_WORKER: usize = 3;
 const MAX_IN_FLIGHT: usize = 12;
 
 /// How a file is read in chunks.
-pub(super) struct Plan<'f> {
+struct Plan<'f> {
     file: &'f File,
     layout: PcapLayout,
     /// The file's length when it was opened: what the general parser would read.
@@ -50,26 +50,21 @@ impl<'f> Plan<'f> {
     /// small, or this machine has one core.
     pub fn for_file(file: &'f CaptureFile, count: Option<u64>) -> Option<Plan<'f>> {
         let (source, layout, len) = file.pcap_source()?;
-        let workers = std::thread::available_parallelism()
+        let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(MAX_WORKERS);
+        let (chunk_bytes, min_len, threads) = (CHUNK_BYTES, PARALLEL_MIN_BYTES, threads);
         #[cfg(test)]
-        if let Some(chunk_bytes) = tests::SMALL_CHUNKS.get() {
-            return count.is_none().then_some(Plan {
-                file: source,
-                layout,
-                len,
-                chunk_bytes,
-                workers: 2,
-            });
-        }
+        let (chunk_bytes, min_len, threads) = tests::SMALL_CHUNKS
+            .get()
+            .map_or((chunk_bytes, min_len, threads), |small| (small, 0, 3));
         // This thread reads, and works too while it would otherwise wait: one worker fewer.
-        (count.is_none() && workers > 1 && len >= PARALLEL_MIN_BYTES).then_some(Plan {
+        (count.is_none() && threads > 1 && len >= min_len).then_some(Plan {
             file: source,
             layout,
             len,
-            chunk_bytes: CHUNK_BYTES,
-            workers: workers - 1,
+            chunk_bytes,
+            workers: threads - 1,
         })
     }
 }
@@ -113,15 +108,40 @@ pub(super) trait ChunkWork: Sync {
 
 /// Where the chunks ended: at the end of the file, or where the general parser takes over (the offset
 /// of a record and its number).
-pub(super) struct Walked {
-    pub sum: Summary,
-    pub rest: Option<(usize, u64)>,
+struct Walked {
+    sum: Summary,
+    rest: Option<(usize, u64)>,
 }
 
-/// Read the file of `plan` in chunks: `work` on `plan.workers` threads, `emit` on this one in the
-/// file's order (it may hand an output back to be filled again). `interrupted` is asked after each
-/// chunk. An error stops the walk at that chunk: the outputs before it were emitted, none after.
-pub(super) fn walk_chunks<W: ChunkWork>(
+/// Read `file` in chunks when it is worth it (`Plan::for_file`), counting in `sum`: `work` on the
+/// plan's threads, `emit` on this one in the file's order (it may hand an output back to be filled
+/// again). True when that read it all; else `cursor` is where the one-thread walk takes over (at its
+/// start, when nothing was read in chunks). `interrupted` is asked after each chunk. An error stops the
+/// walk at that chunk: the outputs before it were emitted, none after.
+pub(super) fn read_in_chunks<W: ChunkWork>(
+    file: &CaptureFile,
+    count: Option<u64>,
+    work: &W,
+    emit: &mut dyn FnMut(W::Out) -> Result<Option<W::Out>, OfflineError>,
+    interrupted: &mut dyn FnMut() -> bool,
+    sum: &mut Summary,
+    cursor: &mut Cursor,
+) -> Result<bool, OfflineError> {
+    let Some(plan) = Plan::for_file(file, count) else {
+        return Ok(false);
+    };
+    let walked = walk_chunks(file.path(), plan, work, emit, interrupted)?;
+    *sum = walked.sum;
+    match walked.rest {
+        None => Ok(true),
+        Some((offset, number)) => {
+            *cursor = file.cursor_at(offset, number);
+            Ok(false)
+        }
+    }
+}
+
+fn walk_chunks<W: ChunkWork>(
     path: &str,
     plan: Plan<'_>,
     work: &W,

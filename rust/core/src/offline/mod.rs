@@ -18,7 +18,7 @@ use crate::pcap::{
     encode_record, AtomicFile, CaptureFile, ChunkRecords, Cursor, Frame, InterfaceBlock,
     PcapWriter, PcapngWriter, ReadError, ReadErrorKind, Record, Section, Waiter,
 };
-use chunked::{walk_chunks, Chunk, ChunkWork, Plan};
+use chunked::{read_in_chunks, Chunk, ChunkWork};
 
 /// Brief lines are gathered into chunks of this size before each write.
 const LINE_CHUNK: usize = 1 << 20;
@@ -59,13 +59,21 @@ impl<'a> Selection<'a> {
     /// filter words would silently match nothing: that is an error instead.
     #[inline]
     pub fn keeps(&self, path: &str, r: &Record) -> Result<bool, OfflineError> {
-        match (self.filter, r.link) {
+        self.can_read(path, r.link, r.number)?;
+        Ok(self.filter.is_none_or(|f| f.matches(r.data, r.link)))
+    }
+
+    /// Whether the filter words can look into `link` (the link type of record `record` of the file at
+    /// `path`): with words, a link type we do not decode is an error.
+    #[inline]
+    fn can_read(&self, path: &str, link: LinkType, record: u64) -> Result<(), OfflineError> {
+        match (self.filter, link) {
             (Some(f), LinkType::Other(link)) if !f.is_empty() => Err(OfflineError::UndecodedLink {
                 path: path.into(),
-                record: r.number,
+                record,
                 link,
             }),
-            (filter, _) => Ok(filter.is_none_or(|f| f.matches(r.data, r.link))),
+            _ => Ok(()),
         }
     }
 
@@ -86,22 +94,16 @@ impl<'a> Selection<'a> {
     ) -> Result<Summary, OfflineError> {
         let mut sum = Summary::default();
         let link = chunk.link();
+        // One link type for the whole file: looked at once, not for each record.
+        self.can_read(path, link, chunk.first())?;
         let filter = self.filter.filter(|f| !f.is_empty());
-        if let (Some(_), LinkType::Other(link)) = (filter, link) {
-            return Err(OfflineError::UndecodedLink {
-                path: path.into(),
-                record: chunk.first(),
-                link,
-            });
-        }
         for (number, frame) in (chunk.first()..).zip(chunk.frames()) {
             sum.read += 1;
             if filter.is_some_and(|f| !f.matches(frame.data, link)) {
                 continue;
             }
             let data = self.cut(frame.data);
-            sum.matched += 1;
-            sum.bytes += data.len() as u64;
+            sum.keep(data);
             each(frame, chunk.record(frame, number), data);
         }
         Ok(sum)
@@ -120,8 +122,7 @@ impl<'a> Selection<'a> {
             return Ok(None);
         }
         let data = self.cut(r.data);
-        sum.matched += 1;
-        sum.bytes += data.len() as u64;
+        sum.keep(data);
         Ok(Some(data))
     }
 }
@@ -216,6 +217,15 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+impl Summary {
+    /// Count a matching record, `data` as kept.
+    #[inline]
+    fn keep(&mut self, data: &[u8]) {
+        self.matched += 1;
+        self.bytes += data.len() as u64;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     #[error(transparent)]
@@ -274,24 +284,28 @@ pub fn print_lines(
 ) -> Result<Summary, OfflineError> {
     let mut sum = Summary::default();
     let mut cursor = file.cursor();
-    if let Some(plan) = Plan::for_file(file, sel.count) {
-        let work = LineWork {
-            sel,
-            json,
-            clock: &clock,
-            path: file.path(),
-        };
-        let mut emit = |mut chunk: Vec<u8>| {
-            write_lines(out, &chunk)?;
-            chunk.clear();
-            Ok(Some(chunk))
-        };
-        let walked = walk_chunks(file.path(), plan, &work, &mut emit, interrupted)?;
-        sum = walked.sum;
-        match walked.rest {
-            None => return Ok(sum),
-            Some((offset, number)) => cursor = file.cursor_at(offset, number),
-        }
+    let work = LineWork {
+        sel,
+        json,
+        clock: &clock,
+        path: file.path(),
+    };
+    let mut emit = |mut chunk: Vec<u8>| {
+        write_lines(out, &chunk)?;
+        chunk.clear();
+        Ok(Some(chunk))
+    };
+    let count = sel.count;
+    if read_in_chunks(
+        file,
+        count,
+        &work,
+        &mut emit,
+        interrupted,
+        &mut sum,
+        &mut cursor,
+    )? {
+        return Ok(sum);
     }
     let mut fmt = BriefFormatter::with_clock(clock);
     let mut lines = Lines {
@@ -306,12 +320,7 @@ pub fn print_lines(
             Some(Ok(selected)) => selected,
             Some(Err(e)) => break Err(e),
         };
-        let meta = PacketMeta::from(&r);
-        if json {
-            fmt.json(&mut lines.buf, &meta, data);
-        } else {
-            fmt.text(&mut lines.buf, &meta, data);
-        }
+        fmt.push(&mut lines.buf, &PacketMeta::from(&r), data, json);
         if lines.buf.len() >= LINE_CHUNK {
             if let Err(e) = lines.write() {
                 break Err(e);
@@ -348,13 +357,7 @@ impl Lines<'_> {
 /// Write and flush `lines` to standard output.
 fn write_lines(out: &mut dyn Write, lines: &[u8]) -> Result<(), OfflineError> {
     let written = out.write_all(lines).and_then(|_| out.flush());
-    written.map_err(|e| match e.kind() {
-        io::ErrorKind::BrokenPipe => OfflineError::OutputClosed,
-        _ => OfflineError::Write {
-            path: "standard output".into(),
-            source: e,
-        },
-    })
+    written.map_err(|e| OfflineError::writing("standard output", e))
 }
 
 /// Brief lines of the records of a chunk, for `walk_chunks`.
@@ -386,12 +389,7 @@ impl ChunkWork for LineWork<'_> {
         let formatted = self
             .sel
             .each_kept(self.path, &chunk.records(), |_, r, data| {
-                let meta = PacketMeta::from(&r);
-                if self.json {
-                    fmt.json(out, &meta, data);
-                } else {
-                    fmt.text(out, &meta, data);
-                }
+                fmt.push(out, &PacketMeta::from(&r), data, self.json)
             });
         (formatted, chunk.bytes)
     }
@@ -627,23 +625,20 @@ fn scan(
             interrupted,
         };
         let scanned = (|| {
-            if let Some(plan) = Plan::for_file(file, sel.count) {
-                let work = BatchWork {
-                    sel,
-                    path: file.path(),
-                    batch: std::marker::PhantomData,
-                };
-                let (full_tx, empty_rx) = (&batches.full_tx, &batches.empty_rx);
-                let mut emit = |batch| match full_tx.send(batch) {
-                    Ok(()) => Ok(empty_rx.try_recv().ok()),
-                    Err(_) => Err(OfflineError::OutputClosed),
-                };
-                let walked = walk_chunks(file.path(), plan, &work, &mut emit, batches.interrupted)?;
-                *sum = walked.sum;
-                match walked.rest {
-                    None => return Ok(()),
-                    Some((offset, number)) => *cursor = file.cursor_at(offset, number),
-                }
+            let work = BatchWork {
+                sel,
+                path: file.path(),
+                batch: std::marker::PhantomData,
+            };
+            let (full_tx, empty_rx) = (&batches.full_tx, &batches.empty_rx);
+            let mut emit = |batch| match full_tx.send(batch) {
+                Ok(()) => Ok(empty_rx.try_recv().ok()),
+                Err(_) => Err(OfflineError::OutputClosed),
+            };
+            let count = sel.count;
+            let interrupted = &mut *batches.interrupted;
+            if read_in_chunks(file, count, &work, &mut emit, interrupted, sum, cursor)? {
+                return Ok(());
             }
             with_prefault(file, || loop {
                 let (r, data) = match next_selected(file, cursor, sel, sum, &mut batches) {
