@@ -195,7 +195,10 @@ def test_ctrl_c_interrupts_a_waiting_next(testnet):
 DAEMON_AT_EXIT = """
 import sys, threading, time, pcapdump
 cap = pcapdump.capture("int", filter="udp")
-threading.Thread(target=lambda: list(cap), daemon=True).start()
+# Several waiting threads, so that one of them is likely to be between two waits while the interpreter
+# exits.
+for _ in range(8):
+    threading.Thread(target=lambda: list(cap), daemon=True).start()
 time.sleep(0.5)
 print("main exits", flush=True)
 """
@@ -204,7 +207,7 @@ print("main exits", flush=True)
 def test_the_interpreter_exits_cleanly_while_a_daemon_thread_waits_for_packets(testnet):
     # CPython ends a daemon thread that comes back into an exiting interpreter with pthread_exit,
     # which crashed the process (SIGSEGV) when that thread was waiting inside pcapdump.
-    for _ in range(4):
+    for _ in range(8):
         done = subprocess.run(
             ["ip", "netns", "exec", testnet.cap_ns, sys.executable, "-c", DAEMON_AT_EXIT],
             capture_output=True,

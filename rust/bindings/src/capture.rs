@@ -507,7 +507,22 @@ impl PyCapture {
                 return Ok(None);
             }
             let capture = &self.capture;
-            crate::gil::detach(py, || capture.wait_stored(&at, slice));
+            // Only the main thread comes back each slice, for Ctrl-C: another waits on until there is
+            // something to take (a daemon thread that comes back while the interpreter exits is ended
+            // by it, mid-call, which crashes the process).
+            let signals = crate::gil::gets_signals();
+            crate::gil::detach(py, || {
+                let mut wait = slice;
+                loop {
+                    capture.wait_stored(&at, wait);
+                    wait = deadline.map_or(WAIT_SLICE, |d| {
+                        d.saturating_duration_since(Instant::now()).min(WAIT_SLICE)
+                    });
+                    if signals || wait.is_zero() || capture.has_news(&at) {
+                        break;
+                    }
+                }
+            });
             py.check_signals()?;
         }
     }

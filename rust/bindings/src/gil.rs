@@ -58,6 +58,16 @@ fn finalizing() -> bool {
     }
 }
 
+/// Whether this thread is the process's main thread, the only one Python runs signal handlers in:
+/// another gains nothing by coming back to look at Ctrl-C.
+pub fn gets_signals() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: neither call has preconditions.
+    return unsafe { libc::gettid() == libc::getpid() };
+    #[cfg(not(target_os = "linux"))]
+    true
+}
+
 /// Park this thread for good if the interpreter is being finalized and it is not the one doing it.
 pub fn park_if_exiting() {
     if EXIT_THREAD.get() != Some(&thread::current().id()) && finalizing() {

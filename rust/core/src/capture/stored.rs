@@ -39,6 +39,14 @@ impl Capture {
 
     /// Wait up to `timeout` for a packet after `cursor` (of any capture of the buffer), or for this
     /// capture to stop: several threads may wait at once, and one may stop the capture meanwhile.
+    /// Whether a wait for packets past `cursor` would end at once: some are stored, or the capture no
+    /// longer runs.
+    pub fn has_news(&self, cursor: &Cursor) -> bool {
+        let buffer = self.buffer();
+        let b = buffer.lock();
+        b.next_seq() > cursor.seq() || self.state() != State::Running
+    }
+
     pub fn wait_stored(&self, cursor: &Cursor, timeout: Duration) {
         let buffer = self.buffer();
         let b = buffer.lock();
