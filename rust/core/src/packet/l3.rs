@@ -6,6 +6,14 @@ use super::{be16, byte, ethertype, ipproto};
 
 /// IPv6 extension headers chased before giving up (hop-by-hop, routing, destination options, fragment, AH).
 pub const MAX_EXT_HEADERS: usize = 8;
+/// The IPv6 next-header values `locate_transport` walks past: any other is the transport protocol.
+pub const EXT_HEADERS: [u8; 5] = [
+    ipproto::HOPOPTS,
+    ipproto::ROUTING,
+    ipproto::DSTOPTS,
+    ipproto::FRAGMENT,
+    ipproto::AH,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransportAt {

@@ -6,7 +6,7 @@ mod l3;
 
 pub use decode::{decode, Arp, Decoded, Icmp, Ipv4, Ipv6, Net, Tcp, Transport};
 pub use l2::{parse_l2, walk_l2, Tags, L2, MAX_INBAND_TAGS, MAX_TAGS};
-pub use l3::{locate_transport, Located, TransportAt, MAX_EXT_HEADERS};
+pub use l3::{locate_transport, Located, TransportAt, EXT_HEADERS, MAX_EXT_HEADERS};
 
 /// Link-layer header types (the `LINKTYPE_*` numbers of pcap files) that we decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
