@@ -1,95 +1,119 @@
-//! `read` of a large classic pcap file on every core. This thread reads the file in buffers of about
-//! `CHUNK_BYTES` (as `cat` would: no page tables to fill and empty, memory a few buffers whatever the
-//! file's size) and cuts each at its last whole record by skimming the headers of bytes it has just
-//! read (`pcap/chunks.rs`); worker threads filter each chunk and turn it into output (brief lines, or
-//! pieces of a pcap file); this thread hands the outputs on in the file's order.
+//! `read` of a large classic pcap file on every core. The file is cut into blocks of a few megabytes
+//! at fixed places (`ChunkWork::BLOCK_BYTES`); each worker thread reads a block into a buffer of its
+//! own with `pread` (as `cat` would: no page tables to fill and empty, memory a few buffers whatever
+//! the file's size), filters its records and turns them into output (brief lines, or pieces of a pcap
+//! file); this thread hands the outputs on in the file's order.
 //!
-//! Where the skim meets a record that is not well formed, or the file ends inside a record, the chunks
-//! end, and the caller reads on from there with the general parser, which says what is wrong as it
-//! always did.
+//! Records do not start at the blocks' edges, and only the end of the records before tells where they
+//! do: the workers pass that place on from block to block (`Chain`). A worker reads its block first,
+//! then waits for the place its records start, skims their headers to the first record that starts in
+//! the next block (reading on to the end of a record that crosses into it), passes that on, and only
+//! then filters. The skim is a load per record on bytes just read, so the others wait little.
+//!
+//! Where the skim meets a record that is not well formed, or the file ends inside a record, the chain
+//! ends there, and the caller reads on from that record with the general parser, which says what is
+//! wrong as it always did.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 
 use super::{OfflineError, Summary};
 use crate::pcap::{
     CaptureFile, ChunkRecords, Cursor, PcapLayout, ReadError, ReadErrorKind, MAX_PCAP_RECORD,
-    PCAP_HEADER_LEN,
+    PCAP_HEADER_LEN, RECORD_HEADER,
 };
 
-/// Bytes read per chunk: large enough that handing a chunk around costs nothing beside its records,
-/// small enough that a few in flight stay in the processor's caches. Larger than any record.
-const CHUNK_BYTES: usize = 1 << 20;
-const _: () = assert!(CHUNK_BYTES > MAX_PCAP_RECORD);
-/// Records per chunk at most, so that a chunk's output stays a few megabytes (a JSON line of a record of
-/// a few bytes is a few hundred). It binds only for records under 48 bytes.
-const CHUNK_RECORDS: u64 = 16_384;
+/// Read past a block's end with it, so that the record that crosses into the next block is usually
+/// whole without a second read.
+const OVERLAP: usize = 2048;
+/// Blocks are read into the same place of a page of their buffer as of the file's. The kernel's copy
+/// into a buffer shifted from its source by a few bytes runs several times slower on some processors
+/// (five times, on this project's AMD machines, for shifts of 1 to 32 bytes).
+const PAGE: usize = 4096;
 /// Below this size, one thread reads the file: the others would not have started by its end.
-const PARALLEL_MIN_BYTES: usize = 4 * CHUNK_BYTES;
+const PARALLEL_MIN_BYTES: usize = 4 << 20;
 /// Worker threads at most, whatever the machine.
 const MAX_WORKERS: usize = 8;
-/// Chunks read ahead of the output, per thread, and in all.
+/// Blocks read ahead of the output, per worker, and in all.
 const IN_FLIGHT_PER_WORKER: usize = 3;
 const MAX_IN_FLIGHT: usize = 12;
 
-/// How a file is read in chunks.
+/// How a file is read in blocks.
 struct Plan<'f> {
     file: &'f File,
     layout: PcapLayout,
     /// The file's length when it was opened: what the general parser would read.
     len: usize,
-    chunk_bytes: usize,
-    /// Worker threads besides this one.
+    block_bytes: usize,
     workers: usize,
 }
 
 impl<'f> Plan<'f> {
     /// The plan for `file` read with no count: `None` when it is not a mapped classic pcap file, is
     /// small, or this machine has one core.
-    pub fn for_file(file: &'f CaptureFile, count: Option<u64>) -> Option<Plan<'f>> {
+    pub fn for_file(
+        file: &'f CaptureFile,
+        count: Option<u64>,
+        block_bytes: usize,
+    ) -> Option<Plan<'f>> {
         let (source, layout, len) = file.pcap_source()?;
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(MAX_WORKERS);
-        let (chunk_bytes, min_len, threads) = (CHUNK_BYTES, PARALLEL_MIN_BYTES, threads);
+        let (min_len, threads) = (PARALLEL_MIN_BYTES, threads);
         #[cfg(test)]
-        let (chunk_bytes, min_len, threads) = tests::SMALL_CHUNKS
+        let (block_bytes, min_len, threads) = tests::SMALL_CHUNKS
             .get()
-            .map_or((chunk_bytes, min_len, threads), |small| (small, 0, 3));
-        // This thread reads, and works too while it would otherwise wait: one worker fewer.
+            .map_or((block_bytes, min_len, threads), |small| (small, 0, 3));
+        // A worker per core, and this thread waiting for their outputs and writing them: it has little
+        // else to do, and a worker that also wrote would hold the others' outputs back.
         (count.is_none() && threads > 1 && len >= min_len).then_some(Plan {
             file: source,
             layout,
             len,
-            chunk_bytes,
-            workers: threads - 1,
+            block_bytes,
+            workers: threads,
         })
+    }
+
+    fn blocks(&self) -> usize {
+        self.len.div_ceil(self.block_bytes)
+    }
+
+    /// The file's bytes in block `block` (the first starts after the file's header).
+    fn bounds(&self, block: usize) -> (usize, usize) {
+        let start = (block * self.block_bytes).max(PCAP_HEADER_LEN);
+        (start, ((block + 1) * self.block_bytes).min(self.len))
     }
 }
 
-/// Whole records read from the file: the first `len` bytes of `bytes`, from byte `offset` of the file,
-/// `records` of them, the first numbered `first`. (The buffer keeps its length between uses, so that
-/// it is never cleared again before a read.)
+/// Whole records read from the file: `bytes[start..len]`, from byte `offset` of the file, the first
+/// numbered `first`. (The buffer keeps its length between uses, so that it is never
+/// cleared again before a read.)
 pub(super) struct Chunk {
     pub bytes: Vec<u8>,
+    pub start: usize,
     pub len: usize,
     pub offset: usize,
     pub first: u64,
-    pub records: u64,
     pub layout: PcapLayout,
 }
 
 impl Chunk {
     pub fn records(&self) -> ChunkRecords<'_> {
         self.layout
-            .records(&self.bytes[..self.len], self.offset, self.first)
+            .records(&self.bytes[..self.len], self.start, self.offset, self.first)
     }
 }
 
 /// What a chunk is turned into, on a worker thread.
 pub(super) trait ChunkWork: Sync {
+    /// Bytes per block: large enough that handing a block around costs little beside its records
+    /// (each is a few wake-ups of threads), small enough that the outputs of the blocks in flight stay
+    /// a few tens of megabytes.
+    const BLOCK_BYTES: usize;
     /// A worker's own state (a formatter with its caches).
     type Worker;
     /// The output of one chunk, handed to `emit` in the file's order.
@@ -97,7 +121,7 @@ pub(super) trait ChunkWork: Sync {
     fn worker(&self) -> Self::Worker;
     fn fresh(&self) -> Self::Out;
     /// Put what the records of `chunk` come to in `out`; the summary counts them. Gives back a buffer
-    /// for the reader to fill again (the chunk's own, when `out` does not keep it).
+    /// for a worker to fill again (the chunk's own, when `out` does not keep it).
     fn work(
         &self,
         worker: &mut Self::Worker,
@@ -127,7 +151,7 @@ pub(super) fn read_in_chunks<W: ChunkWork>(
     sum: &mut Summary,
     cursor: &mut Cursor,
 ) -> Result<bool, OfflineError> {
-    let Some(plan) = Plan::for_file(file, count) else {
+    let Some(plan) = Plan::for_file(file, count, W::BLOCK_BYTES) else {
         return Ok(false);
     };
     let walked = walk_chunks(file.path(), plan, work, emit, interrupted)?;
@@ -141,6 +165,20 @@ pub(super) fn read_in_chunks<W: ChunkWork>(
     }
 }
 
+/// What a worker made of a block.
+enum Done<O> {
+    Made {
+        records: u64,
+        out: O,
+        sum: Result<Summary, OfflineError>,
+        /// The records ended in this block: at the end of the file (`None`), or at a record for the
+        /// general parser (its offset and number).
+        ended: Option<Option<(usize, u64)>>,
+    },
+    /// The records ended in an earlier block.
+    After,
+}
+
 fn walk_chunks<W: ChunkWork>(
     path: &str,
     plan: Plan<'_>,
@@ -148,61 +186,57 @@ fn walk_chunks<W: ChunkWork>(
     emit: &mut dyn FnMut(W::Out) -> Result<Option<W::Out>, OfflineError>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Walked, OfflineError> {
-    let (job_tx, job_rx) = mpsc::channel::<(usize, Chunk)>();
-    let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel();
     let outs: Mutex<Vec<W::Out>> = Mutex::new(Vec::new());
     let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let blocks = plan.blocks();
+    let gate = Gate::new(
+        blocks,
+        (plan.workers * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT),
+    );
+    let chain = Chain::new();
+    let reader = BlockReader {
+        path,
+        plan: &plan,
+        chain: &chain,
+    };
     std::thread::scope(|scope| {
         for _ in 0..plan.workers {
-            let (job_rx, done_tx, outs, buffers) = (&job_rx, done_tx.clone(), &outs, &buffers);
+            let done_tx = done_tx.clone();
+            let (outs, buffers, reader, gate, chain) = (&outs, &buffers, &reader, &gate, &chain);
             scope.spawn(move || {
+                // A worker that panics ends the walk, which then panics too, rather than leave the
+                // others waiting for it.
+                let _ends = EndsOnPanic(gate, chain);
                 let mut worker = work.worker();
-                loop {
-                    // A worker waiting for a job holds the lock, the others wait behind it; the
-                    // sender gone ends them all.
-                    let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok((index, chunk)) = job else { return };
-                    let done = run_job(work, &mut worker, chunk, outs, buffers);
-                    if done_tx.send((index, done)).is_err() {
+                while let Some(block) = gate.next() {
+                    let done = reader.run(block, work, &mut worker, outs, buffers);
+                    if done_tx.send((block, done)).is_err() {
                         return;
                     }
                 }
             });
         }
         drop(done_tx);
-        let mut feed = Feed {
-            path,
-            plan: &plan,
-            buffers: &buffers,
-            job_tx: Some(job_tx),
-            next: (PCAP_HEADER_LEN, 1),
-            carry: Vec::new(),
-            sent: 0,
-            rest: None,
-            failed: None,
-        };
         let mut sum = Summary::default();
         let mut waiting = BTreeMap::new();
-        let mut own = work.worker();
         let walked = (|| {
-            for index in 0.. {
-                feed.top_up(index);
-                if index == feed.sent {
-                    return feed.failed.take().map_or(Ok(()), Err);
-                }
-                let (records, out, got) = loop {
+            for index in 0..blocks {
+                let done = loop {
                     if let Some(done) = waiting.remove(&index) {
                         break done;
                     }
-                    // Rather than wait, take a chunk no worker has started. A worker waiting for jobs
-                    // holds the lock: then there is none to take.
-                    let job = job_rx.try_lock().ok().and_then(|jobs| jobs.try_recv().ok());
-                    let (i, done) = match job {
-                        Some((i, chunk)) => (i, run_job(work, &mut own, chunk, &outs, &buffers)),
-                        None => done_rx.recv().expect("a worker answers every job"),
-                    };
+                    let (i, done) = done_rx.recv().expect("a worker answers every block");
                     waiting.insert(i, done);
+                };
+                let Done::Made {
+                    records,
+                    out,
+                    sum: got,
+                    ended,
+                } = done
+                else {
+                    unreachable!("the block that ends the records ends the walk");
                 };
                 let got: Summary = got?;
                 debug_assert_eq!(got.read, records);
@@ -215,37 +249,18 @@ fn walk_chunks<W: ChunkWork>(
                 if interrupted() {
                     return Err(read_error(path, ReadErrorKind::Interrupted));
                 }
+                if let Some(rest) = ended {
+                    return Ok(rest);
+                }
+                gate.emitted(index + 1);
             }
-            unreachable!()
+            unreachable!("the last block ends the records")
         })();
-        // Workers finish the chunk in hand and go.
-        feed.job_tx = None;
-        walked.map(|()| Walked {
-            sum,
-            rest: feed.rest,
-        })
+        // Workers finish the block in hand and go.
+        gate.close();
+        chain.close();
+        walked.map(|rest| Walked { sum, rest })
     })
-}
-
-/// A chunk's number of records, output and summary.
-type Done<O> = (u64, O, Result<Summary, OfflineError>);
-
-fn run_job<W: ChunkWork>(
-    work: &W,
-    worker: &mut W::Worker,
-    chunk: Chunk,
-    outs: &Mutex<Vec<W::Out>>,
-    buffers: &Mutex<Vec<Vec<u8>>>,
-) -> Done<W::Out> {
-    let records = chunk.records;
-    let reused = outs.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut out = reused.unwrap_or_else(|| work.fresh());
-    let (sum, buffer) = work.work(worker, chunk, &mut out);
-    buffers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(buffer);
-    (records, out, sum)
 }
 
 fn read_error(path: &str, kind: ReadErrorKind) -> OfflineError {
@@ -255,93 +270,397 @@ fn read_error(path: &str, kind: ReadErrorKind) -> OfflineError {
     })
 }
 
-/// The reading: chunks cut ahead of the output and sent to the workers.
-struct Feed<'p, 'f> {
-    path: &'p str,
-    plan: &'p Plan<'f>,
-    buffers: &'p Mutex<Vec<Vec<u8>>>,
-    job_tx: Option<mpsc::Sender<(usize, Chunk)>>,
-    /// Where the next chunk starts in the file, and its first record's number.
-    next: (usize, u64),
-    /// The start of a record that did not end in the last buffer.
-    carry: Vec<u8>,
-    /// Chunks sent so far.
-    sent: usize,
-    rest: Option<(usize, u64)>,
-    /// A read that failed: said once the chunks before it are out.
-    failed: Option<OfflineError>,
+struct EndsOnPanic<'a>(&'a Gate, &'a Chain);
+
+impl Drop for EndsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.close();
+            self.1.close();
+        }
+    }
 }
 
-impl Feed<'_, '_> {
-    /// Keep the chunks up to `emitted` + the in-flight allowance sent, until the chunks end.
-    fn top_up(&mut self, emitted: usize) {
-        let budget = ((self.plan.workers + 1) * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT);
-        while self.job_tx.is_some() && self.sent < emitted + budget {
-            match self.read_chunk() {
-                Ok(Some(chunk)) => {
-                    self.next = (chunk.offset + chunk.len, chunk.first + chunk.records);
-                    let sent = self.job_tx.as_ref().map(|tx| tx.send((self.sent, chunk)));
-                    if !matches!(sent, Some(Ok(()))) {
-                        self.job_tx = None;
-                        return;
-                    }
-                    self.sent += 1;
-                }
-                Ok(None) => self.job_tx = None,
-                Err(e) => {
-                    self.failed = Some(e);
-                    self.job_tx = None;
-                }
-            }
+/// The blocks handed to the workers: each takes the next, no further ahead of the output than the
+/// budget allows.
+struct Gate {
+    state: Mutex<GateState>,
+    moved: Condvar,
+    blocks: usize,
+    budget: usize,
+}
+
+struct GateState {
+    /// The next block to take.
+    next: usize,
+    /// Blocks whose output is out.
+    emitted: usize,
+    closed: bool,
+    /// Workers waiting for the output: the output wakes them, and only then.
+    waiting: usize,
+}
+
+impl Gate {
+    fn new(blocks: usize, budget: usize) -> Gate {
+        Gate {
+            state: Mutex::new(GateState {
+                next: 0,
+                emitted: 0,
+                closed: false,
+                waiting: 0,
+            }),
+            moved: Condvar::new(),
+            blocks,
+            budget,
         }
     }
 
-    /// The next chunk: the bytes carried over and what follows them, up to the last whole record.
-    /// `None` once the chunks end (then `rest` says where the general parser takes over, if anywhere).
-    fn read_chunk(&mut self) -> Result<Option<Chunk>, OfflineError> {
-        let (offset, first) = self.next;
-        let mut bytes = self
-            .buffers
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next block to read, once the output is near enough; `None` once there are none, or the
+    /// walk ended.
+    fn next(&self) -> Option<usize> {
+        let mut state = self.lock();
+        loop {
+            if state.closed || state.next >= self.blocks {
+                return None;
+            }
+            if state.next < state.emitted + self.budget {
+                state.next += 1;
+                return Some(state.next - 1);
+            }
+            state.waiting += 1;
+            state = self.moved.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
+        }
+    }
+
+    fn emitted(&self, blocks: usize) {
+        let mut state = self.lock();
+        state.emitted = blocks;
+        if state.waiting > 0 {
+            self.moved.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.moved.notify_all();
+    }
+}
+
+/// Where the records of the next block start, passed on from block to block.
+struct Chain {
+    state: Mutex<ChainState>,
+    moved: Condvar,
+}
+
+struct ChainState {
+    link: Link,
+    /// The walk ended early: no block waits for its turn.
+    closed: bool,
+    /// Workers waiting for their turn: a link passed on wakes them, and only then.
+    waiting: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Link {
+    /// The records from block `block` on start at byte `offset` of the file, with number `number`.
+    At {
+        block: usize,
+        offset: usize,
+        number: u64,
+    },
+    /// The records ended in block `block`: later blocks have none.
+    Ended { block: usize },
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain {
+            state: Mutex::new(ChainState {
+                link: Link::At {
+                    block: 0,
+                    offset: PCAP_HEADER_LEN,
+                    number: 1,
+                },
+                closed: false,
+                waiting: 0,
+            }),
+            moved: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChainState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Block `block`'s turn: where its records start, or `None` when they ended before it (or the walk
+    /// did). The turn ends when it is passed on (the records go on, or they end), however the worker
+    /// leaves.
+    fn wait_for(&self, block: usize) -> Turn<'_> {
+        let mut state = self.lock();
+        let start = loop {
+            match state.link {
+                _ if state.closed => break None,
+                Link::At {
+                    block: b,
+                    offset,
+                    number,
+                } if b == block => break Some((offset, number)),
+                Link::Ended { block: b } if b < block => break None,
+                _ => {
+                    state.waiting += 1;
+                    state = self.moved.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.waiting -= 1;
+                }
+            }
+        };
+        Turn {
+            chain: self,
+            block,
+            start,
+        }
+    }
+
+    fn pass(&self, link: Link) {
+        let mut state = self.lock();
+        state.link = link;
+        if state.waiting > 0 {
+            self.moved.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.moved.notify_all();
+    }
+}
+
+/// A block's turn in the chain. Dropped without being passed on (a worker that panicked), it ends the
+/// records, so that no other worker waits for ever.
+struct Turn<'c> {
+    chain: &'c Chain,
+    block: usize,
+    start: Option<(usize, u64)>,
+}
+
+impl Turn<'_> {
+    fn go_on(mut self, offset: usize, number: u64) {
+        self.start = None;
+        self.chain.pass(Link::At {
+            block: self.block + 1,
+            offset,
+            number,
+        });
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.start.is_some() {
+            self.chain.pass(Link::Ended { block: self.block });
+        }
+    }
+}
+
+/// A block's bytes read into a buffer: the file's bytes from `from` are at `at`, `filled` marks the
+/// end of those read.
+struct Read {
+    bytes: Vec<u8>,
+    from: usize,
+    at: usize,
+    filled: usize,
+}
+
+impl Read {
+    /// The buffer's place of file offset `offset`.
+    fn index(&self, offset: usize) -> usize {
+        self.at + offset - self.from
+    }
+
+    fn offset(&self, index: usize) -> usize {
+        self.from + index - self.at
+    }
+}
+
+struct BlockReader<'a, 'f> {
+    path: &'a str,
+    plan: &'a Plan<'f>,
+    chain: &'a Chain,
+}
+
+impl BlockReader<'_, '_> {
+    fn run<W: ChunkWork>(
+        &self,
+        block: usize,
+        work: &W,
+        worker: &mut W::Worker,
+        outs: &Mutex<Vec<W::Out>>,
+        buffers: &Mutex<Vec<Vec<u8>>>,
+    ) -> Done<W::Out> {
+        let buffer = buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (start, end) = self.plan.bounds(block);
+        let read = self.read(buffer.unwrap_or_default(), start, end);
+        let turn = self.chain.wait_for(block);
+        let Some((offset, number)) = turn.start else {
+            return Done::After;
+        };
+        let reused = outs.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut out = reused.unwrap_or_else(|| work.fresh());
+        let cut = read
+            .map_err(|e| read_error(self.path, ReadErrorKind::Io(e)))
+            .and_then(|mut read| self.cut(&mut read, offset, end).map(|cut| (read, cut)));
+        let (read, cut) = match cut {
+            Ok(done) => done,
+            // Dropped, the turn ends the records in this block.
+            Err(e) => {
+                return Done::Made {
+                    records: 0,
+                    out,
+                    sum: Err(e),
+                    ended: Some(None),
+                }
+            }
+        };
+        let after = number + cut.records;
+        let ended = match cut.next {
+            Next::Records(next) if next < self.plan.len => {
+                turn.go_on(next, after);
+                None
+            }
+            Next::Records(_) => Some(None),
+            Next::Parser(at) => Some(Some((at, after))),
+        };
+        let chunk = Chunk {
+            bytes: read.bytes,
+            start: cut.start,
+            len: cut.end,
+            offset,
+            first: number,
+            layout: self.plan.layout,
+        };
+        let (sum, buffer) = work.work(worker, chunk, &mut out);
+        buffers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default();
-        let want = self.plan.chunk_bytes.min(self.plan.len - offset);
-        if bytes.len() < want {
-            bytes.resize(self.plan.chunk_bytes, 0);
+            .push(buffer);
+        Done::Made {
+            records: cut.records,
+            out,
+            sum,
+            ended,
         }
-        bytes[..self.carry.len()].copy_from_slice(&self.carry);
-        let mut filled = self.carry.len();
-        while filled < want {
+    }
+
+    /// The block's bytes from `start` to `end`, and a little past it, read into `bytes`.
+    fn read(&self, mut bytes: Vec<u8>, start: usize, end: usize) -> std::io::Result<Read> {
+        let size = PAGE + self.plan.block_bytes + OVERLAP + MAX_PCAP_RECORD;
+        if bytes.len() < size {
+            // Zeroed by the allocator: pages never written stay out of memory.
+            bytes = vec![0; size];
+        }
+        let at = (start % PAGE + PAGE - bytes.as_ptr() as usize % PAGE) % PAGE;
+        let mut read = Read {
+            bytes,
+            from: start,
+            at,
+            filled: at,
+        };
+        self.read_to(&mut read, (end + OVERLAP).min(self.plan.len))?;
+        Ok(read)
+    }
+
+    /// Read on to file offset `until` (short at the file's end, when it shrank since it was opened).
+    fn read_to(&self, read: &mut Read, until: usize) -> std::io::Result<()> {
+        let end = read.index(until);
+        while read.filled < end {
+            let at = read.offset(read.filled) as u64;
             match self
                 .plan
                 .file
-                .read_at(&mut bytes[filled..want], (offset + filled) as u64)
+                .read_at(&mut read.bytes[read.filled..end], at)
             {
-                Ok(0) => break, // the file is shorter than it was: the general parser says so
-                Ok(n) => filled += n,
+                Ok(0) => break,
+                Ok(n) => read.filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_error(self.path, ReadErrorKind::Io(e))),
+                Err(e) => return Err(e),
             }
         }
-        let (len, records) = self.plan.layout.skim(&bytes[..filled], CHUNK_RECORDS);
-        if records == 0 {
-            // Nothing whole here: the end of the file, or a record for the general parser to name
-            // (cut, not well formed, or the file shrank since it was opened).
-            self.rest = (offset < self.plan.len).then_some((offset, first));
-            return Ok(None);
-        }
-        self.carry.clear();
-        self.carry.extend_from_slice(&bytes[len..filled]);
-        Ok(Some(Chunk {
-            bytes,
-            len,
-            offset,
-            first,
-            records,
-            layout: self.plan.layout,
-        }))
+        Ok(())
     }
+
+    /// The records of the block that ends at file offset `end`, the first at `offset`, reading on to
+    /// the end of the last one when it crosses into the next block.
+    fn cut(&self, read: &mut Read, offset: usize, end: usize) -> Result<Cut, OfflineError> {
+        if offset >= end {
+            // A record of an earlier block covers this one.
+            return Ok(Cut {
+                start: read.at,
+                end: read.at,
+                records: 0,
+                next: Next::Records(offset),
+            });
+        }
+        let layout = self.plan.layout;
+        let first = read.index(offset);
+        // Short of the block when the file shrank since it was opened, even short of `first`.
+        let in_block = read.index(end).min(read.filled).max(first);
+        let (len, mut records) = layout.skim(&read.bytes[first..in_block], u64::MAX);
+        let mut at = first + len;
+        if read.offset(at) < end {
+            // A record that crosses into the next block, or one the skim does not take: read on to its
+            // end, if it has one, and skim it alone.
+            let read_on = |read: &mut Read, n: usize| {
+                let until = (read.offset(at) + n).min(self.plan.len);
+                self.read_to(read, until)
+                    .map_err(|e| read_error(self.path, ReadErrorKind::Io(e)))
+            };
+            let have = |read: &Read| at..read.filled.max(at);
+            read_on(read, RECORD_HEADER)?;
+            if let Some(n) = layout.record_len(&read.bytes[have(read)]) {
+                read_on(read, n.min(MAX_PCAP_RECORD))?;
+            }
+            match layout.skim(&read.bytes[have(read)], 1) {
+                (0, _) => {
+                    return Ok(Cut {
+                        start: first,
+                        end: at,
+                        records,
+                        next: Next::Parser(read.offset(at)),
+                    })
+                }
+                (n, _) => {
+                    at += n;
+                    records += 1;
+                }
+            }
+        }
+        Ok(Cut {
+            start: first,
+            end: at,
+            records,
+            next: Next::Records(read.offset(at)),
+        })
+    }
+}
+
+/// A block's records: `bytes[start..end]` of its buffer, and where the next ones are.
+struct Cut {
+    start: usize,
+    end: usize,
+    records: u64,
+    next: Next,
+}
+
+/// Where the records after a block's are.
+enum Next {
+    /// At this offset of the file (its end, when they end there).
+    Records(usize),
+    /// At a record for the general parser (cut, not well formed, or the file shrank).
+    Parser(usize),
 }
 
 #[cfg(test)]
@@ -511,6 +830,106 @@ pub(super) mod tests {
         let mut bytes = whole;
         bytes[at..at + 16].fill(0);
         agree("zeros", &bytes);
+    }
+
+    #[test]
+    fn a_file_that_shrank_after_it_was_opened_ends_as_in_the_one_thread_walk() {
+        let bytes = capture(3000, false, false);
+        let results: Vec<_> = [None, Some(4096), Some(65_536)]
+            .into_iter()
+            .map(|chunks| {
+                let path = scratch("shrank", &bytes);
+                let file = CaptureFile::open(&path).unwrap();
+                // Cut inside a record, past the first blocks, before any is read.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(200_000)
+                    .unwrap();
+                SMALL_CHUNKS.set(chunks);
+                let count = chunks.is_none().then_some(u64::MAX);
+                let sel = Selection::new(None, None, count);
+                let mut out = Vec::new();
+                let clock = Clock::new(Zone::Utc, true);
+                let lines = print_lines(&file, &sel, false, clock, &mut out, &mut || false);
+                let dest = path.with_extension("out");
+                let written = write_pcap(&file, &sel, &dest, &mut || false)
+                    .map(|w| (w.summary.read, w.summary.matched));
+                SMALL_CHUNKS.set(None);
+                std::fs::remove_file(&path).unwrap();
+                let _ = std::fs::remove_file(&dest);
+                format!(
+                    "{} {:?} {:?}",
+                    out.len(),
+                    lines.map(|s| s.read).map_err(|e| e.to_string()),
+                    written.map_err(|e| e.to_string())
+                )
+            })
+            .collect();
+        assert!(results[0].contains("cut short"), "{}", results[0]);
+        assert_eq!(results[1], results[0]);
+        assert_eq!(results[2], results[0]);
+    }
+
+    #[test]
+    fn a_block_read_short_of_where_its_records_start_goes_to_the_general_parser() {
+        let path = scratch("short", &capture(3000, false, false));
+        let file = CaptureFile::open(&path).unwrap();
+        SMALL_CHUNKS.set(Some(4096));
+        let plan = super::Plan::for_file(&file, None, 0).unwrap();
+        SMALL_CHUNKS.set(None);
+        let chain = super::Chain::new();
+        let reader = super::BlockReader {
+            path: "short",
+            plan: &plan,
+            chain: &chain,
+        };
+        let (start, end) = plan.bounds(3);
+        let mut read = reader.read(Vec::new(), start, end).unwrap();
+        // The file shrank after the block before was read, and while this one was: the records would
+        // start past what was read.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len((start + 10) as u64)
+            .unwrap();
+        read.filled = read.at + 10;
+        let cut = reader.cut(&mut read, start + 100, end).unwrap();
+        assert_eq!(cut.records, 0);
+        assert!(matches!(cut.next, super::Next::Parser(at) if at == start + 100));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn blocks_are_read_into_the_same_place_of_a_page_as_of_the_file() {
+        let path = scratch("pages", &capture(3000, false, false));
+        let file = CaptureFile::open(&path).unwrap();
+        // Blocks of a few pages and a little more, so that most start inside a page.
+        SMALL_CHUNKS.set(Some(3 * super::PAGE + 100));
+        let plan = super::Plan::for_file(&file, None, 0).unwrap();
+        SMALL_CHUNKS.set(None);
+        let chain = super::Chain::new();
+        let reader = super::BlockReader {
+            path: "pages",
+            plan: &plan,
+            chain: &chain,
+        };
+        let mut bytes = Vec::new();
+        for block in 0..plan.blocks() {
+            let (start, end) = plan.bounds(block);
+            let read = reader.read(bytes, start, end).unwrap();
+            let at = read.bytes.as_ptr() as usize + read.at;
+            assert_eq!(at % super::PAGE, start % super::PAGE, "block {block}");
+            // Buffers go round, at another place each time.
+            bytes = if block % 2 == 0 {
+                read.bytes
+            } else {
+                Vec::new()
+            };
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -369,6 +369,8 @@ struct LineWork<'s> {
 }
 
 impl ChunkWork for LineWork<'_> {
+    /// 32768 records at most, and a JSON line of a record of a few bytes is 256 bytes: 8 MB.
+    const BLOCK_BYTES: usize = 512 << 10;
     type Worker = BriefFormatter;
     type Out = Vec<u8>;
 
@@ -751,6 +753,8 @@ struct BatchWork<'s, 'f> {
 }
 
 impl<'f> ChunkWork for BatchWork<'_, 'f> {
+    /// The output is at most the block (its records, or a part of them, some encoded again).
+    const BLOCK_BYTES: usize = 2 << 20;
     type Worker = ();
     type Out = Batch<'f>;
 

@@ -13,7 +13,8 @@ use crate::packet::LinkType;
 
 /// Where the first record of a classic pcap file starts.
 pub const PCAP_HEADER_LEN: usize = 24;
-const RECORD_HEADER: usize = 16;
+/// A record's header: its time, captured and original lengths.
+pub const RECORD_HEADER: usize = 16;
 /// A buffer this long holds any whole record.
 pub const MAX_PCAP_RECORD: usize = RECORD_HEADER + MAX_RECORD as usize;
 
@@ -50,11 +51,26 @@ impl PcapLayout {
         }
     }
 
-    /// The records in `bytes`, which start at byte `offset` of the file with record number `first`.
-    pub fn records<'b>(&self, bytes: &'b [u8], offset: usize, first: u64) -> ChunkRecords<'b> {
+    /// The length of the record that starts `bytes`, header included, as its header says (whether or
+    /// not the record is well formed): `None` when `bytes` is shorter than a header.
+    pub fn record_len(&self, bytes: &[u8]) -> Option<usize> {
+        (bytes.len() >= RECORD_HEADER)
+            .then(|| RECORD_HEADER + read_u32(bytes, 8, self.big_endian) as usize)
+    }
+
+    /// The records of `bytes` from index `start` on, which is byte `offset` of the file and the start of
+    /// record number `first`.
+    pub fn records<'b>(
+        &self,
+        bytes: &'b [u8],
+        start: usize,
+        offset: usize,
+        first: u64,
+    ) -> ChunkRecords<'b> {
         ChunkRecords {
             layout: *self,
             bytes,
+            start,
             offset,
             first,
         }
@@ -66,16 +82,18 @@ impl PcapLayout {
     }
 }
 
-/// Whole records of a classic pcap file, in a buffer.
+/// Whole records of a classic pcap file, in a buffer from index `start` to its end.
 #[derive(Clone, Copy)]
 pub struct ChunkRecords<'b> {
     layout: PcapLayout,
     bytes: &'b [u8],
+    start: usize,
+    /// The file offset of index `start`.
     offset: usize,
     first: u64,
 }
 
-/// A record's place in its buffer and its captured bytes: what a filter needs, read for every record;
+/// A record's place in its buffer (the whole buffer, not from `start`) and its captured bytes: what a filter needs, read for every record;
 /// the rest of the record is read only for those it keeps (`ChunkRecords::record`).
 #[derive(Clone, Copy)]
 pub struct Frame<'b> {
@@ -98,8 +116,8 @@ impl<'b> ChunkRecords<'b> {
         Frames {
             bytes: self.bytes,
             big_endian: self.layout.big_endian,
-            at: 0,
-            prefetched: 0,
+            at: self.start,
+            prefetched: self.start,
         }
     }
 
@@ -112,7 +130,7 @@ impl<'b> ChunkRecords<'b> {
         let link = self.layout.link;
         Record {
             number,
-            offset: self.offset + at,
+            offset: self.offset + at - self.start,
             ts_ns: secs * 1_000_000_000
                 + if self.layout.nanos {
                     frac
@@ -127,7 +145,7 @@ impl<'b> ChunkRecords<'b> {
         }
     }
 
-    /// The record of `frame` as stored, header and data, and where it starts in the buffer.
+    /// The record of `frame` as stored, header and data, and where it starts in the whole buffer.
     pub fn stored(&self, frame: Frame<'b>) -> (usize, &'b [u8]) {
         (
             frame.at,
@@ -198,7 +216,7 @@ mod tests {
                     let (len, n) = layout(be).skim(buf, 7);
                     assert!(n <= 7);
                     assert!(len > 0, "no progress at {at}");
-                    let chunk = layout(be).records(&buf[..len], at, first);
+                    let chunk = layout(be).records(&buf[..len], 0, at, first);
                     let recs: Vec<_> = (first..)
                         .zip(chunk.frames())
                         .map(|(n, f)| chunk.record(f, n))

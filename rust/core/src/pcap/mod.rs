@@ -10,7 +10,9 @@ mod reader;
 mod writer;
 
 pub use atomic::{AtomicFile, TEMP_SUFFIX};
-pub use chunks::{ChunkRecords, Frame, PcapLayout, MAX_PCAP_RECORD, PCAP_HEADER_LEN};
+pub use chunks::{
+    ChunkRecords, Frame, PcapLayout, MAX_PCAP_RECORD, PCAP_HEADER_LEN, RECORD_HEADER,
+};
 pub use pcapng::{
     encode_commented_packet, encode_packet_into, encode_stats, packet_block_len, InterfaceBlock,
     InterfaceStats, PcapngWriter, Section,
