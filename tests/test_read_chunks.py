@@ -16,7 +16,8 @@ import corpus
 import pytest
 from conftest import pcapdump_exe, run_pcapdump
 
-# Larger than the size below which one thread reads (4 chunks of 1 MiB), so the chunked walk runs.
+# Larger than the size below which one thread reads (4 MiB), and several blocks of every kind, so the chunked
+# walk runs.
 BIG_BYTES = 12 << 20
 NEVER = str(10**15)
 
@@ -173,6 +174,24 @@ def test_memory_of_tiny_records_printed_as_json_stays_bounded(tmp_path):
     path.write_bytes(header + struct.pack("<IIII", corpus.BASE, 0, 0, 60) * ((64 << 20) // 16))
     peak = peak_mb("read", str(path), "-json")
     assert peak < 100, f"peak {peak:.0f} MB"
+
+
+def test_a_read_loads_neither_the_rest_of_the_command_line_nor_of_the_library(big):
+    """`pcapdump read` starts on the engine and the grammar alone (the rest would double the time a small
+    file takes); a program that imports pcapdump has every name at once."""
+    modules = ("click", "pcapdump.cli", "pcapdump.console", "pcapdump.flows", "pcapdump.ruleset")
+    script = (
+        "import sys\n"
+        f"sys.argv = ['pcapdump', 'read', {str(big)!r}, 'udp', '-c', '1']\n"
+        "from pcapdump.launch import main\n"
+        "main()\n"
+        f"print(sorted(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[]", done
+    library = "import sys, pcapdump\nprint(all(m in sys.modules for m in ('pcapdump.console', 'pcapdump.flows')))"
+    done = subprocess.run([sys.executable, "-c", library], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "True\n", done
 
 
 def test_lines_to_a_standard_output_that_cannot_be_written_are_an_error(big):

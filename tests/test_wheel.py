@@ -46,7 +46,7 @@ def test_the_wheel_carries_everything(wheel):
         assert f"pcapdump/{part}" in names, part
     assert any(n.startswith("pcapdump/_core.") and n.endswith(".so") for n in names)
     entry = entry.replace(" ", "")
-    assert "pcapdump=pcapdump.cli:main" in entry and "fwctl=pcapdump.fwctl_cli:main" in entry
+    assert "pcapdump=pcapdump.launch:main" in entry and "fwctl=pcapdump.fwctl_cli:main" in entry
     for field in ("Summary: ", "License: MIT", "Classifier: ", "Project-URL: ", "Requires-Python: >=3.11"):
         assert field in meta, field
     assert "Description-Content-Type: text/markdown" in meta and "# pcapdump" in meta

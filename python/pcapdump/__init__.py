@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import atexit
 import os
-import warnings
+import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from . import _core, flows, ruleset
+from . import _core
 from ._core import (
     DEFAULT_BUFFER_KB,
     MAX_BUFFER_KB,
@@ -25,7 +25,6 @@ from ._core import (
     Packet,
     Table,
 )
-from .console import Console
 from .errors import (
     AgentError,
     AgentGoneError,
@@ -51,9 +50,25 @@ from .errors import (
     UnsupportedError,
     UsageError,
 )
-from .flows import Conversation, FlowReport
-from .ifaces import no_such_interface
-from .shapes import CaptureSettings, CaptureStats, Interface
+
+if TYPE_CHECKING:
+    from .console import Console
+    from .flows import Conversation, FlowReport
+    from .shapes import CaptureSettings, CaptureStats, Interface
+
+# Names of modules loaded apart, and the modules that define them. `fwctl` is loaded on first use: it loads
+# asyncssh, which other commands never need.
+_ON_FIRST_USE = {
+    "flows": ".flows",
+    "ruleset": ".ruleset",
+    "fwctl": ".fwctl",
+    "Console": ".console",
+    "Conversation": ".flows",
+    "FlowReport": ".flows",
+    "CaptureSettings": ".shapes",
+    "CaptureStats": ".shapes",
+    "Interface": ".shapes",
+}
 
 # A thread still inside pcapdump when the interpreter exits (a daemon thread waiting for packets) parks
 # instead of coming back into it, which would end the process with a crash (docs/architecture.md).
@@ -111,12 +126,28 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # `pcapdump.fwctl` on first use: it loads asyncssh, which other commands do not need.
-    if name == "fwctl":
-        import importlib
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module 'pcapdump' has no attribute {name!r}")
+    import importlib
 
-        return importlib.import_module(".fwctl", __name__)
-    raise AttributeError(f"module 'pcapdump' has no attribute {name!r}")
+    module = importlib.import_module(_ON_FIRST_USE[name], __name__)
+    value = module if name in ("flows", "ruleset", "fwctl") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def _is_read_command() -> bool:
+    argv = getattr(sys, "argv", None) or [""]
+    return os.path.basename(argv[0]) == "pcapdump" and argv[1:2] == ["read"]
+
+
+# A program that imports pcapdump has every name now: it may drop its privileges before it uses one, and
+# lose the right to read the package's files. The `pcapdump read` command loads none of them unless it
+# needs them (the read of a small file would take twice as long).
+if not _is_read_command():
+    for _name in _ON_FIRST_USE:
+        if _name != "fwctl":
+            __getattr__(_name)
 
 
 FilterLike = Filter | str | Iterable[str] | None
@@ -186,6 +217,8 @@ def capture(
             after=after,
         )
     except NoSuchInterfaceError:
+        from .ifaces import no_such_interface
+
         raise no_such_interface(iface, (i["name"] for i in _core.interfaces())) from None
 
 
@@ -261,6 +294,9 @@ def policy(
     must know before loading it (nothing answered; rules without an input interface) comes as a
     ``UserWarning``.
     """
+    from . import ruleset
+    from .flows import Conversation
+
     format = ruleset.check_format(format, f"format={format!r}")
     if isinstance(source, Sequence) and source and all(isinstance(c, Conversation) for c in source):
         convs = [c for c in source if isinstance(c, Conversation)]
@@ -270,6 +306,8 @@ def policy(
         name = os.fsdecode(source) if isinstance(source, str | bytes | os.PathLike) else "packets"
     built = ruleset.build(convs)
     for said in ruleset.warnings(built):
+        import warnings
+
         warnings.warn(said, UserWarning, stacklevel=2)
     return ruleset.render(built, format, name)
 
@@ -279,6 +317,8 @@ def _report(
     filter: FilterLike,
     count: int | None,
 ) -> FlowReport:
+    from . import flows
+
     _check_range("count", count, 1, _core.MAX_COUNT)
     if isinstance(source, str | bytes | os.PathLike):
         return flows.of_file(os.fsdecode(source), as_filter(filter), count)

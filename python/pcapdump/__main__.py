@@ -1,5 +1,5 @@
 """``python -m pcapdump``: the console command (the agent is launched this way)."""
 
-from .cli import main
+from .launch import main
 
 main()

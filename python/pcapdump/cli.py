@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import functools
 import json
 import os
-import signal
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
 from . import __version__, _core, flows, grammar, ruleset
 from .console import Console, LiveSession
-from .errors import EXIT_RUNTIME, EXIT_USAGE, PcapdumpError, UsageError
+from .errors import EXIT_RUNTIME, UsageError
 from .ifaces import link_of
-from .shapes import Interface, InterfaceListing, TimeFormat
+from .launch import ClosedOutput, dispatch, packets, run_read
+from .shapes import Interface, InterfaceListing, TimeFormat, local_time_format
 
 HELP_WIDTH = 78
 # Where the second column of the help starts.
@@ -141,71 +139,13 @@ def run_help(req: grammar.Request) -> None:
     click.echo(command_help(name) if name else _help_for([]))
 
 
-def fail(message: str, code: int) -> None:
-    click.echo(f"pcapdump: {message}", err=True)
-    sys.exit(code)
-
-
-class _Terminated(Exception):
-    """SIGTERM or SIGHUP during a read: it ends as Ctrl-C does, with 128 + the signal as exit code."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _ended_by_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop a read the way Ctrl-C does: the engine sees them where it looks for Ctrl-C,
-    and a file being written is dropped, not left behind under its temporary name."""
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise _Terminated(signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def run_read(req: grammar.Request) -> None:
-    with _ended_by_signals():
-        _read(req)
-
-
-def _read(req: grammar.Request) -> None:
-    (path,) = req.args
-    opts = req.options
-    flt = req.filter if str(req.filter) else None
-    if opts.output is not None:
-        # `-w -` is standard output as it is (appended to, never truncated), as with tcpdump; the summary
-        # then goes to standard error.
-        out = opts.output
-        summary = _core.read_to_pcap(path, out, flt, opts.snaplen, opts.count, opts.pcapng)
-        to_stderr = out == "-" or _is_stdout(out) or isinstance(sys.stdout, _ClosedOutput)
-        if opts.json:
-            click.echo(json.dumps({"file": opts.output, **summary}), err=to_stderr)
-        else:
-            click.echo(
-                f"{opts.output}: {_packets(summary['matched'])}, {summary['bytes']} bytes "
-                f"(of {summary['read']} read)",
-                err=to_stderr,
-            )
-        return
-    if opts.conv or opts.policy:
-        report = flows.of_file(path, flt, opts.count)
-        if opts.conv:
-            _print_conversations(report, opts)
-        else:
-            _print_policy(report, opts.format, path)
-        return
-    sys.stdout.flush()
-    if isinstance(sys.stdout, _ClosedOutput):
-        # The engine writes the lines itself, and Rust's standard output takes a closed one for a sink.
-        raise _ClosedOutput.error()
-    _core.read_lines(path, flt, opts.snaplen, opts.count, opts.json, **_times(opts))
+def print_flows(path: str, flt: _core.Filter | None, opts: grammar.Options) -> None:
+    """`read -conv` and `read -policy`."""
+    report = flows.of_file(path, flt, opts.count)
+    if opts.conv:
+        _print_conversations(report, opts)
+    else:
+        _print_policy(report, opts.format, path)
 
 
 def _print_conversations(report: flows.FlowReport, opts: grammar.Options) -> None:
@@ -219,9 +159,9 @@ def _print_conversations(report: flows.FlowReport, opts: grammar.Options) -> Non
         click.echo(line)
     aside = []
     if report.not_ip:
-        aside.append(f"{_packets(report.not_ip)} not IP")
+        aside.append(f"{packets(report.not_ip)} not IP")
     if report.unattributed:
-        aside.append(f"{_packets(report.unattributed)} in no conversation (cut before their ports)")
+        aside.append(f"{packets(report.unattributed)} in no conversation (cut before their ports)")
     n = len(report.conversations)
     summary = f"{n} conversation{'' if n == 1 else 's'}" if n else "no conversations"
     click.echo(summary + (f"; {', '.join(aside)}" if aside else ""))
@@ -251,20 +191,7 @@ def _time_writer(opts: grammar.Options) -> Callable[[int], str]:
 
 
 def _times(opts: grammar.Options) -> TimeFormat:
-    return Console.time_format(utc=opts.utc, date=opts.date)
-
-
-def _is_stdout(path: str) -> bool:
-    """Whether `path` is the file standard output writes to (`/dev/stdout`, `/proc/self/fd/1`, ...)."""
-    try:
-        mine, theirs = os.stat(path), os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError):
-        return False
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
-
-
-def _packets(n: int) -> str:
-    return f"{n} packet" if n == 1 else f"{n} packets"
+    return local_time_format(utc=opts.utc, date=opts.date)
 
 
 def _kb(n: int) -> str:
@@ -337,7 +264,7 @@ def run_start(req: grammar.Request) -> None:
                 ]
             )
             kept = (
-                f"; {_packets(c['kept'])} stored before {'are' if c['kept'] > 1 else 'is'} kept"
+                f"; {packets(c['kept'])} stored before {'are' if c['kept'] > 1 else 'is'} kept"
                 if c["kept"]
                 else ""
             )
@@ -507,7 +434,7 @@ def run_show(req: grammar.Request) -> None:
         click.echo("no packets stored")
     for sec in sections:
         if not req.options.json:
-            click.echo(f"== {sec['iface']}: {_packets(sec['packets'])} ==")
+            click.echo(f"== {sec['iface']}: {packets(sec['packets'])} ==")
         sys.stdout.write(sec["lines"])
     sys.stdout.flush()
 
@@ -528,7 +455,7 @@ def run_write(req: grammar.Request) -> None:
     if req.options.json:
         _echo_json({k: reply[k] for k in ("path", "format", "packets", "bytes", "interfaces")})
         return
-    line = f"{reply['path']}: {_packets(reply['packets'])}, {reply['bytes']} bytes"
+    line = f"{reply['path']}: {packets(reply['packets'])}, {reply['bytes']} bytes"
     if reply["format"] == "pcapng":
         each = ", ".join(f"{i['iface']} {i['packets']}" for i in reply["interfaces"])
         line += f" (pcapng: {each or 'no interface has a capture or packets'})"
@@ -536,7 +463,7 @@ def run_write(req: grammar.Request) -> None:
 
 
 def run_wipe(req: grammar.Request) -> None:
-    click.echo(f"wiped {_packets(Console().wipe())}")
+    click.echo(f"wiped {packets(Console().wipe())}")
 
 
 def run_cleanup(req: grammar.Request) -> None:
@@ -564,7 +491,7 @@ def run_stream(req: grammar.Request) -> None:
     try:
         fd = sys.stdout.fileno()
     except ValueError:
-        raise _ClosedOutput.error() from None
+        raise ClosedOutput.error() from None
     if os.isatty(fd):
         raise UsageError(
             "stream writes pcapng, which a terminal cannot show: pipe it to a reader "
@@ -632,54 +559,6 @@ HANDLERS = {
 }
 
 
-class _ClosedOutput:
-    """Standard output when the command was started with it closed (`>&-`): writing to it is the
-    failure it is, not a crash and not a silent success."""
-
-    @staticmethod
-    def error() -> OSError:
-        return OSError(errno.EBADF, "standard output is closed")
-
-    def write(self, text: str) -> int:
-        raise self.error()
-
-    def flush(self) -> None:
-        pass
-
-    def fileno(self) -> int:
-        raise self.error()
-
-
-def dispatch(argv: Sequence[str]) -> None:
-    if sys.stdout is None:
-        # Descriptor 1 held by something that cannot be written (so that no file opened later takes its
-        # place and receives the output), and every write to it an error.
-        with contextlib.suppress(OSError):
-            held = os.open(os.devnull, os.O_RDONLY)
-            if held != 1:
-                os.close(held)
-        sys.stdout = _ClosedOutput()
-    try:
-        req = grammar.parse(argv)
-        HANDLERS[req.command](req)
-    except UsageError as e:
-        fail(e.message, EXIT_USAGE)
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as tcpdump does.
-        sys.stderr.close()
-        sys.exit(0)
-    except PcapdumpError as e:
-        fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except _Terminated as e:
-        sys.exit(128 + e.signum)
-    except OSError as e:
-        # Not foreseen where it happened: still one line that names the file, never a traceback.
-        where = f"'{e.filename}': " if e.filename else ""
-        fail(f"{where}{e.strerror or e}", EXIT_RUNTIME)
-
-
 @click.command(
     help=manual(),
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -699,7 +578,7 @@ def main(words: tuple[str, ...]) -> None:
         from . import extcap
 
         extcap.main(words[1:])
-    dispatch(words)
+    dispatch(words, HANDLERS)
 
 
 if __name__ == "__main__":

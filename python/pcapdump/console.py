@@ -32,7 +32,7 @@ from .flows import FlowReport
 from .home import Home, process_alive
 from .ifaces import network_namespace
 from .protocol import BadMessage, Connection, reply_error
-from .shapes import InterfaceListing, TimeFormat
+from .shapes import InterfaceListing, TimeFormat, local_time_format
 
 # The agent must take a request within this long, or the command reports a hung agent (and the agent,
 # should it wake up later, drops the request: its deadline has passed).
@@ -263,10 +263,7 @@ class Console:
     def time_format(utc: bool = False, date: bool = False) -> TimeFormat:
         """This process's time zone (its ``TZ``), or UTC; with the date or not: for ``start(live=...)`` and
         ``show``, whose lines the agent writes."""
-        tz = os.environ.get("TZ")
-        if tz is not None and not _is_utf8(tz):
-            tz = ""  # not a zone the C library could read either: UTC, as it would use
-        return {"tz": tz, "utc": utc, "date": date}
+        return local_time_format(utc, date)
 
     def start(
         self,
@@ -458,12 +455,3 @@ def _interface_list(ifaces: str | Sequence[str]) -> str | list[str]:
     if isinstance(ifaces, str):
         return ifaces if ifaces == "all" else ifaces.split(",")
     return list(ifaces)
-
-
-def _is_utf8(text: str) -> bool:
-    """Whether an environment value is text (undecodable bytes arrive as surrogates)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

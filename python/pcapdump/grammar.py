@@ -13,9 +13,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import _core, ruleset
+from . import _core
 from .errors import FilterError, UsageError
-from .home import STORE_NAME, STORE_NAME_RULE
 
 IFACE_NAME = re.compile(r"[^\s/:]{1,15}")
 IFACE_NAME_RULE = "1…15 characters, no '/', ':' or spaces"
@@ -204,7 +203,16 @@ def _text(value: str, token: str) -> str:
     return value
 
 
+def _check_store_name(value: str) -> None:
+    from .home import STORE_NAME, STORE_NAME_RULE  # on first use: `read` needs no home
+
+    if not STORE_NAME.fullmatch(value):
+        raise UsageError(f"'{value}': not a capture store name ({STORE_NAME_RULE})", value)
+
+
 def _policy_format(value: str, token: str) -> str:
+    from . import ruleset  # on first use: `read` of packets needs none of it
+
     return ruleset.check_format(value, token)
 
 
@@ -541,5 +549,5 @@ def _check_args(command: str, args: list[str]) -> None:
             )
         if name == "command" and value not in COMMANDS:
             raise UsageError(f"'{value}': not a command (expected one of {', '.join(COMMANDS)})", value)
-        if name == "file" and command == "write" and not STORE_NAME.fullmatch(value):
-            raise UsageError(f"'{value}': not a capture store name ({STORE_NAME_RULE})", value)
+        if name == "file" and command == "write":
+            _check_store_name(value)

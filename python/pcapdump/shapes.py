@@ -1,11 +1,12 @@
 """The dictionaries the engine returns, typed, so that ``mypy --strict`` catches a wrong key.
 
 The Rust extension builds them (``_core.pyi`` names these types); nothing here exists at run time but the
-classes themselves.
+classes themselves, and the time format this process asks for.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal, TypedDict
 
 
@@ -83,6 +84,23 @@ class TimeFormat(TypedDict):
     tz: str | None
     utc: bool
     date: bool
+
+
+def local_time_format(utc: bool = False, date: bool = False) -> TimeFormat:
+    """This process's time zone (its ``TZ``), or UTC; with the date or not."""
+    tz = os.environ.get("TZ")
+    if tz is not None and not _is_utf8(tz):
+        tz = ""  # not a zone the C library could read either: UTC, as it would use
+    return {"tz": tz, "utc": utc, "date": date}
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether an environment value is text (undecodable bytes arrive as surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class ReadSummary(TypedDict):
