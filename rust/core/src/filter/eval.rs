@@ -299,7 +299,6 @@ impl Program {
             || !ports.is_empty()
             || !tcp_ends.is_empty();
         p.link_layer = p.transport || !vlans.is_empty() || !ips.is_empty() || !arp.is_empty();
-        p.screen = Screen::of(required_protocols, &ips);
         p.macs = macs.into();
         p.vlans = vlans.into();
         p.ips = ips.into();
@@ -309,6 +308,7 @@ impl Program {
         p.icmp_types = icmp_types.into();
         p.ports = ports.into();
         p.tcp_ends = tcp_ends.into();
+        p.screen = Screen::of(required_protocols, &p);
         p
     }
 
@@ -412,21 +412,37 @@ impl Program {
     }
 }
 
-/// A first look at an Ethernet frame for the required terms' protocols and addresses, with no branch
+/// A first look at an Ethernet frame for the required terms' protocols, addresses, ports, TCP flags and
+/// ICMP types, with no branch
 /// on what the frame holds: on the random mix of a real capture, a branch on the frame's kind (tagged or
 /// not, IPv4, IPv6 or else) is mispredicted so often that it costs more than all the reads. The fields
 /// are read where an untagged or once-tagged IPv4 or IPv6 packet has them, whatever the frame is, and the
 /// result says whether the frame may match: frames of any other kind pass, for the terms to decide.
 /// Every required term with a protocol set fails for an IP packet of another protocol, and an address
-/// term for a packet whose addresses are none of its own, whatever else the packet holds. Fields past the
+/// term for a packet whose addresses are none of its own, whatever else the packet holds; the transport
+/// terms are looked at in an IPv4 packet without options (the usual one), whose transport header is at a
+/// fixed place, and fail for a fragment after the first, as the terms do. Fields past the
 /// frame's end are read as zeros: a term that reads them fails as well (a field cut short matches
 /// nothing), so a frame turned away for them would not have matched.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Screen {
     protocols: Option<ScreenProtocols>,
     /// One required address term, when it has at most one prefix of each family (the usual `ipsrc A`):
     /// its test is then a compare, with no loop.
     address: Option<ScreenAddress>,
+    /// One required port term with one range (the usual `port 53`), of an IPv4 packet without options.
+    ports: Option<ScreenPorts>,
+    /// The mask of one required TCP-flag term, of an IPv4 packet without options.
+    tcp_flags: Option<u8>,
+    /// One required ICMP-type term (IPv4 types, ICMPv6 types), of an IPv4 packet without options.
+    icmp_types: Option<(ByteSet, ByteSet)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScreenPorts {
+    src: bool,
+    dst: bool,
+    range: PortRange,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -453,7 +469,7 @@ const SCREEN_BYTES: usize = ETHERNET_HEADER + 4 + 40;
 const SCREEN_NETWORK_BYTES: usize = SCREEN_BYTES - 4;
 
 impl Screen {
-    fn of(protocols: Option<ByteSet>, ips: &[Term<IpTest>]) -> Option<Screen> {
+    fn of(protocols: Option<ByteSet>, p: &Program) -> Option<Screen> {
         let protocols = protocols.map(|v4| {
             let mut v6 = v4;
             for h in EXT_HEADERS {
@@ -461,17 +477,33 @@ impl Screen {
             }
             ScreenProtocols { v4, v6 }
         });
-        let address = ips
-            .iter()
-            .filter(|t| !t.excluded && t.test.v4.len() <= 1 && t.test.v6.len() <= 1)
+        let address = required(&p.ips)
+            .find(|t: &&IpTest| t.v4.len() <= 1 && t.v6.len() <= 1)
             .map(|t| ScreenAddress {
-                src: t.test.side.checks_src(),
-                dst: t.test.side.checks_dst(),
-                v4: t.test.v4.first().copied(),
-                v6: t.test.v6.first().copied(),
-            })
-            .next();
-        (protocols.is_some() || address.is_some()).then_some(Screen { protocols, address })
+                src: t.side.checks_src(),
+                dst: t.side.checks_dst(),
+                v4: t.v4.first().copied(),
+                v6: t.v6.first().copied(),
+            });
+        let ports = required(&p.ports)
+            .find(|t: &&PortTest| t.ranges.len() == 1)
+            .map(|t| ScreenPorts {
+                src: t.side.checks_src(),
+                dst: t.side.checks_dst(),
+                range: t.ranges[0],
+            });
+        let tcp_flags = required(&p.tcp_flags).next().copied();
+        let icmp_types = required(&p.icmp_types)
+            .next()
+            .map(|t: &IcmpTest| (t.v4, t.v6));
+        let screen = Screen {
+            protocols,
+            address,
+            ports,
+            tcp_flags,
+            icmp_types,
+        };
+        (screen != Screen::default()).then_some(screen)
     }
 
     #[inline(always)]
@@ -516,9 +548,34 @@ impl Screen {
                 (a.src & (src & mask == net)) | (a.dst & (dst & mask == net))
             });
         }
+        if self.ports.is_some() || self.tcp_flags.is_some() || self.icmp_types.is_some() {
+            // The transport header of an IPv4 packet without options; a fragment after the first has
+            // none.
+            let l4 = l3 + 20;
+            let first_fragment = be16(n, l3 + 6) & 0x1fff == 0;
+            let mut transport = first_fragment;
+            if let Some(p) = &self.ports {
+                let within = |port: u16| port.wrapping_sub(p.range.lo) <= p.range.hi - p.range.lo;
+                transport &= (p.src & within(be16(n, l4))) | (p.dst & within(be16(n, l4 + 2)));
+            }
+            if let Some(mask) = self.tcp_flags {
+                transport &= n[l4 + 13] & mask != 0;
+            }
+            if let Some((v4_types, v6_types)) = &self.icmp_types {
+                let (proto, kind) = (n[l3 + 9], n[l4]);
+                transport &= (proto == ipproto::ICMP) & v4_types.contains(kind)
+                    | (proto == ipproto::ICMPV6) & v6_types.contains(kind);
+            }
+            ipv4 &= (n[l3] & 0x0f != 5) | transport;
+        }
         // Past two tags, the ethertype read is the second tag's: neither IPv4 nor IPv6.
         !(v4 | v6) | (v4 & ipv4) | (v6 & ipv6)
     }
+}
+
+/// The tests of the terms a packet must pass (not those it must fail).
+fn required<T>(terms: &[Term<T>]) -> impl Iterator<Item = &T> {
+    terms.iter().filter(|t| !t.excluded).map(|t| &t.test)
 }
 
 /// `N` bytes at `at` of the screen's window (a place inside it).
