@@ -167,6 +167,21 @@ def test_memory_stays_a_window_of_the_file(tmp_path, corpus_frames):
         assert peak < 150, f"{args}: peak {peak:.0f} MB for a {path.stat().st_size >> 20} MB file"
 
 
+def test_memory_stays_a_window_of_a_file_of_large_records_read_by_one_thread(tmp_path):
+    """A reader of large records outruns the helper that maps pages ahead of it: the helper must not map
+    again the pages the reader has let go (it did: up to 500 MB for a 400 MB file)."""
+    path = tmp_path / "jumbo.pcap"
+    frame = bytes.fromhex("020000000002020000000001080045") + bytes(140_000 - 15)
+    record = struct.pack("<IIII", corpus.BASE, 0, len(frame), len(frame)) + frame
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for _ in range((400 << 20) // len(record)):
+            out.write(record)
+    for _ in range(3):
+        peak = peak_mb("read", str(path), "-c", NEVER)
+        assert peak < 150, f"peak {peak:.0f} MB for a {path.stat().st_size >> 20} MB file"
+
+
 def test_memory_of_tiny_records_printed_as_json_stays_bounded(tmp_path):
     """Records of no bytes make the longest output per byte read: a chunk's JSON lines stay a few MB."""
     path = tmp_path / "tiny.pcap"

@@ -591,9 +591,13 @@ impl CaptureFile {
             return;
         };
         // From where the reader starts (a cursor made by `cursor_at` starts inside the file).
-        let mut at = self.progress.load(Ordering::Relaxed) & !(PAGE - 1);
+        let mut at = 0;
         while at < map.len() && !stop.load(Ordering::Relaxed) {
-            if at >= self.progress.load(Ordering::Relaxed) + PREFAULT_AHEAD {
+            // Never behind the reader: pages mapped there again would stay, since the reader releases
+            // only what it passes from now on (a reader of large records outruns this helper).
+            let reader = self.progress.load(Ordering::Relaxed);
+            at = at.max(reader & !(PAGE - 1));
+            if at >= reader + PREFAULT_AHEAD {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
