@@ -297,3 +297,31 @@ def test_ctrl_c_ends_a_long_read_of_a_file_soon(tmp_path, corpus_frames, one_thr
         after = sum(len(b) for b in iter(lambda: proc.stdout.read(1 << 20), b""))  # type: ignore[union-attr]
     assert proc.wait(timeout=30) == 130
     assert len(got) == 1 << 20 and after < 30 << 20, f"{after >> 20} MB printed after Ctrl-C"
+
+
+@pytest.mark.parametrize("one_thread", [False, True])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_read_whose_output_takes_nothing(big, one_thread, sig):
+    """Lines to a pipe nobody reads block the write: Ctrl-C and SIGTERM still end the read at once."""
+    count = ["-c", NEVER] if one_thread else []
+    proc = subprocess.Popen(
+        [pcapdump_exe(), "read", str(big), "-json", *count],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    try:
+        time.sleep(1.5)  # the pipe is full long before
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=10)
+        assert time.monotonic() - started < 2
+        assert code == 128 + sig
+        assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

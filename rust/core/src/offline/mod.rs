@@ -290,8 +290,12 @@ pub fn print_lines(
         clock: &clock,
         path: file.path(),
     };
+    let path = file.path();
+    // Asked by the walk after each chunk, and by a write of its lines that a signal interrupts.
+    let asked = std::cell::RefCell::new(interrupted);
+    let ask = || (asked.borrow_mut())();
     let mut emit = |mut chunk: Vec<u8>| {
-        write_lines(out, &chunk)?;
+        write_lines(out, &chunk, path, &mut || ask())?;
         chunk.clear();
         Ok(Some(chunk))
     };
@@ -301,7 +305,7 @@ pub fn print_lines(
         count,
         &work,
         &mut emit,
-        interrupted,
+        &mut || ask(),
         &mut sum,
         &mut cursor,
     )? {
@@ -311,7 +315,8 @@ pub fn print_lines(
     let mut lines = Lines {
         buf: Vec::with_capacity(LINE_CHUNK + 4096),
         out,
-        interrupted,
+        path,
+        interrupted: asked.into_inner(),
         failed: None,
     };
     let result = with_prefault(file, || loop {
@@ -340,6 +345,7 @@ pub fn print_lines(
 struct Lines<'o> {
     buf: Vec<u8>,
     out: &'o mut dyn Write,
+    path: &'o str,
     interrupted: &'o mut dyn FnMut() -> bool,
     /// Why a write while the input was silent failed.
     failed: Option<OfflineError>,
@@ -348,16 +354,41 @@ struct Lines<'o> {
 impl Lines<'_> {
     /// Write and flush the lines gathered.
     fn write(&mut self) -> Result<(), OfflineError> {
-        let written = write_lines(self.out, &self.buf);
+        let written = write_lines(self.out, &self.buf, self.path, self.interrupted);
         self.buf.clear();
         written
     }
 }
 
-/// Write and flush `lines` to standard output.
-fn write_lines(out: &mut dyn Write, lines: &[u8]) -> Result<(), OfflineError> {
-    let written = out.write_all(lines).and_then(|_| out.flush());
-    written.map_err(|e| OfflineError::writing("standard output", e))
+/// Write and flush `lines` to standard output, the lines of the file at `path`. A write that a signal
+/// interrupts asks `interrupted`: an output that takes nothing (a pipe nobody reads) would otherwise hold
+/// Ctrl-C back until it takes data again. (A signal ends a write into a pipe short, or, when the write
+/// had taken nothing yet, with EINTR.)
+fn write_lines(
+    out: &mut dyn Write,
+    mut lines: &[u8],
+    path: &str,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<(), OfflineError> {
+    let failed = |e| OfflineError::writing("standard output", e);
+    while !lines.is_empty() {
+        let cut_short = match out.write(lines) {
+            Ok(0) => return Err(failed(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                lines = &lines[n..];
+                !lines.is_empty()
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(e) => return Err(failed(e)),
+        };
+        if cut_short && interrupted() {
+            return Err(OfflineError::Read(ReadError {
+                path: path.into(),
+                kind: ReadErrorKind::Interrupted,
+            }));
+        }
+    }
+    out.flush().map_err(failed)
 }
 
 /// Brief lines of the records of a chunk, for `walk_chunks`.
