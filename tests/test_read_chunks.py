@@ -204,7 +204,9 @@ def test_a_read_loads_neither_the_rest_of_the_command_line_nor_of_the_library(bi
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[]", done
-    library = "import sys, pcapdump\nprint(all(m in sys.modules for m in ('pcapdump.console', 'pcapdump.flows')))"
+    library = (
+        "import sys, pcapdump\nprint(all(m in sys.modules for m in ('pcapdump.console', 'pcapdump.flows')))"
+    )
     done = subprocess.run([sys.executable, "-c", library], capture_output=True, text=True, timeout=60)
     assert done.stdout == "True\n", done
 
