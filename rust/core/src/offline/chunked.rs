@@ -624,17 +624,20 @@ impl BlockReader<'_, '_> {
                 read_on(read, n.min(MAX_PCAP_RECORD))?;
             }
             match layout.skim(&read.bytes[have(read)], 1) {
-                (0, _) => {
+                // Whole, and it does cross into the next block.
+                (n, _) if n > 0 && read.offset(at + n) >= end => {
+                    at += n;
+                    records += 1;
+                }
+                // Not whole, not well formed, or short of the block's end: the file changed while
+                // this block was read (cut, then written again).
+                _ => {
                     return Ok(Cut {
                         start: first,
                         end: at,
                         records,
                         next: Next::Parser(read.offset(at)),
                     })
-                }
-                (n, _) => {
-                    at += n;
-                    records += 1;
                 }
             }
         }
@@ -899,6 +902,41 @@ pub(super) mod tests {
         let cut = reader.cut(&mut read, start + 100, end).unwrap();
         assert_eq!(cut.records, 0);
         assert!(matches!(cut.next, super::Next::Parser(at) if at == start + 100));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_block_read_short_then_whole_again_goes_to_the_general_parser() {
+        let bytes = capture(3000, false, false);
+        let path = scratch("regrown", &bytes);
+        let file = CaptureFile::open(&path).unwrap();
+        SMALL_CHUNKS.set(Some(65_536));
+        let plan = super::Plan::for_file(&file, None, 0).unwrap();
+        SMALL_CHUNKS.set(None);
+        let chain = super::Chain::new();
+        let reader = super::BlockReader {
+            path: "regrown",
+            plan: &plan,
+            chain: &chain,
+        };
+        let (start, end) = plan.bounds(2);
+        let mut offset = 24;
+        while offset < start {
+            offset += 16
+                + u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
+        }
+        let mut read = reader.read(Vec::new(), start, end).unwrap();
+        // The file was cut in the middle of the block while it was read, then written again: what
+        // follows the short read is whole, but the block's records are not all there.
+        read.filled = read.at + (end - start) / 2;
+        let cut = reader.cut(&mut read, offset, end).unwrap();
+        assert!(
+            matches!(cut.next, super::Next::Parser(at) if at < end),
+            "records go on at {:?}",
+            match cut.next {
+                super::Next::Records(at) | super::Next::Parser(at) => at,
+            }
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
