@@ -281,55 +281,44 @@ impl Drop for EndsOnPanic<'_> {
     }
 }
 
-/// The blocks handed to the workers: each takes the next, no further ahead of the output than the
-/// budget allows.
-struct Gate {
-    state: Mutex<GateState>,
+/// A state the workers wait on, until it lets them go on or is closed (the walk ended early). A change
+/// wakes the waiting only when some wait: most changes find none, and a wake-up is a system call.
+struct Waited<T> {
+    state: Mutex<Waiting<T>>,
     moved: Condvar,
-    blocks: usize,
-    budget: usize,
 }
 
-struct GateState {
-    /// The next block to take.
-    next: usize,
-    /// Blocks whose output is out.
-    emitted: usize,
+struct Waiting<T> {
+    value: T,
     closed: bool,
-    /// Workers waiting for the output: the output wakes them, and only then.
     waiting: usize,
 }
 
-impl Gate {
-    fn new(blocks: usize, budget: usize) -> Gate {
-        Gate {
-            state: Mutex::new(GateState {
-                next: 0,
-                emitted: 0,
+impl<T> Waited<T> {
+    fn new(value: T) -> Waited<T> {
+        Waited {
+            state: Mutex::new(Waiting {
+                value,
                 closed: false,
                 waiting: 0,
             }),
             moved: Condvar::new(),
-            blocks,
-            budget,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, GateState> {
+    fn lock(&self) -> MutexGuard<'_, Waiting<T>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next block to read, once the output is near enough; `None` once there are none, or the
-    /// walk ended.
-    fn next(&self) -> Option<usize> {
+    /// What `ready` makes of the state once it makes something of it; `None` once closed.
+    fn wait_until<R>(&self, mut ready: impl FnMut(&mut T) -> Option<R>) -> Option<R> {
         let mut state = self.lock();
         loop {
-            if state.closed || state.next >= self.blocks {
+            if state.closed {
                 return None;
             }
-            if state.next < state.emitted + self.budget {
-                state.next += 1;
-                return Some(state.next - 1);
+            if let Some(answer) = ready(&mut state.value) {
+                return Some(answer);
             }
             state.waiting += 1;
             state = self.moved.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -337,9 +326,9 @@ impl Gate {
         }
     }
 
-    fn emitted(&self, blocks: usize) {
+    fn change(&self, change: impl FnOnce(&mut T)) {
         let mut state = self.lock();
-        state.emitted = blocks;
+        change(&mut state.value);
         if state.waiting > 0 {
             self.moved.notify_all();
         }
@@ -351,19 +340,50 @@ impl Gate {
     }
 }
 
-/// Where the records of the next block start, passed on from block to block.
-struct Chain {
-    state: Mutex<ChainState>,
-    moved: Condvar,
+/// The blocks handed to the workers: each takes the next, no further ahead of the output than the
+/// budget allows.
+struct Gate {
+    /// The next block to take, and the number of blocks whose output is out.
+    taken: Waited<(usize, usize)>,
+    blocks: usize,
+    budget: usize,
 }
 
-struct ChainState {
-    link: Link,
-    /// The walk ended early: no block waits for its turn.
-    closed: bool,
-    /// Workers waiting for their turn: a link passed on wakes them, and only then.
-    waiting: usize,
+impl Gate {
+    fn new(blocks: usize, budget: usize) -> Gate {
+        Gate {
+            taken: Waited::new((0, 0)),
+            blocks,
+            budget,
+        }
+    }
+
+    /// The next block to read, once the output is near enough; `None` once there are none, or the
+    /// walk ended.
+    fn next(&self) -> Option<usize> {
+        let next = self.taken.wait_until(|(next, emitted)| {
+            if *next >= self.blocks {
+                return Some(None);
+            }
+            (*next < *emitted + self.budget).then(|| {
+                *next += 1;
+                Some(*next - 1)
+            })
+        });
+        next.flatten()
+    }
+
+    fn emitted(&self, blocks: usize) {
+        self.taken.change(|(_, emitted)| *emitted = blocks);
+    }
+
+    fn close(&self) {
+        self.taken.close();
+    }
 }
+
+/// Where the records of the next block start, passed on from block to block.
+struct Chain(Waited<Link>);
 
 #[derive(Clone, Copy)]
 enum Link {
@@ -379,63 +399,39 @@ enum Link {
 
 impl Chain {
     fn new() -> Chain {
-        Chain {
-            state: Mutex::new(ChainState {
-                link: Link::At {
-                    block: 0,
-                    offset: PCAP_HEADER_LEN,
-                    number: 1,
-                },
-                closed: false,
-                waiting: 0,
-            }),
-            moved: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ChainState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        Chain(Waited::new(Link::At {
+            block: 0,
+            offset: PCAP_HEADER_LEN,
+            number: 1,
+        }))
     }
 
     /// Block `block`'s turn: where its records start, or `None` when they ended before it (or the walk
     /// did). The turn ends when it is passed on (the records go on, or they end), however the worker
     /// leaves.
     fn wait_for(&self, block: usize) -> Turn<'_> {
-        let mut state = self.lock();
-        let start = loop {
-            match state.link {
-                _ if state.closed => break None,
-                Link::At {
-                    block: b,
-                    offset,
-                    number,
-                } if b == block => break Some((offset, number)),
-                Link::Ended { block: b } if b < block => break None,
-                _ => {
-                    state.waiting += 1;
-                    state = self.moved.wait(state).unwrap_or_else(|e| e.into_inner());
-                    state.waiting -= 1;
-                }
-            }
-        };
+        let start = self.0.wait_until(|link| match *link {
+            Link::At {
+                block: b,
+                offset,
+                number,
+            } if b == block => Some(Some((offset, number))),
+            Link::Ended { block: b } if b < block => Some(None),
+            _ => None,
+        });
         Turn {
             chain: self,
             block,
-            start,
+            start: start.flatten(),
         }
     }
 
     fn pass(&self, link: Link) {
-        let mut state = self.lock();
-        state.link = link;
-        if state.waiting > 0 {
-            self.moved.notify_all();
-        }
+        self.0.change(|l| *l = link);
     }
 
     fn close(&self) {
-        self.lock().closed = true;
-        self.moved.notify_all();
+        self.0.close();
     }
 }
 
