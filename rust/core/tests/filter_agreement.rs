@@ -237,7 +237,14 @@ proptest! {
         if let (Some(tci), true) = (stripped, frame.len() >= 12) {
             let stored = [&frame[..12], &[0x81, 0x00], &tci.to_be_bytes()[..], &frame[12..]].concat();
             prop_assert_eq!(filter.matches(&stored, LinkType::Ethernet), by_tree, "stored {:02x?}", stored);
+            prop_assert_eq!(filter.matches_returning_early(&stored, LinkType::Ethernet), by_tree);
         }
+        // The first look that returns early (a trigger's) judges as the branch-free one.
+        prop_assert_eq!(
+            filter.matches_returning_early(&frame, LinkType::Ethernet),
+            filter.matches(&frame, LinkType::Ethernet),
+            "returning early, frame {:02x?}", frame
+        );
     }
 
     #[test]

@@ -509,8 +509,13 @@ impl Worker {
         let (mut packets, mut bytes, mut full) = (0u64, 0u64, 0u64);
         let as_they_come = link == LinkType::Ethernet && shared.live.is_none();
         let trigger = &mut self.trigger;
+        // Asked once a block, not for each packet: whether this capture still keeps packets (another
+        // capture of the group that completed its post-roll stops this one within a block; this
+        // capture's own post-roll is counted a packet at a time), and still tests them.
+        let mut keeping = trigger.as_ref().is_none_or(|t| t.wants_more());
+        let mut armed = trigger.as_ref().is_some_and(|t| t.armed());
         let frames = self.ring.drain_block(|f: &RingFrame| {
-            if *kept >= limit || trigger.as_ref().is_some_and(|t| !t.wants_more()) {
+            if *kept >= limit || !keeping {
                 return;
             }
             // What a trigger keeps of the packet just kept, built only when it fires.
@@ -540,7 +545,12 @@ impl Worker {
                 packets += 1;
                 bytes += data.len() as u64;
                 if let Some(t) = trigger.as_mut() {
-                    t.kept(data, link, || hit(&buffer, f.wirelen, data));
+                    if !armed {
+                        keeping = t.counted();
+                    } else if t.trips(data, link) {
+                        armed = false;
+                        keeping = t.fire(|| hit(&buffer, f.wirelen, data));
+                    }
                 }
                 return;
             }
@@ -572,9 +582,17 @@ impl Worker {
             packets += 1;
             bytes += caplen as u64;
             if let Some(t) = trigger.as_mut() {
-                // The filter reads the frame as stored: tag back in place, or behind the cooked header.
-                let frame = parts.concat();
-                t.kept(&frame, link, || hit(&buffer, wirelen, &frame));
+                if !armed {
+                    keeping = t.counted();
+                } else {
+                    // The filter reads the frame as stored: tag back in place, or behind the cooked
+                    // header.
+                    let frame = parts.concat();
+                    if t.trips(&frame, link) {
+                        armed = false;
+                        keeping = t.fire(|| hit(&buffer, wirelen, &frame));
+                    }
+                }
             }
             if let Some(q) = &shared.live {
                 q.offer(OwnedPacket {

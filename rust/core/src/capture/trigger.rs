@@ -120,30 +120,46 @@ impl TriggerState {
         }
     }
 
-    /// A packet this capture kept, `frame` as stored, and what to copy if it fires. Called for every kept
-    /// packet; costs one flag load once the group has fired elsewhere.
-    #[inline]
-    pub fn kept(&mut self, frame: &[u8], link: LinkType, hit: impl FnOnce() -> TriggerHit) {
-        if let Some(left) = self.left.as_mut() {
-            if *left > 0 {
-                *left -= 1;
-                if *left == 0 {
-                    self.trigger.group.finish();
-                }
-            }
-            return;
+    /// Whether packets are still to be tested: neither this capture nor another of its group fired.
+    pub fn armed(&self) -> bool {
+        self.left.is_none() && !self.trigger.group.fired()
+    }
+
+    /// Whether `frame`, as stored (a stripped tag put back, as `show` and `read` judge it), matches the
+    /// trigger's words.
+    #[inline(always)]
+    pub fn trips(&self, frame: &[u8], link: LinkType) -> bool {
+        // Nearly all of a trigger's tests fail, and most the same way as the one before.
+        self.trigger.words.matches_returning_early(frame, link)
+    }
+
+    /// The packet just kept matches the words: fire, unless another capture of the group did first.
+    /// Returns whether the capture keeps packets after this one; `hit` is called only when it fires.
+    pub fn fire(&mut self, hit: impl FnOnce() -> TriggerHit) -> bool {
+        if !self.trigger.group.fire(hit()) {
+            return true;
         }
-        if self.trigger.group.fired() {
-            return;
+        self.left = Some(self.trigger.after);
+        if self.trigger.after == 0 {
+            self.trigger.group.finish();
+            return false;
         }
-        // The frame as stored (a stripped tag put back): as `show` and `read` judge it.
-        let matched = self.trigger.words.matches(frame, link);
-        if matched && self.trigger.group.fire(hit()) {
-            self.left = Some(self.trigger.after);
-            if self.trigger.after == 0 {
-                self.trigger.group.finish();
-            }
+        true
+    }
+
+    /// A packet kept once the group fired: counts this capture's post-roll, if it fired. Returns
+    /// whether the capture keeps packets after this one.
+    #[inline(always)]
+    pub fn counted(&mut self) -> bool {
+        let Some(left) = self.left.as_mut() else {
+            return true;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.trigger.group.finish();
+            return false;
         }
+        true
     }
 
     pub fn group(&self) -> &Arc<TriggerGroup> {
@@ -158,5 +174,58 @@ impl TriggerState {
             Some(left) => left > 0,
             None => !self.trigger.group.is_done(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(group: &Arc<TriggerGroup>, after: u64) -> TriggerState {
+        TriggerState::new(Trigger {
+            words: Filter::parse_str("udp").unwrap(),
+            after,
+            group: group.clone(),
+        })
+    }
+
+    fn hit(iface: &str) -> TriggerHit {
+        TriggerHit {
+            iface: iface.into(),
+            stored: None,
+            ts_ns: 1,
+            wirelen: 60,
+            direction: Direction::In,
+            link: LinkType::Ethernet,
+            data: vec![0; 60],
+        }
+    }
+
+    #[test]
+    fn the_capture_that_fired_keeps_exactly_after_more_then_the_group_is_done() {
+        let group = TriggerGroup::new();
+        let (mut int, mut ext) = (state(&group, 2), state(&group, 2));
+        assert!(int.armed() && ext.armed());
+        assert!(int.fire(|| hit("int")));
+        // The other capture found a match too, later: the first one stands, and it keeps capturing.
+        assert!(ext.fire(|| hit("ext")));
+        assert_eq!(group.hit().unwrap().iface.as_ref(), "int");
+        assert!(!int.armed() && !ext.armed());
+        assert!(ext.counted() && ext.counted() && ext.wants_more());
+        assert!(int.counted());
+        assert!(!group.is_done());
+        assert!(
+            !int.counted(),
+            "the second packet after the trigger is the last"
+        );
+        assert!(group.is_done() && !int.wants_more() && !ext.wants_more());
+    }
+
+    #[test]
+    fn after_zero_ends_on_the_trigger_packet() {
+        let group = TriggerGroup::new();
+        let mut only = state(&group, 0);
+        assert!(!only.fire(|| hit("int")));
+        assert!(group.is_done() && !only.wants_more());
     }
 }

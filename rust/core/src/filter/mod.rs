@@ -68,13 +68,21 @@ impl Filter {
     /// the frame, and looked through with the in-band ones.
     #[inline(always)]
     pub fn matches(&self, frame: &[u8], link: LinkType) -> bool {
-        self.program.matches(frame, link, Tags::Stored)
+        self.program.matches::<false>(frame, link, Tags::Stored)
+    }
+
+    /// The same verdict, by a first look that returns at the first field that turns an untagged IPv4
+    /// packet away: cheaper where one kind of packet comes again and again, dearer on a random mix,
+    /// where `matches` takes no branch on what the frame holds.
+    #[inline(always)]
+    pub fn matches_returning_early(&self, frame: &[u8], link: LinkType) -> bool {
+        self.program.matches::<true>(frame, link, Tags::Stored)
     }
 
     /// As the kernel sees it: `stripped_tci` is an 802.1Q tag the kernel took out of the frame.
     pub fn matches_stripped(&self, frame: &[u8], stripped_tci: Option<u16>) -> bool {
         self.program
-            .matches(frame, LinkType::Ethernet, Tags::Kernel(stripped_tci))
+            .matches::<false>(frame, LinkType::Ethernet, Tags::Kernel(stripped_tci))
     }
 
     /// The classic BPF program over packets with `header` in front; accepted packets are cut to
