@@ -303,6 +303,37 @@ def test_a_live_capture_with_a_trigger_ends_by_itself(pd):
     assert pd("show", "int").stdout.splitlines()[4].endswith("[trigger]")
 
 
+def test_a_trigger_whose_interface_keeps_no_more_stops_the_whole_start(pd):
+    # `int` fires on its third packet, which is also its -c: it can keep none of its 5 more.
+    pd("-c", "3", "-trigger", "udp destport 9001", "-after", "5", "udp", "start")  # int and lo
+    pd.net.send_udp(CAP_V4, 9000, 2)
+    pd.net.send_udp(CAP_V4, 9001, 1)
+    assert wait_until(lambda: pd.capture("lo")["state"] == "stopped"), pd.status()
+    reasons = (pd.capture("int")["stop_reason"], pd.capture("lo")["stop_reason"])
+    assert reasons == ("count reached", "triggered")
+    pd("wipe")
+    # A linear buffer that fills during the post-roll ends it.
+    pd("-size", "16", "-trigger", "udp destport 9001", "-after", "1000", "udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9001, 1)
+    pd.net.send_udp(CAP_V4, 9000, 300)
+    assert wait_until(lambda: pd.capture("int")["state"] == "stopped"), pd.capture("int")
+    assert pd.capture("int")["stop_reason"] == "triggered"
+
+
+def test_show_marks_the_newest_starts_trigger_packet(pd):
+    pd("-trigger", "udp destport 9001", "-after", "0", "udp", "start", "lo")
+    pd.net.send_udp("127.0.0.1", 9001, 1, ns=pd.net.cap_ns)
+    assert wait_until(lambda: pd.capture("lo")["state"] == "stopped")
+    pd("wipe")
+    pd("-trigger", "udp destport 9002", "-after", "0", "udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 2)
+    pd.net.send_udp(CAP_V4, 9002, 1)
+    assert wait_until(lambda: pd.capture("int")["state"] == "stopped")
+    lines = pd("show", "int").stdout.splitlines()[1:]
+    assert len(lines) == 3 and lines[2].endswith("[trigger]") and ":9002" in lines[2], lines
+    assert not any(line.endswith("[trigger]") for line in lines[:2])
+
+
 def test_live_only_prints_and_stores_nothing(pd):
     proc = pd.popen("-ou", "-json", "-c", "4", "udp", "start", "int")
     time.sleep(0.5)
@@ -422,6 +453,33 @@ def test_the_console_raises_the_agents_errors_by_kind(pd):
         assert bad.value.token == "port 70000"
         with pytest.raises(pcapdump.UsageError):
             console.write("int", "../x")
+
+
+def test_the_console_refuses_the_trigger_mistakes_the_command_line_refuses(pd):
+    console = pcapdump.Console(pd.home)
+    with pd.net.on_capture_side():
+        for kwargs, needle in (
+            ({"trigger": ""}, "expected filter words"),
+            ({"trigger": "   "}, "expected filter words"),
+            ({"after": 5}, "-after applies with -trigger"),
+        ):
+            with pytest.raises(pcapdump.UsageError) as bad:
+                console.start("int", "udp", **kwargs)
+            assert needle in str(bad.value), kwargs
+        assert all(c["iface"] != "int" for c in pd.status()["captures"])
+
+
+def test_a_full_linear_buffer_takes_packets_again_after_wipe(pd):
+    pd("-size", "16", "udp", "start", "int")
+    pd.net.send_udp(CAP_V4, 9000, 300)
+    assert wait_until(lambda: pd.capture()["buffer_full_drops"] > 0)
+    pd("wipe")
+    full = pd.capture()["buffer_full_drops"]
+    pd.net.send_udp(CAP_V4, 9001, 5)
+    shown = lambda: pd("show", "int").stdout.splitlines()[1:]  # noqa: E731
+    assert wait_until(lambda: len(shown()) == 5), pd.capture()
+    assert all(":9001" in line for line in shown())
+    assert pd.capture()["buffer_full_drops"] == full
 
 
 def test_a_bad_filter_is_refused_before_any_agent_starts(pd):

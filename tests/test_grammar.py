@@ -56,6 +56,9 @@ def test_the_interface_is_optional_and_filter_words_are_not_interfaces():
         ("-size 8 start int", "-size 8", "16…4194304"),
         ("-size=5000000 start", "-size=5000000", "16…4194304"),
         ("-size lots start", "-size lots", "whole number"),
+        # Digits other than ASCII: "²" made int() raise, "٣" was read as 3.
+        ("-trigger udp -after ² start", "-after ²", "whole number"),
+        ("-c ٣ start", "-c ٣", "whole number"),
         ("-o -ou start int", "-ou", "cannot be combined"),
         ("write int ../x.cap", "../x.cap", "8 characters"),
         ("write int toolongname.cap", "toolongname.cap", "8 characters"),

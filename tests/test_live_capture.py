@@ -452,3 +452,19 @@ def test_a_trigger_in_the_python_api_stops_the_capture_after_its_post_roll(testn
     assert numbers(got[11:]) == [0, 1, 2]
     with pytest.raises(pcapdump.UsageError):
         start(testnet, trigger="udp", after=10_000_001)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"trigger": "udp", "after": -1}, "after=-1: expected 0…"),
+        ({"trigger": ""}, "expected filter words"),
+        ({"trigger": []}, "expected filter words"),
+        ({"after": 3}, "applies only with a trigger"),
+    ],
+)
+def test_trigger_mistakes_in_the_python_api_are_usage_errors(kwargs, needle):
+    # Refused before any socket is opened: no privilege or interface needed.
+    with pytest.raises(pcapdump.UsageError) as bad:
+        pcapdump.capture("nosuch0", **kwargs)
+    assert needle in str(bad.value)

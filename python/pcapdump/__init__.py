@@ -172,6 +172,26 @@ def _check_range(name: str, value: int | None, low: int, high: int) -> None:
         raise ValueError(f"{name}={value}: expected {low} … {high}")
 
 
+def _trigger_of(trigger: FilterLike, after: int | None) -> Filter | None:
+    """The trigger's filter, checked as the command line checks ``-trigger`` and ``-after``."""
+    words = as_filter(trigger)
+    if words is None and after is not None:
+        raise UsageError(f"after={after!r}: applies only with a trigger")
+    if words is not None and not str(words):
+        raise UsageError(f"trigger={trigger!r}: expected filter words (none would fire on the first packet)")
+    if after is not None and (
+        isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= _core.MAX_AFTER
+    ):
+        raise UsageError(f"after={after!r}: expected 0…{_core.MAX_AFTER} packets")
+    return words
+
+
+def _check_duration(duration: float | None) -> None:
+    if isinstance(duration, bool) or not isinstance(duration, int | float | None):
+        low, high = _core.MIN_DURATION_S, _core.MAX_DURATION_S
+        raise UsageError(f"duration={duration!r}: expected {low}…{high} seconds")
+
+
 def capture(
     iface: str,
     filter: FilterLike = None,
@@ -182,7 +202,7 @@ def capture(
     ring: bool = False,
     duration: float | None = None,
     trigger: FilterLike = None,
-    after: int = _core.DEFAULT_AFTER,
+    after: int | None = None,
 ) -> Capture:
     """Start capturing on ``iface`` (needs root or CAP_NET_RAW); use it as a context manager.
 
@@ -191,18 +211,22 @@ def capture(
     the capture by itself, ``buffer_kb`` sizes the capture buffer, ``ring`` makes it overwrite the oldest
     packets when full instead of dropping new ones, ``promisc`` enters promiscuous mode for this capture,
     ``duration`` (seconds) stops it by itself after that long. ``trigger`` (filter words) is tested on
-    each kept packet: the first that matches fires it, ``after`` more packets are kept, then the capture
-    stops (``stop_reason`` ``"triggered"``, ``stats()["trigger"]`` names the packet).
+    each kept packet: the first that matches fires it, ``after`` more packets are kept (default
+    ``DEFAULT_AFTER``; only with a trigger), then the capture stops (``stop_reason`` ``"triggered"``,
+    ``stats()["trigger"]`` names the packet).
     ``stats()`` gives the counters (``CaptureStats``: ``packets``, ``kernel_drops``, ...).
     ``next(timeout)`` gives the next packet or ``None`` (none in time, or ``finished``); ``async for``
     iterates in an asyncio loop. Any thread may call ``stop()``, ``stats()`` or ``write()`` while another
     iterates; its iteration then ends cleanly.
     Raises ``NoSuchInterfaceError``, ``PrivilegeError``, ``UnsupportedError`` (all ``CaptureError``) or
-    ``FilterError``; a value out of range raises ``ValueError``.
+    ``FilterError``; ``snaplen``, ``count`` or ``buffer_kb`` out of range raises ``ValueError``, and a
+    wrong ``duration``, ``trigger`` or ``after`` ``UsageError``.
     """
     _check_range("snaplen", snaplen, 1, MAX_SNAPLEN)
     _check_range("count", count, 1, _core.MAX_COUNT)
     _check_range("buffer_kb", buffer_kb, MIN_BUFFER_KB, MAX_BUFFER_KB)
+    trigger_filter = _trigger_of(trigger, after)
+    _check_duration(duration)
     try:
         return Capture(
             iface,
@@ -213,8 +237,8 @@ def capture(
             promisc,
             ring,
             duration=duration,
-            trigger=as_filter(trigger),
-            after=after,
+            trigger=trigger_filter,
+            after=_core.DEFAULT_AFTER if after is None else after,
         )
     except NoSuchInterfaceError:
         from .ifaces import no_such_interface

@@ -367,7 +367,7 @@ class Agent:
         _number(request, "duration", _core.MIN_DURATION_S, _core.MAX_DURATION_S, "-duration")
         _number(request, "after", 0, _core.MAX_AFTER, "-after")
         flt = _core.Filter(str(request.get("filter") or ""))
-        trigger = _core.Filter(str(request["trigger"])) if request.get("trigger") else None
+        trigger = _trigger(request)
         # One trigger for every capture of this start: the first match stops them all.
         group = _core.TriggerGroup() if trigger is not None else None
         with self.lock:
@@ -583,14 +583,16 @@ class Agent:
 
     def _trigger_mark(self) -> tuple[int, str] | None:
         """The buffer sequence number of the packet a trigger fired on, and the comment it carries in a
-        pcapng file; `None` when no trigger has fired."""
+        pcapng file; `None` when no trigger has fired. Of several starts' triggers, the newest packet's
+        (one packet is marked)."""
+        marks = []
         with self.lock:
             for cap in self.captures.values():
                 hit = cap.trigger()
                 if hit is not None and hit["seq"] is not None:
                     words = cap.settings()["trigger"]
-                    return hit["seq"], f"pcapdump: trigger fired on this packet ({words})"
-        return None
+                    marks.append((hit["seq"], f"pcapdump: trigger fired on this packet ({words})"))
+        return max(marks, default=None)
 
     def _chosen_interfaces(self, request: dict[str, Any]) -> list[str]:
         """The interfaces a `write` or `show` names (``ifaces``): a list of names, each once, each with a
@@ -717,6 +719,22 @@ def _time_format(request: dict[str, Any]) -> TimeFormat:
             "and utc and date true or false"
         )
     return {"tz": tz, "utc": utc, "date": date}
+
+
+def _trigger(request: dict[str, Any]) -> _core.Filter | None:
+    """The trigger of a start request, as the command line checks it: words that match something, and
+    `after` only with them."""
+    words = request.get("trigger")
+    if words is None:
+        if request.get("after") is not None:
+            raise UsageError("'-after': -after applies with -trigger <words>", "-after")
+        return None
+    trigger = _core.Filter(str(words))
+    if not str(trigger):
+        # No words would fire on the first packet.
+        token = f"-trigger {words!r}"
+        raise UsageError(f"{token}: expected filter words, such as -trigger 'tcpflags rst'", "-trigger")
+    return trigger
 
 
 def _number(request: dict[str, Any], key: str, low: int, high: int, option: str) -> int | None:

@@ -185,7 +185,8 @@ class BoundedInt:
     what: str
 
     def __call__(self, value: str, token: str) -> int:
-        if not value.isdigit():
+        # ASCII only: `isdigit` is also true of "²" (which int() refuses) and "٣" (which it reads as 3).
+        if not (value.isascii() and value.isdigit()):
             raise UsageError(f"'{token}': {self.what} must be a whole number {self.range}", token)
         number = int(value)
         if number < self.low or (self.high is not None and number > self.high):

@@ -358,9 +358,14 @@ impl CaptureBuffer {
         }
     }
 
-    /// Drop every stored packet; interfaces and their totals stay.
+    /// Drop every stored packet; interfaces and their totals stay. A linear buffer starts again at the
+    /// beginning of its array (a ring does at its next packet).
     pub fn wipe(&mut self) {
-        self.head = self.tail;
+        self.head = match self.mode {
+            BufferMode::Linear => 0,
+            BufferMode::Ring => self.tail,
+        };
+        self.tail = self.head;
         self.first_seq = self.next_seq;
         self.full = false;
         for f in &mut self.ifaces {
@@ -388,7 +393,9 @@ impl CaptureBuffer {
     /// The packet at `cursor`, moving it on. Packets overwritten since the cursor was last moved are
     /// skipped and added to `missed`.
     pub fn next(&self, cursor: &mut Cursor, missed: &mut u64) -> Option<StoredPacket<'_>> {
-        if cursor.seq < self.first_seq {
+        // At the oldest packet, the cursor's place is the head's: an emptied buffer starts again at the
+        // beginning of its array, away from where a cursor placed at the end before stands.
+        if cursor.seq <= self.first_seq {
             *missed += self.first_seq - cursor.seq;
             *cursor = self.cursor();
         }
@@ -1060,6 +1067,41 @@ mod tests {
         let mut missed = 0;
         let p = b.next(&mut c, &mut missed).unwrap();
         assert_eq!((p.seq, p.data[0], missed), (3, 3, 3));
+    }
+
+    #[test]
+    fn a_full_linear_buffer_takes_packets_again_after_a_wipe() {
+        let mut b = CaptureBuffer::new(4096, BufferMode::Linear).unwrap();
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
+        while b.push(i, 1, 100, Direction::In, &[&[1; 100]]) == Pushed::Stored {}
+        // A reader that follows new packets, placed before the wipe.
+        let mut follower = b.cursor_at_end();
+        b.wipe();
+        for n in 0..3 {
+            assert_eq!(b.push(i, 2, 60, Direction::In, &[&[n; 60]]), Pushed::Stored);
+        }
+        let c = b.iface(i).counts;
+        assert_eq!((c.held, c.buffer_full_drops), (3, 1));
+        let mut missed = 0;
+        for n in 0..3 {
+            let p = b.next(&mut follower, &mut missed).unwrap();
+            assert_eq!((p.ts_ns, p.data), (2, &[n; 60][..]));
+        }
+        assert!(b.next(&mut follower, &mut missed).is_none());
+        assert_eq!(missed, 0);
+    }
+
+    #[test]
+    fn a_reader_at_the_end_of_an_emptied_ring_reads_what_comes_next() {
+        let mut b = CaptureBuffer::new(4096, BufferMode::Ring).unwrap();
+        let i = b.interface("int", LinkType::Ethernet).unwrap();
+        b.push(i, 1, 100, Direction::In, &[&[1; 100]]);
+        b.wipe();
+        let mut follower = b.cursor_at_end();
+        // The ring, empty, starts again at the beginning of its array.
+        b.push(i, 2, 60, Direction::In, &[&[7; 60]]);
+        let p = b.next(&mut follower, &mut 0).unwrap();
+        assert_eq!((p.ts_ns, p.data), (2, &[7; 60][..]));
     }
 
     #[test]

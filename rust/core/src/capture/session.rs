@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backend::{RingBackend, RingWaker};
-use super::buffer::{CaptureBuffer, IfaceId, Pushed, SharedBuffer};
+use super::buffer::{BufferMode, CaptureBuffer, IfaceId, Pushed, SharedBuffer};
 use super::ready::{Readiness, Watchers};
 use super::trigger::{StoredAt, Trigger, TriggerHit, TriggerState};
 use super::{CaptureError, Options, PacketRing, RingConfig, RingFrame, Waited, Waker};
@@ -479,6 +479,9 @@ impl Worker {
                 interface_gone = true;
             }
         };
+        if let Some(t) = self.trigger.as_mut() {
+            t.ended();
+        }
         self.shared
             .stopped_ns
             .store(wall_clock_ns(), Ordering::Release);
@@ -538,6 +541,7 @@ impl Worker {
                 if let Some(b) = buffer.as_mut() {
                     if b.push(iface, f.ts_ns, f.wirelen, f.direction, &[data]) == Pushed::Dropped {
                         full += 1;
+                        keeping &= !ends_post_roll(trigger, b);
                         return;
                     }
                 }
@@ -575,6 +579,7 @@ impl Worker {
             if let Some(b) = buffer.as_mut() {
                 if b.push(iface, f.ts_ns, wirelen, f.direction, &parts) == Pushed::Dropped {
                     full += 1;
+                    keeping &= !ends_post_roll(trigger, b);
                     return;
                 }
             }
@@ -617,6 +622,13 @@ impl Worker {
         }
         frames.map(|n| (n, *kept >= limit))
     }
+}
+
+/// A packet was not stored: in a linear buffer, which is then full for good, the post-roll of a trigger
+/// this capture fired ends (see `TriggerState::ended`).
+#[cold]
+fn ends_post_roll(trigger: &mut Option<TriggerState>, buffer: &CaptureBuffer) -> bool {
+    buffer.mode() == BufferMode::Linear && trigger.as_mut().is_some_and(|t| t.ended())
 }
 
 /// The first `snaplen` bytes of the concatenation of `parts`.

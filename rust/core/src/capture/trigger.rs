@@ -162,6 +162,20 @@ impl TriggerState {
         true
     }
 
+    /// This capture keeps no more packets (it stopped, or its linear buffer is full): if it fired, its
+    /// post-roll ends here and the group is done, so that the others do not wait for packets it will
+    /// never keep. Returns whether it did end a post-roll.
+    pub fn ended(&mut self) -> bool {
+        match self.left {
+            Some(left) if left > 0 => {
+                self.left = Some(0);
+                self.trigger.group.finish();
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn group(&self) -> &Arc<TriggerGroup> {
         &self.trigger.group
     }
@@ -218,6 +232,18 @@ mod tests {
             !int.counted(),
             "the second packet after the trigger is the last"
         );
+        assert!(group.is_done() && !int.wants_more() && !ext.wants_more());
+        assert!(!int.ended() && !ext.ended());
+    }
+
+    #[test]
+    fn a_capture_that_fired_and_keeps_no_more_ends_the_group() {
+        let group = TriggerGroup::new();
+        let (mut int, mut ext) = (state(&group, 5), state(&group, 5));
+        assert!(!ext.ended(), "it did not fire: nothing to end");
+        assert!(int.fire(|| hit("int")) && int.counted());
+        assert!(!group.is_done());
+        assert!(int.ended());
         assert!(group.is_done() && !int.wants_more() && !ext.wants_more());
     }
 
