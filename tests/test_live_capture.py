@@ -468,3 +468,8 @@ def test_trigger_mistakes_in_the_python_api_are_usage_errors(kwargs, needle):
     with pytest.raises(pcapdump.UsageError) as bad:
         pcapdump.capture("nosuch0", **kwargs)
     assert needle in str(bad.value)
+
+
+def test_trigger_words_of_the_wrong_type_name_the_trigger():
+    with pytest.raises(TypeError, match=r"^trigger=b'udp': expected filter words"):
+        pcapdump.capture("nosuch0", trigger=b"udp")

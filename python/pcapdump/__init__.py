@@ -174,7 +174,11 @@ def _check_range(name: str, value: int | None, low: int, high: int) -> None:
 
 def _trigger_of(trigger: FilterLike, after: int | None) -> Filter | None:
     """The trigger's filter, checked as the command line checks ``-trigger`` and ``-after``."""
-    words = as_filter(trigger)
+    try:
+        words = as_filter(trigger)
+    except TypeError:
+        expected = "expected filter words (a string or list of strings) or a Filter"
+        raise TypeError(f"trigger={trigger!r}: {expected}") from None
     if words is None and after is not None:
         raise UsageError(f"after={after!r}: applies only with a trigger")
     if words is not None and not str(words):

@@ -583,8 +583,8 @@ class Agent:
 
     def _trigger_mark(self) -> tuple[int, str] | None:
         """The buffer sequence number of the packet a trigger fired on, and the comment it carries in a
-        pcapng file; `None` when no trigger has fired. Of several starts' triggers, the newest packet's
-        (one packet is marked)."""
+        pcapng file; `None` when no trigger has fired. Of several starts' triggers, the packet of the one
+        that fired last (one packet is marked)."""
         marks = []
         with self.lock:
             for cap in self.captures.values():

@@ -624,8 +624,8 @@ impl Worker {
     }
 }
 
-/// A packet was not stored: in a linear buffer, which is then full for good, the post-roll of a trigger
-/// this capture fired ends (see `TriggerState::ended`).
+/// A packet was not stored: in a linear buffer, which is then full until a wipe, the post-roll of a
+/// trigger this capture fired ends (see `TriggerState::ended`).
 #[cold]
 fn ends_post_roll(trigger: &mut Option<TriggerState>, buffer: &CaptureBuffer) -> bool {
     buffer.mode() == BufferMode::Linear && trigger.as_mut().is_some_and(|t| t.ended())
