@@ -63,57 +63,27 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
-/* Mixed: Ethernet frames of 60 bytes, IPv4 from 198.18.0.2 to TARGET, in a random order: UDP to 64
-   ports, TCP ACK and PSH|ACK segments, ICMP echo requests. Sent on a packet socket bound to `iface`. */
-static int mixed(const char *target, long total, const char *iface, const unsigned char *dst_mac) {
-    int s = socket(AF_PACKET, SOCK_RAW, 0);
-    struct sockaddr_ll to = {
-        .sll_family = AF_PACKET, .sll_ifindex = (int)if_nametoindex(iface), .sll_halen = 6};
-    memcpy(to.sll_addr, dst_mac, 6);
-    if (s < 0 || to.sll_ifindex == 0) { perror("sender"); return 1; }
-    static unsigned char frames[BATCH][60];
+/* Sends `total` packets, BATCH at a time, from BATCH buffers of `len` bytes at `bufs`, to `to` (NULL:
+   the socket's connected peer); `fill` writes packet number `k` into its buffer first. At most 60 s.
+   Prints what the bench reads: packets sent, seconds, rate. */
+static int send_all(int s, unsigned char *bufs, size_t len, void *to, socklen_t to_len, long total,
+                    void (*fill)(unsigned char *buf, long k)) {
     struct iovec iov[BATCH];
     struct mmsghdr msgs[BATCH];
     memset(msgs, 0, sizeof msgs);
     for (int i = 0; i < BATCH; i++) {
-        iov[i].iov_base = frames[i];
-        iov[i].iov_len = 60;
+        iov[i].iov_base = bufs + i * len;
+        iov[i].iov_len = len;
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &to;
-        msgs[i].msg_hdr.msg_namelen = sizeof to;
+        msgs[i].msg_hdr.msg_name = to;
+        msgs[i].msg_hdr.msg_namelen = to_len;
     }
-    struct in_addr src, dst;
-    inet_pton(AF_INET, "198.18.0.2", &src);
-    inet_pton(AF_INET, target, &dst);
-    unsigned long long seed = 0x9e3779b97f4a7c15ULL;
     long sent = 0;
     double start = now();
     while (sent < total && now() - start < 60) {
         int n = total - sent < BATCH ? (int)(total - sent) : BATCH;
-        for (int i = 0; i < n; i++) {
-            unsigned char *f = frames[i];
-            seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
-            memset(f, 0, 60);
-            memcpy(f, dst_mac, 6);
-            f[6] = 0x02; f[11] = 0x01;
-            f[12] = 0x08;
-            f[14] = 0x45; f[16] = 0; f[17] = 46; f[22] = 64;
-            memcpy(f + 26, &src, 4);
-            memcpy(f + 30, &dst, 4);
-            unsigned sport = 40000 + (unsigned)(seed >> 20) % 20000;
-            f[34] = sport >> 8; f[35] = sport & 0xff;
-            switch ((seed >> 8) % 4) {
-            case 0: case 1:
-                f[23] = 17; f[36] = 0x23; f[37] = (unsigned char)(seed >> 32) & 63; f[39] = 26;
-                break;
-            case 2:
-                f[23] = 6; f[37] = 80; f[46] = 0x50; f[47] = (seed >> 40) & 1 ? 0x18 : 0x10;
-                break;
-            default:
-                f[23] = 1; f[34] = 8; f[35] = 0;
-            }
-        }
+        for (int i = 0; i < n; i++) fill(bufs + i * len, sent + i);
         int r = sendmmsg(s, msgs, n, 0);
         if (r < 0) {
             if (errno == ENOBUFS || errno == EAGAIN) continue;
@@ -127,47 +97,62 @@ static int mixed(const char *target, long total, const char *iface, const unsign
     return 0;
 }
 
+/* One flow: the packet's number at the start of its payload. */
+static void numbered(unsigned char *buf, long k) { memcpy(buf, &k, sizeof k); }
+
+/* Mixed: Ethernet frames of 60 bytes, IPv4 from 198.18.0.2 to TARGET, in a random order: UDP to 64
+   ports, TCP ACK and PSH|ACK segments, ICMP echo requests. */
+static unsigned char dst_mac[6];
+static struct in_addr mixed_src, mixed_dst;
+static unsigned long long seed = 0x9e3779b97f4a7c15ULL;
+
+static void mixed_frame(unsigned char *f, long k) {
+    (void)k;
+    seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+    memset(f, 0, 60);
+    memcpy(f, dst_mac, 6);
+    f[6] = 0x02; f[11] = 0x01;
+    f[12] = 0x08;
+    f[14] = 0x45; f[16] = 0; f[17] = 46; f[22] = 64;
+    memcpy(f + 26, &mixed_src, 4);
+    memcpy(f + 30, &mixed_dst, 4);
+    unsigned sport = 40000 + (unsigned)(seed >> 20) % 20000;
+    f[34] = sport >> 8; f[35] = sport & 0xff;
+    switch ((seed >> 8) % 4) {
+    case 0: case 1:
+        f[23] = 17; f[36] = 0x23; f[37] = (unsigned char)(seed >> 32) & 63; f[39] = 26;
+        break;
+    case 2:
+        f[23] = 6; f[37] = 80; f[46] = 0x50; f[47] = (seed >> 40) & 1 ? 0x18 : 0x10;
+        break;
+    default:
+        f[23] = 1; f[34] = 8; f[35] = 0;
+    }
+}
+
+/* sender TARGET TOTAL: one UDP flow from a socket; sender TARGET TOTAL IFACE DST_MAC: the mixed frames
+   on a packet socket bound to IFACE. */
 int main(int argc, char **argv) {
     long total = atol(argv[2]);
     if (argc == 5) {
-        unsigned char mac[6];
         sscanf(argv[4], "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx",
-               &mac[0], &mac[1], &mac[2], &mac[3], &mac[4], &mac[5]);
-        return mixed(argv[1], total, argv[3], mac);
+               &dst_mac[0], &dst_mac[1], &dst_mac[2], &dst_mac[3], &dst_mac[4], &dst_mac[5]);
+        inet_pton(AF_INET, "198.18.0.2", &mixed_src);
+        inet_pton(AF_INET, argv[1], &mixed_dst);
+        int s = socket(AF_PACKET, SOCK_RAW, 0);
+        struct sockaddr_ll to = {
+            .sll_family = AF_PACKET, .sll_ifindex = (int)if_nametoindex(argv[3]), .sll_halen = 6};
+        memcpy(to.sll_addr, dst_mac, 6);
+        if (s < 0 || to.sll_ifindex == 0) { perror("sender"); return 1; }
+        static unsigned char frames[BATCH][60];
+        return send_all(s, &frames[0][0], 60, &to, sizeof to, total, mixed_frame);
     }
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(9000)};
     inet_pton(AF_INET, argv[1], &to.sin_addr);
     if (s < 0 || connect(s, (struct sockaddr *)&to, sizeof to) != 0) { perror("sender"); return 1; }
-    static char buf[BATCH][PAYLOAD];
-    struct iovec iov[BATCH];
-    struct mmsghdr msgs[BATCH];
-    memset(msgs, 0, sizeof msgs);
-    for (int i = 0; i < BATCH; i++) {
-        iov[i].iov_base = buf[i];
-        iov[i].iov_len = PAYLOAD;
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    long sent = 0;
-    double start = now();
-    while (sent < total && now() - start < 60) {
-        int n = total - sent < BATCH ? (int)(total - sent) : BATCH;
-        for (int i = 0; i < n; i++) {
-            long k = sent + i;
-            memcpy(buf[i], &k, sizeof k);
-        }
-        int r = sendmmsg(s, msgs, n, 0);
-        if (r < 0) {
-            if (errno == ENOBUFS || errno == EAGAIN) continue;
-            perror("sendmmsg");
-            return 1;
-        }
-        sent += r;
-    }
-    double took = now() - start;
-    printf("{\"sent\": %ld, \"seconds\": %.6f, \"rate\": %.0f}\n", sent, took, sent / took);
-    return 0;
+    static unsigned char buf[BATCH][PAYLOAD];
+    return send_all(s, &buf[0][0], PAYLOAD, NULL, 0, total, numbered);
 }
 """.replace("@PAYLOAD@", str(FRAME_PAYLOAD))
 

@@ -534,7 +534,6 @@ impl Screen {
     /// and this costs a fraction of the branch-free look; on a random mix it is dearer.
     #[inline(always)]
     fn looks<const RETURN_EARLY: bool>(&self, window: &[u8; SCREEN_BYTES]) -> bool {
-        let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
         let l3 = ETHERNET_HEADER;
         let outer = be16(window, 12);
         if RETURN_EARLY && outer == ethertype::IPV4 && window[l3] == 0x45 {
@@ -543,10 +542,7 @@ impl Screen {
                 .expect("the window holds an untagged header");
             return self.ipv4_protocol(n) && self.ipv4_address(n) && self.ipv4_transport::<true>(n);
         }
-        // `|`, not `is_vlan_tpid`'s `||`, which the compiler made a branch on the frame's kind.
-        let tagged = (outer == ethertype::VLAN)
-            | (outer == ethertype::QINQ)
-            | (outer == ethertype::QINQ_OLD);
+        let tagged = ethertype::is_vlan_tpid(outer);
         let shift = 4 * tagged as usize;
         let n: &[u8; SCREEN_NETWORK_BYTES] = window[shift..]
             .first_chunk()
@@ -599,7 +595,6 @@ impl Screen {
         if self.ports.is_none() && self.tcp_flags.is_none() && self.icmp_types.is_none() {
             return true;
         }
-        let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
         let (l3, l4) = (ETHERNET_HEADER, ETHERNET_HEADER + 20);
         let mut transport = true;
         let mut and = |part: bool| {
@@ -632,6 +627,12 @@ impl Screen {
 /// The tests of the terms a packet must pass (not those it must fail).
 fn required<T>(terms: &[Term<T>]) -> impl Iterator<Item = &T> {
     terms.iter().filter(|t| !t.excluded).map(|t| &t.test)
+}
+
+/// The big-endian 16 bits at `at` of the screen's window (a place inside it).
+#[inline(always)]
+fn be16(window: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([window[at], window[at + 1]])
 }
 
 /// `N` bytes at `at` of the screen's window (a place inside it).

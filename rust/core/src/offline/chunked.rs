@@ -871,13 +871,19 @@ pub(super) mod tests {
         assert_eq!(results[2], results[0]);
     }
 
+    /// The plan of `file` read in blocks of `block_bytes`.
+    fn plan_in_blocks(file: &CaptureFile, block_bytes: usize) -> super::Plan<'_> {
+        SMALL_CHUNKS.set(Some(block_bytes));
+        let plan = super::Plan::for_file(file, None, 0).unwrap();
+        SMALL_CHUNKS.set(None);
+        plan
+    }
+
     #[test]
     fn a_block_read_short_of_where_its_records_start_goes_to_the_general_parser() {
         let path = scratch("short", &capture(3000, false, false));
         let file = CaptureFile::open(&path).unwrap();
-        SMALL_CHUNKS.set(Some(4096));
-        let plan = super::Plan::for_file(&file, None, 0).unwrap();
-        SMALL_CHUNKS.set(None);
+        let plan = plan_in_blocks(&file, 4096);
         let chain = super::Chain::new();
         let reader = super::BlockReader {
             path: "short",
@@ -906,9 +912,7 @@ pub(super) mod tests {
         let bytes = capture(3000, false, false);
         let path = scratch("regrown", &bytes);
         let file = CaptureFile::open(&path).unwrap();
-        SMALL_CHUNKS.set(Some(65_536));
-        let plan = super::Plan::for_file(&file, None, 0).unwrap();
-        SMALL_CHUNKS.set(None);
+        let plan = plan_in_blocks(&file, 65_536);
         let chain = super::Chain::new();
         let reader = super::BlockReader {
             path: "regrown",
@@ -941,9 +945,7 @@ pub(super) mod tests {
         let path = scratch("pages", &capture(3000, false, false));
         let file = CaptureFile::open(&path).unwrap();
         // Blocks of a few pages and a little more, so that most start inside a page.
-        SMALL_CHUNKS.set(Some(3 * super::PAGE + 100));
-        let plan = super::Plan::for_file(&file, None, 0).unwrap();
-        SMALL_CHUNKS.set(None);
+        let plan = plan_in_blocks(&file, 3 * super::PAGE + 100);
         let chain = super::Chain::new();
         let reader = super::BlockReader {
             path: "pages",
